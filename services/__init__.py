@@ -1,0 +1,1 @@
+"""multinet: policy-based flow redirection for multihomed NEMO mobile networks."""

@@ -1,0 +1,1 @@
+"""Contracts shared by every multinet service: topics, message models, policy documents."""

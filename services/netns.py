@@ -1,0 +1,101 @@
+"""Network namespaces for the test bed, the demo, tests and benchmarks.
+
+Commands are argument lists (never shell strings). `call_in` runs a Python callable inside a
+namespace in a forked child, so that libraries opening netlink sockets (libnftables, libiptc,
+pyroute2) see that namespace and the caller's own namespace is never touched.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import multiprocessing
+import os
+import subprocess
+import traceback
+from collections.abc import Callable
+from multiprocessing.connection import Connection
+from typing import ParamSpec, TypeVar
+
+P = ParamSpec("P")
+R = TypeVar("R")
+NETNS_DIR = "/run/netns"
+_CLONE_NEWNET = 0x40000000
+
+
+class NetnsCallError(RuntimeError):
+    """The callable raised inside the namespace; the message holds the child's traceback."""
+
+
+def exists(name: str) -> bool:
+    """Whether a named namespace exists."""
+    return os.path.exists(os.path.join(NETNS_DIR, name))
+
+
+def create(name: str) -> None:
+    """Create a named namespace (replacing a leftover of the same name) with loopback up."""
+    if exists(name):
+        delete(name)
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    run(name, ["ip", "link", "set", "lo", "up"])
+
+
+def delete(name: str) -> None:
+    """Delete a named namespace; a missing one is not an error."""
+    if exists(name):
+        subprocess.run(["ip", "netns", "del", name], check=False, capture_output=True)
+
+
+def run(name: str, argv: list[str], *, check: bool = True, timeout: float = 60) -> str:
+    """Run a command inside namespace `name`; return its standard output."""
+    proc = subprocess.run(
+        ["ip", "netns", "exec", name, *argv],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    if check and proc.returncode != 0:
+        raise subprocess.CalledProcessError(proc.returncode, argv, proc.stdout, proc.stderr)
+    return proc.stdout
+
+
+def enter(name: str) -> None:
+    """Move the calling thread (the whole process, if single-threaded) into namespace `name`."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = os.open(os.path.join(NETNS_DIR, name), os.O_RDONLY)
+    try:
+        if libc.setns(fd, _CLONE_NEWNET) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"setns into {name}: {os.strerror(err)}")
+    finally:
+        os.close(fd)
+
+
+def _child(conn: Connection, name: str, fn: Callable[..., object], args: tuple[object, ...]) -> None:
+    try:
+        enter(name)
+        conn.send(("ok", fn(*args)))
+    except BaseException:  # noqa: BLE001 - everything goes back to the parent
+        conn.send(("error", traceback.format_exc()))
+    finally:
+        conn.close()
+
+
+def call_in(name: str, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+    """Run `fn(*args)` in a forked child inside namespace `name` and return its result."""
+    if kwargs:
+        raise TypeError("call_in passes positional arguments only")
+    ctx = multiprocessing.get_context("fork")
+    parent, child = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_child, args=(child, name, fn, args), daemon=True)
+    proc.start()
+    child.close()
+    try:
+        status, value = parent.recv()
+    except EOFError as exc:
+        raise NetnsCallError(f"child in {name} died without an answer") from exc
+    finally:
+        proc.join()
+    if status == "error":
+        raise NetnsCallError(f"in namespace {name}:\n{value}")
+    return value  # type: ignore[no-any-return]

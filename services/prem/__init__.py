@@ -1,0 +1,1 @@
+"""PREM: Policy Reception and Enforcement Module, one worker per node (HA and MR)."""

@@ -1,0 +1,32 @@
+"""The interface every enforcement back end implements."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from services.prem.flowtable import FlowTable
+from services.prem.reconcile import Changes
+
+
+class Backend(Protocol):
+    """Renders a flow table into packet marking, and reads back what is enforced.
+
+    `read` must go through an independent path (a kernel dump), not remember what was written,
+    so that the reconciler sees the truth after a crash or a foreign change. `apply` is atomic:
+    after it returns the kernel holds `desired`; if it raises `KernelError`, the kernel holds
+    what it held before.
+    """
+
+    name: str
+
+    def read(self) -> FlowTable:
+        """The flow table the data plane enforces now (empty when nothing of ours exists)."""
+        ...
+
+    def apply(self, desired: FlowTable, changes: Changes) -> None:
+        """Make the data plane enforce `desired`, given `changes` from the current state."""
+        ...
+
+    def remove_all(self) -> None:
+        """Remove everything this back end owns (chains, tables, sets)."""
+        ...

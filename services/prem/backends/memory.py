@@ -1,0 +1,46 @@
+"""An in-memory data plane for decision-side tests: it answers "which BID does this packet get?"."""
+
+from __future__ import annotations
+
+from services.contracts.errors import KernelError
+from services.prem.config import PremSettings
+from services.prem.flowtable import FlowTable, Packet, classify
+from services.prem.reconcile import Changes
+
+
+class MemoryBackend:
+    """Holds the flow table in memory and interprets it like the kernel would."""
+
+    name = "memory"
+
+    def __init__(self, settings: PremSettings | None = None, *, fail_next_apply: bool = False) -> None:
+        self.settings = settings
+        self._table: FlowTable = ()
+        self.applied_batches = 0
+        self.fail_next_apply = fail_next_apply
+
+    def read(self) -> FlowTable:
+        """The table as held."""
+        return self._table
+
+    def apply(self, desired: FlowTable, changes: Changes) -> None:
+        """Replace the table in one step (or fail whole when a fault is injected)."""
+        if self.fail_next_apply:
+            self.fail_next_apply = False
+            raise KernelError("memory apply", "injected failure")
+        present = [r for r in self._table if r not in set(changes.remove)]
+        self._table = tuple(sorted({*present, *changes.add}, key=lambda r: r.precedence()))
+        if self._table != desired:
+            raise KernelError("memory apply", "changes do not lead to the desired table")
+        self.applied_batches += 1
+
+    def remove_all(self) -> None:
+        """Forget every rule."""
+        self._table = ()
+
+    def bid_for(self, packet: Packet) -> int | None | str:
+        """The BID `packet` is marked with, "drop", or None when no policy matches."""
+        rule = classify(self._table, packet)
+        if rule is None:
+            return None
+        return "drop" if rule.bid is None else rule.bid

@@ -1,0 +1,148 @@
+"""The node's desired policy set and how one policy message changes it (pure, all-or-nothing).
+
+Every check that could refuse a message runs before a new state is returned, and the old state
+object is never modified, so a refused message leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from services.contracts.errors import PolicyRefused, Problem
+from services.contracts.policy import (
+    Flush,
+    Forward,
+    Install,
+    NodeId,
+    Policy,
+    PolicyMessage,
+    Update,
+)
+from services.prem.config import PremSettings
+
+
+class DesiredState(BaseModel):
+    """What this node must enforce: the policies and the version of the last message applied."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    node: NodeId
+    version: int = Field(default=0, ge=0)
+    policies: tuple[Policy, ...] = ()
+
+    def by_id(self) -> dict[str, Policy]:
+        """Policies keyed by id."""
+        return {p.id: p for p in self.policies}
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The state after a message, and what the message did."""
+
+    state: DesiredState
+    inserted: int = 0
+    deleted: int = 0
+    replaced: int = 0
+
+
+def apply_message(state: DesiredState, message: PolicyMessage, settings: PremSettings) -> Outcome:
+    """Return the state after `message`, or raise PolicyRefused listing every problem."""
+    problems = _addressing_problems(state, message, settings)
+    op = message.operation
+    current = state.by_id()
+    inserted = deleted = replaced = 0
+    if isinstance(op, Install):
+        new = {p.id: p for p in op.policies}
+        inserted = len(new)
+        deleted = len(current)
+        incoming: tuple[Policy, ...] = op.policies
+    elif isinstance(op, Update):
+        new = dict(current)
+        for policy_id in op.delete:
+            if new.pop(policy_id, None) is None:
+                problems.append(Problem("delete of a policy that is not installed", policy_id))
+        for policy in op.replace:
+            if policy.id not in new:
+                problems.append(Problem("replace of a policy that is not installed", policy.id))
+            new[policy.id] = policy
+        for policy in op.insert:
+            if policy.id in new:
+                problems.append(Problem("insert of a policy id that is already installed", policy.id))
+            new[policy.id] = policy
+        inserted, deleted, replaced = len(op.insert), len(op.delete), len(op.replace)
+        incoming = (*op.insert, *op.replace)
+    else:
+        assert isinstance(op, Flush)
+        new = {}
+        deleted = len(current)
+        incoming = ()
+    problems += _bid_problems(incoming, settings)
+    if len(new) > settings.limits.max_policies:
+        problems.append(
+            Problem(f"the node would hold {len(new)} policies, over the limit of "
+                    f"{settings.limits.max_policies}")
+        )
+    if problems:
+        raise PolicyRefused(problems)
+    policies = tuple(sorted(new.values(), key=Policy.sort_key))
+    return Outcome(
+        DesiredState(node=state.node, version=message.version, policies=policies),
+        inserted=inserted,
+        deleted=deleted,
+        replaced=replaced,
+    )
+
+
+def _addressing_problems(
+    state: DesiredState, message: PolicyMessage, settings: PremSettings
+) -> list[Problem]:
+    problems = []
+    if message.node != settings.node:
+        problems.append(
+            Problem(f"message is for node {message.node!r}, this is {settings.node!r}", field="node")
+        )
+    if message.mobile_router != settings.mobile_router:
+        problems.append(
+            Problem(
+                f"message concerns mobile router {message.mobile_router!r}, this node serves "
+                f"{settings.mobile_router!r}",
+                field="mobile-router",
+            )
+        )
+    if message.direction != settings.direction:
+        problems.append(
+            Problem(
+                f"{message.direction.value} policies cannot be enforced on a "
+                f"{settings.role.value.upper()} ({settings.direction.value} only)",
+                field="direction",
+            )
+        )
+    if message.version <= state.version:
+        problems.append(
+            Problem(
+                f"stale or replayed version {message.version}: version {state.version} is "
+                "already enforced",
+                field="version",
+            )
+        )
+    return problems
+
+
+def _bid_problems(policies: tuple[Policy, ...], settings: PremSettings) -> list[Problem]:
+    known = set(settings.bid_numbers())
+    problems = []
+    for policy in policies:
+        if isinstance(policy.action, Forward):
+            for bid in policy.action.bids():
+                if bid not in known:
+                    problems.append(
+                        Problem(
+                            f"BID {bid} is not declared on node {settings.node!r} "
+                            f"(declared: {sorted(known)})",
+                            policy.id,
+                            "action.bid",
+                        )
+                    )
+    return problems

@@ -1,0 +1,49 @@
+"""Durable desired state: written atomically so a crash mid-write leaves the old or the new file."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from services.contracts.errors import ConfigError, Problem
+from services.prem.policyset import DesiredState
+
+
+def load(path: Path, node: str) -> DesiredState:
+    """The stored state, or an empty one at version 0 when the file does not exist yet."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return DesiredState(node=node)
+    try:
+        state = DesiredState.model_validate_json(raw)
+    except ValidationError as exc:
+        raise ConfigError([Problem(f"state file {path} is corrupt: {exc}")]) from exc
+    if state.node != node:
+        raise ConfigError([Problem(f"state file {path} belongs to node {state.node!r}, not {node!r}")])
+    return state
+
+
+def save(path: Path, state: DesiredState) -> None:
+    """Write to a temporary file in the same directory, fsync, rename over, fsync the directory."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(state.model_dump_json().encode())
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    dir_fd = os.open(path.parent, os.O_DIRECTORY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
