@@ -30,6 +30,7 @@ class DesiredState(BaseModel):
 
     node: NodeId
     version: int = Field(default=0, ge=0)
+    digest: str = Field(default="", description="SHA-256 of the document that set `version`")
     policies: tuple[Policy, ...] = ()
 
     def by_id(self) -> dict[str, Policy]:
@@ -47,8 +48,14 @@ class Outcome:
     replaced: int = 0
 
 
-def apply_message(state: DesiredState, message: PolicyMessage, settings: PremSettings) -> Outcome:
-    """Return the state after `message`, or raise PolicyRefused listing every problem."""
+def apply_message(
+    state: DesiredState, message: PolicyMessage, settings: PremSettings, digest: str = ""
+) -> Outcome:
+    """Return the state after `message`, or raise PolicyRefused listing every problem.
+
+    `digest` identifies the document; it is stored so that a redelivery of the very document
+    that set the current version can be recognised (see `is_redelivery`).
+    """
     problems = _addressing_problems(state, message, settings)
     op = message.operation
     current = state.by_id()
@@ -88,11 +95,16 @@ def apply_message(state: DesiredState, message: PolicyMessage, settings: PremSet
         raise PolicyRefused(problems)
     policies = tuple(sorted(new.values(), key=Policy.sort_key))
     return Outcome(
-        DesiredState(node=state.node, version=message.version, policies=policies),
+        DesiredState(node=state.node, version=message.version, digest=digest, policies=policies),
         inserted=inserted,
         deleted=deleted,
         replaced=replaced,
     )
+
+
+def is_redelivery(state: DesiredState, message: PolicyMessage, digest: str) -> bool:
+    """The same document as the one already enforced (a QoS 1 duplicate): acknowledge again."""
+    return bool(digest) and message.version == state.version and digest == state.digest
 
 
 def _addressing_problems(

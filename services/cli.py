@@ -1,0 +1,137 @@
+"""The `multinet` command: one subcommand per service, plus validate-only checks."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from services.contracts import policy_xml
+from services.contracts.errors import InvalidInput
+from services.contracts.settings import BrokerSettings, apply_env, read_file, validate_section
+from services.prem.config import PremFile, PremSettings
+
+#: Settings sections each service reads, validated by `check-config`.
+SECTIONS: dict[str, type[PremSettings]] = {"prem": PremSettings}
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    path: Path = args.file
+    try:
+        if path.suffix == ".xml":
+            message = policy_xml.parse(path.read_bytes())
+            print(f"{path}: valid policy document for node {message.node}, version "
+                  f"{message.version}, {message.operation.kind} of {message.policy_count()} entries")
+            return 0
+        data = apply_env(read_file(path))
+        found = [name for name in SECTIONS if name in data]
+        unknown = sorted(set(data) - set(SECTIONS) - {"broker"})
+        if unknown:
+            print(f"{path}: unknown section(s) {', '.join(unknown)}; known: "
+                  f"{', '.join(sorted([*SECTIONS, 'broker']))}", file=sys.stderr)
+            return 2
+        if not found:
+            print(f"{path}: no service section found (expected one of {', '.join(SECTIONS)})",
+                  file=sys.stderr)
+            return 2
+        for name in found:
+            validate_section(SECTIONS[name], data, name)
+        validate_section(BrokerSettings, data, "broker")
+    except InvalidInput as exc:
+        for problem in exc.problems:
+            print(f"{path}: {problem}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"{path}: {exc.strerror}", file=sys.stderr)
+        return 2
+    print(f"{path}: OK ({', '.join(found)})")
+    return 0
+
+
+def _load_prem(path: Path) -> PremFile:
+    data = apply_env(read_file(path))
+    validate_section(PremSettings, data, "prem")
+    return PremFile.from_mapping(data)
+
+
+def _prem_run(args: argparse.Namespace) -> int:
+    from services import logsetup
+    from services.prem.worker import PremWorker
+
+    try:
+        config = _load_prem(args.config)
+    except InvalidInput as exc:
+        for problem in exc.problems:
+            print(f"{args.config}: {problem}", file=sys.stderr)
+        return 2
+    settings = config.prem
+    if args.remove_on_exit:
+        settings = settings.model_copy(update={"remove_on_exit": True})
+    logsetup.configure(settings.node, level=args.log_level, json_lines=args.log_json)
+    PremWorker(settings, config.broker, netns_name=args.netns).run()
+    return 0
+
+
+def _prem_demo(args: argparse.Namespace) -> int:
+    from services.prem.demo import run_demo
+
+    return run_demo(backend=args.backend, keep=args.keep)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the `multinet` command."""
+    parser = argparse.ArgumentParser(
+        prog="multinet",
+        description="Policy-based flow redirection for multihomed NEMO mobile networks.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    check = sub.add_parser(
+        "check-config",
+        help="validate a settings file (TOML/YAML) or a policy document (.xml) and exit",
+        description="Validate only: prints OK or every problem with its key, exit 2 on error.",
+    )
+    check.add_argument("file", type=Path, help="settings file (.toml, .yaml) or policy (.xml)")
+    check.set_defaults(func=_check_config)
+
+    prem = sub.add_parser("prem", help="the Policy Reception and Enforcement Module (HA or MR)")
+    prem_sub = prem.add_subparsers(dest="prem_command", required=True, metavar="ACTION")
+    run = prem_sub.add_parser(
+        "run",
+        help="run a worker: policies from MQTT, enforced in this node's kernel",
+        description="Run a PREM worker until SIGTERM. Settings come from the [prem] and "
+        "[broker] tables of --config, overridden by MULTINET_PREM__KEY environment variables.",
+    )
+    run.add_argument("--config", type=Path, required=True, help="settings file (.toml/.yaml)")
+    run.add_argument(
+        "--netns",
+        metavar="NAME",
+        help="enforce in network namespace NAME while keeping the broker connection in the "
+        "current one (test bed)",
+    )
+    run.add_argument("--remove-on-exit", action="store_true",
+                     help="remove every rule, chain and ip rule the worker owns when it stops")
+    run.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    run.add_argument("--log-json", action="store_true", help="log one JSON object per line")
+    run.set_defaults(func=_prem_run)
+
+    demo = prem_sub.add_parser(
+        "demo",
+        help="build a namespace lab, run a real worker, move a flow between BIDs and print it",
+    )
+    demo.add_argument("--backend", choices=["nftables", "iptables"], default="nftables")
+    demo.add_argument("--keep", action="store_true", help="leave the namespaces for inspection")
+    demo.set_defaults(func=_prem_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `multinet` console script."""
+    args = build_parser().parse_args(argv)
+    result: int = args.func(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,442 @@
+"""The XML form of policy messages: one hardened parser and one renderer for every path.
+
+Documents arrive from the SOAP interface and the bus, so they are untrusted. `parse` refuses
+anything beyond our vocabulary before it can cost memory or reach a file: no DTD, no entities,
+no processing instructions, UTF-8 only, a byte limit before parsing and a policy-count limit
+before building models. The XSD (`policy.xsd`) fixes structure and value ranges; the pydantic
+models add the cross-field rules. Every refusal is a `PolicyDocumentError` whose problems name
+the line, the policy id and the field, so a sender can fix its document without guessing.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.resources
+import ipaddress
+import itertools
+import threading
+from collections.abc import Callable, Iterable
+from typing import TypeVar
+
+from lxml import etree
+from pydantic import BaseModel, ValidationError
+
+from services.contracts.errors import PolicyDocumentError, Problem
+from services.contracts.policy import (
+    AddressMatch,
+    AddressRange,
+    Drop,
+    Flush,
+    Forward,
+    Install,
+    IPAddress,
+    Policy,
+    PolicyMessage,
+    PortRange,
+    Selector,
+    Update,
+)
+
+NAMESPACE = "urn:multinet:flow-policy:1"
+DEFAULT_MAX_BYTES = 4 * 1024 * 1024
+DEFAULT_MAX_POLICIES = 20000
+
+#: More problems than this are summarised: a sender fixes the first ones and resends.
+_MAX_PROBLEMS = 20
+
+#: Model field names as the document spells them, so problems speak the sender's language.
+_XML_NAMES = {
+    "mobile_router": "mobile-router",
+    "src_addr": "source",
+    "dst_addr": "destination",
+    "src_port": "source-port",
+    "dst_port": "destination-port",
+    "next_header": "next-header",
+    "flow_label": "flow-label",
+    "fallbacks": "fallback",
+}
+
+_M = TypeVar("_M", bound=BaseModel)
+_T = TypeVar("_T")
+
+# An XMLSchema object keeps its error log on itself, so concurrent validations must not overlap.
+_SCHEMA_LOCK = threading.Lock()
+
+
+def _q(name: str) -> str:
+    return f"{{{NAMESPACE}}}{name}"
+
+
+def _hardened_parser() -> etree.XMLParser:
+    """A parser that never loads a DTD, expands an entity or touches the network.
+
+    Parsers are not thread-safe, so each parse gets its own. Comments are dropped at parse
+    time so that text split by a comment reads as one value, as the XSD sees it.
+    """
+    return etree.XMLParser(
+        resolve_entities=False,
+        no_network=True,
+        load_dtd=False,
+        dtd_validation=False,
+        huge_tree=False,
+        remove_comments=True,
+    )
+
+
+@functools.cache
+def _schema() -> etree.XMLSchema:
+    source = importlib.resources.files("services.contracts").joinpath("policy.xsd")
+    return etree.XMLSchema(etree.fromstring(source.read_bytes(), _hardened_parser()))
+
+
+def _refusal(problems: list[Problem]) -> PolicyDocumentError:
+    if len(problems) > _MAX_PROBLEMS:
+        hidden = len(problems) - _MAX_PROBLEMS
+        problems = [*problems[:_MAX_PROBLEMS], Problem(f"{hidden} more problems not shown")]
+    return PolicyDocumentError(problems)
+
+
+def _refuse(reason: str, *, line: int | None = None) -> PolicyDocumentError:
+    return PolicyDocumentError([Problem(reason, line=line)])
+
+
+# --- Parsing -------------------------------------------------------------------------------
+
+
+def parse(
+    data: bytes,
+    *,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    max_policies: int = DEFAULT_MAX_POLICIES,
+) -> PolicyMessage:
+    """Turn an untrusted policy document into a validated message, or refuse it whole."""
+    root = _parse_tree(data, max_bytes=max_bytes)
+    _check_policy_count(root, max_policies)
+    _check_schema(root)
+    return _message(root)
+
+
+def validate_xsd(data: bytes) -> None:
+    """Check a document against the schema only, e.g. for a validate-only command."""
+    _check_schema(_parse_tree(data, max_bytes=DEFAULT_MAX_BYTES))
+
+
+def _line_at(data: bytes, offset: int) -> int:
+    return data.count(b"\n", 0, offset) + 1
+
+
+def _parse_tree(data: bytes, *, max_bytes: int) -> etree._Element:
+    """Parse with every XML feature we do not use refused, before and after parsing."""
+    if len(data) > max_bytes:
+        raise _refuse(f"document is {len(data)} bytes, over the limit of {max_bytes} bytes")
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        # Only UTF-8 keeps the byte scan below meaningful (UTF-16 would hide a DOCTYPE).
+        line = _line_at(data, error.start)
+        raise _refuse("document is not UTF-8 encoded", line=line) from None
+    for marker in (b"<!DOCTYPE", b"<!ENTITY"):
+        at = data.find(marker)
+        if at >= 0:
+            reason = f"{marker.decode()} is not allowed: policy documents carry no DTD or entities"
+            raise _refuse(reason, line=_line_at(data, at))
+    try:
+        root = etree.fromstring(data, _hardened_parser())
+    except etree.XMLSyntaxError as error:
+        entries = list(error.error_log)
+        reason = entries[0].message if entries else str(error.msg)
+        raise _refuse(f"not well-formed XML: {reason}", line=error.lineno) from error
+    docinfo = root.getroottree().docinfo
+    if docinfo.doctype or docinfo.internalDTD is not None:
+        raise _refuse("a DOCTYPE is not allowed: policy documents carry no DTD")
+    outside = [*root.itersiblings(preceding=True), *root.itersiblings()]
+    for node in itertools.chain(outside, root.iter(etree.PI, etree.Entity)):
+        kind = "entity reference" if isinstance(node, etree._Entity) else "processing instruction"
+        raise _refuse(f"a {kind} is not allowed in a policy document", line=node.sourceline)
+    namespace = etree.QName(root).namespace
+    if namespace != NAMESPACE:
+        got = namespace or "no namespace"
+        raise _refuse(f"expected namespace {NAMESPACE}, got {got}", line=root.sourceline)
+    return root
+
+
+def _check_policy_count(root: etree._Element, limit: int) -> None:
+    """Count before validating, so an oversized batch never costs schema or model work."""
+    entries = itertools.islice(root.iter(_q("policy"), _q("delete")), limit + 1)
+    if sum(1 for _ in entries) > limit:
+        raise _refuse(f"document carries more than {limit} policies, over the limit")
+
+
+def _check_schema(root: etree._Element) -> None:
+    schema = _schema()
+    with _SCHEMA_LOCK:
+        valid = schema.validate(root)
+        entries = [] if valid else list(schema.error_log)
+    if valid:
+        return
+    # libxml2 follows a bad key value with an ERROR-level "Warning: no precomputed value".
+    problems = [_schema_problem(root, e) for e in entries if "Warning:" not in e.message]
+    raise _refusal(problems or [Problem("document does not match the schema")])
+
+
+def _schema_problem(root: etree._Element, entry: etree._LogEntry) -> Problem:
+    reason = entry.message.replace(f"{{{NAMESPACE}}}", "")
+    element = _element_at(root, entry.path)
+    if element is None:
+        return Problem(reason, line=entry.line)
+    policy_id, field = _where(element)
+    return Problem(reason, policy_id=policy_id, field=field, line=entry.line)
+
+
+def _element_at(root: etree._Element, path: str | None) -> etree._Element | None:
+    if not path:
+        return None
+    try:
+        found = root.getroottree().xpath(path)
+    except etree.XPathError:
+        return None
+    if isinstance(found, list) and found and isinstance(found[0], etree._Element):
+        return found[0]
+    return None
+
+
+def _where(element: etree._Element, *below: str) -> tuple[str | None, str | None]:
+    """The policy id an element belongs to and its dotted path inside that policy.
+
+    Outside any policy the path starts below the root (`install`, `update.insert`).
+    """
+    names: list[str] = []
+    policy_id = None
+    node: etree._Element | None = element
+    while node is not None:
+        name = etree.QName(node).localname
+        if name in ("policy", "delete"):
+            policy_id = node.get("id")
+            break
+        names.append(name)
+        node = node.getparent()
+    if policy_id is None and names:
+        names.pop()
+    path = [*reversed(names), *below]
+    return policy_id, ".".join(path) or None
+
+
+def _problem(element: etree._Element, reason: str, *below: str) -> Problem:
+    policy_id, field = _where(element, *below)
+    return Problem(reason, policy_id=policy_id, field=field, line=element.sourceline)
+
+
+def _build(model: type[_M], element: etree._Element, **values: object) -> _M:
+    """Validate one model from one element, reporting pydantic errors at that element."""
+    try:
+        return model.model_validate(values)
+    except ValidationError as error:
+        problems = []
+        for detail in error.errors():
+            reason = detail["msg"].removeprefix("Value error, ")
+            below = [_XML_NAMES.get(str(part), str(part)) for part in detail["loc"]]
+            problems.append(_problem(element, reason, *below))
+        raise _refusal(problems) from error
+
+
+# Values below have passed the schema, so their lexical form is known to be valid.
+
+
+def _int(text: str | None) -> int:
+    return int((text or "").strip())
+
+
+def _text(element: etree._Element) -> str:
+    return (element.text or "").strip()
+
+
+def _message(root: etree._Element) -> PolicyMessage:
+    operation_element = root[0]
+    build = _OPERATIONS[etree.QName(operation_element).localname]
+    return _build(
+        PolicyMessage,
+        root,
+        node=root.get("node"),
+        mobile_router=root.get("mobile-router"),
+        direction=root.get("direction"),
+        version=_int(root.get("version")),
+        operation=build(operation_element),
+    )
+
+
+def _install(element: etree._Element) -> Install:
+    return _build(Install, element, policies=_policies(element.iterchildren(_q("policy"))))
+
+
+def _update(element: etree._Element) -> Update:
+    deletes = tuple(d.get("id") for d in element.iterchildren(_q("delete")))
+    replaces = (holder[0] for holder in element.iterchildren(_q("replace")))
+    inserts = (holder[0] for holder in element.iterchildren(_q("insert")))
+    return _build(
+        Update, element, delete=deletes, replace=_policies(replaces), insert=_policies(inserts)
+    )
+
+
+def _flush(_element: etree._Element) -> Flush:
+    return Flush()
+
+
+_OPERATIONS: dict[str, Callable[[etree._Element], Install | Update | Flush]] = {
+    "install": _install,
+    "update": _update,
+    "flush": _flush,
+}
+
+
+def _policies(elements: Iterable[etree._Element]) -> tuple[Policy, ...]:
+    """Build every policy and report the problems of all of them, not just the first."""
+    built: list[Policy] = []
+    problems: list[Problem] = []
+    for element in elements:
+        try:
+            built.append(_policy(element))
+        except PolicyDocumentError as error:
+            problems.extend(error.problems)
+    if problems:
+        raise _refusal(problems)
+    return tuple(built)
+
+
+def _policy(element: etree._Element) -> Policy:
+    selector_element = element.find(_q("selector"))
+    action_element = element[-1]
+    action: Forward | Drop = Drop()
+    if etree.QName(action_element).localname == "forward":
+        action = _forward(action_element)
+    return _build(
+        Policy,
+        element,
+        id=element.get("id"),
+        priority=_int(element.get("priority")),
+        selector=Selector() if selector_element is None else _selector(selector_element),
+        action=action,
+    )
+
+
+def _forward(element: etree._Element) -> Forward:
+    fallbacks = tuple(_int(f.get("bid")) for f in element.iterchildren(_q("fallback")))
+    return _build(Forward, element, bid=_int(element.get("bid")), fallbacks=fallbacks)
+
+
+def _selector(element: etree._Element) -> Selector:
+    parts = {etree.QName(child).localname: child for child in element}
+
+    def optional(name: str, read: Callable[[etree._Element], _T]) -> _T | None:
+        return read(parts[name]) if name in parts else None
+
+    return _build(
+        Selector,
+        element,
+        src_addr=optional("source", _address),
+        dst_addr=optional("destination", _address),
+        src_port=optional("source-port", _ports),
+        dst_port=optional("destination-port", _ports),
+        next_header=optional("next-header", lambda e: _int(e.text)),
+        dscp=optional("dscp", lambda e: _int(e.text)),
+        flow_label=optional("flow-label", lambda e: _int(e.text)),
+    )
+
+
+def _address(element: etree._Element) -> AddressMatch:
+    """A prefix or a range; ipaddress gives clearer reasons than a pydantic union would."""
+    match = element[0]
+    if etree.QName(match).localname == "prefix":
+        text = _text(match)
+        try:
+            return ipaddress.ip_network(text)
+        except ValueError as error:
+            raise PolicyDocumentError([_problem(match, f"bad prefix {text!r}: {error}")]) from None
+    first = _ip(match, "first")
+    last = _ip(match, "last")
+    return _build(AddressRange, match, first=first, last=last)
+
+
+def _ip(element: etree._Element, attribute: str) -> IPAddress:
+    text = (element.get(attribute) or "").strip()
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError as error:
+        problem = _problem(element, f"bad address {text!r}: {error}", attribute)
+        raise PolicyDocumentError([problem]) from None
+
+
+def _ports(element: etree._Element) -> PortRange:
+    first, last = _int(element.get("first")), _int(element.get("last"))
+    return _build(PortRange, element, first=first, last=last)
+
+
+# --- Rendering -----------------------------------------------------------------------------
+
+
+def render(message: PolicyMessage) -> bytes:
+    """The canonical document for a message; `parse(render(m)) == m`."""
+    root = etree.Element(
+        _q("policy-message"),
+        {
+            "node": message.node,
+            "mobile-router": message.mobile_router,
+            "direction": message.direction.value,
+            "version": str(message.version),
+        },
+        nsmap={None: NAMESPACE},
+    )
+    operation = message.operation
+    if isinstance(operation, Install):
+        install = etree.SubElement(root, _q("install"))
+        for policy in operation.policies:
+            _render_policy(install, policy)
+    elif isinstance(operation, Update):
+        update = etree.SubElement(root, _q("update"))
+        for policy_id in operation.delete:
+            etree.SubElement(update, _q("delete"), id=policy_id)
+        for policy in operation.replace:
+            _render_policy(etree.SubElement(update, _q("replace")), policy)
+        for policy in operation.insert:
+            _render_policy(etree.SubElement(update, _q("insert")), policy)
+    else:
+        etree.SubElement(root, _q("flush"))
+    return etree.tostring(root, xml_declaration=True, encoding="UTF-8", pretty_print=True)
+
+
+def _render_policy(parent: etree._Element, policy: Policy) -> None:
+    element = etree.SubElement(parent, _q("policy"), id=policy.id, priority=str(policy.priority))
+    if policy.selector != Selector():
+        _render_selector(etree.SubElement(element, _q("selector")), policy.selector)
+    action = policy.action
+    if isinstance(action, Forward):
+        forward = etree.SubElement(element, _q("forward"), bid=str(action.bid))
+        for bid in action.fallbacks:
+            etree.SubElement(forward, _q("fallback"), bid=str(bid))
+    else:
+        etree.SubElement(element, _q("drop"))
+
+
+def _render_selector(element: etree._Element, selector: Selector) -> None:
+    for name, address in (("source", selector.src_addr), ("destination", selector.dst_addr)):
+        if address is not None:
+            _render_address(etree.SubElement(element, _q(name)), address)
+    for name, ports in (
+        ("source-port", selector.src_port),
+        ("destination-port", selector.dst_port),
+    ):
+        if ports is not None:
+            etree.SubElement(element, _q(name), first=str(ports.first), last=str(ports.last))
+    for name, number in (
+        ("next-header", selector.next_header),
+        ("dscp", selector.dscp),
+        ("flow-label", selector.flow_label),
+    ):
+        if number is not None:
+            etree.SubElement(element, _q(name)).text = str(number)
+
+
+def _render_address(element: etree._Element, address: AddressMatch) -> None:
+    if isinstance(address, AddressRange):
+        etree.SubElement(element, _q("range"), first=str(address.first), last=str(address.last))
+    else:
+        etree.SubElement(element, _q("prefix")).text = address.with_prefixlen

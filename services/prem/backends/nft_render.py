@@ -1,0 +1,174 @@
+"""nft command text for a layered flow table, built only from validated model data.
+
+Every value written is an integer, an address or network from `ipaddress`, or a policy id that
+the contract restricts to `[A-Za-z0-9_.:-]`, so no message text can reach the nft parser.
+Pure code: no kernel.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable
+
+from services.contracts.policy import AddressMatch, AddressRange
+from services.prem.backends.nft_layers import Layer
+from services.prem.config import PremSettings
+from services.prem.flowtable import FlowRule
+
+CLASSIFY_CHAIN = "classify"
+FAMILY_NAMES = {4: "ipv4", 6: "ipv6"}
+_ADDR_TYPE = {4: "ipv4_addr", 6: "ipv6_addr"}
+_TYPES = {"pr": "inet_proto", "sp": "inet_service", "dp": "inet_service", "ds": "dscp"}
+
+
+def table_name(settings: PremSettings) -> str:
+    """The one table this back end owns."""
+    return f"{settings.name_prefix}_prem"
+
+
+def bid_chain(bid: int) -> str:
+    """The chain that marks packets for `bid`."""
+    return f"bid_{bid}"
+
+
+def map_name(index: int, layer: Layer) -> str:
+    """Map name carrying the layer's position, family and shape (read() decodes it)."""
+    return f"l{index}_{layer.family}_{'_'.join(layer.shape)}"
+
+
+def _expr(field: str, family: int) -> str:
+    ip = "ip" if family == 4 else "ip6"
+    return {
+        "sa": f"{ip} saddr",
+        "da": f"{ip} daddr",
+        "pr": "meta l4proto",
+        "sp": "th sport",
+        "dp": "th dport",
+        "ds": f"{ip} dscp",
+        "fl": "ip6 flowlabel",
+    }[field]
+
+
+def _address(match: AddressMatch) -> str:
+    if isinstance(match, AddressRange):
+        return f"{match.first}-{match.last}"
+    return str(match)
+
+
+def _value(field: str, rule: FlowRule) -> str:
+    sel = rule.selector
+    if field in ("sa", "da"):
+        match = sel.src_addr if field == "sa" else sel.dst_addr
+        assert match is not None
+        return _address(match)
+    if field in ("sp", "dp"):
+        ports = sel.src_port if field == "sp" else sel.dst_port
+        assert ports is not None
+        return str(ports.first) if ports.first == ports.last else f"{ports.first}-{ports.last}"
+    number = {"pr": sel.next_header, "ds": sel.dscp, "fl": sel.flow_label}[field]
+    assert number is not None
+    return str(number)
+
+
+def comment(rule: FlowRule) -> str:
+    """Policy id, priority and the form of each address ('n' prefix, 'r' range, '-' none).
+
+    The form is kept because a range that happens to be a prefix is listed as a prefix.
+    """
+    forms = "".join(
+        "-" if m is None else "r" if isinstance(m, AddressRange) else "n"
+        for m in (rule.selector.src_addr, rule.selector.dst_addr)
+    )
+    return f"{rule.policy_id} {rule.priority} {forms}"
+
+
+def verdict(rule: FlowRule) -> str:
+    """Where a matching packet goes: its BID's marking chain, or drop."""
+    return "drop" if rule.bid is None else f"goto {bid_chain(rule.bid)}"
+
+
+def element(rule: FlowRule, shape: tuple[str, ...], *, with_data: bool = True) -> str:
+    """One map element: the concatenated key, and (for adds) comment and verdict."""
+    key = " . ".join(_value(field, rule) for field in shape)
+    if not with_data:
+        return key
+    return f'{key} comment "{comment(rule)}" : {verdict(rule)}'
+
+
+def plain_rule(table: str, rule: FlowRule, shape: tuple[str, ...]) -> str:
+    """A rule matching field by field, for shapes a map cannot hold."""
+    matches = [f"meta nfproto {FAMILY_NAMES[rule.family]}"]
+    matches += [f"{_expr(field, rule.family)} {_value(field, rule)}" for field in shape]
+    body = " ".join(matches)
+    return f'add rule inet {table} {CLASSIFY_CHAIN} {body} {verdict(rule)} comment "{comment(rule)}"'
+
+
+def bid_chain_command(table: str, bid: int, settings: PremSettings) -> str:
+    """The marking chain of `bid`: set our mark bits only, keep the others, accept."""
+    keep = ~settings.mark_mask & 0xFFFFFFFF
+    mark = settings.mark_of(bid)
+    return (
+        f"add chain inet {table} {bid_chain(bid)} "
+        f"{{ meta mark set meta mark and {keep:#010x} or {mark:#010x} ; accept ; }}"
+    )
+
+
+def element_commands(
+    table: str, name: str, shape: tuple[str, ...], rules: Iterable[FlowRule], verb: str
+) -> list[str]:
+    """`add element` / `delete element` for many rules in one command (empty: no command)."""
+    items = [element(r, shape, with_data=verb == "add") for r in rules]
+    if not items:
+        return []
+    return [f"{verb} element inet {table} {name} {{ {', '.join(items)} }}"]
+
+
+def layer_commands(table: str, index: int, layer: Layer) -> list[str]:
+    """The map, its elements and its lookup rule; or the plain rules of a linear layer."""
+    if not layer.is_map:
+        return [plain_rule(table, rule, layer.shape) for rule in layer.rules]
+    name = map_name(index, layer)
+    key_type = " . ".join(
+        _ADDR_TYPE[layer.family] if f in ("sa", "da") else _TYPES[f] for f in layer.shape
+    )
+    key = " . ".join(_expr(field, layer.family) for field in layer.shape)
+    family = FAMILY_NAMES[layer.family]
+    return [
+        f"add map inet {table} {name} {{ type {key_type} : verdict ; flags interval ; }}",
+        *element_commands(table, name, layer.shape, layer.rules, "add"),
+        f"add rule inet {table} {CLASSIFY_CHAIN} meta nfproto {family} {key} vmap @{name}",
+    ]
+
+
+def table_commands(layers: tuple[Layer, ...], settings: PremSettings) -> list[str]:
+    """Replace the whole table in one batch (add+delete first, so it works when absent)."""
+    table = table_name(settings)
+    bids = sorted({r.bid for layer in layers for r in layer.rules if r.bid is not None})
+    commands = [
+        f"add table inet {table}",
+        f"delete table inet {table}",
+        f"add table inet {table}",
+        *(bid_chain_command(table, bid, settings) for bid in bids),
+        f"add chain inet {table} {CLASSIFY_CHAIN}",
+    ]
+    for index, layer in enumerate(layers):
+        commands += layer_commands(table, index, layer)
+    commands += [
+        f"add chain inet {table} prerouting "
+        f"{{ type filter hook prerouting priority mangle ; policy accept ; jump {CLASSIFY_CHAIN} ; }}",
+        f"add chain inet {table} output "
+        f"{{ type route hook output priority mangle ; policy accept ; jump {CLASSIFY_CHAIN} ; }}",
+    ]
+    return commands
+
+
+def parse_address(family: int, low: int, high: int, form: str) -> AddressMatch:
+    """Rebuild an address selector from its bounds and the form kept in the comment."""
+    make = ipaddress.IPv4Address if family == 4 else ipaddress.IPv6Address
+    if form == "r":
+        return AddressRange(first=make(low), last=make(high))
+    bits = 32 if family == 4 else 128
+    length = bits - (high - low + 1).bit_length() + 1
+    if family == 4:
+        return ipaddress.IPv4Network((low, length))
+    return ipaddress.IPv6Network((low, length))

@@ -1,0 +1,158 @@
+"""The PREM worker's core: turn one policy document into kernel state and a status, or refuse.
+
+No MQTT here: the worker feeds documents and link events in and publishes what comes out, so
+this logic is tested directly against a back end. Order of work for a document: parse and
+validate everything, compute the new desired state, reconcile the kernel in one atomic batch,
+then store the state durably and only then adopt it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Callable
+
+from services.contracts import policy_xml
+from services.contracts.errors import InvalidInput, KernelError, Problem
+from services.contracts.messages import PolicyStatus, Refusal
+from services.prem import store
+from services.prem.backends.base import Backend
+from services.prem.config import PremSettings
+from services.prem.flowtable import compile_policies, fallback_states
+from services.prem.policyset import DesiredState, Outcome, apply_message, is_redelivery
+from services.prem.reconcile import plan
+
+log = logging.getLogger(__name__)
+
+
+class Enforcer:
+    """Holds the node's desired state and keeps the back end equal to it."""
+
+    def __init__(
+        self,
+        settings: PremSettings,
+        backend: Backend,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings = settings
+        self.backend = backend
+        self.clock = clock
+        self.state = store.load(settings.state_file, settings.node)
+        self.unusable: frozenset[int] = frozenset()
+        self.sequence = 0
+
+    def reconcile(self) -> int:
+        """Make the back end enforce the current desired state; return the rules changed."""
+        desired = compile_policies(self.state.policies, self.unusable)
+        changes = plan(desired, self.backend.read())
+        if changes:
+            self.backend.apply(desired, changes)
+        return len(changes.add) + len(changes.remove)
+
+    def handle_document(self, payload: bytes) -> PolicyStatus:
+        """Apply one policy document whole, or refuse it and change nothing."""
+        started = self.clock()
+        limits = self.settings.limits
+        requested: int | None = None
+        try:
+            message = policy_xml.parse(
+                payload, max_bytes=limits.max_document_bytes, max_policies=limits.max_policies
+            )
+            requested = message.version
+            digest = hashlib.sha256(payload).hexdigest()
+            if is_redelivery(self.state, message, digest):
+                log.info("node %s: version %d redelivered, acknowledged again",
+                         self.settings.node, message.version)
+                return self._status("applied", started, requested=requested)
+            outcome = apply_message(self.state, message, self.settings, digest)
+            self._enforce(outcome)
+        except InvalidInput as exc:
+            return self._refused(exc.problems, started, requested)
+        except KernelError as exc:
+            log.error("node %s: kernel refused version %s: %s", self.settings.node, requested, exc)
+            return self._refused((Problem(f"kernel: {exc}"),), started, requested)
+        log.info(
+            "node %s: version %d applied (%d inserted, %d deleted, %d replaced) in %.1f ms",
+            self.settings.node, outcome.state.version, outcome.inserted, outcome.deleted,
+            outcome.replaced, (self.clock() - started) * 1000,
+        )
+        return self._status(
+            "applied",
+            started,
+            requested=requested,
+            inserted=outcome.inserted,
+            deleted=outcome.deleted,
+            replaced=outcome.replaced,
+        )
+
+    def handle_unusable(self, unusable: frozenset[int]) -> PolicyStatus | None:
+        """Move flows to fallbacks (or back) after a BID's usability changed."""
+        if unusable == self.unusable:
+            return None
+        started = self.clock()
+        previous, self.unusable = self.unusable, unusable
+        try:
+            changed = self.reconcile()
+        except KernelError as exc:
+            self.unusable = previous
+            log.error("node %s: fallback for unusable BIDs %s failed: %s",
+                      self.settings.node, sorted(unusable), exc)
+            return self._refused((Problem(f"fallback failed: {exc}"),), started, None)
+        log.info("node %s: unusable BIDs now %s, %d rules moved",
+                 self.settings.node, sorted(unusable), changed)
+        return self._status("fallback", started)
+
+    def _enforce(self, outcome: Outcome) -> None:
+        desired = compile_policies(outcome.state.policies, self.unusable)
+        changes = plan(desired, self.backend.read())
+        if changes:
+            self.backend.apply(desired, changes)
+        store.save(self.settings.state_file, outcome.state)
+        self.state = outcome.state
+
+    def _refused(
+        self, problems: tuple[Problem, ...], started: float, requested: int | None
+    ) -> PolicyStatus:
+        for problem in problems:
+            log.warning("node %s: refused version %s: %s", self.settings.node, requested, problem)
+        refusals = tuple(
+            Refusal(reason=p.reason, policy_id=p.policy_id, field=p.field, line=p.line)
+            for p in problems
+        )
+        return self._status("refused", started, requested=requested, refusals=refusals)
+
+    def _status(
+        self,
+        result: str,
+        started: float,
+        *,
+        requested: int | None = None,
+        inserted: int = 0,
+        deleted: int = 0,
+        replaced: int = 0,
+        refusals: tuple[Refusal, ...] = (),
+    ) -> PolicyStatus:
+        self.sequence += 1
+        return PolicyStatus(
+            sender=self.settings.node,
+            sequence=self.sequence,
+            node=self.settings.node,
+            mobile_router=self.settings.mobile_router,
+            direction=self.settings.direction,
+            result=result,  # type: ignore[arg-type]
+            version=self.state.version,
+            requested_version=requested,
+            inserted=inserted,
+            deleted=deleted,
+            replaced=replaced,
+            refusals=refusals,
+            fallbacks=fallback_states(self.state.policies, self.unusable),
+            elapsed_ms=(self.clock() - started) * 1000,
+            backend=self.backend.name,
+        )
+
+    def current_state(self) -> DesiredState:
+        """The desired state in force."""
+        return self.state

@@ -1,0 +1,276 @@
+"""Which BIDs are unusable right now, learnt from netlink events (no polling).
+
+The PREM worker uses this for its local fast fallback: when a BID's egress device loses carrier,
+is set down or disappears, or when the mobility layer empties the BID's routing table, flows on
+that BID must move before the NSA has even heard of it. Link events arrive in about 2 ms.
+
+The decision (`unusable_bids`) is pure; `LinkWatcher` only keeps its inputs up to date.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import select
+import socket
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+from pyroute2 import IPRoute, IPRSocket
+from pyroute2.netlink.exceptions import NetlinkDumpInterrupted, NetlinkError
+from pyroute2.netlink.rtnl import RTMGRP_IPV4_ROUTE, RTMGRP_IPV6_ROUTE, RTMGRP_LINK
+
+from services.contracts.errors import KernelError
+from services.prem.config import PremSettings
+
+log = logging.getLogger(__name__)
+
+_IFF_UP = 0x1
+_IFF_LOWER_UP = 0x10000
+_GROUPS = RTMGRP_LINK | RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_ROUTE
+_ROUTE_FAMILIES = (socket.AF_INET6, socket.AF_INET)
+_POLL_MS = 250
+_DRAIN_LIMIT = 256
+_DUMP_ATTEMPTS = 5
+
+
+@dataclass(frozen=True)
+class LinkInfo:
+    """The state of one network device that matters for BID usability."""
+
+    admin_up: bool
+    carrier: bool
+
+    @property
+    def usable(self) -> bool:
+        """Traffic can leave by this device."""
+        return self.admin_up and self.carrier
+
+    @classmethod
+    def from_flags(cls, flags: int) -> LinkInfo:
+        """IFF_LOWER_UP is the carrier as the kernel reports it (cleared on admin down too)."""
+        return cls(admin_up=bool(flags & _IFF_UP), carrier=bool(flags & _IFF_LOWER_UP))
+
+
+def unusable_bids(
+    settings: PremSettings, links: Mapping[str, LinkInfo], tables_with_routes: set[int]
+) -> frozenset[int]:
+    """BIDs whose table is empty, or whose configured device is missing, down or without carrier.
+
+    A BID without a configured interface is judged by its routing table alone.
+    """
+    unusable: set[int] = set()
+    for entry in settings.bids:
+        if settings.table_of(entry.bid) not in tables_with_routes:
+            unusable.add(entry.bid)
+            continue
+        if entry.interface is None:
+            continue
+        link = links.get(entry.interface)
+        if link is None or not link.usable:
+            unusable.add(entry.bid)
+    return frozenset(unusable)
+
+
+def _link_of(msg: Any) -> tuple[int, str | None, LinkInfo]:
+    name = msg.get_attr("IFLA_IFNAME")
+    return int(msg["index"]), None if name is None else str(name), LinkInfo.from_flags(msg["flags"])
+
+
+def _route_table(msg: Any) -> int:
+    """RTA_TABLE holds tables above 255; the header field then only says 252 (compat)."""
+    table = msg.get_attr("RTA_TABLE")
+    return int(msg["table"] if table is None else table)
+
+
+def _dump(what: str, fetch: Callable[[], Iterable[Any]]) -> list[Any]:
+    """A dump that races with changes is interrupted by the kernel: retry it."""
+    for _ in range(_DUMP_ATTEMPTS):
+        try:
+            return list(fetch())
+        except NetlinkDumpInterrupted:
+            continue
+        except NetlinkError as exc:
+            raise KernelError(f"dump {what}", str(exc), exc.code) from exc
+    raise KernelError(f"dump {what}", f"interrupted {_DUMP_ATTEMPTS} times")
+
+
+class LinkWatcher:
+    """Keeps the set of unusable BIDs from link and route events, in a named daemon thread.
+
+    Both netlink sockets are created inside the thread, in the netns current when `start()` is
+    called: an IPRoute made in another thread never returned events here. Events are read from a
+    select-compatible `IPRSocket`, so `stop()` can wake the thread through a pipe at once.
+    `on_change` is called from the watcher thread: once with the initial set after the first
+    dump, then each time the set changes. Keep it short (put the set on a queue).
+    """
+
+    def __init__(
+        self,
+        settings: PremSettings,
+        on_change: Callable[[frozenset[int]], None],
+        *,
+        on_error: Callable[[BaseException], None] | None = None,
+        name: str = "prem-linkwatch",
+    ) -> None:
+        self._settings = settings
+        self._on_change = on_change
+        self._on_error = on_error
+        self._names = {e.interface for e in settings.bids if e.interface is not None}
+        self._tables = {settings.table_of(bid) for bid in settings.bid_numbers()}
+        self._links: dict[int, tuple[str | None, LinkInfo]] = {}
+        self._tables_with_routes: set[int] = set()
+        self._current: frozenset[int] | None = None
+        self._lock = threading.Lock()
+        self._ready = threading.Event()
+        self._stopping = threading.Event()
+        self._error: BaseException | None = None
+        self._wake_r, self._wake_w = os.pipe()
+        self._pipe_closed = False
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def start(self, timeout: float = 5.0) -> None:
+        """Start watching; return once the initial state is known (raise if it cannot be)."""
+        self._thread.start()
+        if not self._ready.wait(timeout):
+            self.stop()
+            raise KernelError("link watch", f"no initial dump within {timeout} s")
+        if self._error is not None:
+            self.stop()
+            raise KernelError("link watch", f"start failed: {self._error!r}") from self._error
+
+    def stop(self, timeout: float = 1.0) -> None:
+        """Wake the thread and wait for it to close its sockets and exit."""
+        self._stopping.set()
+        if self._pipe_closed:
+            return
+        os.write(self._wake_w, b"x")
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+        if self._thread.is_alive():
+            log.warning("node %s: link watcher did not exit within %s s", self._node, timeout)
+            return
+        os.close(self._wake_r)
+        os.close(self._wake_w)
+        self._pipe_closed = True
+
+    def current(self) -> frozenset[int]:
+        """The unusable BIDs as last computed (empty before the initial dump)."""
+        with self._lock:
+            return self._current if self._current is not None else frozenset()
+
+    @property
+    def alive(self) -> bool:
+        """The thread runs; False after stop() or after a fatal error."""
+        return self._thread.is_alive()
+
+    @property
+    def _node(self) -> str:
+        return self._settings.node
+
+    def _run(self) -> None:
+        try:
+            self._watch()
+        except BaseException as exc:
+            self._error = exc
+            self._ready.set()
+            log.exception("node %s: link watcher failed", self._node)
+            if self._on_error is not None:
+                self._on_error(exc)
+
+    def _open_events(self) -> Any:
+        events = IPRSocket()
+        try:
+            events.bind(groups=_GROUPS)
+        except BaseException:
+            events.close()
+            raise
+        return events
+
+    def _watch(self) -> None:
+        events = self._open_events()
+        dumper = IPRoute()
+        try:
+            self._resync(dumper)
+            self._ready.set()
+            while not self._stopping.is_set():
+                poller = select.poll()
+                poller.register(events.fileno(), select.POLLIN)
+                poller.register(self._wake_r, select.POLLIN)
+                try:
+                    relevant = self._drain(events, poller)
+                except OSError as exc:
+                    if exc.errno != errno.ENOBUFS:
+                        raise
+                    # Events were lost: start again from a fresh socket and a full dump.
+                    log.warning("node %s: netlink events overflowed, resyncing", self._node)
+                    events.close()
+                    events = self._open_events()
+                    self._resync(dumper)
+                    continue
+                if relevant and not self._stopping.is_set():
+                    self._refresh_routes(dumper)
+                    self._publish()
+        finally:
+            events.close()
+            dumper.close()
+
+    def _drain(self, events: Any, poller: select.poll) -> bool:
+        """Wait for events, then read every one already queued; True if any concerns us."""
+        relevant = False
+        timeout = _POLL_MS
+        for _ in range(_DRAIN_LIMIT):
+            ready = {fd for fd, _mask in poller.poll(timeout)}
+            if not ready or self._wake_r in ready:
+                break
+            for msg in events.get():
+                relevant |= self._apply(msg)
+            timeout = 0
+        return relevant
+
+    def _apply(self, msg: Any) -> bool:
+        """Fold one event into the link map; True if it can change a BID's usability."""
+        event = msg.get("event")
+        if event in ("RTM_NEWLINK", "RTM_DELLINK"):
+            index, name, info = _link_of(msg)
+            old = self._links.get(index)
+            if event == "RTM_DELLINK":
+                self._links.pop(index, None)
+            else:
+                self._links[index] = (name, info)
+            return name in self._names or (old is not None and old[0] in self._names)
+        if event in ("RTM_NEWROUTE", "RTM_DELROUTE"):
+            return _route_table(msg) in self._tables
+        return False
+
+    def _resync(self, dumper: Any) -> None:
+        self._links = {
+            index: (name, info)
+            for index, name, info in map(_link_of, _dump("links", dumper.get_links))
+        }
+        self._refresh_routes(dumper)
+        self._publish()
+
+    def _refresh_routes(self, dumper: Any) -> None:
+        """Re-dump rather than count events: an admin down drops IPv4 routes without notice."""
+        found: set[int] = set()
+        for family in _ROUTE_FAMILIES:
+            for msg in _dump("routes", partial(dumper.route, "dump", family=family)):
+                table = _route_table(msg)
+                if table in self._tables:
+                    found.add(table)
+        self._tables_with_routes = found
+
+    def _publish(self) -> None:
+        links = {name: info for name, info in self._links.values() if name is not None}
+        now = unusable_bids(self._settings, links, self._tables_with_routes)
+        with self._lock:
+            if now == self._current:
+                return
+            self._current = now
+        log.info("node %s: unusable BIDs now %s", self._node, sorted(now))
+        self._on_change(now)

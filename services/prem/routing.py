@@ -1,0 +1,185 @@
+"""Policy routing of a PREM worker: one `fwmark -> table` rule per BID and family.
+
+A marked packet finds its BID's table through these rules. The worker owns exactly one rule
+priority (`rule_priority`); it reconciles the rules there against the declared BIDs and never
+touches rules at any other priority. Every change is read back from the kernel afterwards.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import socket
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+from services.contracts.errors import KernelError
+from services.prem.config import PremSettings
+
+log = logging.getLogger(__name__)
+
+RuleKey = tuple[int, int, int, int]
+"""(family, fwmark, fwmask, table) of one rule at our priority."""
+
+FAMILIES: tuple[int, ...] = (socket.AF_INET6, socket.AF_INET)
+"""IPv6 is the primary family; IPv4 rules are kept too so marked IPv4 traffic also moves."""
+
+_FR_ACT_TO_TBL = 1
+_MAX_DELETE_PASSES = 8
+
+
+@dataclass(frozen=True)
+class RulePlan:
+    """Rules to delete and to add at our priority so the kernel holds the desired set."""
+
+    remove: tuple[RuleKey, ...] = ()
+    add: tuple[RuleKey, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.remove or self.add)
+
+
+def desired_rules(settings: PremSettings) -> set[RuleKey]:
+    """Per BID and family: `fwmark mark_of(bid)/mark_mask lookup table_of(bid)`."""
+    return {
+        (family, settings.mark_of(bid), settings.mark_mask, settings.table_of(bid))
+        for bid in settings.bid_numbers()
+        for family in FAMILIES
+    }
+
+
+def plan_rules(desired: Iterable[RuleKey], actual: Iterable[RuleKey]) -> RulePlan:
+    """Pure diff, deletes first; equal sets give an empty plan, so a second apply is a no-op."""
+    wanted = set(desired)
+    present = set(actual)
+    return RulePlan(remove=tuple(sorted(present - wanted)), add=tuple(sorted(wanted - present)))
+
+
+@contextmanager
+def _session(ipr: IPRoute | None) -> Iterator[Any]:
+    """Use the caller's socket, or open one (in the current netns) for this call only."""
+    if ipr is not None:
+        yield ipr
+        return
+    own = IPRoute()
+    try:
+        yield own
+    finally:
+        own.close()
+
+
+def _int_attr(msg: Any, name: str, default: int) -> int:
+    value = msg.get_attr(name)
+    return default if value is None else int(value)
+
+
+def _key_of(msg: Any) -> RuleKey:
+    """FRA_TABLE holds tables above 255; the header field then only says 252 (compat)."""
+    table = _int_attr(msg, "FRA_TABLE", int(msg["table"]))
+    return (
+        int(msg["family"]),
+        _int_attr(msg, "FRA_FWMARK", 0),
+        _int_attr(msg, "FRA_FWMASK", 0),
+        table,
+    )
+
+
+def _dump_rules(ipr: Any, family: int) -> list[Any]:
+    try:
+        return list(ipr.get_rules(family=family))
+    except NetlinkError as exc:
+        raise KernelError("dump rules", str(exc), exc.code) from exc
+
+
+def _read_keys(ipr: Any, priority: int) -> set[RuleKey]:
+    return {
+        _key_of(msg)
+        for family in FAMILIES
+        for msg in _dump_rules(ipr, family)
+        if _int_attr(msg, "FRA_PRIORITY", 0) == priority
+    }
+
+
+def _rule_fields(key: RuleKey, priority: int) -> dict[str, int]:
+    family, mark, mask, table = key
+    fields = {"family": family, "priority": priority, "table": table}
+    if mark or mask:
+        fields["fwmark"] = mark
+        fields["fwmask"] = mask
+    return fields
+
+
+def _change(ipr: Any, command: str, key: RuleKey, priority: int) -> None:
+    """Add or delete one rule; "already exists" on add and "not found" on delete are success."""
+    fields = _rule_fields(key, priority)
+    if command == "add":
+        fields["action"] = _FR_ACT_TO_TBL
+    benign = errno.EEXIST if command == "add" else errno.ENOENT
+    try:
+        ipr.rule(command, **fields)
+    except NetlinkError as exc:
+        if exc.code == benign:
+            return
+        raise KernelError(f"rule {command} {fields}", str(exc), exc.code) from exc
+
+
+def _delete_until_gone(ipr: Any, priority: int, keep: set[RuleKey]) -> None:
+    """Delete rules outside `keep`, re-reading: several kernel rules can share one key."""
+    for _ in range(_MAX_DELETE_PASSES):
+        stale = plan_rules(keep, _read_keys(ipr, priority)).remove
+        if not stale:
+            return
+        for key in stale:
+            _change(ipr, "del", key, priority)
+
+
+def owned_rules(settings: PremSettings, ipr: IPRoute | None = None) -> set[RuleKey]:
+    """The rules at our priority, as read back from the kernel (both families)."""
+    with _session(ipr) as sock:
+        return _read_keys(sock, settings.rule_priority)
+
+
+def ensure_rules(settings: PremSettings, ipr: IPRoute | None = None) -> None:
+    """Make the rules at our priority exactly the desired ones, then verify by reading back.
+
+    Stale rules (a BID removed from the config) are deleted first. Additions are computed from a
+    fresh read after the deletes, because a delete matches loosely in the kernel and could take a
+    rule we want along with it.
+    """
+    priority = settings.rule_priority
+    wanted = desired_rules(settings)
+    with _session(ipr) as sock:
+        plan = plan_rules(wanted, _read_keys(sock, priority))
+        _delete_until_gone(sock, priority, keep=wanted)
+        for key in plan_rules(wanted, _read_keys(sock, priority)).add:
+            _change(sock, "add", key, priority)
+        actual = _read_keys(sock, priority)
+    if actual != wanted:
+        raise KernelError(
+            "ensure rules",
+            f"read back at priority {priority}: missing {sorted(wanted - actual)}, "
+            f"unexpected {sorted(actual - wanted)}",
+        )
+    if plan:
+        log.info(
+            "node %s: rules at priority %d: removed %d, added %d",
+            settings.node,
+            priority,
+            len(plan.remove),
+            len(plan.add),
+        )
+
+
+def remove_rules(settings: PremSettings, ipr: IPRoute | None = None) -> None:
+    """Delete every rule at our priority (both families), ours or stale; others stay."""
+    priority = settings.rule_priority
+    with _session(ipr) as sock:
+        _delete_until_gone(sock, priority, keep=set())
+        left = _read_keys(sock, priority)
+    if left:
+        raise KernelError("remove rules", f"still at priority {priority}: {sorted(left)}")

@@ -1,0 +1,175 @@
+"""The PREM worker process: policy documents from MQTT in, kernel state and statuses out.
+
+Threads: paho's network thread only queues incoming documents; the link watcher only queues
+usability changes; the main thread takes both from one bounded queue and does all the work,
+so the enforcer never runs twice at once. A document is acknowledged to the broker (QoS 1,
+manual ack) only after it was applied or refused, so a crash in between means redelivery.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import signal
+from dataclasses import dataclass
+from types import FrameType
+
+import paho.mqtt.client as mqtt
+
+from services import bus, netns
+from services.contracts.messages import Envelope, PolicyStatus, Presence, encode
+from services.contracts.settings import BrokerSettings
+from services.contracts.topics import Topics
+from services.prem import routing
+from services.prem.backends import make_backend
+from services.prem.config import PremSettings
+from services.prem.enforcer import Enforcer
+from services.prem.linkwatch import LinkWatcher
+
+log = logging.getLogger(__name__)
+QUEUE_SIZE = 256
+
+
+@dataclass(frozen=True)
+class _Document:
+    payload: bytes
+    mid: int
+    qos: int
+
+
+@dataclass(frozen=True)
+class _Usability:
+    unusable: frozenset[int]
+
+
+class _Stop:
+    pass
+
+
+_Item = _Document | _Usability | _Stop
+
+
+class PremWorker:
+    """One node's worker: owns the MQTT session, the link watcher and the enforcer."""
+
+    def __init__(
+        self, settings: PremSettings, broker: BrokerSettings, *, netns_name: str | None = None
+    ) -> None:
+        self.settings = settings
+        self.broker = broker
+        self.netns_name = netns_name
+        self.topics = Topics(broker.topic_root)
+        self.queue: queue.Queue[_Item] = queue.Queue(QUEUE_SIZE)
+        self.client = bus.make_client(
+            broker,
+            bus.client_id("prem", settings.node, broker.topic_root),
+            will_topic=self.topics.presence(settings.node),
+            will=self._presence(online=False, version=None),
+            manual_ack=True,
+        )
+        self.client.on_connect = self._on_connect
+        self.client.on_message = self._on_message
+        self.enforcer: Enforcer | None = None
+        self.watcher: LinkWatcher | None = None
+
+    def run(self) -> None:
+        """Start, serve until SIGTERM/SIGINT, then stop cleanly."""
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+        # The bus connection lives in the namespace we were started in (the management side);
+        # everything created after `enter` (netlink, nftables, iptc, watcher thread) lives in
+        # the node's namespace.
+        bus.start(self.client, self.broker)
+        if self.netns_name is not None:
+            netns.enter(self.netns_name)
+        enforcer = Enforcer(self.settings, make_backend(self.settings))
+        self.enforcer = enforcer
+        routing.ensure_rules(self.settings)
+        if any(b.interface for b in self.settings.bids):
+            self.watcher = LinkWatcher(self.settings, self._on_usability)
+            self.watcher.start()
+            enforcer.unusable = self.watcher.current()
+        changed = enforcer.reconcile()
+        log.info(
+            "node %s: started (%s back end), version %d enforced, %d rules reconciled",
+            self.settings.node, enforcer.backend.name, enforcer.state.version, changed,
+        )
+        self._publish_presence(online=True)
+        try:
+            self._serve(enforcer)
+        finally:
+            self._shutdown(enforcer)
+
+    def _serve(self, enforcer: Enforcer) -> None:
+        while True:
+            item = self.queue.get()
+            if isinstance(item, _Stop):
+                return
+            if isinstance(item, _Usability):
+                status = enforcer.handle_unusable(item.unusable)
+                if status is not None:
+                    self._publish_status(status)
+                continue
+            status = enforcer.handle_document(item.payload)
+            self._publish_status(status)
+            if item.qos > 0:
+                self.client.ack(item.mid, item.qos)
+
+    def _shutdown(self, enforcer: Enforcer) -> None:
+        if self.watcher is not None:
+            self.watcher.stop()
+        if self.settings.remove_on_exit:
+            enforcer.backend.remove_all()
+            routing.remove_rules(self.settings)
+            log.info("node %s: removed every rule it owned", self.settings.node)
+        self._publish_presence(online=False)
+        self.client.disconnect()
+        self.client.loop_stop()
+        log.info("node %s: stopped", self.settings.node)
+
+    def stop(self) -> None:
+        """Ask the main loop to finish (thread-safe)."""
+        self.queue.put(_Stop())
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        log.info("node %s: signal %d, stopping", self.settings.node, signum)
+        self.stop()
+
+    def _on_usability(self, unusable: frozenset[int]) -> None:
+        self.queue.put(_Usability(unusable))
+
+    def _on_connect(
+        self,
+        client: mqtt.Client,
+        userdata: object,
+        flags: mqtt.ConnectFlags,
+        reason: object,
+        props: object,
+    ) -> None:
+        log.info("node %s: connected to broker (%s)", self.settings.node, reason)
+        client.subscribe(self.topics.policy(self.settings.node), qos=1)
+        if self.enforcer is not None:
+            self._publish_presence(online=True)
+
+    def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
+        self.queue.put(_Document(msg.payload, msg.mid, msg.qos))
+
+    def _presence(self, *, online: bool, version: int | None) -> Presence:
+        return Presence(
+            sender=self.settings.node,
+            node=self.settings.node,
+            service="prem",
+            online=online,
+            version=version,
+        )
+
+    def _publish_presence(self, *, online: bool) -> None:
+        version = self.enforcer.state.version if self.enforcer is not None else None
+        self._publish(self.topics.presence(self.settings.node),
+                      self._presence(online=online, version=version), retain=True)
+
+    def _publish_status(self, status: PolicyStatus) -> None:
+        self._publish(self.topics.status(self.settings.node), status)
+
+    def _publish(self, topic: str, message: Envelope, *, retain: bool = False) -> None:
+        self.client.publish(topic, encode(message), qos=1, retain=retain)
