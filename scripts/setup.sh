@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Idempotent setup on Debian as root: system packages, the Python venv, a running broker.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+for pair in iptables:iptables nft:nftables ipset:ipset ip:iproute2 mosquitto:mosquitto \
+            ping:iputils-ping; do
+  command -v "${pair%%:*}" >/dev/null 2>&1 || need_apt+=("${pair#*:}")
+done
+ldconfig -p | grep -q libnftables.so.1 || need_apt+=(libnftables1)
+ldconfig -p | grep -q libip6tc.so || need_apt+=(libip6tc2)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  python3 -m venv .venv
+fi
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev]'
+
+# The tests and the demo need a broker on 127.0.0.1:1883: start one if none answers.
+if ! (exec 3<>/dev/tcp/127.0.0.1/1883) 2>/dev/null; then
+  mosquitto -d -p 1883
+  for _ in $(seq 50); do
+    (exec 3<>/dev/tcp/127.0.0.1/1883) 2>/dev/null && break
+    sleep 0.1
+  done
+fi

@@ -1,0 +1,101 @@
+"""Message and policy models refuse bad input with a reason that names it."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from services.contracts.messages import LinkState, PolicyStatus, Presence, decode, encode
+from services.contracts.policy import (
+    AddressRange,
+    Forward,
+    Install,
+    Policy,
+    PolicyMessage,
+    PortRange,
+    Selector,
+    Update,
+    selectors_overlap,
+)
+from services.contracts.topics import Topics
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "reason"),
+    [
+        ({"dst_port": {"first": 80, "last": 80}}, "port selector needs next_header"),
+        ({"src_addr": "10.0.0.0/8", "dst_addr": "2001:db8::/32"}, "different families"),
+        ({"src_addr": "10.0.0.0/8", "flow_label": 5}, "flow label selects IPv6"),
+        ({"dscp": 64}, "less than or equal to 63"),
+        ({"src_port": {"first": 9, "last": 8}, "next_header": 6}, "is after its end"),
+    ],
+)
+def test_selector_refusals(kwargs: dict[str, object], reason: str) -> None:
+    with pytest.raises(ValidationError, match=reason):
+        Selector.model_validate(kwargs)
+
+
+def test_address_range_must_be_ordered_and_of_one_family() -> None:
+    with pytest.raises(ValidationError, match="different address families"):
+        AddressRange.model_validate({"first": "10.0.0.1", "last": "::1"})
+    with pytest.raises(ValidationError, match="is after its end"):
+        AddressRange.model_validate({"first": "::2", "last": "::1"})
+
+
+def test_forward_refuses_repeated_bid() -> None:
+    with pytest.raises(ValidationError, match="BID repeated"):
+        Forward(bid=1, fallbacks=(2, 1))
+
+
+def test_message_refuses_duplicate_ids() -> None:
+    p = Policy(id="a", priority=1, action=Forward(bid=1))
+    with pytest.raises(ValidationError, match="'a' appears twice in install"):
+        PolicyMessage(node="n", mobile_router="m", direction="uplink",  # type: ignore[arg-type]
+                      version=1, operation=Install(policies=(p, p)))
+    with pytest.raises(ValidationError, match="may appear in one list only"):
+        PolicyMessage(node="n", mobile_router="m", direction="uplink",  # type: ignore[arg-type]
+                      version=1, operation=Update(insert=(p,), delete=("a",)))
+
+
+def test_models_are_frozen_and_closed() -> None:
+    with pytest.raises(ValidationError, match="Extra inputs are not permitted"):
+        Selector.model_validate({"colour": "red"})
+    sel = Selector()
+    with pytest.raises(ValidationError):
+        sel.dscp = 3  # type: ignore[misc]
+
+
+def test_overlap() -> None:
+    tcp80 = Selector(next_header=6, dst_port=PortRange(first=80, last=80))
+    tcp_all = Selector(next_header=6)
+    udp = Selector(next_header=17)
+    v4 = Selector(dst_addr="10.0.0.0/8")  # type: ignore[arg-type]
+    v6 = Selector(dst_addr="2001:db8::/32")  # type: ignore[arg-type]
+    assert selectors_overlap(tcp80, tcp_all)
+    assert not selectors_overlap(tcp80, udp)
+    assert not selectors_overlap(v4, v6)
+    assert selectors_overlap(v4, tcp80)
+    assert not selectors_overlap(
+        Selector(dst_addr="2001:db8::/64"),  # type: ignore[arg-type]
+        Selector(dst_addr=AddressRange.model_validate({"first": "2001:db8:0:1::", "last": "2001:db8:0:1::9"})),
+    )
+
+
+def test_messages_round_trip_and_carry_the_envelope() -> None:
+    state = LinkState(sender="mr1", interface="eth0", bid=1, up=True, carrier=True)
+    again = decode(LinkState, encode(state))
+    assert again == state
+    assert again.schema_version == 1
+    with pytest.raises(ValidationError):
+        decode(Presence, b'{"sender": "x", "node": "x", "service": "prem", "online": true, "x": 1}')
+    with pytest.raises(ValidationError):
+        PolicyStatus.model_validate({"sender": "n", "node": "n", "mobile_router": "m",
+                                     "direction": "uplink", "result": "maybe", "version": 1})
+
+
+def test_topics_are_versioned_and_refuse_wildcards() -> None:
+    topics = Topics()
+    assert topics.policy("ha1") == "multinet/v1/node/ha1/policy"
+    assert topics.binding_event("mr1", 2) == "multinet/v1/mr/mr1/binding/2"
+    with pytest.raises(ValueError, match="cannot be a topic segment"):
+        topics.status("ha/#")

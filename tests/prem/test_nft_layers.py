@@ -1,0 +1,427 @@
+"""Pure tests of the nftables layering, rendering and parsing (no kernel)."""
+
+from __future__ import annotations
+
+import ipaddress
+import time
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from services.contracts.policy import (
+    AddressRange,
+    Drop,
+    Forward,
+    Policy,
+    PortRange,
+    Selector,
+    selectors_overlap,
+)
+from services.prem.backends.nft_layers import (
+    Layer,
+    assign_layers,
+    box_of,
+    boxes_overlap,
+    flatten,
+    mappable,
+    shape_of,
+)
+from services.prem.backends.nft_parse import parse_table
+from services.prem.backends.nft_render import (
+    comment,
+    element,
+    layer_commands,
+    parse_address,
+    table_commands,
+)
+from services.prem.config import PremSettings
+from services.prem.flowtable import FlowRule, Packet, classify, compile_policies
+
+SETTINGS = PremSettings(node="ha1", role="ha", mobile_router="mr1", bids=[{"bid": 1}, {"bid": 2}])
+
+
+def rule(pid: str, prio: int, bid: int | None = 1, family: int = 6, **sel: Any) -> FlowRule:
+    return FlowRule(prio, pid, family, Selector(**sel), bid)
+
+
+def udp(port: int) -> dict[str, Any]:
+    return {"next_header": 17, "dst_port": PortRange(first=port, last=port)}
+
+
+def net(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    return ipaddress.ip_network(text)
+
+
+def test_shape_follows_key_order_and_mappability() -> None:
+    sel = Selector(dscp=10, dst_addr=net("2001:db8::/64"), next_header=6)
+    assert shape_of(sel) == ("da", "pr", "ds")
+    assert mappable(("da", "pr", "ds"))
+    assert not mappable(())
+    assert not mappable(("sa", "fl"))
+    assert not mappable(("sa", "da", "pr", "sp", "dp", "ds"))
+
+
+def test_non_overlapping_rules_of_one_shape_share_one_layer() -> None:
+    table = tuple(rule(f"p{i}", i, **udp(1000 + i)) for i in range(50))
+    layers = assign_layers(table)
+    assert len(layers) == 1
+    assert layers[0].shape == ("pr", "dp")
+    assert flatten(layers) == table
+
+
+def test_overlapping_lower_precedence_goes_to_a_later_layer() -> None:
+    high = rule("a", 1, 1, **udp(80))
+    low = rule("b", 2, 2, next_header=17, dst_port=PortRange(first=1, last=1000))
+    layers = assign_layers((low, high))
+    assert [layer.rules for layer in layers] == [(high,), (low,)]
+
+
+def test_rule_reuses_the_first_layer_of_its_shape_after_its_floor() -> None:
+    a = rule("a", 1, **udp(80))
+    b = rule("b", 2, **udp(81))
+    wide = rule("w", 3, next_header=17)  # overlaps both, other shape: layer 1
+    c = rule("c", 4, **udp(82))  # overlaps w only: must be after layer 1 -> new layer 2
+    d = rule("d", 5, next_header=6)  # overlaps nothing: joins w's shape? no, w is UDP: same layer
+    layers = assign_layers((a, b, wide, c, d))
+    assert [layer.rules for layer in layers] == [(a, b), (wide, d), (c,)]
+
+
+def test_families_never_share_a_layer() -> None:
+    v4 = rule("x", 1, family=4, **udp(80))
+    v6 = rule("x", 1, family=6, **udp(80))
+    layers = assign_layers((v4, v6))
+    assert [(layer.family, layer.rules) for layer in layers] == [(4, (v4,)), (6, (v6,))]
+
+
+def test_unmappable_rules_get_a_layer_each() -> None:
+    a = rule("a", 1, flow_label=5)
+    b = rule("b", 2, flow_label=6)
+    anything = rule("c", 3)
+    layers = assign_layers((a, b, anything))
+    assert [layer.rules for layer in layers] == [(a,), (b,), (anything,)]
+    assert not any(layer.is_map for layer in layers)
+
+
+def test_ten_thousand_disjoint_rules_are_layered_quickly() -> None:
+    table = tuple(
+        rule(f"p{i}", 10, dst_addr=net(f"2001:db8::{i:x}/128"), **udp(5000)) for i in range(10000)
+    )
+    start = time.perf_counter()
+    layers = assign_layers(table)
+    assert time.perf_counter() - start < 5
+    assert len(layers) == 1
+
+
+# ---- the layers classify exactly like the reference -------------------------------------------
+
+PORTS = st.one_of(
+    st.none(),
+    st.tuples(st.integers(0, 7), st.integers(0, 7)).map(
+        lambda t: PortRange(first=min(t), last=max(t))
+    ),
+)
+ADDRS = st.one_of(
+    st.none(),
+    st.integers(0, 15).map(lambda i: net(f"2001:db8::{i * 4:x}/126")),
+    st.tuples(st.integers(0, 63), st.integers(0, 63)).map(
+        lambda t: AddressRange(
+            first=ipaddress.IPv6Address(f"2001:db8::{min(t):x}"),
+            last=ipaddress.IPv6Address(f"2001:db8::{max(t):x}"),
+        )
+    ),
+)
+
+
+@st.composite
+def selectors(draw: st.DrawFn) -> Selector:
+    src_port, dst_port = draw(PORTS), draw(PORTS)
+    proto = 17 if (src_port or dst_port) else draw(st.sampled_from([None, 6, 17]))
+    return Selector(
+        src_addr=draw(ADDRS),
+        dst_addr=draw(ADDRS),
+        next_header=proto,
+        src_port=src_port,
+        dst_port=dst_port,
+        dscp=draw(st.sampled_from([None, 0, 46])),
+        flow_label=draw(st.sampled_from([None, None, None, 3])),
+    )
+
+
+@st.composite
+def policies(draw: st.DrawFn) -> list[Policy]:
+    count = draw(st.integers(1, 12))
+    return [
+        Policy(
+            id=f"p{i}",
+            priority=draw(st.integers(0, 5)),
+            selector=draw(selectors()),
+            action=draw(st.sampled_from([Drop(), Forward(bid=1), Forward(bid=2)])),
+        )
+        for i in range(count)
+    ]
+
+
+PACKETS = st.builds(
+    Packet,
+    src=st.integers(0, 70).map(lambda i: ipaddress.IPv6Address(f"2001:db8::{i:x}")),
+    dst=st.integers(0, 70).map(lambda i: ipaddress.IPv6Address(f"2001:db8::{i:x}")),
+    next_header=st.sampled_from([6, 17, 58]),
+    src_port=st.integers(0, 8),
+    dst_port=st.integers(0, 8),
+    dscp=st.sampled_from([0, 46, 10]),
+    flow_label=st.sampled_from([0, 3]),
+)
+
+
+def layered_classify(layers: tuple[Layer, ...], packet: Packet) -> FlowRule | None:
+    """What the kernel does: the first layer with a hit decides; a layer has at most one hit."""
+    for layer in layers:
+        hits = [r for r in layer.rules if r.matches(packet)]
+        assert len(hits) <= 1
+        if hits:
+            return hits[0]
+    return None
+
+
+@settings(max_examples=300, deadline=None)
+@given(policies(), st.lists(PACKETS, min_size=1, max_size=20))
+def test_layers_classify_like_the_reference(pols: list[Policy], packets: list[Packet]) -> None:
+    table = compile_policies(pols)
+    layers = assign_layers(table)
+    assert flatten(layers) == table
+    for packet in packets:
+        assert layered_classify(layers, packet) == classify(table, packet)
+
+
+@settings(max_examples=300, deadline=None)
+@given(selectors(), selectors())
+def test_box_overlap_agrees_with_selectors_overlap(a: Selector, b: Selector) -> None:
+    ra, rb = FlowRule(0, "a", 6, a, 1), FlowRule(0, "b", 6, b, 1)
+    assert boxes_overlap(box_of(ra), box_of(rb)) == selectors_overlap(a, b)
+
+
+# ---- rendering ---------------------------------------------------------------------------------
+
+
+def test_element_and_comment_text() -> None:
+    r = rule(
+        "web1",
+        10,
+        2,
+        src_addr=AddressRange(
+            first=ipaddress.IPv6Address("2001:db8::"), last=ipaddress.IPv6Address("2001:db8::ff")
+        ),
+        dst_addr=net("2001:db9::/64"),
+        next_header=17,
+        dst_port=PortRange(first=1000, last=2000),
+        dscp=46,
+    )
+    shape = shape_of(r.selector)
+    assert comment(r) == "web1 10 rn"
+    assert element(r, shape) == (
+        '2001:db8::-2001:db8::ff . 2001:db9::/64 . 17 . 1000-2000 . 46 comment "web1 10 rn"'
+        " : goto bid_2"
+    )
+    assert (
+        element(r, shape, with_data=False)
+        == "2001:db8::-2001:db8::ff . 2001:db9::/64 . 17 . 1000-2000 . 46"
+    )
+
+
+def test_map_layer_commands_use_plain_types_and_one_lookup() -> None:
+    layer = Layer(6, ("sa", "pr", "dp"), (rule("a", 1, None, src_addr=net("::/0"), **udp(53)),))
+    cmds = layer_commands("multinet_prem", 3, layer)
+    assert cmds == [
+        "add map inet multinet_prem l3_6_sa_pr_dp "
+        "{ type ipv6_addr . inet_proto . inet_service : verdict ; flags interval ; }",
+        'add element inet multinet_prem l3_6_sa_pr_dp { ::/0 . 17 . 53 comment "a 1 n-" : drop }',
+        "add rule inet multinet_prem classify meta nfproto ipv6 "
+        "ip6 saddr . meta l4proto . th dport vmap @l3_6_sa_pr_dp",
+    ]
+
+
+def test_flow_label_rule_is_plain() -> None:
+    layer = Layer(6, ("pr", "fl"), (rule("f", 1, 2, next_header=6, flow_label=9),))
+    assert layer_commands("t", 0, layer) == [
+        "add rule inet t classify meta nfproto ipv6 meta l4proto 6 ip6 flowlabel 9 "
+        'goto bid_2 comment "f 1 --"'
+    ]
+
+
+def test_table_replaces_atomically_and_marks_within_the_mask() -> None:
+    layers = assign_layers((rule("a", 1, 3, **udp(80)),))
+    cmds = table_commands(layers, SETTINGS)
+    assert cmds[:3] == [
+        "add table inet multinet_prem",
+        "delete table inet multinet_prem",
+        "add table inet multinet_prem",
+    ]
+    assert (
+        "add chain inet multinet_prem bid_3 "
+        "{ meta mark set meta mark and 0xff00ffff or 0x00030000 ; accept ; }" in cmds
+    )
+    assert any("hook prerouting priority mangle" in c and "jump classify" in c for c in cmds)
+    assert any("type route hook output priority mangle" in c for c in cmds)
+
+
+@pytest.mark.parametrize(
+    ("family", "low", "high", "form", "expected"),
+    [
+        (6, 0, 2**128 - 1, "n", net("::/0")),
+        (
+            4,
+            int(ipaddress.IPv4Address("10.0.0.0")),
+            int(ipaddress.IPv4Address("10.0.0.255")),
+            "n",
+            net("10.0.0.0/24"),
+        ),
+        (
+            6,
+            int(ipaddress.IPv6Address("2001:db8::")),
+            int(ipaddress.IPv6Address("2001:db8::ff")),
+            "r",
+            AddressRange(
+                first=ipaddress.IPv6Address("2001:db8::"),
+                last=ipaddress.IPv6Address("2001:db8::ff"),
+            ),
+        ),
+        (6, 5, 5, "n", net("::5/128")),
+    ],
+)
+def test_parse_address_keeps_the_written_form(
+    family: int, low: int, high: int, form: str, expected: object
+) -> None:
+    assert parse_address(family, low, high, form) == expected
+
+
+# ---- parsing a listing as nft 1.0.6 prints it -------------------------------------------------
+
+LISTING: dict[str, Any] = {
+    "nftables": [
+        {"metainfo": {"json_schema_version": 1}},
+        {"table": {"family": "inet", "name": "multinet_prem"}},
+        {
+            "map": {
+                "family": "inet",
+                "name": "l0_6_sa_da_pr_dp",
+                "table": "multinet_prem",
+                "type": ["ipv6_addr", "ipv6_addr", "inet_proto", "inet_service"],
+                "map": "verdict",
+                "flags": ["interval"],
+                "elem": [
+                    [
+                        {
+                            "elem": {
+                                "val": {
+                                    "concat": [
+                                        {"range": ["2001:db9::", "2001:db9::ffff"]},
+                                        "2001:db8::1",
+                                        17,
+                                        {"range": [1000, 2000]},
+                                    ]
+                                },
+                                "comment": "web2 10 rn",
+                            }
+                        },
+                        {"goto": {"target": "bid_2"}},
+                    ]
+                ],
+            }
+        },
+        {
+            "map": {
+                "family": "inet",
+                "name": "l1_4_ds",
+                "table": "multinet_prem",
+                "type": "dscp",
+                "map": "verdict",
+                "flags": ["interval"],
+                "elem": [[{"elem": {"val": "ef", "comment": "v 3 --"}}, {"drop": None}]],
+            }
+        },
+        {"chain": {"family": "inet", "table": "multinet_prem", "name": "bid_2"}},
+        {
+            "rule": {
+                "family": "inet",
+                "table": "multinet_prem",
+                "chain": "bid_2",
+                "expr": [
+                    {
+                        "mangle": {
+                            "key": {"meta": {"key": "mark"}},
+                            "value": {
+                                "|": [{"&": [{"meta": {"key": "mark"}}, 4278386687]}, 131072]
+                            },
+                        }
+                    }
+                ],
+            }
+        },
+        {
+            "rule": {
+                "family": "inet",
+                "table": "multinet_prem",
+                "chain": "classify",
+                "expr": [{"vmap": {"key": {"concat": []}, "data": "@l0_6_sa_da_pr_dp"}}],
+            }
+        },
+        {
+            "rule": {
+                "family": "inet",
+                "table": "multinet_prem",
+                "chain": "classify",
+                "expr": [{"vmap": {"key": {}, "data": "@l1_4_ds"}}],
+            }
+        },
+        {
+            "rule": {
+                "family": "inet",
+                "table": "multinet_prem",
+                "chain": "classify",
+                "comment": "fl 7 --",
+                "expr": [
+                    {
+                        "match": {
+                            "op": "==",
+                            "left": {"payload": {"protocol": "udplite", "field": "dport"}},
+                            "right": 80,
+                        }
+                    },
+                    {
+                        "match": {
+                            "op": "==",
+                            "left": {"payload": {"protocol": "ip6", "field": "flowlabel"}},
+                            "right": 77,
+                        }
+                    },
+                    {"goto": {"target": "bid_2"}},
+                ],
+            }
+        },
+    ]
+}
+
+
+def test_parse_listing_rebuilds_rules_and_decodes_marks() -> None:
+    state = parse_table(LISTING, "multinet_prem", SETTINGS)
+    assert state.bid_chains == frozenset({2})
+    web2 = rule(
+        "web2",
+        10,
+        2,
+        src_addr=AddressRange(
+            first=ipaddress.IPv6Address("2001:db9::"), last=ipaddress.IPv6Address("2001:db9::ffff")
+        ),
+        dst_addr=net("2001:db8::1/128"),
+        **{"next_header": 17, "dst_port": PortRange(first=1000, last=2000)},
+    )
+    v = rule("v", 3, None, family=4, dscp=46)
+    fl = rule("fl", 7, 2, next_header=136, dst_port=PortRange(first=80, last=80), flow_label=77)
+    assert [layer.rules for layer in state.layers] == [(web2,), (v,), (fl,)]
+    assert [layer.shape for layer in state.layers] == [
+        ("sa", "da", "pr", "dp"),
+        ("ds",),
+        ("pr", "dp", "fl"),
+    ]
