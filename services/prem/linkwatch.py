@@ -106,7 +106,9 @@ class LinkWatcher:
     called: an IPRoute made in another thread never returned events here. Events are read from a
     select-compatible `IPRSocket`, so `stop()` can wake the thread through a pipe at once.
     `on_change` is called from the watcher thread: once with the initial set after the first
-    dump, then each time the set changes. Keep it short (put the set on a queue).
+    dump, then each time the set changes. Keep it short (put the set on a queue). If the socket
+    buffer (`rcvbuf`) overflows, events were lost: the watcher reopens it and dumps again.
+    An unexpected error ends the thread and is handed to `on_error`, so the worker can fail loudly.
     """
 
     def __init__(
@@ -116,10 +118,12 @@ class LinkWatcher:
         *,
         on_error: Callable[[BaseException], None] | None = None,
         name: str = "prem-linkwatch",
+        rcvbuf: int = 1 << 20,
     ) -> None:
         self._settings = settings
         self._on_change = on_change
         self._on_error = on_error
+        self._rcvbuf = rcvbuf
         self._names = {e.interface for e in settings.bids if e.interface is not None}
         self._tables = {settings.table_of(bid) for bid in settings.bid_numbers()}
         self._links: dict[int, tuple[str | None, LinkInfo]] = {}
@@ -183,7 +187,7 @@ class LinkWatcher:
                 self._on_error(exc)
 
     def _open_events(self) -> Any:
-        events = IPRSocket()
+        events = IPRSocket(rcvbuf=self._rcvbuf)
         try:
             events.bind(groups=_GROUPS)
         except BaseException:

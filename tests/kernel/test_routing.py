@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from services import netns
+from services.contracts.errors import KernelError
 from services.prem.config import PremSettings
 from services.prem.routing import desired_rules, ensure_rules, owned_rules, remove_rules
 
@@ -134,3 +135,21 @@ def test_caller_supplied_socket(ns: str) -> None:
         (socket.AF_INET6, 0x40000, 0xFF0000, 1004),
         (socket.AF_INET, 0x40000, 0xFF0000, 1004),
     }
+
+
+def _ensure_with_lost_adds(cfg: PremSettings) -> str:
+    """Adds that silently do nothing must not pass the read-back."""
+    from services.prem import routing
+
+    routing._change = lambda *_args: None  # the child process is discarded afterwards
+    try:
+        ensure_rules(cfg)
+    except KernelError as exc:
+        return str(exc)
+    return "no error"
+
+
+def test_read_back_mismatch_raises(ns: str) -> None:
+    message = netns.call_in(ns, _ensure_with_lost_adds, settings(1))
+    assert message.startswith("ensure rules failed")
+    assert "missing" in message
