@@ -61,8 +61,10 @@ class Lab:
             for key in ("net.ipv6.conf.all.keep_addr_on_down=1", "net.ipv6.conf.all.accept_dad=0",
                         "net.ipv6.conf.default.accept_dad=0"):
                 netns.run(ns, ["sysctl", "-qw", key])
-        for key in ("net.ipv6.conf.all.forwarding=1", "net.ipv4.ip_forward=1",
-                    "net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.default.rp_filter=0"):
+            # Replies leave by b1 whatever pipe the request took: no reverse-path filter.
+            for key in ("net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.default.rp_filter=0"):
+                netns.run(ns, ["sysctl", "-qw", key])
+        for key in ("net.ipv6.conf.all.forwarding=1", "net.ipv4.ip_forward=1"):
             netns.run(self.router, ["sysctl", "-qw", key])
         self._addr(self.sender, "s0", f"{SENDER6}/64", f"{SENDER4}/24")
         self._addr(self.router, "r0", "2001:db8:a::2/64", "10.0.0.2/24")
