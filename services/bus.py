@@ -10,6 +10,7 @@ import hashlib
 import logging
 import ssl
 import threading
+from collections.abc import Callable
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -61,7 +62,7 @@ def make_client(
 
 def connect_properties(settings: BrokerSettings) -> Properties:
     """CONNECT properties: keep the session (and queued QoS 1 messages) for a while offline."""
-    props = Properties(PacketTypes.CONNECT)
+    props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
     props.SessionExpiryInterval = settings.session_expiry_s
     return props
 
@@ -72,7 +73,7 @@ def start(client: mqtt.Client, settings: BrokerSettings, *, timeout_s: float = 1
     Waits up to `timeout_s` for the first connection; paho keeps retrying after that.
     """
     connected = threading.Event()
-    previous = client.on_connect
+    previous: Callable[..., None] | None = client.on_connect
 
     def on_connect(
         c: mqtt.Client, userdata: object, flags: mqtt.ConnectFlags, reason: object, props: object

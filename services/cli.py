@@ -21,19 +21,26 @@ def _check_config(args: argparse.Namespace) -> int:
     try:
         if path.suffix == ".xml":
             message = policy_xml.parse(path.read_bytes())
-            print(f"{path}: valid policy document for node {message.node}, version "
-                  f"{message.version}, {message.operation.kind} of {message.policy_count()} entries")
+            print(
+                f"{path}: valid policy document for node {message.node}, version "
+                f"{message.version}, {message.operation.kind} of {message.policy_count()} entries"
+            )
             return 0
         data = apply_env(read_file(path))
         found = [name for name in SECTIONS if name in data]
         unknown = sorted(set(data) - set(SECTIONS) - {"broker"})
         if unknown:
-            print(f"{path}: unknown section(s) {', '.join(unknown)}; known: "
-                  f"{', '.join(sorted([*SECTIONS, 'broker']))}", file=sys.stderr)
+            print(
+                f"{path}: unknown section(s) {', '.join(unknown)}; known: "
+                f"{', '.join(sorted([*SECTIONS, 'broker']))}",
+                file=sys.stderr,
+            )
             return 2
         if not found:
-            print(f"{path}: no service section found (expected one of {', '.join(SECTIONS)})",
-                  file=sys.stderr)
+            print(
+                f"{path}: no service section found (expected one of {', '.join(SECTIONS)})",
+                file=sys.stderr,
+            )
             return 2
         for name in found:
             validate_section(SECTIONS[name], data, name)
@@ -110,8 +117,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="enforce in network namespace NAME while keeping the broker connection in the "
         "current one (test bed)",
     )
-    run.add_argument("--remove-on-exit", action="store_true",
-                     help="remove every rule, chain and ip rule the worker owns when it stops")
+    run.add_argument(
+        "--remove-on-exit",
+        action="store_true",
+        help="remove every rule, chain and ip rule the worker owns when it stops",
+    )
     run.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     run.add_argument("--log-json", action="store_true", help="log one JSON object per line")
     run.set_defaults(func=_prem_run)

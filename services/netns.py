@@ -71,11 +71,13 @@ def enter(name: str) -> None:
         os.close(fd)
 
 
-def _child(conn: Connection, name: str, fn: Callable[..., object], args: tuple[object, ...]) -> None:
+def _child(
+    conn: Connection, name: str, fn: Callable[..., object], args: tuple[object, ...]
+) -> None:
     try:
         enter(name)
         conn.send(("ok", fn(*args)))
-    except BaseException:  # noqa: BLE001 - everything goes back to the parent
+    except BaseException:
         conn.send(("error", traceback.format_exc()))
     finally:
         conn.close()

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from services.contracts.policy import Bid, Direction, NodeId, PolicyId
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 1  # the value of Envelope.schema_version this code writes
 
 
 class Envelope(BaseModel):
@@ -22,7 +22,7 @@ class Envelope(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    schema_version: Literal[1] = SCHEMA_VERSION
+    schema_version: Literal[1] = 1
     sender: NodeId
     timestamp: float = Field(default_factory=time.time, ge=0)
     sequence: int = Field(default=0, ge=0)

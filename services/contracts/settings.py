@@ -52,7 +52,9 @@ def read_file(path: Path) -> dict[str, Any]:
         else:
             data = tomllib.loads(text)
     except (tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
-        raise ConfigError([Problem(f"{path} is not valid {path.suffix[1:] or 'TOML'}: {exc}")]) from exc
+        raise ConfigError(
+            [Problem(f"{path} is not valid {path.suffix[1:] or 'TOML'}: {exc}")]
+        ) from exc
     if not isinstance(data, dict):
         raise ConfigError([Problem(f"{path} must hold a table of settings")])
     return data

@@ -39,7 +39,9 @@ class Topics:
 
     def link_metrics(self, node: str, interface: str) -> str:
         """Periodic metrics of one access link."""
-        return f"{self.root}/node/{_segment(node, 'node')}/link/{_segment(interface, 'link')}/metrics"
+        return (
+            f"{self.root}/node/{_segment(node, 'node')}/link/{_segment(interface, 'link')}/metrics"
+        )
 
     def link_state(self, node: str, interface: str) -> str:
         """Up/down state of one access link (retained)."""

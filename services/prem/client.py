@@ -19,7 +19,7 @@ from services.contracts.settings import BrokerSettings
 from services.contracts.topics import Topics
 
 
-class DeliveryTimeout(TimeoutError):
+class DeliveryTimeoutError(TimeoutError):
     """No status for the document arrived before the deadline."""
 
 
@@ -39,7 +39,7 @@ class PolicyClient:
         """Subscribe to a node's statuses (before sending, so no answer is missed)."""
         topic = self.topics.status(node)
         if topic not in self._subscribed:
-            result, mid = self.client.subscribe(topic, qos=1)
+            result, _ = self.client.subscribe(topic, qos=1)
             if result != mqtt.MQTT_ERR_SUCCESS:
                 raise ConnectionError(f"cannot subscribe to {topic}: {mqtt.error_string(result)}")
             self._subscribed.add(topic)
@@ -59,7 +59,7 @@ class PolicyClient:
                 if status.node == node:
                     return status
         except queue.Empty as exc:
-            raise DeliveryTimeout(f"no status from node {node} within {timeout_s} s") from exc
+            raise DeliveryTimeoutError(f"no status from node {node} within {timeout_s} s") from exc
 
     def wait_online(self, node: str, *, timeout_s: float = 10.0) -> Presence:
         """Wait until `node`'s worker announces itself online (its retained hello counts)."""
@@ -73,7 +73,7 @@ class PolicyClient:
                 break
             if presence.node == node and presence.online:
                 return presence
-        raise DeliveryTimeout(f"node {node} did not come online within {timeout_s} s")
+        raise DeliveryTimeoutError(f"node {node} did not come online within {timeout_s} s")
 
     def close(self) -> None:
         """Disconnect."""
@@ -83,8 +83,8 @@ class PolicyClient:
     def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
         try:
             if msg.topic.endswith("/presence"):
-                self.presences.put(decode(Presence, msg.payload))
+                self.presences.put(decode(Presence, bytes(msg.payload)))
             else:
-                self.statuses.put(decode(PolicyStatus, msg.payload))
+                self.statuses.put(decode(PolicyStatus, bytes(msg.payload)))
         except ValidationError:
             return

@@ -64,8 +64,13 @@ def _answers(host: str, port: int) -> bool:
 def message(version: int, operation: Operation) -> bytes:
     """A downlink policy document for the lab's HA."""
     return policy_xml.render(
-        PolicyMessage(node="ha1", mobile_router="mr1", direction="downlink",  # type: ignore[arg-type]
-                      version=version, operation=operation)
+        PolicyMessage(
+            node="ha1",
+            mobile_router="mr1",
+            direction="downlink",
+            version=version,
+            operation=operation,
+        )
     )
 
 
@@ -82,9 +87,20 @@ def worker_process(lab: Lab, config: Path, log: Path) -> Iterator[subprocess.Pop
     """The real worker, its own process, enforcing in the lab's router namespace."""
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "services.cli", "prem", "run", "--config", str(config),
-             "--netns", lab.router, "--remove-on-exit"],
-            stdout=out, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "services.cli",
+                "prem",
+                "run",
+                "--config",
+                str(config),
+                "--netns",
+                lab.router,
+                "--remove-on-exit",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
         try:
             yield proc

@@ -63,8 +63,11 @@ class Enforcer:
             requested = message.version
             digest = hashlib.sha256(payload).hexdigest()
             if is_redelivery(self.state, message, digest):
-                log.info("node %s: version %d redelivered, acknowledged again",
-                         self.settings.node, message.version)
+                log.info(
+                    "node %s: version %d redelivered, acknowledged again",
+                    self.settings.node,
+                    message.version,
+                )
                 return self._status("applied", started, requested=requested)
             outcome = apply_message(self.state, message, self.settings, digest)
             self._enforce(outcome)
@@ -75,8 +78,12 @@ class Enforcer:
             return self._refused((Problem(f"kernel: {exc}"),), started, requested)
         log.info(
             "node %s: version %d applied (%d inserted, %d deleted, %d replaced) in %.1f ms",
-            self.settings.node, outcome.state.version, outcome.inserted, outcome.deleted,
-            outcome.replaced, (self.clock() - started) * 1000,
+            self.settings.node,
+            outcome.state.version,
+            outcome.inserted,
+            outcome.deleted,
+            outcome.replaced,
+            (self.clock() - started) * 1000,
         )
         return self._status(
             "applied",
@@ -97,11 +104,19 @@ class Enforcer:
             changed = self.reconcile()
         except KernelError as exc:
             self.unusable = previous
-            log.error("node %s: fallback for unusable BIDs %s failed: %s",
-                      self.settings.node, sorted(unusable), exc)
+            log.error(
+                "node %s: fallback for unusable BIDs %s failed: %s",
+                self.settings.node,
+                sorted(unusable),
+                exc,
+            )
             return self._refused((Problem(f"fallback failed: {exc}"),), started, None)
-        log.info("node %s: unusable BIDs now %s, %d rules moved",
-                 self.settings.node, sorted(unusable), changed)
+        log.info(
+            "node %s: unusable BIDs now %s, %d rules moved",
+            self.settings.node,
+            sorted(unusable),
+            changed,
+        )
         return self._status("fallback", started)
 
     def _enforce(self, outcome: Outcome) -> None:
@@ -141,7 +156,7 @@ class Enforcer:
             node=self.settings.node,
             mobile_router=self.settings.mobile_router,
             direction=self.settings.direction,
-            result=result,  # type: ignore[arg-type]
+            result=result,
             version=self.state.version,
             requested_version=requested,
             inserted=inserted,

@@ -43,7 +43,9 @@ class FlowRule:
         if sel.next_header is not None and packet.next_header != sel.next_header:
             return False
         for port_range, port in ((sel.src_port, packet.src_port), (sel.dst_port, packet.dst_port)):
-            if port_range is not None and (port is None or not port_range.first <= port <= port_range.last):
+            if port_range is not None and (
+                port is None or not port_range.first <= port <= port_range.last
+            ):
                 return False
         if sel.dscp is not None and packet.dscp != sel.dscp:
             return False
@@ -85,7 +87,9 @@ def effective_bid(policy: Policy, unusable: frozenset[int]) -> int | None:
     return action.bid
 
 
-def compile_policies(policies: Iterable[Policy], unusable: frozenset[int] = frozenset()) -> FlowTable:
+def compile_policies(
+    policies: Iterable[Policy], unusable: frozenset[int] = frozenset()
+) -> FlowTable:
     """Flow rules for `policies`, sorted by precedence (priority, then id, then family)."""
     rules = [
         FlowRule(p.priority, p.id, family, p.selector, effective_bid(p, unusable))
@@ -95,7 +99,9 @@ def compile_policies(policies: Iterable[Policy], unusable: frozenset[int] = froz
     return tuple(sorted(rules, key=FlowRule.precedence))
 
 
-def fallback_states(policies: Iterable[Policy], unusable: frozenset[int]) -> tuple[FallbackState, ...]:
+def fallback_states(
+    policies: Iterable[Policy], unusable: frozenset[int]
+) -> tuple[FallbackState, ...]:
     """The policies whose primary BID is unusable, with the BID their flows use instead."""
     states = []
     for policy in sorted(policies, key=Policy.sort_key):

@@ -58,8 +58,11 @@ class Lab:
         self._veth(self.router, "b1", self.receiver, "d1", base + 2)
         self._veth(self.router, "b2", self.receiver, "d2", base + 4)
         for ns in (self.sender, self.router, self.receiver):
-            for key in ("net.ipv6.conf.all.keep_addr_on_down=1", "net.ipv6.conf.all.accept_dad=0",
-                        "net.ipv6.conf.default.accept_dad=0"):
+            for key in (
+                "net.ipv6.conf.all.keep_addr_on_down=1",
+                "net.ipv6.conf.all.accept_dad=0",
+                "net.ipv6.conf.default.accept_dad=0",
+            ):
                 netns.run(ns, ["sysctl", "-qw", key])
             # Replies leave by b1 whatever pipe the request took: no reverse-path filter.
             for key in ("net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.default.rp_filter=0"):
@@ -85,9 +88,12 @@ class Lab:
     def warm_up(self) -> None:
         """Resolve every neighbour once, so that the first test packets are not queued or lost."""
         for ns, target in (
-            (self.sender, MNP6), (self.sender, MNP4),
-            (self.router, "2001:db8:2::2"), (self.router, "10.2.0.2"),
-            (self.receiver, SENDER6), (self.receiver, SENDER4),
+            (self.sender, MNP6),
+            (self.sender, MNP4),
+            (self.router, "2001:db8:2::2"),
+            (self.router, "10.2.0.2"),
+            (self.receiver, SENDER6),
+            (self.receiver, SENDER4),
         ):
             netns.run(ns, ["ping", "-c", "1", "-W", "2", target], check=False)
 
@@ -116,8 +122,26 @@ class Lab:
         return PremSettings.model_validate(data)
 
     def _veth(self, ns_a: str, a: str, ns_b: str, b: str, index: int) -> None:
-        netns.run(ns_a, ["ip", "link", "add", a, "index", str(index), "type", "veth",
-                         "peer", "name", b, "index", str(index + 1), "netns", ns_b])
+        netns.run(
+            ns_a,
+            [
+                "ip",
+                "link",
+                "add",
+                a,
+                "index",
+                str(index),
+                "type",
+                "veth",
+                "peer",
+                "name",
+                b,
+                "index",
+                str(index + 1),
+                "netns",
+                ns_b,
+            ],
+        )
         netns.run(ns_a, ["ip", "link", "set", a, "up"])
         netns.run(ns_b, ["ip", "link", "set", b, "up"])
 
@@ -127,7 +151,9 @@ class Lab:
 
     def _route(self, ns: str, dest: str, via6: str, via4: str, table: int | None = None) -> None:
         extra = ["table", str(table)] if table is not None else []
-        d6, d4 = ("default", "default") if dest == "default" else ("2001:db8:ff::/64", "10.255.0.0/24")
+        d6, d4 = (
+            ("default", "default") if dest == "default" else ("2001:db8:ff::/64", "10.255.0.0/24")
+        )
         netns.run(ns, ["ip", "-6", "route", "replace", d6, "via", via6, *extra])
         netns.run(ns, ["ip", "-4", "route", "replace", d4, "via", via4, *extra])
 

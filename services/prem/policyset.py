@@ -76,7 +76,9 @@ def apply_message(
             new[policy.id] = policy
         for policy in op.insert:
             if policy.id in new:
-                problems.append(Problem("insert of a policy id that is already installed", policy.id))
+                problems.append(
+                    Problem("insert of a policy id that is already installed", policy.id)
+                )
             new[policy.id] = policy
         inserted, deleted, replaced = len(op.insert), len(op.delete), len(op.replace)
         incoming = (*op.insert, *op.replace)
@@ -88,8 +90,10 @@ def apply_message(
     problems += _bid_problems(incoming, settings)
     if len(new) > settings.limits.max_policies:
         problems.append(
-            Problem(f"the node would hold {len(new)} policies, over the limit of "
-                    f"{settings.limits.max_policies}")
+            Problem(
+                f"the node would hold {len(new)} policies, over the limit of "
+                f"{settings.limits.max_policies}"
+            )
         )
     if problems:
         raise PolicyRefused(problems)
@@ -113,7 +117,9 @@ def _addressing_problems(
     problems = []
     if message.node != settings.node:
         problems.append(
-            Problem(f"message is for node {message.node!r}, this is {settings.node!r}", field="node")
+            Problem(
+                f"message is for node {message.node!r}, this is {settings.node!r}", field="node"
+            )
         )
     if message.mobile_router != settings.mobile_router:
         problems.append(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from services.prem.flowtable import FlowTable, FlowRule
+from services.prem.flowtable import FlowRule, FlowTable
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,9 @@ def load(path: Path, node: str) -> DesiredState:
     except ValidationError as exc:
         raise ConfigError([Problem(f"state file {path} is corrupt: {exc}")]) from exc
     if state.node != node:
-        raise ConfigError([Problem(f"state file {path} belongs to node {state.node!r}, not {node!r}")])
+        raise ConfigError(
+            [Problem(f"state file {path} belongs to node {state.node!r}, not {node!r}")]
+        )
     return state
 
 

@@ -42,11 +42,16 @@ class _Usability:
     unusable: frozenset[int]
 
 
+@dataclass(frozen=True)
+class _Fatal:
+    error: BaseException
+
+
 class _Stop:
     pass
 
 
-_Item = _Document | _Usability | _Stop
+_Item = _Document | _Usability | _Fatal | _Stop
 
 
 class PremWorker:
@@ -85,14 +90,16 @@ class PremWorker:
         enforcer = Enforcer(self.settings, make_backend(self.settings))
         self.enforcer = enforcer
         routing.ensure_rules(self.settings)
-        if any(b.interface for b in self.settings.bids):
-            self.watcher = LinkWatcher(self.settings, self._on_usability)
-            self.watcher.start()
-            enforcer.unusable = self.watcher.current()
+        self.watcher = LinkWatcher(self.settings, self._on_usability, on_error=self._on_fatal)
+        self.watcher.start()
+        enforcer.unusable = self.watcher.current()
         changed = enforcer.reconcile()
         log.info(
             "node %s: started (%s back end), version %d enforced, %d rules reconciled",
-            self.settings.node, enforcer.backend.name, enforcer.state.version, changed,
+            self.settings.node,
+            enforcer.backend.name,
+            enforcer.state.version,
+            changed,
         )
         self._publish_presence(online=True)
         try:
@@ -105,6 +112,10 @@ class PremWorker:
             item = self.queue.get()
             if isinstance(item, _Stop):
                 return
+            if isinstance(item, _Fatal):
+                raise RuntimeError(
+                    "link watcher failed; exiting so the supervisor restarts us"
+                ) from item.error
             if isinstance(item, _Usability):
                 status = enforcer.handle_unusable(item.unusable)
                 if status is not None:
@@ -135,6 +146,9 @@ class PremWorker:
         log.info("node %s: signal %d, stopping", self.settings.node, signum)
         self.stop()
 
+    def _on_fatal(self, error: BaseException) -> None:
+        self.queue.put(_Fatal(error))
+
     def _on_usability(self, unusable: frozenset[int]) -> None:
         self.queue.put(_Usability(unusable))
 
@@ -152,7 +166,7 @@ class PremWorker:
             self._publish_presence(online=True)
 
     def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
-        self.queue.put(_Document(msg.payload, msg.mid, msg.qos))
+        self.queue.put(_Document(bytes(msg.payload), msg.mid, msg.qos))
 
     def _presence(self, *, online: bool, version: int | None) -> Presence:
         return Presence(
@@ -165,8 +179,11 @@ class PremWorker:
 
     def _publish_presence(self, *, online: bool) -> None:
         version = self.enforcer.state.version if self.enforcer is not None else None
-        self._publish(self.topics.presence(self.settings.node),
-                      self._presence(online=online, version=version), retain=True)
+        self._publish(
+            self.topics.presence(self.settings.node),
+            self._presence(online=online, version=version),
+            retain=True,
+        )
 
     def _publish_status(self, status: PolicyStatus) -> None:
         self._publish(self.topics.status(self.settings.node), status)

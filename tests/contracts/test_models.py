@@ -50,11 +50,21 @@ def test_forward_refuses_repeated_bid() -> None:
 def test_message_refuses_duplicate_ids() -> None:
     p = Policy(id="a", priority=1, action=Forward(bid=1))
     with pytest.raises(ValidationError, match="'a' appears twice in install"):
-        PolicyMessage(node="n", mobile_router="m", direction="uplink",  # type: ignore[arg-type]
-                      version=1, operation=Install(policies=(p, p)))
+        PolicyMessage(
+            node="n",
+            mobile_router="m",
+            direction="uplink",
+            version=1,
+            operation=Install(policies=(p, p)),
+        )
     with pytest.raises(ValidationError, match="may appear in one list only"):
-        PolicyMessage(node="n", mobile_router="m", direction="uplink",  # type: ignore[arg-type]
-                      version=1, operation=Update(insert=(p,), delete=("a",)))
+        PolicyMessage(
+            node="n",
+            mobile_router="m",
+            direction="uplink",
+            version=1,
+            operation=Update(insert=(p,), delete=("a",)),
+        )
 
 
 def test_models_are_frozen_and_closed() -> None:
@@ -69,15 +79,19 @@ def test_overlap() -> None:
     tcp80 = Selector(next_header=6, dst_port=PortRange(first=80, last=80))
     tcp_all = Selector(next_header=6)
     udp = Selector(next_header=17)
-    v4 = Selector(dst_addr="10.0.0.0/8")  # type: ignore[arg-type]
-    v6 = Selector(dst_addr="2001:db8::/32")  # type: ignore[arg-type]
+    v4 = Selector(dst_addr="10.0.0.0/8")
+    v6 = Selector(dst_addr="2001:db8::/32")
     assert selectors_overlap(tcp80, tcp_all)
     assert not selectors_overlap(tcp80, udp)
     assert not selectors_overlap(v4, v6)
     assert selectors_overlap(v4, tcp80)
     assert not selectors_overlap(
-        Selector(dst_addr="2001:db8::/64"),  # type: ignore[arg-type]
-        Selector(dst_addr=AddressRange.model_validate({"first": "2001:db8:0:1::", "last": "2001:db8:0:1::9"})),
+        Selector(dst_addr="2001:db8::/64"),
+        Selector(
+            dst_addr=AddressRange.model_validate(
+                {"first": "2001:db8:0:1::", "last": "2001:db8:0:1::9"}
+            )
+        ),
     )
 
 
@@ -89,8 +103,16 @@ def test_messages_round_trip_and_carry_the_envelope() -> None:
     with pytest.raises(ValidationError):
         decode(Presence, b'{"sender": "x", "node": "x", "service": "prem", "online": true, "x": 1}')
     with pytest.raises(ValidationError):
-        PolicyStatus.model_validate({"sender": "n", "node": "n", "mobile_router": "m",
-                                     "direction": "uplink", "result": "maybe", "version": 1})
+        PolicyStatus.model_validate(
+            {
+                "sender": "n",
+                "node": "n",
+                "mobile_router": "m",
+                "direction": "uplink",
+                "result": "maybe",
+                "version": 1,
+            }
+        )
 
 
 def test_topics_are_versioned_and_refuse_wildcards() -> None:

@@ -24,8 +24,10 @@ def test_toml_and_yaml_give_the_same_settings(tmp_path: Path) -> None:
     toml = tmp_path / "a.toml"
     toml.write_text(GOOD)
     yaml = tmp_path / "a.yaml"
-    yaml.write_text("prem:\n  node: ha1\n  role: ha\n  mobile_router: mr1\n"
-                    "  bids:\n    - {bid: 1, interface: eth0}\n    - {bid: 2}\n")
+    yaml.write_text(
+        "prem:\n  node: ha1\n  role: ha\n  mobile_router: mr1\n"
+        "  bids:\n    - {bid: 1, interface: eth0}\n    - {bid: 2}\n"
+    )
     a = validate_section(PremSettings, read_file(toml), "prem")
     b = validate_section(PremSettings, read_file(yaml), "prem")
     assert a == b
@@ -36,8 +38,10 @@ def test_toml_and_yaml_give_the_same_settings(tmp_path: Path) -> None:
 def test_environment_overrides_a_nested_key(tmp_path: Path) -> None:
     path = tmp_path / "a.toml"
     path.write_text(GOOD)
-    data = apply_env(read_file(path), {"MULTINET_PREM__BACKEND": "iptables",
-                                       "MULTINET_PREM__LIMITS__MAX_POLICIES": "5"})
+    data = apply_env(
+        read_file(path),
+        {"MULTINET_PREM__BACKEND": "iptables", "MULTINET_PREM__LIMITS__MAX_POLICIES": "5"},
+    )
     s = validate_section(PremSettings, data, "prem")
     assert (s.backend, s.limits.max_policies) == ("iptables", 5)
 
@@ -45,10 +49,10 @@ def test_environment_overrides_a_nested_key(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("patch", "key"),
     [
-        ('bids = [{ bid = 1 }, { bid = 1 }]', "prem"),
-        ('bids = [{ bid = 70000 }]', "prem.bids.0.bid"),
+        ("bids = [{ bid = 1 }, { bid = 1 }]", "prem"),
+        ("bids = [{ bid = 70000 }]", "prem.bids.0.bid"),
         ('bids = [{ bid = 1, colour = "red" }]', "prem.bids.0.colour"),
-        ('bids = [{ bid = 300 }]\nmark_mask = 0xff', "prem"),
+        ("bids = [{ bid = 300 }]\nmark_mask = 0xff", "prem"),
     ],
 )
 def test_errors_name_the_key(tmp_path: Path, patch: str, key: str) -> None:

@@ -49,9 +49,19 @@ class Running:
     def start(self) -> None:
         """Start (or restart) the worker process and wait for its hello."""
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "services.cli", "prem", "run", "--config", str(self.config),
-             "--netns", self.lab.router],
-            stdout=self.log.open("ab"), stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "services.cli",
+                "prem",
+                "run",
+                "--config",
+                str(self.config),
+                "--netns",
+                self.lab.router,
+            ],
+            stdout=self.log.open("ab"),
+            stderr=subprocess.STDOUT,
         )
         self.client.wait_online("ha1", timeout_s=20)
 
@@ -95,16 +105,22 @@ def _on(counts: tuple[int, int], link: str) -> bool:
 
 
 @pytest.fixture(params=["nftables", "iptables"])
-def running(request: pytest.FixtureRequest, broker: tuple[str, int], topic_root: str,
-            tmp_path: Path) -> Iterator[Running]:
+def running(
+    request: pytest.FixtureRequest, broker: tuple[str, int], topic_root: str, tmp_path: Path
+) -> Iterator[Running]:
     if os.geteuid() != 0:
         pytest.skip("needs root") if os.environ.get("CI") != "true" else pytest.fail("needs root")
     lab = Lab()
     lab.build()
     client = PolicyClient(BrokerSettings(host=broker[0], port=broker[1], topic_root=topic_root))
     backend = str(request.param)
-    run = Running(lab, client, write_config(lab, tmp_path, backend, topic_root),
-                  tmp_path / "worker.log", backend)
+    run = Running(
+        lab,
+        client,
+        write_config(lab, tmp_path, backend, topic_root),
+        tmp_path / "worker.log",
+        backend,
+    )
     try:
         run.start()
         yield run
@@ -133,8 +149,14 @@ def test_flow_follows_its_policy_moves_on_update_and_returns(running: Running) -
 
 
 def test_priority_and_drop(running: Running) -> None:
-    broad = Policy.model_validate({"id": "all-udp", "priority": 50,
-                                   "selector": {"next_header": 17}, "action": {"kind": "forward", "bid": 2}})
+    broad = Policy.model_validate(
+        {
+            "id": "all-udp",
+            "priority": 50,
+            "selector": {"next_header": 17},
+            "action": {"kind": "forward", "bid": 2},
+        }
+    )
     running.apply(Install(policies=(broad, udp_to("blocked", 5003, None, priority=5))))
     assert _on(running.counts(port=5009), "b2")
     assert running.counts(port=5003) == (0, 0), "dropped before either link"
@@ -155,30 +177,65 @@ def test_every_bad_input_is_refused_and_the_kernel_is_unchanged(running: Running
     for document in bad_documents:
         status = running.client.deliver("ha1", document, timeout_s=15)
         assert status.result == "refused", document[:80]
-        assert status.refusals and status.refusals[0].reason
+        assert status.refusals
+        assert status.refusals[0].reason
         assert status.version == 1
     assert running.kernel_dump() == before
     assert _on(running.counts(), "b2")
 
 
 def test_long_tcp_transfer_moves_between_bids_without_loss(running: Running) -> None:
-    tcp = Policy.model_validate({"id": "bulk", "priority": 10, "selector": {
-        "next_header": 6, "dst_port": {"first": 5201, "last": 5201}},
-        "action": {"kind": "forward", "bid": 2}})
+    tcp = Policy.model_validate(
+        {
+            "id": "bulk",
+            "priority": 10,
+            "selector": {"next_header": 6, "dst_port": {"first": 5201, "last": 5201}},
+            "action": {"kind": "forward", "bid": 2},
+        }
+    )
     running.apply(Install(policies=(tcp,)))
     sink = subprocess.Popen(
-        ["ip", "netns", "exec", running.lab.receiver, sys.executable, "-m",
-         "services.prem.traffic", "sink", "--port", "5201"],
-        stdout=subprocess.PIPE, text=True)
+        [
+            "ip",
+            "netns",
+            "exec",
+            running.lab.receiver,
+            sys.executable,
+            "-m",
+            "services.prem.traffic",
+            "sink",
+            "--port",
+            "5201",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert sink.stdout is not None
     assert "listening" in sink.stdout.readline()
     total = 20 * 1024 * 1024
     start_b1, start_b2 = running.lab.tx_packets("b1"), running.lab.tx_packets("b2")
     source = subprocess.Popen(
-        ["ip", "netns", "exec", running.lab.sender, sys.executable, "-m",
-         "services.prem.traffic", "source", "--host", MNP6, "--port", "5201",
-         "--bytes", str(total), "--seconds", "4"],
-        stdout=subprocess.PIPE, text=True)
+        [
+            "ip",
+            "netns",
+            "exec",
+            running.lab.sender,
+            sys.executable,
+            "-m",
+            "services.prem.traffic",
+            "source",
+            "--host",
+            MNP6,
+            "--port",
+            "5201",
+            "--bytes",
+            str(total),
+            "--seconds",
+            "4",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     for bid in (1, 2, 1):
         time.sleep(0.8)  # let the transfer run on the current pipe for a while
         moved = tcp.model_copy(update={"action": tcp.action.model_copy(update={"bid": bid})})

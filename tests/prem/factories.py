@@ -31,9 +31,16 @@ def settings(tmp_path: Path, **overrides: Any) -> PremSettings:
     return PremSettings.model_validate(data)
 
 
-def udp_to(policy_id: str, port: int, bid: int | None, *, priority: int = 10,
-           fallbacks: tuple[int, ...] = (), dst: str | None = None) -> Policy:
-    """A policy for UDP traffic to `port` (and optionally to `dst`), forwarded to `bid` or dropped."""
+def udp_to(
+    policy_id: str,
+    port: int,
+    bid: int | None,
+    *,
+    priority: int = 10,
+    fallbacks: tuple[int, ...] = (),
+    dst: str | None = None,
+) -> Policy:
+    """A policy for UDP to `port` (optionally to `dst`), forwarded to `bid` or dropped."""
     action: Forward | Drop = Drop() if bid is None else Forward(bid=bid, fallbacks=fallbacks)
     return Policy(
         id=policy_id,
@@ -41,19 +48,20 @@ def udp_to(policy_id: str, port: int, bid: int | None, *, priority: int = 10,
         selector=Selector(
             next_header=17,
             dst_port=PortRange(first=port, last=port),
-            dst_addr=dst,  # type: ignore[arg-type]
+            dst_addr=dst,
         ),
         action=action,
     )
 
 
-def message(version: int, operation: Operation, *, node: str = "ha1",
-            direction: str = "downlink") -> PolicyMessage:
+def message(
+    version: int, operation: Operation, *, node: str = "ha1", direction: str = "downlink"
+) -> PolicyMessage:
     """A policy message for the test HA."""
     return PolicyMessage(
         node=node,
         mobile_router="mr1",
-        direction=direction,  # type: ignore[arg-type]
+        direction=direction,
         version=version,
         operation=operation,
     )

@@ -13,7 +13,9 @@ from services.prem.enforcer import Enforcer
 from services.prem.flowtable import Packet
 from tests.prem.factories import message, settings, udp_to
 
-PKT = Packet(ipaddress.IPv6Address("2001:db8::1"), ipaddress.IPv6Address("2001:db8::2"), 17, 1, 5001)
+PKT = Packet(
+    ipaddress.IPv6Address("2001:db8::1"), ipaddress.IPv6Address("2001:db8::2"), 17, 1, 5001
+)
 
 
 def _enforcer(tmp_path: Path) -> tuple[Enforcer, MemoryBackend]:
@@ -62,7 +64,10 @@ def test_kernel_failure_refuses_and_keeps_the_old_state(tmp_path: Path) -> None:
     assert enforcer.state.version == 1
     assert plane.bid_for(PKT) == 2
     # The same version can be sent again once the fault is gone.
-    assert enforcer.handle_document(_doc(2, Update(replace=(udp_to("v", 5001, 1),)))).result == "applied"
+    assert (
+        enforcer.handle_document(_doc(2, Update(replace=(udp_to("v", 5001, 1),)))).result
+        == "applied"
+    )
     assert plane.bid_for(PKT) == 1
 
 

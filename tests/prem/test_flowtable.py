@@ -19,7 +19,9 @@ def _udp6(port: int, dst: str = "2001:db8::1") -> Packet:
     return Packet(V6("2001:db8:a::1"), V6(dst), 17, 40000, port)
 
 
-def _plane(tmp_path: Path, policies: list[Policy], unusable: frozenset[int] = frozenset()) -> MemoryBackend:
+def _plane(
+    tmp_path: Path, policies: list[Policy], unusable: frozenset[int] = frozenset()
+) -> MemoryBackend:
     backend = MemoryBackend(settings(tmp_path))
     desired = compile_policies(policies, unusable)
     backend.apply(desired, plan(desired, backend.read()))
@@ -27,8 +29,9 @@ def _plane(tmp_path: Path, policies: list[Policy], unusable: frozenset[int] = fr
 
 
 def test_lower_priority_number_wins_where_selectors_overlap(tmp_path: Path) -> None:
-    broad = Policy(id="all-udp", priority=20, selector=Selector(next_header=17),
-                   action=Forward(bid=1))
+    broad = Policy(
+        id="all-udp", priority=20, selector=Selector(next_header=17), action=Forward(bid=1)
+    )
     narrow = udp_to("dns", 53, 2, priority=5)
     plane = _plane(tmp_path, [broad, narrow])
     assert plane.bid_for(_udp6(53)) == 2
@@ -70,9 +73,12 @@ def test_fallback_used_when_primary_unusable_and_reported(tmp_path: Path) -> Non
 
 
 def test_port_ranges_are_inclusive(tmp_path: Path) -> None:
-    policy = Policy(id="r", priority=1,
-                    selector=Selector(next_header=6, dst_port=PortRange(first=10, last=20)),
-                    action=Forward(bid=1))
+    policy = Policy(
+        id="r",
+        priority=1,
+        selector=Selector(next_header=6, dst_port=PortRange(first=10, last=20)),
+        action=Forward(bid=1),
+    )
     plane = _plane(tmp_path, [policy])
     tcp = [Packet(V6("::1"), V6("::2"), 6, 1, port) for port in (9, 10, 20, 21)]
     assert [plane.bid_for(p) for p in tcp] == [None, 1, 1, None]

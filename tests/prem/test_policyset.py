@@ -19,8 +19,9 @@ def _installed(tmp_path: Path) -> DesiredState:
 
 def test_install_replaces_the_whole_set(tmp_path: Path) -> None:
     state = _installed(tmp_path)
-    out = apply_message(state, message(2, Install(policies=(udp_to("c", 3000, 3),))),
-                        settings(tmp_path))
+    out = apply_message(
+        state, message(2, Install(policies=(udp_to("c", 3000, 3),))), settings(tmp_path)
+    )
     assert [p.id for p in out.state.policies] == ["c"]
     assert out.state.version == 2
     assert out.deleted == 2
@@ -67,16 +68,22 @@ def test_refusals_name_the_problem_and_change_nothing(
 
 def test_refusal_names_the_policy_and_field(tmp_path: Path) -> None:
     with pytest.raises(PolicyRefused) as info:
-        apply_message(_installed(tmp_path), message(2, Install(policies=(udp_to("x", 1, 9),))),
-                      settings(tmp_path))
+        apply_message(
+            _installed(tmp_path),
+            message(2, Install(policies=(udp_to("x", 1, 9),))),
+            settings(tmp_path),
+        )
     (problem,) = info.value.problems
     assert (problem.policy_id, problem.field) == ("x", "action.bid")
 
 
 def test_message_for_another_node_or_direction_is_refused(tmp_path: Path) -> None:
     with pytest.raises(PolicyRefused) as info:
-        apply_message(DesiredState(node="ha1"),
-                      message(1, Flush(), node="ha2", direction="uplink"), settings(tmp_path))
+        apply_message(
+            DesiredState(node="ha1"),
+            message(1, Flush(), node="ha2", direction="uplink"),
+            settings(tmp_path),
+        )
     fields = {p.field for p in info.value.problems}
     assert fields == {"node", "direction"}
 

@@ -21,7 +21,9 @@ def test_round_trip_and_missing_file(tmp_path: Path) -> None:
     assert store.load(path, "ha1") == state
 
 
-def test_interrupted_write_leaves_the_old_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_interrupted_write_leaves_the_old_state(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     path = tmp_path / "state.json"
     old = DesiredState(node="ha1", version=1)
     store.save(path, old)
