@@ -293,3 +293,21 @@ def test_sigterm_exits_cleanly_and_remove_on_exit_cleans_up(running: Running) ->
     assert "multinet" not in dump.lower()
     assert "lookup 1002" not in dump
     assert _on(running.counts(), "b1")
+
+
+def test_document_published_while_the_worker_is_down_is_applied_on_return(
+    running: Running,
+) -> None:
+    running.apply(Install(policies=(udp_to("video", 5001, 2),)))
+    assert running.proc is not None
+    running.proc.terminate()
+    assert running.proc.wait(10) == 0
+    doc = policy_xml.render(message(2, Update(replace=(udp_to("video", 5001, 1),))))
+    running.client.watch("ha1")
+    running.client.client.publish(running.client.topics.policy("ha1"), doc, qos=1).wait_for_publish(
+        5
+    )
+    running.start()
+    status = running.client.next_status("ha1", timeout_s=15)
+    assert (status.result, status.version, status.replaced) == ("applied", 2, 1)
+    assert _on(running.counts(), "b1")
