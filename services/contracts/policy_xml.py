@@ -10,13 +10,13 @@ the line, the policy id and the field, so a sender can fix its document without 
 
 from __future__ import annotations
 
-import functools
 import importlib.resources
 import ipaddress
 import itertools
+import re
 import threading
 from collections.abc import Callable, Iterable
-from typing import TypeVar
+from typing import Protocol, TypeVar, cast
 
 from lxml import etree
 from pydantic import BaseModel, ValidationError
@@ -44,6 +44,9 @@ DEFAULT_MAX_POLICIES = 20000
 #: More problems than this are summarised: a sender fixes the first ones and resends.
 _MAX_PROBLEMS = 20
 
+#: The ", line L, column C" that lxml appends to a syntax error; the line is reported apart.
+_POSITION = re.compile(r", line \d+, column \d+$")
+
 #: Model field names as the document spells them, so problems speak the sender's language.
 _XML_NAMES = {
     "mobile_router": "mobile-router",
@@ -61,6 +64,23 @@ _T = TypeVar("_T")
 
 # An XMLSchema object keeps its error log on itself, so concurrent validations must not overlap.
 _SCHEMA_LOCK = threading.Lock()
+
+
+class _LogEntry(Protocol):
+    """The fields of an lxml error-log entry we report (lxml-stubs leave the log untyped)."""
+
+    message: str
+    line: int
+    path: str | None
+
+
+def _entries(log: object) -> list[_LogEntry]:
+    return list(cast("Iterable[_LogEntry]", log))
+
+
+def _line(node: etree._Element) -> int | None:
+    line = node.sourceline  # lxml-stubs type it as `...`
+    return line if isinstance(line, int) else None
 
 
 def _q(name: str) -> str:
@@ -83,10 +103,13 @@ def _hardened_parser() -> etree.XMLParser:
     )
 
 
-@functools.cache
-def _schema() -> etree.XMLSchema:
+def _load_schema() -> etree.XMLSchema:
     source = importlib.resources.files("services.contracts").joinpath("policy.xsd")
     return etree.XMLSchema(etree.fromstring(source.read_bytes(), _hardened_parser()))
+
+
+#: Loaded at import, so a missing or broken schema stops the service before it takes input.
+_SCHEMA = _load_schema()
 
 
 def _refusal(problems: list[Problem]) -> PolicyDocumentError:
@@ -143,20 +166,20 @@ def _parse_tree(data: bytes, *, max_bytes: int) -> etree._Element:
     try:
         root = etree.fromstring(data, _hardened_parser())
     except etree.XMLSyntaxError as error:
-        entries = list(error.error_log)
-        reason = entries[0].message if entries else str(error.msg)
+        # Not error.error_log: libxml2 can leave entries of an earlier parse in it.
+        reason = _POSITION.sub("", str(error.msg))
         raise _refuse(f"not well-formed XML: {reason}", line=error.lineno) from error
     docinfo = root.getroottree().docinfo
-    if docinfo.doctype or docinfo.internalDTD is not None:
+    if docinfo.internalDTD is not None:
         raise _refuse("a DOCTYPE is not allowed: policy documents carry no DTD")
     outside = [*root.itersiblings(preceding=True), *root.itersiblings()]
     for node in itertools.chain(outside, root.iter(etree.PI, etree.Entity)):
         kind = "entity reference" if isinstance(node, etree._Entity) else "processing instruction"
-        raise _refuse(f"a {kind} is not allowed in a policy document", line=node.sourceline)
+        raise _refuse(f"a {kind} is not allowed in a policy document", line=_line(node))
     namespace = etree.QName(root).namespace
     if namespace != NAMESPACE:
         got = namespace or "no namespace"
-        raise _refuse(f"expected namespace {NAMESPACE}, got {got}", line=root.sourceline)
+        raise _refuse(f"expected namespace {NAMESPACE}, got {got}", line=_line(root))
     return root
 
 
@@ -168,10 +191,9 @@ def _check_policy_count(root: etree._Element, limit: int) -> None:
 
 
 def _check_schema(root: etree._Element) -> None:
-    schema = _schema()
     with _SCHEMA_LOCK:
-        valid = schema.validate(root)
-        entries = [] if valid else list(schema.error_log)
+        valid = _SCHEMA.validate(root)
+        entries = [] if valid else _entries(_SCHEMA.error_log)
     if valid:
         return
     # libxml2 follows a bad key value with an ERROR-level "Warning: no precomputed value".
@@ -179,7 +201,7 @@ def _check_schema(root: etree._Element) -> None:
     raise _refusal(problems or [Problem("document does not match the schema")])
 
 
-def _schema_problem(root: etree._Element, entry: etree._LogEntry) -> Problem:
+def _schema_problem(root: etree._Element, entry: _LogEntry) -> Problem:
     reason = entry.message.replace(f"{{{NAMESPACE}}}", "")
     element = _element_at(root, entry.path)
     if element is None:
@@ -206,24 +228,19 @@ def _where(element: etree._Element, *below: str) -> tuple[str | None, str | None
     Outside any policy the path starts below the root (`install`, `update.insert`).
     """
     names: list[str] = []
-    policy_id = None
     node: etree._Element | None = element
     while node is not None:
         name = etree.QName(node).localname
         if name in ("policy", "delete"):
-            policy_id = node.get("id")
-            break
+            return node.get("id"), ".".join([*reversed(names), *below]) or None
         names.append(name)
         node = node.getparent()
-    if policy_id is None and names:
-        names.pop()
-    path = [*reversed(names), *below]
-    return policy_id, ".".join(path) or None
+    return None, ".".join([*reversed(names[:-1]), *below]) or None
 
 
 def _problem(element: etree._Element, reason: str, *below: str) -> Problem:
     policy_id, field = _where(element, *below)
-    return Problem(reason, policy_id=policy_id, field=field, line=element.sourceline)
+    return Problem(reason, policy_id=policy_id, field=field, line=_line(element))
 
 
 def _build(model: type[_M], element: etree._Element, **values: object) -> _M:
@@ -304,6 +321,7 @@ def _policies(elements: Iterable[etree._Element]) -> tuple[Policy, ...]:
 
 def _policy(element: etree._Element) -> Policy:
     selector_element = element.find(_q("selector"))
+    selector = Selector() if selector_element is None else _selector(selector_element)
     action_element = element[-1]
     action: Forward | Drop = Drop()
     if etree.QName(action_element).localname == "forward":
@@ -313,7 +331,7 @@ def _policy(element: etree._Element) -> Policy:
         element,
         id=element.get("id"),
         priority=_int(element.get("priority")),
-        selector=Selector() if selector_element is None else _selector(selector_element),
+        selector=selector,
         action=action,
     )
 
@@ -383,7 +401,7 @@ def render(message: PolicyMessage) -> bytes:
             "direction": message.direction.value,
             "version": str(message.version),
         },
-        nsmap={None: NAMESPACE},
+        nsmap={None: NAMESPACE},  # type: ignore[dict-item]  # lxml-stubs forbid the default
     )
     operation = message.operation
     if isinstance(operation, Install):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import textwrap
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -430,8 +431,11 @@ def test_foreign_attribute_is_refused() -> None:
         ('<install><policy id="a b" priority="1"><drop/></policy></install>', "a b"),
         ('<install><policy id="a" priority="-1"><drop/></policy></install>', "'-1'"),
         ("<update><insert/></update>", "Missing child element"),
-        ('<update><insert><policy id="a" priority="1"><drop/></policy></insert>'
-         '<delete id="b"/></update>', "delete"),
+        (
+            '<update><insert><policy id="a" priority="1"><drop/></policy></insert>'
+            '<delete id="b"/></update>',
+            "delete",
+        ),
     ],
 )
 def test_structural_errors(body: str, words: str) -> None:
@@ -613,3 +617,38 @@ def test_validate_xsd_checks_schema_only() -> None:
     refused(inverted)
     with pytest.raises(PolicyDocumentError, match="not expected"):
         validate_xsd(document("<flush/><flush/>"))
+
+
+def test_problems_never_leak_into_the_next_document() -> None:
+    """lxml keeps some error logs across parses; each refusal must report only its own."""
+    assert "tag mismatch" in only(refused(document("<install>\n<flush/>"))).reason
+    entity = document('<install><policy id="&x;" priority="1"><drop/></policy></install>')
+    assert "'x' not defined" in only(refused(entity)).reason
+    refused(document("<flush/><flush/>"))
+    assert (
+        "'priority' is required" in only(refused(install('<policy id="a"><drop/></policy>'))).reason
+    )
+    assert only(refused(document("<update/><flush/>"))).line == 3
+
+
+def test_parallel_parses_keep_their_own_results() -> None:
+    good = FULL
+    bad = install('<policy id="a"><drop/></policy>')
+
+    def check(i: int) -> bool:
+        if i % 2:
+            return parse(good).version == 7
+        with pytest.raises(PolicyDocumentError, match="'priority' is required"):
+            parse(bad)
+        return True
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        assert all(pool.map(check, range(400)))
+
+
+def test_policy_without_id_still_gets_its_field_path() -> None:
+    data = install('<policy priority="1"><selector><dscp>99</dscp></selector><drop/></policy>')
+    error = refused(data)
+    assert any("'id' is required" in p.reason for p in error.problems)
+    dscp = [p for p in error.problems if "99" in p.reason]
+    assert [(p.policy_id, p.field, p.line) for p in dscp] == [(None, "selector.dscp", 4)]
