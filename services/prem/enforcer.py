@@ -112,7 +112,7 @@ class Enforcer:
             )
             return self._refused((Problem(f"fallback failed: {exc}"),), started, None)
         log.info(
-            "node %s: unusable BIDs now %s, %d rules moved",
+            "node %s: unusable BIDs now %s, %d rule changes",
             self.settings.node,
             sorted(unusable),
             changed,

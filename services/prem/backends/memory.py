@@ -13,7 +13,9 @@ class MemoryBackend:
 
     name = "memory"
 
-    def __init__(self, settings: PremSettings | None = None, *, fail_next_apply: bool = False) -> None:
+    def __init__(
+        self, settings: PremSettings | None = None, *, fail_next_apply: bool = False
+    ) -> None:
         self.settings = settings
         self._table: FlowTable = ()
         self.applied_batches = 0
@@ -38,7 +40,7 @@ class MemoryBackend:
         """Forget every rule."""
         self._table = ()
 
-    def bid_for(self, packet: Packet) -> int | None | str:
+    def bid_for(self, packet: Packet) -> int | str | None:
         """The BID `packet` is marked with, "drop", or None when no policy matches."""
         rule = classify(self._table, packet)
         if rule is None:
