@@ -57,10 +57,12 @@ def net(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
 def test_shape_follows_key_order_and_mappability() -> None:
     sel = Selector(dscp=10, dst_addr=net("2001:db8::/64"), next_header=6)
     assert shape_of(sel) == ("da", "pr", "ds")
-    assert mappable(("da", "pr", "ds"))
-    assert not mappable(())
-    assert not mappable(("sa", "fl"))
-    assert not mappable(("sa", "da", "pr", "sp", "dp", "ds"))
+    assert mappable(6, ("da", "pr", "ds"))
+    assert mappable(6, ("sa", "da", "pr", "sp", "dp", "ds"))  # the DSCP is a guard in IPv6
+    assert not mappable(6, ())
+    assert not mappable(6, ("ds",))
+    assert not mappable(6, ("sa", "fl"))
+    assert not mappable(4, ("sa", "da", "pr", "sp", "dp", "ds"))
 
 
 def test_non_overlapping_rules_of_one_shape_share_one_layer() -> None:
@@ -83,7 +85,7 @@ def test_rule_reuses_the_first_layer_of_its_shape_after_its_floor() -> None:
     b = rule("b", 2, **udp(81))
     wide = rule("w", 3, next_header=17)  # overlaps both, other shape: layer 1
     c = rule("c", 4, **udp(82))  # overlaps w only: must be after layer 1 -> new layer 2
-    d = rule("d", 5, next_header=6)  # overlaps nothing: joins w's shape? no, w is UDP: same layer
+    d = rule("d", 5, next_header=6)  # TCP overlaps none: joins w's layer (same shape)
     layers = assign_layers((a, b, wide, c, d))
     assert [layer.rules for layer in layers] == [(a, b), (wide, d), (c,)]
 
@@ -228,6 +230,11 @@ def test_element_and_comment_text() -> None:
         element(r, shape, with_data=False)
         == "2001:db8::-2001:db8::ff . 2001:db9::/64 . 17 . 1000-2000 . 46"
     )
+
+
+def test_a_policy_id_outside_the_contract_never_reaches_nft_text() -> None:
+    with pytest.raises(ValueError, match="cannot be written"):
+        comment(rule('x" ; flush ruleset ; "', 1))
 
 
 def test_map_layer_commands_use_plain_types_and_one_lookup() -> None:
@@ -404,8 +411,32 @@ LISTING: dict[str, Any] = {
 }
 
 
+def _hooks(table: str) -> list[dict[str, Any]]:
+    objects: list[dict[str, Any]] = []
+    for hook in ("prerouting", "output"):
+        objects.append({"chain": {"family": "inet", "table": table, "name": hook, "hook": hook}})
+        objects.append(
+            {
+                "rule": {
+                    "family": "inet",
+                    "table": table,
+                    "chain": hook,
+                    "expr": [{"jump": {"target": "classify"}}],
+                }
+            }
+        )
+    return objects
+
+
+def test_parse_reports_nothing_without_both_hooks() -> None:
+    assert parse_table(LISTING, "multinet_prem", SETTINGS).layers == ()
+    partial = {"nftables": LISTING["nftables"] + _hooks("multinet_prem")[:2]}
+    assert parse_table(partial, "multinet_prem", SETTINGS).layers == ()
+
+
 def test_parse_listing_rebuilds_rules_and_decodes_marks() -> None:
-    state = parse_table(LISTING, "multinet_prem", SETTINGS)
+    listing = {"nftables": LISTING["nftables"] + _hooks("multinet_prem")}
+    state = parse_table(listing, "multinet_prem", SETTINGS)
     assert state.bid_chains == frozenset({2})
     web2 = rule(
         "web2",
@@ -415,7 +446,8 @@ def test_parse_listing_rebuilds_rules_and_decodes_marks() -> None:
             first=ipaddress.IPv6Address("2001:db9::"), last=ipaddress.IPv6Address("2001:db9::ffff")
         ),
         dst_addr=net("2001:db8::1/128"),
-        **{"next_header": 17, "dst_port": PortRange(first=1000, last=2000)},
+        next_header=17,
+        dst_port=PortRange(first=1000, last=2000),
     )
     v = rule("v", 3, None, family=4, dscp=46)
     fl = rule("fl", 7, 2, next_header=136, dst_port=PortRange(first=80, last=80), flow_label=77)
@@ -425,3 +457,64 @@ def test_parse_listing_rebuilds_rules_and_decodes_marks() -> None:
         ("ds",),
         ("pr", "dp", "fl"),
     ]
+
+
+def test_ipv6_dscp_is_matched_before_the_lookup_one_map_per_value() -> None:
+    a = rule("a", 1, 1, dst_addr=net("2001:db8::/64"), next_header=17, dscp=10)
+    b = rule("b", 2, 2, dst_addr=net("2001:db8::/64"), next_header=17, dscp=46)
+    (layer,) = assign_layers((a, b))
+    assert layer.dscp_values() == (10, 46)
+    assert layer_commands("t", 0, layer) == [
+        "add map inet t l0_6_da_pr_ds_10 "
+        "{ type ipv6_addr . inet_proto : verdict ; flags interval ; }",
+        'add element inet t l0_6_da_pr_ds_10 { 2001:db8::/64 . 17 comment "a 1 -n" : goto bid_1 }',
+        "add rule inet t classify meta nfproto ipv6 ip6 dscp 10 ip6 daddr . meta l4proto "
+        "vmap @l0_6_da_pr_ds_10",
+        "add map inet t l0_6_da_pr_ds_46 "
+        "{ type ipv6_addr . inet_proto : verdict ; flags interval ; }",
+        'add element inet t l0_6_da_pr_ds_46 { 2001:db8::/64 . 17 comment "b 2 -n" : goto bid_2 }',
+        "add rule inet t classify meta nfproto ipv6 ip6 dscp 46 ip6 daddr . meta l4proto "
+        "vmap @l0_6_da_pr_ds_46",
+    ]
+
+
+def test_ipv4_dscp_stays_in_the_key() -> None:
+    (layer,) = assign_layers((rule("a", 1, 1, family=4, next_header=17, dscp=10),))
+    assert layer_commands("t", 0, layer)[0] == (
+        "add map inet t l0_4_pr_ds { type inet_proto . dscp : verdict ; flags interval ; }"
+    )
+
+
+def _vmap_rule(name: str) -> dict[str, Any]:
+    return {
+        "rule": {
+            "family": "inet",
+            "table": "t",
+            "chain": "classify",
+            "expr": [{"vmap": {"key": {}, "data": f"@{name}"}}],
+        }
+    }
+
+
+def _map(name: str, elements: list[Any]) -> dict[str, Any]:
+    return {"map": {"family": "inet", "name": name, "table": "t", "elem": elements}}
+
+
+def test_parse_joins_the_guarded_maps_of_one_layer() -> None:
+    listing = {
+        "nftables": [
+            _map("l0_6_pr_ds_10", [[{"elem": {"val": 17, "comment": "a 1 --"}}, {"drop": None}]]),
+            _map("l0_6_pr_ds_46", [[{"elem": {"val": 6, "comment": "b 2 --"}}, {"drop": None}]]),
+            _map("l1_6_pr_ds_46", [[{"elem": {"val": 6, "comment": "c 3 --"}}, {"drop": None}]]),
+            _vmap_rule("l0_6_pr_ds_10"),
+            _vmap_rule("l0_6_pr_ds_46"),
+            _vmap_rule("l1_6_pr_ds_46"),
+            *_hooks("t"),
+        ]
+    }
+    state = parse_table(listing, "t", SETTINGS)
+    a = rule("a", 1, None, next_header=17, dscp=10)
+    b = rule("b", 2, None, next_header=6, dscp=46)
+    c = rule("c", 3, None, next_header=6, dscp=46)  # overlaps b: a later layer
+    assert [layer.rules for layer in state.layers] == [(a, b), (c,)]
+    assert state.layers == assign_layers((a, b, c))

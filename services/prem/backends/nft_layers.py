@@ -19,6 +19,10 @@ from services.prem.flowtable import FlowRule, FlowTable
 FIELDS = ("sa", "da", "pr", "sp", "dp", "ds", "fl")
 #: nft 1.0.6 cannot list a concatenated key of more than five fields back correctly.
 MAX_KEY_FIELDS = 5
+#: nft 1.0.6 computes an IPv6 DSCP map key wrongly on little-endian hosts (it shifts the
+#: network-order register without a byte-order swap), while a plain `ip6 dscp N` match works.
+#: So an IPv6 layer with DSCP matches the DSCP before the lookup: one map per DSCP value.
+GUARDED_FAMILY = 6
 #: Fields tried, in order, for the per-layer overlap index (addresses and ports are selective).
 _INDEX_ORDER = ("sa", "da", "dp", "sp", "ds", "pr", "fl")
 
@@ -39,9 +43,21 @@ def shape_of(selector: Selector) -> tuple[str, ...]:
     return tuple(name for name in FIELDS if present[name])
 
 
-def mappable(shape: tuple[str, ...]) -> bool:
-    """Whether rules of this shape can live in a verdict map (else: one plain rule each)."""
-    return 0 < len(shape) <= MAX_KEY_FIELDS and "fl" not in shape
+def dscp_guarded(family: int, shape: tuple[str, ...]) -> bool:
+    """Whether the DSCP is matched before the map lookup instead of inside its key."""
+    return family == GUARDED_FAMILY and "ds" in shape
+
+
+def key_fields(family: int, shape: tuple[str, ...]) -> tuple[str, ...]:
+    """The fields of the map key for a layer of this family and shape."""
+    if dscp_guarded(family, shape):
+        return tuple(f for f in shape if f != "ds")
+    return shape
+
+
+def mappable(family: int, shape: tuple[str, ...]) -> bool:
+    """Whether rules of this shape can live in verdict maps (else: one plain rule each)."""
+    return 0 < len(key_fields(family, shape)) <= MAX_KEY_FIELDS and "fl" not in shape
 
 
 def box_of(rule: FlowRule) -> Box:
@@ -66,7 +82,8 @@ def boxes_overlap(a: Box, b: Box) -> bool:
 
 @dataclass(frozen=True)
 class Layer:
-    """Rules evaluated by one lookup: a verdict map, or (when not mappable) one plain rule."""
+    """Rules evaluated together: one verdict map (one per DSCP value in a guarded IPv6 layer,
+    so at most 64 lookups), or, when not mappable, a single plain rule."""
 
     family: int
     shape: tuple[str, ...]
@@ -75,11 +92,18 @@ class Layer:
     @property
     def is_map(self) -> bool:
         """Whether this layer is rendered as a verdict map."""
-        return mappable(self.shape)
+        return mappable(self.family, self.shape)
 
-    def descriptor(self) -> tuple[int, tuple[str, ...], tuple[FlowRule, ...]]:
+    def dscp_values(self) -> tuple[int, ...]:
+        """DSCP values of a guarded layer: one map each (empty when not guarded)."""
+        if not dscp_guarded(self.family, self.shape):
+            return ()
+        return tuple(sorted({r.selector.dscp for r in self.rules if r.selector.dscp is not None}))
+
+    def descriptor(self) -> tuple[object, ...]:
         """What must be equal for two layers to be updated element by element."""
-        return (self.family, self.shape, () if self.is_map else self.rules)
+        rules = () if self.is_map else self.rules
+        return (self.family, self.shape, self.dscp_values(), rules)
 
 
 class _Building:
@@ -132,22 +156,18 @@ def assign_layers(table: Iterable[FlowRule]) -> tuple[Layer, ...]:
                 break
         shape = shape_of(rule.selector)
         key = (rule.family, shape)
-        candidates = by_shape.setdefault(key, []) if mappable(shape) else []
+        shareable = mappable(rule.family, shape)
+        candidates = by_shape.setdefault(key, []) if shareable else []
         position = bisect.bisect_left(candidates, floor)
         if position < len(candidates):
             target = layers[candidates[position]]
         else:
             target = _Building(rule.family, shape)
             layers.append(target)
-            if mappable(shape):
+            if shareable:
                 candidates.append(len(layers) - 1)
         target.add(rule, box)
     return tuple(Layer(b.family, b.shape, tuple(b.rules)) for b in layers)
-
-
-def layer_of(layers: tuple[Layer, ...]) -> dict[FlowRule, int]:
-    """Index of the layer holding each rule."""
-    return {rule: index for index, layer in enumerate(layers) for rule in layer.rules}
 
 
 def flatten(layers: Iterable[Layer]) -> FlowTable:

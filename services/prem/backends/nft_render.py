@@ -8,10 +8,12 @@ Pure code: no kernel.
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from services.contracts.policy import AddressMatch, AddressRange
-from services.prem.backends.nft_layers import Layer
+from services.prem.backends.nft_layers import Layer, dscp_guarded, key_fields
 from services.prem.config import PremSettings
 from services.prem.flowtable import FlowRule
 
@@ -19,6 +21,8 @@ CLASSIFY_CHAIN = "classify"
 FAMILY_NAMES = {4: "ipv4", 6: "ipv6"}
 _ADDR_TYPE = {4: "ipv4_addr", 6: "ipv6_addr"}
 _TYPES = {"pr": "inet_proto", "sp": "inet_service", "dp": "inet_service", "ds": "dscp"}
+#: The contract's policy id pattern, checked again here because the id goes into nft text.
+_POLICY_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 
 
 def table_name(settings: PremSettings) -> str:
@@ -31,9 +35,37 @@ def bid_chain(bid: int) -> str:
     return f"bid_{bid}"
 
 
-def map_name(index: int, layer: Layer) -> str:
-    """Map name carrying the layer's position, family and shape (read() decodes it)."""
-    return f"l{index}_{layer.family}_{'_'.join(layer.shape)}"
+@dataclass(frozen=True)
+class MapPart:
+    """One verdict map of a layer: its name, key fields, DSCP guard and elements."""
+
+    name: str
+    key: tuple[str, ...]
+    guard: int | None
+    rules: tuple[FlowRule, ...]
+
+
+def map_name(index: int, layer: Layer, guard: int | None = None) -> str:
+    """Map name carrying the layer's position, family, shape and DSCP guard (read() decodes it)."""
+    name = f"l{index}_{layer.family}_{'_'.join(layer.shape)}"
+    return name if guard is None else f"{name}_{guard}"
+
+
+def map_parts(index: int, layer: Layer, rules: Iterable[FlowRule] | None = None) -> list[MapPart]:
+    """The maps holding `rules` (default: all of the layer's), one per DSCP value if guarded."""
+    chosen = layer.rules if rules is None else tuple(rules)
+    key = key_fields(layer.family, layer.shape)
+    if not dscp_guarded(layer.family, layer.shape):
+        return [MapPart(map_name(index, layer), key, None, chosen)]
+    return [
+        MapPart(
+            map_name(index, layer, value),
+            key,
+            value,
+            tuple(r for r in chosen if r.selector.dscp == value),
+        )
+        for value in layer.dscp_values()
+    ]
 
 
 def _expr(field: str, family: int) -> str:
@@ -75,6 +107,8 @@ def comment(rule: FlowRule) -> str:
 
     The form is kept because a range that happens to be a prefix is listed as a prefix.
     """
+    if not _POLICY_ID.fullmatch(rule.policy_id):
+        raise ValueError(f"policy id {rule.policy_id!r} cannot be written into an nft comment")
     forms = "".join(
         "-" if m is None else "r" if isinstance(m, AddressRange) else "n"
         for m in (rule.selector.src_addr, rule.selector.dst_addr)
@@ -100,7 +134,9 @@ def plain_rule(table: str, rule: FlowRule, shape: tuple[str, ...]) -> str:
     matches = [f"meta nfproto {FAMILY_NAMES[rule.family]}"]
     matches += [f"{_expr(field, rule.family)} {_value(field, rule)}" for field in shape]
     body = " ".join(matches)
-    return f'add rule inet {table} {CLASSIFY_CHAIN} {body} {verdict(rule)} comment "{comment(rule)}"'
+    return (
+        f'add rule inet {table} {CLASSIFY_CHAIN} {body} {verdict(rule)} comment "{comment(rule)}"'
+    )
 
 
 def bid_chain_command(table: str, bid: int, settings: PremSettings) -> str:
@@ -124,20 +160,24 @@ def element_commands(
 
 
 def layer_commands(table: str, index: int, layer: Layer) -> list[str]:
-    """The map, its elements and its lookup rule; or the plain rules of a linear layer."""
+    """The maps, their elements and lookup rules; or the plain rule of a linear layer."""
     if not layer.is_map:
         return [plain_rule(table, rule, layer.shape) for rule in layer.rules]
-    name = map_name(index, layer)
-    key_type = " . ".join(
-        _ADDR_TYPE[layer.family] if f in ("sa", "da") else _TYPES[f] for f in layer.shape
-    )
-    key = " . ".join(_expr(field, layer.family) for field in layer.shape)
-    family = FAMILY_NAMES[layer.family]
-    return [
-        f"add map inet {table} {name} {{ type {key_type} : verdict ; flags interval ; }}",
-        *element_commands(table, name, layer.shape, layer.rules, "add"),
-        f"add rule inet {table} {CLASSIFY_CHAIN} meta nfproto {family} {key} vmap @{name}",
-    ]
+    family = layer.family
+    commands = []
+    for part in map_parts(index, layer):
+        key_type = " . ".join(
+            _ADDR_TYPE[family] if f in ("sa", "da") else _TYPES[f] for f in part.key
+        )
+        key = " . ".join(_expr(field, family) for field in part.key)
+        guard = "" if part.guard is None else f"{_expr('ds', family)} {part.guard} "
+        commands += [
+            f"add map inet {table} {part.name} {{ type {key_type} : verdict ; flags interval ; }}",
+            *element_commands(table, part.name, part.key, part.rules, "add"),
+            f"add rule inet {table} {CLASSIFY_CHAIN} meta nfproto {FAMILY_NAMES[family]} "
+            f"{guard}{key} vmap @{part.name}",
+        ]
+    return commands
 
 
 def table_commands(layers: tuple[Layer, ...], settings: PremSettings) -> list[str]:
@@ -153,12 +193,11 @@ def table_commands(layers: tuple[Layer, ...], settings: PremSettings) -> list[st
     ]
     for index, layer in enumerate(layers):
         commands += layer_commands(table, index, layer)
-    commands += [
-        f"add chain inet {table} prerouting "
-        f"{{ type filter hook prerouting priority mangle ; policy accept ; jump {CLASSIFY_CHAIN} ; }}",
-        f"add chain inet {table} output "
-        f"{{ type route hook output priority mangle ; policy accept ; jump {CLASSIFY_CHAIN} ; }}",
-    ]
+    for chain, kind in (("prerouting", "filter"), ("output", "route")):
+        commands.append(
+            f"add chain inet {table} {chain} {{ type {kind} hook {chain} priority mangle ; "
+            f"policy accept ; jump {CLASSIFY_CHAIN} ; }}"
+        )
     return commands
 
 

@@ -1,0 +1,251 @@
+"""Reading our nftables table back from its JSON listing into layers of flow rules.
+
+Only what the kernel lists is used: map names (position, family, shape), element keys and
+comments (policy id, priority, address form), plain rules, and the mark each BID chain sets,
+decoded with the settings' mask. Pure code: no kernel.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from services.contracts.errors import KernelError
+from services.contracts.policy import PortRange, Selector
+from services.prem.backends.nft_layers import FIELDS, Layer, key_fields
+from services.prem.backends.nft_render import CLASSIFY_CHAIN, parse_address
+from services.prem.config import PremSettings
+from services.prem.flowtable import FlowRule
+
+log = logging.getLogger(__name__)
+
+_PORT_PROTOCOLS = {"tcp": 6, "udp": 17, "dccp": 33, "sctp": 132, "udplite": 136}
+_DSCP_NAMES = {
+    **{f"cs{i}": i * 8 for i in range(8)},
+    **{f"af{c}{d}": c * 8 + d * 2 for c in range(1, 5) for d in range(1, 4)},
+    "ef": 46,
+    "va": 44,
+    "le": 1,
+}
+
+
+@dataclass(frozen=True)
+class TableState:
+    """What our table holds: its layers in evaluation order and the BID chains present."""
+
+    layers: tuple[Layer, ...]
+    bid_chains: frozenset[int]
+
+
+def _bad(detail: str) -> KernelError:
+    return KernelError("read nftables table", detail)
+
+
+def _bounds(value: Any) -> tuple[int, int]:
+    """Low and high of a listed value: a number, address, symbol, prefix or range."""
+    if isinstance(value, dict) and "prefix" in value:
+        net = ipaddress.ip_network(f"{value['prefix']['addr']}/{value['prefix']['len']}")
+        return int(net.network_address), int(net.broadcast_address)
+    if isinstance(value, dict) and "range" in value:
+        low, _ = _bounds(value["range"][0])
+        _, high = _bounds(value["range"][1])
+        return low, high
+    if isinstance(value, bool):
+        raise _bad(f"unexpected value {value!r}")
+    if isinstance(value, int):
+        return value, value
+    if isinstance(value, str):
+        if value in _DSCP_NAMES:
+            return _DSCP_NAMES[value], _DSCP_NAMES[value]
+        if value.isdigit() or value.startswith("0x"):
+            number = int(value, 0)
+            return number, number
+        number = int(ipaddress.ip_address(value))
+        return number, number
+    raise _bad(f"unexpected value {value!r}")
+
+
+def _rule(
+    family: int, fields: Mapping[str, tuple[int, int]], text: str, bid: int | None
+) -> FlowRule:
+    """A flow rule from per-field bounds and the comment written with it."""
+    try:
+        policy_id, priority, forms = text.split(" ")
+    except ValueError as exc:
+        raise _bad(f"comment {text!r} is not ours") from exc
+
+    def addr(name: str, form: str) -> Any:
+        return None if name not in fields else parse_address(family, *fields[name], form)
+
+    def ports(name: str) -> PortRange | None:
+        return (
+            None if name not in fields else PortRange(first=fields[name][0], last=fields[name][1])
+        )
+
+    def single(name: str) -> int | None:
+        return None if name not in fields else fields[name][0]
+
+    selector = Selector(
+        src_addr=addr("sa", forms[0]),
+        dst_addr=addr("da", forms[1]),
+        next_header=single("pr"),
+        src_port=ports("sp"),
+        dst_port=ports("dp"),
+        dscp=single("ds"),
+        flow_label=single("fl"),
+    )
+    return FlowRule(int(priority), policy_id, family, selector, bid)
+
+
+def _target(data: Any, chains: Mapping[str, int]) -> int | None:
+    """The BID of a verdict (`goto bid_N` decoded through that chain's mark), None for drop."""
+    if isinstance(data, dict) and "drop" in data:
+        return None
+    if isinstance(data, dict) and "goto" in data and data["goto"]["target"] in chains:
+        return chains[data["goto"]["target"]]
+    raise _bad(f"unexpected verdict {data!r}")
+
+
+def _chain_bid(exprs: list[Any], settings: PremSettings) -> int | None:
+    """The BID whose mark a chain sets (None if it is not a marking chain)."""
+    for expr in exprs:
+        mangle = expr.get("mangle") if isinstance(expr, dict) else None
+        if mangle and mangle.get("key") == {"meta": {"key": "mark"}}:
+            value = mangle["value"]
+            mark = value["|"][1] if isinstance(value, dict) and "|" in value else value
+            return (int(mark) & settings.mark_mask) >> settings.mark_shift
+    return None
+
+
+def _map_layer(name: str, elements: list[Any], chains: Mapping[str, int]) -> tuple[str, Layer]:
+    """Decode `l<i>_<family>_<fields...>[_<dscp guard>]` and its elements.
+
+    Returns the layer position (`l<i>`), so that the maps of one guarded layer join up.
+    """
+    parts = name.split("_")
+    guard = int(parts.pop()) if parts[-1].isdigit() and len(parts) > 2 else None
+    family, shape = int(parts[1]), tuple(parts[2:])
+    if family not in (4, 6) or any(f not in FIELDS for f in shape):
+        raise _bad(f"map {name!r} is not ours")
+    key = key_fields(family, shape)
+    rules = []
+    for key_part, data in elements:
+        elem = key_part["elem"]
+        val = elem["val"]
+        values = val["concat"] if isinstance(val, dict) and "concat" in val else [val]
+        fields = {f: _bounds(v) for f, v in zip(key, values, strict=True)}
+        if guard is not None:
+            fields["ds"] = (guard, guard)
+        rules.append(_rule(family, fields, elem.get("comment", ""), _target(data, chains)))
+    return parts[0], Layer(family, shape, tuple(rules))
+
+
+def _plain_layer(exprs: list[Any], text: str, chains: Mapping[str, int]) -> Layer:
+    """Decode a rule matching field by field (nft may have folded `meta l4proto` into `udp`)."""
+    family = 0
+    fields: dict[str, tuple[int, int]] = {}
+    bid: int | None = None
+    for expr in exprs:
+        if "match" not in expr:
+            bid = _target(expr, chains)
+            continue
+        left, right = expr["match"]["left"], expr["match"]["right"]
+        if left == {"meta": {"key": "nfproto"}}:
+            family = 4 if right in ("ipv4", 2) else 6
+        elif left == {"meta": {"key": "l4proto"}}:
+            number = _PORT_PROTOCOLS.get(right) if isinstance(right, str) else None
+            fields["pr"] = (number, number) if number is not None else _bounds(right)
+        elif "payload" in left:
+            proto, field = left["payload"]["protocol"], left["payload"]["field"]
+            if proto in ("ip", "ip6"):
+                family = 4 if proto == "ip" else 6
+                short = {"saddr": "sa", "daddr": "da", "dscp": "ds", "flowlabel": "fl"}[field]
+            else:
+                short = {"sport": "sp", "dport": "dp"}[field]
+                if proto in _PORT_PROTOCOLS:
+                    fields["pr"] = (_PORT_PROTOCOLS[proto], _PORT_PROTOCOLS[proto])
+            fields[short] = _bounds(right)
+        else:
+            raise _bad(f"unexpected match {left!r}")
+    shape = tuple(f for f in FIELDS if f in fields)
+    return Layer(family, shape, (_rule(family, fields, text, bid),))
+
+
+def _layers(
+    classify: list[dict[str, Any]], maps: Mapping[str, list[Any]], chains: Mapping[str, int]
+) -> list[Layer]:
+    """The layers in evaluation order; the maps of one guarded layer follow each other."""
+    layers: list[Layer] = []
+    last_position = ""
+    for rule in classify:
+        lookup = next((e["vmap"] for e in rule["expr"] if "vmap" in e), None)
+        if lookup is None:
+            layers.append(_plain_layer(rule["expr"], rule.get("comment", ""), chains))
+            last_position = ""
+            continue
+        name = lookup["data"].lstrip("@")
+        position, layer = _map_layer(name, maps.get(name, []), chains)
+        if position == last_position:
+            layer = Layer(layer.family, layer.shape, layers.pop().rules + layer.rules)
+        layers.append(layer)
+        last_position = position
+    return layers
+
+
+#: Base chains that must exist, hooked and jumping to the classification, for anything to apply.
+HOOKS = ("prerouting", "output")
+
+
+def _hooked(objects: list[dict[str, Any]], table: str) -> bool:
+    """Whether both base chains are hooked and jump to the classification chain."""
+    hooked = {
+        o["chain"]["name"]
+        for o in objects
+        if "chain" in o and o["chain"]["table"] == table and o["chain"].get("hook") in HOOKS
+    }
+    jumping = {
+        o["rule"]["chain"]
+        for o in objects
+        if "rule" in o
+        and o["rule"]["table"] == table
+        and {"jump": {"target": CLASSIFY_CHAIN}} in o["rule"]["expr"]
+    }
+    return all(name in hooked and name in jumping for name in HOOKS)
+
+
+def parse_table(listing: Mapping[str, Any], table: str, settings: PremSettings) -> TableState:
+    """Layers and BID chains of our table in a `list table` JSON document.
+
+    Without both hooked base chains nothing is enforced, so no layers are reported; a table
+    holding something we did not write is reported the same way. Either way the next apply
+    replaces the whole table.
+    """
+    objects = [o for o in listing.get("nftables", []) if isinstance(o, dict)]
+    chains: dict[str, int] = {}
+    maps: dict[str, list[Any]] = {}
+    classify: list[dict[str, Any]] = []
+    marking: dict[str, list[Any]] = {}
+    for obj in objects:
+        if "map" in obj and obj["map"]["table"] == table:
+            maps[obj["map"]["name"]] = obj["map"].get("elem", [])
+        elif "rule" in obj and obj["rule"]["table"] == table:
+            rule = obj["rule"]
+            if rule["chain"] == CLASSIFY_CHAIN:
+                classify.append(rule)
+            elif rule["chain"] not in HOOKS:
+                marking.setdefault(rule["chain"], []).extend(rule["expr"])
+    for chain, exprs in marking.items():
+        bid = _chain_bid(exprs, settings)
+        if bid is not None:
+            chains[chain] = bid
+    try:
+        layers = _layers(classify, maps, chains)
+    except (KernelError, KeyError, ValueError, TypeError, IndexError) as exc:
+        log.warning("table %s holds rules that are not ours (%s): reading it as empty", table, exc)
+        layers = []
+    if not _hooked(objects, table):
+        layers = []
+    return TableState(tuple(layers), frozenset(chains.values()))
