@@ -7,6 +7,7 @@ that silently loaded less is reported rather than timed as fast.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import shutil
@@ -140,10 +141,13 @@ def available_methods(ns_prefix: str, paper_cap: int | None) -> tuple[list[Metho
     for backend in ("iptables", "nftables"):
         ns = f"{ns_prefix}-probe"
         try:
+            # Imported here, before any fork, so that every sample of the run uses the same
+            # code even if the back end's files change on disk while the benchmark runs.
+            importlib.import_module(f"services.prem.backends.{backend}")
             netns.create(ns)
             netns.call_in(ns, _probe_backend, backend)
             methods.append(Method(backend, f"{backend} back end", backend_loader(backend)))
-        except Exception as exc:  # noqa: BLE001 - any failure makes the back end unavailable
+        except Exception as exc:  # any failure makes the back end unavailable
             problems.append(f"backend {backend} unavailable: {_last_line(exc)}")
         finally:
             netns.delete(ns)
@@ -160,7 +164,7 @@ def measure(method: Method, n: int, rep: int, ns: str) -> LoadSample:
     try:
         netns.create(ns)
         elapsed, seen = netns.call_in(ns, method.load, policies)
-    except Exception as exc:  # noqa: BLE001 - a failed sample is recorded, the run goes on
+    except Exception as exc:  # a failed sample is recorded, the run goes on
         return LoadSample(method.name, n, rep, None, None, _last_line(exc))
     finally:
         netns.delete(ns)
