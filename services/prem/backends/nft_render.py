@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -81,10 +82,19 @@ def _expr(field: str, family: int) -> str:
     }[field]
 
 
+def _ip_text(value: int, family: int) -> str:
+    """An address as text through the C library: several times cheaper than ipaddress's
+    `str()`, and the hot spot of rendering thousands of elements."""
+    if family == 4:
+        return socket.inet_ntop(socket.AF_INET, value.to_bytes(4, "big"))
+    return socket.inet_ntop(socket.AF_INET6, value.to_bytes(16, "big"))
+
+
 def _address(match: AddressMatch) -> str:
     if isinstance(match, AddressRange):
-        return f"{match.first}-{match.last}"
-    return str(match)
+        family = match.first.version
+        return f"{_ip_text(int(match.first), family)}-{_ip_text(int(match.last), family)}"
+    return f"{_ip_text(int(match.network_address), match.version)}/{match.prefixlen}"
 
 
 def _value(field: str, rule: FlowRule) -> str:
