@@ -59,6 +59,38 @@ def run(name: str, argv: list[str], *, check: bool = True, timeout: float = 60) 
     return proc.stdout
 
 
+def veth(ns_a: str, a: str, ns_b: str, b: str, index: int, *, peer_mac: str | None = None) -> None:
+    """A veth pair `a` (in ns_a, ifindex `index`) <-> `b` (in ns_b, ifindex `index + 1`), up.
+
+    Unique ifindexes matter: with equal indexes in two namespaces, carrier changes are batched
+    and reach netlink listeners about a second late (KERNEL.md).
+    """
+    mac = ["address", peer_mac] if peer_mac is not None else []
+    run(
+        ns_a,
+        [
+            "ip",
+            "link",
+            "add",
+            a,
+            "index",
+            str(index),
+            "type",
+            "veth",
+            "peer",
+            "name",
+            b,
+            "index",
+            str(index + 1),
+            "netns",
+            ns_b,
+            *mac,
+        ],
+    )
+    run(ns_a, ["ip", "link", "set", a, "up"])
+    run(ns_b, ["ip", "link", "set", b, "up"])
+
+
 def enter(name: str) -> None:
     """Move the calling thread (the whole process, if single-threaded) into namespace `name`."""
     libc = ctypes.CDLL(None, use_errno=True)

@@ -58,7 +58,10 @@ def address_bounds(match: AddressMatch) -> tuple[int, int, int]:
     """Return (family, lowest, highest) of an address selector as integers."""
     if isinstance(match, AddressRange):
         return match.first.version, int(match.first), int(match.last)
-    return match.version, int(match.network_address), int(match.broadcast_address)
+    low = int(match.network_address)
+    # Computed from the prefix length: ipaddress's broadcast_address is far slower, and this
+    # runs for every policy of a large install.
+    return match.version, low, low | ((1 << (match.max_prefixlen - match.prefixlen)) - 1)
 
 
 class PortRange(_Frozen):

@@ -82,6 +82,21 @@ VIDEO = Policy(
 )
 
 
+def worker_argv(config: Path, netns_name: str) -> list[str]:
+    """The command line of a worker enforcing in `netns_name`, bus in the current namespace."""
+    return [
+        sys.executable,
+        "-m",
+        "services.cli",
+        "prem",
+        "run",
+        "--config",
+        str(config),
+        "--netns",
+        netns_name,
+    ]
+
+
 @contextmanager
 def worker_process(lab: Lab, config: Path, log: Path) -> Iterator[subprocess.Popen[bytes]]:
     """The real worker, its own process, enforcing in the lab's router namespace."""

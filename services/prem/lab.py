@@ -54,9 +54,9 @@ class Lab:
         for name in (self.sender, self.router, self.receiver):
             netns.create(name)
         base = self.ifindex_base or 1000 + int(self.tag[:4], 16) % 50000
-        self._veth(self.sender, "s0", self.router, "r0", base)
-        self._veth(self.router, "b1", self.receiver, "d1", base + 2)
-        self._veth(self.router, "b2", self.receiver, "d2", base + 4)
+        netns.veth(self.sender, "s0", self.router, "r0", base)
+        netns.veth(self.router, "b1", self.receiver, "d1", base + 2)
+        netns.veth(self.router, "b2", self.receiver, "d2", base + 4)
         for ns in (self.sender, self.router, self.receiver):
             for key in (
                 "net.ipv6.conf.all.keep_addr_on_down=1",
@@ -120,30 +120,6 @@ class Lab:
         }
         data.update(overrides)
         return PremSettings.model_validate(data)
-
-    def _veth(self, ns_a: str, a: str, ns_b: str, b: str, index: int) -> None:
-        netns.run(
-            ns_a,
-            [
-                "ip",
-                "link",
-                "add",
-                a,
-                "index",
-                str(index),
-                "type",
-                "veth",
-                "peer",
-                "name",
-                b,
-                "index",
-                str(index + 1),
-                "netns",
-                ns_b,
-            ],
-        )
-        netns.run(ns_a, ["ip", "link", "set", a, "up"])
-        netns.run(ns_b, ["ip", "link", "set", b, "up"])
 
     def _addr(self, ns: str, dev: str, addr6: str, addr4: str) -> None:
         netns.run(ns, ["ip", "-6", "addr", "add", addr6, "dev", dev, "nodad"])

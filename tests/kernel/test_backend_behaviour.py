@@ -341,28 +341,13 @@ def build_router(sender: str, router: str, sink: str) -> None:
     """sender --(in)-- router --(a: BID 1, b: BID 2)-- sink; BID tables via fwmark rules."""
     for key in ("all", "default"):
         _sh(router, "sysctl", "-qw", f"net.ipv6.conf.{key}.router_solicitations=0")
-    links = [("r-in", 4101, sender, "s-eth", 4102), ("r-a", 4103, sink, "x-a", 4104)]
-    links.append(("r-b", 4105, sink, "x-b", 4106))
-    for mine, index, peer_ns, peer, peer_index in links:
-        _sh(
-            router,
-            "ip",
-            "link",
-            "add",
-            mine,
-            "index",
-            str(index),
-            "type",
-            "veth",
-            "peer",
-            "name",
-            peer,
-            "index",
-            str(peer_index),
-        )
-        _sh(router, "ip", "link", "set", peer, "netns", peer_ns)
-        _sh(router, "ip", "link", "set", mine, "up")
-        _sh(peer_ns, "ip", "link", "set", peer, "up")
+    links = [
+        ("r-in", 4101, sender, "s-eth"),
+        ("r-a", 4103, sink, "x-a"),
+        ("r-b", 4105, sink, "x-b"),
+    ]
+    for mine, index, peer_ns, peer in links:
+        netns.veth(router, mine, peer_ns, peer, index)
     for key in ("net.ipv6.conf.all.forwarding=1", "net.ipv4.ip_forward=1"):
         _sh(router, "sysctl", "-qw", key)
     _sh(router, "ip", "-6", "addr", "add", "2001:db8:1::1/64", "dev", "r-in", "nodad")

@@ -424,32 +424,9 @@ class Router:
         ]
         for i, (ns_a, a, ns_b, b) in enumerate(links):
             mac = f"02:00:00:00:{i:02x}:02"
-            netns.run(
-                ns_a,
-                [
-                    "ip",
-                    "link",
-                    "add",
-                    a,
-                    "index",
-                    str(index + 2 * i),
-                    "type",
-                    "veth",
-                    "peer",
-                    "name",
-                    b,
-                    "index",
-                    str(index + 2 * i + 1),
-                    "netns",
-                    ns_b,
-                    "address",
-                    mac,
-                ],
-            )
+            netns.veth(ns_a, a, ns_b, b, index + 2 * i, peer_mac=mac)
             netns.run(ns_a, ["ip", "addr", "add", f"2001:db8:{i}::1/64", "dev", a, "nodad"])
             netns.run(ns_b, ["ip", "addr", "add", f"2001:db8:{i}::2/64", "dev", b, "nodad"])
-            netns.run(ns_a, ["ip", "link", "set", a, "up"])
-            netns.run(ns_b, ["ip", "link", "set", b, "up"])
             if a != "r0":
                 netns.run(
                     ns_a,

@@ -25,7 +25,7 @@ from services.contracts.messages import PolicyStatus
 from services.contracts.policy import Flush, Install, Operation, Policy, Update
 from services.contracts.settings import BrokerSettings
 from services.prem.client import PolicyClient
-from services.prem.demo import write_config
+from services.prem.demo import worker_argv, write_config
 from services.prem.lab import MNP4, MNP6, Lab, send_udp
 from tests.prem.factories import message, udp_to
 
@@ -49,17 +49,7 @@ class Running:
     def start(self) -> None:
         """Start (or restart) the worker process and wait for its hello."""
         self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "services.cli",
-                "prem",
-                "run",
-                "--config",
-                str(self.config),
-                "--netns",
-                self.lab.router,
-            ],
+            worker_argv(self.config, self.lab.router),
             stdout=self.log.open("ab"),
             stderr=subprocess.STDOUT,
         )

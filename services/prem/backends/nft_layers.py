@@ -31,16 +31,16 @@ Box = tuple[tuple[int, int], ...]
 
 def shape_of(selector: Selector) -> tuple[str, ...]:
     """The selector fields present, in key order."""
-    present = {
-        "sa": selector.src_addr is not None,
-        "da": selector.dst_addr is not None,
-        "pr": selector.next_header is not None,
-        "sp": selector.src_port is not None,
-        "dp": selector.dst_port is not None,
-        "ds": selector.dscp is not None,
-        "fl": selector.flow_label is not None,
-    }
-    return tuple(name for name in FIELDS if present[name])
+    values = (
+        selector.src_addr,
+        selector.dst_addr,
+        selector.next_header,
+        selector.src_port,
+        selector.dst_port,
+        selector.dscp,
+        selector.flow_label,
+    )
+    return tuple(name for name, value in zip(FIELDS, values, strict=True) if value is not None)
 
 
 def dscp_guarded(family: int, shape: tuple[str, ...]) -> bool:

@@ -10,10 +10,10 @@ from __future__ import annotations
 import ipaddress
 import re
 import socket
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from services.contracts.policy import AddressMatch, AddressRange
+from services.contracts.policy import AddressMatch, AddressRange, PortRange, Selector
 from services.prem.backends.nft_layers import Layer, dscp_guarded, key_fields
 from services.prem.config import PremSettings
 from services.prem.flowtable import FlowRule
@@ -97,19 +97,35 @@ def _address(match: AddressMatch) -> str:
     return f"{_ip_text(int(match.network_address), match.version)}/{match.prefixlen}"
 
 
+def _ports(ports: PortRange | None) -> str:
+    assert ports is not None
+    return str(ports.first) if ports.first == ports.last else f"{ports.first}-{ports.last}"
+
+
+def _number(value: int | None) -> str:
+    assert value is not None
+    return str(value)
+
+
+def _addr(match: AddressMatch | None) -> str:
+    assert match is not None
+    return _address(match)
+
+
+#: Text of each selector field as nft wants it (one lookup per field: this runs per element).
+_FIELD_TEXT: dict[str, Callable[[Selector], str]] = {
+    "sa": lambda sel: _addr(sel.src_addr),
+    "da": lambda sel: _addr(sel.dst_addr),
+    "pr": lambda sel: _number(sel.next_header),
+    "sp": lambda sel: _ports(sel.src_port),
+    "dp": lambda sel: _ports(sel.dst_port),
+    "ds": lambda sel: _number(sel.dscp),
+    "fl": lambda sel: _number(sel.flow_label),
+}
+
+
 def _value(field: str, rule: FlowRule) -> str:
-    sel = rule.selector
-    if field in ("sa", "da"):
-        match = sel.src_addr if field == "sa" else sel.dst_addr
-        assert match is not None
-        return _address(match)
-    if field in ("sp", "dp"):
-        ports = sel.src_port if field == "sp" else sel.dst_port
-        assert ports is not None
-        return str(ports.first) if ports.first == ports.last else f"{ports.first}-{ports.last}"
-    number = {"pr": sel.next_header, "ds": sel.dscp, "fl": sel.flow_label}[field]
-    assert number is not None
-    return str(number)
+    return _FIELD_TEXT[field](rule.selector)
 
 
 def comment(rule: FlowRule) -> str:
@@ -133,7 +149,8 @@ def verdict(rule: FlowRule) -> str:
 
 def element(rule: FlowRule, shape: tuple[str, ...], *, with_data: bool = True) -> str:
     """One map element: the concatenated key, and (for adds) comment and verdict."""
-    key = " . ".join(_value(field, rule) for field in shape)
+    sel = rule.selector
+    key = " . ".join([_FIELD_TEXT[field](sel) for field in shape])
     if not with_data:
         return key
     return f'{key} comment "{comment(rule)}" : {verdict(rule)}'
