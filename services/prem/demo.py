@@ -151,6 +151,18 @@ def measure(lab: Lab) -> tuple[int, int]:
     return lab.tx_packets("b1") - before[0], lab.tx_packets("b2") - before[1]
 
 
+def enforced_rules(lab: Lab, backend: str) -> str:
+    """The router's marking rules and policy-routing rules, listed by the kernel's own tools."""
+    if backend == "nftables":
+        rules = netns.run(lab.router, ["nft", "list", "table", "inet", "multinet_prem"])
+    else:
+        rules = netns.run(lab.router, ["ip6tables-legacy-save", "-t", "mangle"])
+        rules += netns.run(lab.router, ["iptables-legacy-save", "-t", "mangle"])
+    routing = netns.run(lab.router, ["ip", "-6", "rule", "show"])
+    routing += netns.run(lab.router, ["ip", "-4", "rule", "show"])
+    return f"{rules.rstrip()}\n{routing.rstrip()}"
+
+
 def run_demo(*, backend: str = "nftables", keep: bool = False) -> int:
     """Run the demo; print each step with the packet counts of both BID links."""
     if os.geteuid() != 0:
@@ -164,6 +176,7 @@ def run_demo(*, backend: str = "nftables", keep: bool = False) -> int:
     lab.build()
     client = PolicyClient(BrokerSettings(topic_root=topic_root))
     rows: list[tuple[str, str, int, int]] = []
+    enforced = ""
     try:
         config = write_config(lab, workdir, backend, topic_root)
         with worker_process(lab, config, workdir / "worker.log"):
@@ -171,6 +184,7 @@ def run_demo(*, backend: str = "nftables", keep: bool = False) -> int:
             rows.append(("t0 no policy: default path", "-", *measure(lab)))
             status = client.deliver("ha1", message(1, Install(policies=(VIDEO,))))
             rows.append(("t1 install video (UDP 5001) -> BID 2", _brief(status), *measure(lab)))
+            enforced = enforced_rules(lab, backend)
             netns.run(lab.receiver, ["ip", "link", "set", "d2", "down"])
             status = client.next_status("ha1")
             rows.append(("t2 BID 2 link loses carrier -> fallback", _brief(status), *measure(lab)))
@@ -187,7 +201,8 @@ def run_demo(*, backend: str = "nftables", keep: bool = False) -> int:
     print(f"{'step':44} {'worker status':34} {'BID 1 (b1)':>10} {'BID 2 (b2)':>10}")
     for step, status_text, b1, b2 in rows:
         print(f"{step:44} {status_text:34} {b1:>10} {b2:>10}")
-    print(f"\nworker log: {workdir / 'worker.log'}")
+    print(f"\nWhat the worker enforced at t1, as the router's kernel lists it:\n{enforced}")
+    print(f"worker log: {workdir / 'worker.log'}")
     return 0
 
 

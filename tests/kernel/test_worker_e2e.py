@@ -31,6 +31,7 @@ from tests.prem.factories import message, udp_to
 
 pytestmark = [pytest.mark.kernel, pytest.mark.broker]
 PACKETS = 100
+MAX_POLICIES = 50  # the lab worker's limits.max_policies
 COUNTERS = re.compile(r"\[\d+:\d+\]")  # packet counters of built-in chains: not state we own
 
 
@@ -104,10 +105,15 @@ def running(
     lab.build()
     client = PolicyClient(BrokerSettings(host=broker[0], port=broker[1], topic_root=topic_root))
     backend = str(request.param)
+    config = write_config(lab, tmp_path, backend, topic_root)
+    text = config.read_text().replace(
+        "[prem]\n", f"[prem]\nlimits = {{ max_policies = {MAX_POLICIES} }}\n"
+    )
+    config.write_text(text)
     run = Running(
         lab,
         client,
-        write_config(lab, tmp_path, backend, topic_root),
+        config,
         tmp_path / "worker.log",
         backend,
     )
@@ -155,7 +161,13 @@ def test_priority_and_drop(running: Running) -> None:
 def test_every_bad_input_is_refused_and_the_kernel_is_unchanged(running: Running) -> None:
     running.apply(Install(policies=(udp_to("video", 5001, 2),)))
     before = running.kernel_dump()
+    good = policy_xml.render(message(9, Install(policies=(udp_to("x", 1, 1), udp_to("y", 2, 1)))))
+    too_many = tuple(udp_to(f"p{i}", 1000 + i, 1) for i in range(MAX_POLICIES + 1))
     bad_documents = [
+        good.replace(policy_xml.NAMESPACE.encode(), b"urn:other:1"),  # wrong namespace
+        good.replace(b"<next-header>17</next-header>", b"", 1),  # ports without a protocol
+        good.replace(b'id="y"', b'id="x"'),  # duplicate policy id
+        policy_xml.render(message(9, Install(policies=too_many))),  # over the policy limit
         b"<policy-message",  # not XML
         b'<?xml version="1.0"?><!DOCTYPE x [<!ENTITY a "aaaa">]><x>&a;</x>',
         policy_xml.render(message(1, Flush())),  # replayed version

@@ -481,7 +481,7 @@ def test_ipv6_dscp_is_matched_before_the_lookup_one_map_per_value() -> None:
 def test_ipv4_dscp_stays_in_the_key() -> None:
     (layer,) = assign_layers((rule("a", 1, 1, family=4, next_header=17, dscp=10),))
     assert layer_commands("t", 0, layer)[0] == (
-        "add map inet t l0_4_pr_ds { type inet_proto . dscp : verdict ; flags interval ; }"
+        "add map inet t h0_4_pr_ds { type inet_proto . dscp : verdict ; }"
     )
 
 
@@ -503,12 +503,12 @@ def _map(name: str, elements: list[Any]) -> dict[str, Any]:
 def test_parse_joins_the_guarded_maps_of_one_layer() -> None:
     listing = {
         "nftables": [
-            _map("l0_6_pr_ds_10", [[{"elem": {"val": 17, "comment": "a 1 --"}}, {"drop": None}]]),
-            _map("l0_6_pr_ds_46", [[{"elem": {"val": 6, "comment": "b 2 --"}}, {"drop": None}]]),
-            _map("l1_6_pr_ds_46", [[{"elem": {"val": 6, "comment": "c 3 --"}}, {"drop": None}]]),
-            _vmap_rule("l0_6_pr_ds_10"),
-            _vmap_rule("l0_6_pr_ds_46"),
-            _vmap_rule("l1_6_pr_ds_46"),
+            _map("h0_6_pr_ds_10", [[{"elem": {"val": 17, "comment": "a 1 --"}}, {"drop": None}]]),
+            _map("h0_6_pr_ds_46", [[{"elem": {"val": 6, "comment": "b 2 --"}}, {"drop": None}]]),
+            _map("h1_6_pr_ds_46", [[{"elem": {"val": 6, "comment": "c 3 --"}}, {"drop": None}]]),
+            _vmap_rule("h0_6_pr_ds_10"),
+            _vmap_rule("h0_6_pr_ds_46"),
+            _vmap_rule("h1_6_pr_ds_46"),
             *_hooks("t"),
         ]
     }
@@ -518,3 +518,19 @@ def test_parse_joins_the_guarded_maps_of_one_layer() -> None:
     c = rule("c", 3, None, next_header=6, dscp=46)  # overlaps b: a later layer
     assert [layer.rules for layer in state.layers] == [(a, b), (c,)]
     assert state.layers == assign_layers((a, b, c))
+
+
+def test_exact_layers_are_hash_maps_and_ranges_need_an_interval_map() -> None:
+    host = rule("h", 1, 1, dst_addr=net("2001:db8::1/128"), **udp(80))
+    prefix = rule("p", 2, 1, dst_addr=net("2001:db9::/64"), **udp(80))
+    (exact,) = assign_layers((host,))
+    assert exact.exact
+    map_text, element_text, _ = layer_commands("t", 0, exact)
+    assert map_text == (
+        "add map inet t h0_6_da_pr_dp { type ipv6_addr . inet_proto . inet_service : verdict ; }"
+    )
+    assert "{ 2001:db8::1 . 17 . 80 comment" in element_text
+    (mixed,) = assign_layers((host, prefix))
+    assert not mixed.exact
+    assert "flags interval" in layer_commands("t", 0, mixed)[0]
+    assert exact.descriptor() != mixed.descriptor(), "a hash map cannot take a prefix: replace"

@@ -26,7 +26,9 @@ GUARDED_FAMILY = 6
 #: Fields tried, in order, for the per-layer overlap index (addresses and ports are selective).
 _INDEX_ORDER = ("sa", "da", "dp", "sp", "ds", "pr", "fl")
 
-Box = tuple[tuple[int, int], ...]
+#: Inclusive bounds per field, flattened: (low0, high0, low1, high1, ...), one tuple per rule
+#: because layering allocates one for each of thousands of rules.
+Box = tuple[int, ...]
 
 
 def shape_of(selector: Selector) -> tuple[str, ...]:
@@ -61,23 +63,27 @@ def mappable(family: int, shape: tuple[str, ...]) -> bool:
 
 
 def box_of(rule: FlowRule) -> Box:
-    """The rule's match as one inclusive integer interval per field (absent = everything)."""
+    """The rule's match as inclusive integer bounds per field in FIELDS order (absent = all)."""
     sel = rule.selector
-    full_addr = (0, 2**32 - 1) if rule.family == 4 else (0, 2**128 - 1)
-    out: list[tuple[int, int]] = []
-    for match in (sel.src_addr, sel.dst_addr):
-        out.append(full_addr if match is None else address_bounds(match)[1:])
-    out.append((0, 255) if sel.next_header is None else (sel.next_header, sel.next_header))
-    for ports in (sel.src_port, sel.dst_port):
-        out.append((0, 65535) if ports is None else (ports.first, ports.last))
-    out.append((0, 63) if sel.dscp is None else (sel.dscp, sel.dscp))
-    out.append((0, 0xFFFFF) if sel.flow_label is None else (sel.flow_label, sel.flow_label))
-    return tuple(out)
+    top = 0xFFFFFFFF if rule.family == 4 else (1 << 128) - 1
+    sa, da = sel.src_addr, sel.dst_addr
+    s_lo, s_hi = (0, top) if sa is None else address_bounds(sa)[1:]
+    d_lo, d_hi = (0, top) if da is None else address_bounds(da)[1:]
+    sp, dp = sel.src_port, sel.dst_port
+    pr, ds, fl = sel.next_header, sel.dscp, sel.flow_label
+    return (
+        s_lo, s_hi, d_lo, d_hi,
+        *((0, 255) if pr is None else (pr, pr)),
+        *((0, 65535) if sp is None else (sp.first, sp.last)),
+        *((0, 65535) if dp is None else (dp.first, dp.last)),
+        *((0, 63) if ds is None else (ds, ds)),
+        *((0, 0xFFFFF) if fl is None else (fl, fl)),
+    )  # fmt: skip
 
 
 def boxes_overlap(a: Box, b: Box) -> bool:
     """True when some packet falls in both boxes (same as `selectors_overlap` within a family)."""
-    return all(alo <= bhi and blo <= ahi for (alo, ahi), (blo, bhi) in zip(a, b, strict=True))
+    return all(a[i] <= b[i + 1] and b[i] <= a[i + 1] for i in range(0, len(a), 2))
 
 
 @dataclass(frozen=True)
@@ -88,6 +94,9 @@ class Layer:
     family: int
     shape: tuple[str, ...]
     rules: tuple[FlowRule, ...]
+    #: Every key field of every rule is one value: the map can be a hash, not an interval set
+    #: (cheaper to load; the common case of host addresses and single ports).
+    exact: bool = False
 
     @property
     def is_map(self) -> bool:
@@ -103,7 +112,7 @@ class Layer:
     def descriptor(self) -> tuple[object, ...]:
         """What must be equal for two layers to be updated element by element."""
         rules = () if self.is_map else self.rules
-        return (self.family, self.shape, self.dscp_values(), rules)
+        return (self.family, self.shape, self.dscp_values(), self.exact, rules)
 
 
 class _Building:
@@ -120,15 +129,18 @@ class _Building:
         self._dim = FIELDS.index(next((f for f in _INDEX_ORDER if f in shape), "sa"))
         self._entries: list[tuple[int, int, Box]] = []
         self._widest = 0
+        self._key = [FIELDS.index(f) for f in key_fields(family, shape)]
+        self.exact = mappable(family, shape)
 
     def add(self, rule: FlowRule, box: Box) -> None:
         self.rules.append(rule)
-        low, high = box[self._dim]
+        self.exact = self.exact and all(box[2 * i] == box[2 * i + 1] for i in self._key)
+        low, high = box[2 * self._dim], box[2 * self._dim + 1]
         bisect.insort(self._entries, (low, len(self.rules), box))
         self._widest = max(self._widest, high - low)
 
     def overlaps(self, box: Box) -> bool:
-        low, high = box[self._dim]
+        low, high = box[2 * self._dim], box[2 * self._dim + 1]
         start = bisect.bisect_left(self._entries, (low - self._widest,))
         for entry_low, _, other in self._entries[start:]:
             if entry_low > high:
@@ -167,7 +179,7 @@ def assign_layers(table: Iterable[FlowRule]) -> tuple[Layer, ...]:
             if shareable:
                 candidates.append(len(layers) - 1)
         target.add(rule, box)
-    return tuple(Layer(b.family, b.shape, tuple(b.rules)) for b in layers)
+    return tuple(Layer(b.family, b.shape, tuple(b.rules), b.exact) for b in layers)
 
 
 def flatten(layers: Iterable[Layer]) -> FlowTable:

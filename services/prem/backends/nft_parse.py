@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -128,7 +129,11 @@ def _map_layer(name: str, elements: list[Any], chains: Mapping[str, int]) -> tup
     parts = name.split("_")
     guard = int(parts.pop()) if parts[-1].isdigit() and len(parts) > 2 else None
     family, shape = int(parts[1]), tuple(parts[2:])
-    if family not in (4, 6) or any(f not in FIELDS for f in shape):
+    if (
+        not re.fullmatch(r"[lh]\d+", parts[0])
+        or family not in (4, 6)
+        or any(f not in FIELDS for f in shape)
+    ):
         raise _bad(f"map {name!r} is not ours")
     key = key_fields(family, shape)
     rules = []
@@ -140,7 +145,7 @@ def _map_layer(name: str, elements: list[Any], chains: Mapping[str, int]) -> tup
         if guard is not None:
             fields["ds"] = (guard, guard)
         rules.append(_rule(family, fields, elem.get("comment", ""), _target(data, chains)))
-    return parts[0], Layer(family, shape, tuple(rules))
+    return parts[0], Layer(family, shape, tuple(rules), exact=parts[0].startswith("h"))
 
 
 def _plain_layer(exprs: list[Any], text: str, chains: Mapping[str, int]) -> Layer:
@@ -189,7 +194,7 @@ def _layers(
         name = lookup["data"].lstrip("@")
         position, layer = _map_layer(name, maps.get(name, []), chains)
         if position == last_position:
-            layer = Layer(layer.family, layer.shape, layers.pop().rules + layer.rules)
+            layer = Layer(layer.family, layer.shape, layers.pop().rules + layer.rules, layer.exact)
         layers.append(layer)
         last_position = position
     return layers

@@ -48,7 +48,8 @@ class MapPart:
 
 def map_name(index: int, layer: Layer, guard: int | None = None) -> str:
     """Map name carrying the layer's position, family, shape and DSCP guard (read() decodes it)."""
-    name = f"l{index}_{layer.family}_{'_'.join(layer.shape)}"
+    kind = "h" if layer.exact else "l"
+    name = f"{kind}{index}_{layer.family}_{'_'.join(layer.shape)}"
     return name if guard is None else f"{name}_{guard}"
 
 
@@ -91,10 +92,15 @@ def _ip_text(value: int, family: int) -> str:
 
 
 def _address(match: AddressMatch) -> str:
+    """A prefix, a range, or one plain address when it covers one (as a hash key needs)."""
     if isinstance(match, AddressRange):
         family = match.first.version
-        return f"{_ip_text(int(match.first), family)}-{_ip_text(int(match.last), family)}"
-    return f"{_ip_text(int(match.network_address), match.version)}/{match.prefixlen}"
+        first = _ip_text(int(match.first), family)
+        return (
+            first if match.first == match.last else f"{first}-{_ip_text(int(match.last), family)}"
+        )
+    address = _ip_text(int(match.network_address), match.version)
+    return address if match.prefixlen == match.max_prefixlen else f"{address}/{match.prefixlen}"
 
 
 def _ports(ports: PortRange | None) -> str:
@@ -135,11 +141,12 @@ def comment(rule: FlowRule) -> str:
     """
     if not _POLICY_ID.fullmatch(rule.policy_id):
         raise ValueError(f"policy id {rule.policy_id!r} cannot be written into an nft comment")
-    forms = "".join(
-        "-" if m is None else "r" if isinstance(m, AddressRange) else "n"
-        for m in (rule.selector.src_addr, rule.selector.dst_addr)
-    )
-    return f"{rule.policy_id} {rule.priority} {forms}"
+    sel = rule.selector
+    return f"{rule.policy_id} {rule.priority} {_form(sel.src_addr)}{_form(sel.dst_addr)}"
+
+
+def _form(match: AddressMatch | None) -> str:
+    return "-" if match is None else "r" if isinstance(match, AddressRange) else "n"
 
 
 def verdict(rule: FlowRule) -> str:
@@ -198,8 +205,9 @@ def layer_commands(table: str, index: int, layer: Layer) -> list[str]:
         )
         key = " . ".join(_expr(field, family) for field in part.key)
         guard = "" if part.guard is None else f"{_expr('ds', family)} {part.guard} "
+        flags = "" if layer.exact else " flags interval ;"
         commands += [
-            f"add map inet {table} {part.name} {{ type {key_type} : verdict ; flags interval ; }}",
+            f"add map inet {table} {part.name} {{ type {key_type} : verdict ;{flags} }}",
             *element_commands(table, part.name, part.key, part.rules, "add"),
             f"add rule inet {table} {CLASSIFY_CHAIN} meta nfproto {FAMILY_NAMES[family]} "
             f"{guard}{key} vmap @{part.name}",
