@@ -7,8 +7,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from services import netns
 from services.contracts import policy_xml
-from services.contracts.errors import InvalidInput
+from services.contracts.errors import InvalidInput, KernelError
 from services.contracts.settings import BrokerSettings, apply_env, read_file, validate_section
 from services.prem.config import PremFile, PremSettings
 
@@ -75,8 +76,19 @@ def _prem_run(args: argparse.Namespace) -> int:
     settings = config.prem
     if args.remove_on_exit:
         settings = settings.model_copy(update={"remove_on_exit": True})
+    if args.netns is not None and not netns.exists(args.netns):
+        print(f"network namespace {args.netns!r} does not exist (ip netns list)", file=sys.stderr)
+        return 2
     logsetup.configure(settings.node, level=args.log_level, json_lines=args.log_json)
-    PremWorker(settings, config.broker, netns_name=args.netns).run()
+    try:
+        PremWorker(settings, config.broker, netns_name=args.netns).run()
+    except (KernelError, PermissionError) as exc:
+        print(
+            f"node {settings.node}: cannot enforce: {exc} (the worker needs root or "
+            "CAP_NET_ADMIN in its network namespace)",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 
