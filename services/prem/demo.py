@@ -102,18 +102,7 @@ def worker_process(lab: Lab, config: Path, log: Path) -> Iterator[subprocess.Pop
     """The real worker, its own process, enforcing in the lab's router namespace."""
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "services.cli",
-                "prem",
-                "run",
-                "--config",
-                str(config),
-                "--netns",
-                lab.router,
-                "--remove-on-exit",
-            ],
+            [*worker_argv(config, lab.router), "--remove-on-exit"],
             stdout=out,
             stderr=subprocess.STDOUT,
         )
@@ -137,7 +126,8 @@ def write_config(lab: Lab, workdir: Path, backend: str, topic_root: str) -> Path
         f'state_file = "{workdir / "state.json"}"\n'
         'bids = [{ bid = 1, interface = "b1" }, { bid = 2, interface = "b2" }]\n'
         "[broker]\n"
-        f'topic_root = "{topic_root}"\n',
+        f'topic_root = "{topic_root}"\n'
+        "session_expiry_s = 600\n",  # a lab run's session need not outlive it by a day
         encoding="utf-8",
     )
     return config
