@@ -78,9 +78,11 @@ def start(client: mqtt.Client, settings: BrokerSettings, *, timeout_s: float = 1
     def on_connect(
         c: mqtt.Client, userdata: object, flags: mqtt.ConnectFlags, reason: object, props: object
     ) -> None:
-        connected.set()
+        # The service's own handler (subscriptions) runs first, so that whatever the caller
+        # publishes after `start` returns is already answered on subscribed topics.
         if previous is not None:
             previous(c, userdata, flags, reason, props)
+        connected.set()
 
     client.on_connect = on_connect
     client.connect_async(
