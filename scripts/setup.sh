@@ -8,6 +8,10 @@ for pair in iptables:iptables nft:nftables ipset:ipset ip:iproute2 mosquitto:mos
             ping:iputils-ping; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || need_apt+=("${pair#*:}")
 done
+command -v cc >/dev/null 2>&1 || need_apt+=(gcc)  # python-iptables builds a small C wrapper
+python3 -c 'import ensurepip, venv' 2>/dev/null || need_apt+=(python3-venv)
+[ -f "$(python3 -c 'import sysconfig; print(sysconfig.get_paths()["include"])')/Python.h" ] \
+  || need_apt+=(python3-dev)
 ldconfig -p | grep -q libnftables.so.1 || need_apt+=(libnftables1)
 ldconfig -p | grep -q libip6tc.so || need_apt+=(libip6tc2)
 if [ ${#need_apt[@]} -gt 0 ]; then
