@@ -187,9 +187,13 @@ class PolicyMessage(_Frozen):
     direction: Direction
     version: int = Field(ge=1, le=2**63 - 1)
     operation: Operation
+    #: Scheme 2: the HA enforces this downlink set and derives the mirrored uplink set for the MR.
+    symmetric: bool = False
 
     @model_validator(mode="after")
     def _unique_ids(self) -> PolicyMessage:
+        if self.symmetric and self.direction is not Direction.DOWNLINK:
+            raise ValueError("only a downlink document can be symmetric (scheme 2)")
         op = self.operation
         if isinstance(op, Install):
             _require_unique("install", [p.id for p in op.policies])
@@ -236,3 +240,44 @@ def selectors_overlap(a: Selector, b: Selector) -> bool:
         if u is not None and v is not None and u != v:
             return False
     return True
+
+
+def mirror_selector(selector: Selector) -> Selector:
+    """The selector of the reverse direction: source and destination swapped."""
+    return selector.model_copy(
+        update={
+            "src_addr": selector.dst_addr,
+            "dst_addr": selector.src_addr,
+            "src_port": selector.dst_port,
+            "dst_port": selector.src_port,
+        }
+    )
+
+
+def mirror_message(message: PolicyMessage, node: str) -> PolicyMessage:
+    """The uplink message for the MR's `node` derived from a symmetric downlink message.
+
+    Same version, same policy ids, BIDs and priorities; every selector mirrored. This is the
+    paper's scheme 2, where the HA maps the symmetric uplink set for the MR.
+    """
+
+    def flip(policies: tuple[Policy, ...]) -> tuple[Policy, ...]:
+        return tuple(
+            p.model_copy(update={"selector": mirror_selector(p.selector)}) for p in policies
+        )
+
+    op = message.operation
+    operation: Install | Update | Flush
+    if isinstance(op, Install):
+        operation = Install(policies=flip(op.policies))
+    elif isinstance(op, Update):
+        operation = Update(insert=flip(op.insert), delete=op.delete, replace=flip(op.replace))
+    else:
+        operation = op
+    return PolicyMessage(
+        node=node,
+        mobile_router=message.mobile_router,
+        direction=Direction.UPLINK,
+        version=message.version,
+        operation=operation,
+    )

@@ -277,6 +277,7 @@ def _message(root: etree._Element) -> PolicyMessage:
         mobile_router=root.get("mobile-router"),
         direction=root.get("direction"),
         version=_int(root.get("version")),
+        symmetric=root.get("symmetric", "false") in ("true", "1"),
         operation=build(operation_element),
     )
 
@@ -400,6 +401,7 @@ def render(message: PolicyMessage) -> bytes:
             "mobile-router": message.mobile_router,
             "direction": message.direction.value,
             "version": str(message.version),
+            **({"symmetric": "true"} if message.symmetric else {}),
         },
         nsmap={None: NAMESPACE},  # type: ignore[dict-item]  # lxml-stubs forbid the default
     )

@@ -52,6 +52,11 @@ class PremSettings(BaseModel):
     node: NodeId
     role: Role
     mobile_router: NodeId
+    peer_node: NodeId | None = Field(
+        default=None,
+        description="on an HA: the MR's node, which gets the mirrored uplink set of a "
+        "symmetric downlink document (scheme 2)",
+    )
     backend: Literal["nftables", "iptables", "memory"] = "nftables"
     bids: tuple[BidSettings, ...] = Field(min_length=1)
     mark_mask: int = Field(default=0x00FF0000, gt=0, le=0xFFFFFFFF)
@@ -64,6 +69,8 @@ class PremSettings(BaseModel):
 
     @model_validator(mode="after")
     def _bids_fit(self) -> PremSettings:
+        if self.peer_node is not None and self.role is not Role.HA:
+            raise ValueError("peer_node is for an HA (it forwards the mirrored uplink set)")
         seen: set[int] = set()
         for entry in self.bids:
             if entry.bid in seen:

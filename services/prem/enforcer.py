@@ -12,10 +12,12 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from services.contracts import policy_xml
 from services.contracts.errors import InvalidInput, KernelError, Problem
 from services.contracts.messages import PolicyStatus, Refusal
+from services.contracts.policy import PolicyMessage, mirror_message
 from services.prem import store
 from services.prem.backends.base import Backend
 from services.prem.config import PremSettings
@@ -24,6 +26,14 @@ from services.prem.policyset import DesiredState, Outcome, apply_message, is_red
 from services.prem.reconcile import plan
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Reply:
+    """What handling one document produced: the status, and a document to forward (scheme 2)."""
+
+    status: PolicyStatus
+    forward: PolicyMessage | None = None
 
 
 class Enforcer:
@@ -53,6 +63,10 @@ class Enforcer:
 
     def handle_document(self, payload: bytes) -> PolicyStatus:
         """Apply one policy document whole, or refuse it and change nothing."""
+        return self.handle(payload).status
+
+    def handle(self, payload: bytes) -> Reply:
+        """Like `handle_document`, plus the mirrored uplink message of a symmetric document."""
         started = self.clock()
         limits = self.settings.limits
         requested: int | None = None
@@ -68,14 +82,16 @@ class Enforcer:
                     self.settings.node,
                     message.version,
                 )
-                return self._status("applied", started, requested=requested)
+                return Reply(
+                    self._status("applied", started, requested=requested), self._mirror(message)
+                )
             outcome = apply_message(self.state, message, self.settings, digest)
             self._enforce(outcome)
         except InvalidInput as exc:
-            return self._refused(exc.problems, started, requested)
+            return Reply(self._refused(exc.problems, started, requested))
         except KernelError as exc:
             log.error("node %s: kernel refused version %s: %s", self.settings.node, requested, exc)
-            return self._refused((Problem(f"kernel: {exc}"),), started, requested)
+            return Reply(self._refused((Problem(f"kernel: {exc}"),), started, requested))
         log.info(
             "node %s: version %d applied (%d inserted, %d deleted, %d replaced) in %.1f ms",
             self.settings.node,
@@ -85,7 +101,7 @@ class Enforcer:
             outcome.replaced,
             (self.clock() - started) * 1000,
         )
-        return self._status(
+        status = self._status(
             "applied",
             started,
             requested=requested,
@@ -93,6 +109,13 @@ class Enforcer:
             deleted=outcome.deleted,
             replaced=outcome.replaced,
         )
+        return Reply(status, self._mirror(message))
+
+    def _mirror(self, message: PolicyMessage) -> PolicyMessage | None:
+        """The uplink message for the MR when `message` is symmetric (scheme 2)."""
+        if not message.symmetric or self.settings.peer_node is None:
+            return None
+        return mirror_message(message, self.settings.peer_node)
 
     def handle_unusable(self, unusable: frozenset[int]) -> PolicyStatus | None:
         """Move flows to fallbacks (or back) after a BID's usability changed."""

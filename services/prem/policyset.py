@@ -137,6 +137,14 @@ def _addressing_problems(
                 field="direction",
             )
         )
+    if message.symmetric and settings.peer_node is None:
+        problems.append(
+            Problem(
+                f"symmetric (scheme 2) document, but node {settings.node!r} has no peer_node "
+                "to forward the mirrored uplink set to",
+                field="symmetric",
+            )
+        )
     if message.version <= state.version:
         problems.append(
             Problem(

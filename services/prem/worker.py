@@ -17,6 +17,7 @@ from types import FrameType
 import paho.mqtt.client as mqtt
 
 from services import bus, netns
+from services.contracts import policy_xml
 from services.contracts.messages import Envelope, PolicyStatus, Presence, encode
 from services.contracts.settings import BrokerSettings
 from services.contracts.topics import Topics
@@ -121,8 +122,12 @@ class PremWorker:
                 if status is not None:
                     self._publish_status(status)
                 continue
-            status = enforcer.handle_document(item.payload)
-            self._publish_status(status)
+            reply = enforcer.handle(item.payload)
+            if reply.forward is not None:
+                # Scheme 2: the MR's worker gets the mirrored uplink set from us, QoS 1.
+                document = policy_xml.render(reply.forward)
+                self.client.publish(self.topics.policy(reply.forward.node), document, qos=1)
+            self._publish_status(reply.status)
             if item.qos > 0:
                 self.client.ack(item.mid, item.qos)
 

@@ -15,6 +15,7 @@ from services.contracts.policy import (
     PortRange,
     Selector,
     Update,
+    mirror_message,
     selectors_overlap,
 )
 from services.contracts.topics import Topics
@@ -121,3 +122,50 @@ def test_topics_are_versioned_and_refuse_wildcards() -> None:
     assert topics.binding_event("mr1", 2) == "multinet/v1/mr/mr1/binding/2"
     with pytest.raises(ValueError, match="cannot be a topic segment"):
         topics.status("ha/#")
+
+
+def test_mirror_message_swaps_source_and_destination() -> None:
+    policy = Policy.model_validate(
+        {
+            "id": "web",
+            "priority": 3,
+            "selector": {
+                "src_addr": "2001:db8:c0::/48",
+                "dst_addr": "2001:db8:ff::/64",
+                "next_header": 6,
+                "src_port": {"first": 80, "last": 80},
+                "dscp": 10,
+            },
+            "action": {"kind": "forward", "bid": 2, "fallbacks": [1]},
+        }
+    )
+    down = PolicyMessage(
+        node="ha1",
+        mobile_router="mr1",
+        direction="downlink",
+        version=7,
+        operation=Update(insert=(policy,), delete=("old",)),
+        symmetric=True,
+    )
+    up = mirror_message(down, "mr1")
+    assert (up.node, up.direction, up.version, up.symmetric) == ("mr1", "uplink", 7, False)
+    assert isinstance(up.operation, Update)
+    assert up.operation.delete == ("old",)
+    (mirrored,) = up.operation.insert
+    sel = mirrored.selector
+    assert (str(sel.src_addr), str(sel.dst_addr)) == ("2001:db8:ff::/64", "2001:db8:c0::/48")
+    assert sel.dst_port == PortRange(first=80, last=80)
+    assert sel.src_port is None
+    assert (sel.dscp, mirrored.action, mirrored.priority) == (10, policy.action, 3)
+
+
+def test_only_a_downlink_document_can_be_symmetric() -> None:
+    with pytest.raises(ValidationError, match="only a downlink document can be symmetric"):
+        PolicyMessage(
+            node="mr1",
+            mobile_router="mr1",
+            direction="uplink",
+            version=1,
+            operation=Install(),
+            symmetric=True,
+        )

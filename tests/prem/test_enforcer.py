@@ -104,3 +104,35 @@ def test_restart_reconciles_from_the_stored_state(tmp_path: Path) -> None:
     assert restarted.reconcile() == 2
     assert fresh_plane.bid_for(PKT) == 2
     assert restarted.reconcile() == 0
+
+
+def test_symmetric_document_is_forwarded_mirrored_to_the_peer(tmp_path: Path) -> None:
+    backend = MemoryBackend()
+    enforcer = Enforcer(settings(tmp_path, peer_node="mr1"), backend)
+    doc = policy_xml.render(
+        message(1, Install(policies=(udp_to("v", 5001, 2),))).model_copy(update={"symmetric": True})
+    )
+    reply = enforcer.handle(doc)
+    assert reply.status.result == "applied"
+    assert reply.forward is not None
+    assert (reply.forward.node, reply.forward.direction.value, reply.forward.version) == (
+        "mr1",
+        "uplink",
+        1,
+    )
+    assert isinstance(reply.forward.operation, Install)
+    (mirrored,) = reply.forward.operation.policies
+    assert mirrored.selector.src_port is not None
+    assert mirrored.selector.src_port.first == 5001
+    assert mirrored.selector.dst_port is None
+    assert enforcer.handle(doc).forward == reply.forward, "a redelivery forwards again"
+
+
+def test_symmetric_document_without_a_peer_is_refused(tmp_path: Path) -> None:
+    enforcer, plane = _enforcer(tmp_path)
+    doc = policy_xml.render(message(1, Flush()).model_copy(update={"symmetric": True}))
+    reply = enforcer.handle(doc)
+    assert reply.status.result == "refused"
+    assert reply.status.refusals[0].field == "symmetric"
+    assert reply.forward is None
+    assert plane.applied_batches == 0
