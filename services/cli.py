@@ -7,14 +7,17 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from pydantic import BaseModel
+
 from services import netns
 from services.contracts import policy_xml
 from services.contracts.errors import InvalidInput, KernelError
 from services.contracts.settings import BrokerSettings, apply_env, read_file, validate_section
 from services.prem.config import PremFile, PremSettings
+from services.soap_gateway.config import GatewayFile, GatewaySettings
 
 #: Settings sections each service reads, validated by `check-config`.
-SECTIONS: dict[str, type[PremSettings]] = {"prem": PremSettings}
+SECTIONS: dict[str, type[BaseModel]] = {"prem": PremSettings, "soap_gateway": GatewaySettings}
 
 
 def _check_config(args: argparse.Namespace) -> int:
@@ -98,6 +101,32 @@ def _prem_demo(args: argparse.Namespace) -> int:
     return run_demo(backend=args.backend, keep=args.keep)
 
 
+def _soap_gateway_run(args: argparse.Namespace) -> int:
+    from services import logsetup
+    from services.soap_gateway.server import GatewayServer
+
+    try:
+        data = apply_env(read_file(args.config))
+        validate_section(GatewaySettings, data, "soap_gateway")
+        validate_section(BrokerSettings, data, "broker")
+        config = GatewayFile.from_mapping(data)
+    except InvalidInput as exc:
+        for problem in exc.problems:
+            print(f"{args.config}: {problem}", file=sys.stderr)
+        return 2
+    settings = config.soap_gateway
+    logsetup.configure(settings.name, level=args.log_level, json_lines=args.log_json)
+    try:
+        GatewayServer(settings, config.broker).run()
+    except OSError as exc:
+        print(
+            f"gateway {settings.name}: cannot listen on {settings.host}:{settings.port}: {exc}",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the `multinet` command."""
     parser = argparse.ArgumentParser(
@@ -145,6 +174,20 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--backend", choices=["nftables", "iptables"], default="nftables")
     demo.add_argument("--keep", action="store_true", help="leave the namespaces for inspection")
     demo.set_defaults(func=_prem_demo)
+
+    gateway = sub.add_parser(
+        "soap-gateway",
+        help="the SOAP gateway: policies from SOAP callers to the PREM workers over MQTT",
+        description="Serve the SOAP 1.1 gateway (WSDL at ?wsdl) until SIGTERM. Settings come "
+        "from the [soap_gateway] and [broker] tables of --config, overridden by "
+        "MULTINET_SOAP_GATEWAY__KEY environment variables.",
+    )
+    gateway.add_argument("--config", type=Path, required=True, help="settings file (.toml/.yaml)")
+    gateway.add_argument(
+        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
+    )
+    gateway.add_argument("--log-json", action="store_true", help="log one JSON object per line")
+    gateway.set_defaults(func=_soap_gateway_run)
     return parser
 
 

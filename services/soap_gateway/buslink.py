@@ -1,0 +1,101 @@
+"""The gateway's one long-lived MQTT client: publishes documents, feeds the tracker.
+
+It subscribes to the status and presence topics of exactly the configured nodes. Its session
+is not kept across restarts (expiry 0): statuses queued while the gateway was down answer no
+waiting call, and the retained presences give the current picture on every connect.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+import paho.mqtt.client as mqtt
+from pydantic import ValidationError
+
+from services import bus
+from services.contracts.messages import PolicyStatus, Presence, decode
+from services.contracts.settings import BrokerSettings
+from services.contracts.topics import Topics
+from services.soap_gateway.tracker import Tracker
+
+log = logging.getLogger(__name__)
+
+
+class BusLink:
+    """Implements `core.Publisher` on a paho client whose network loop runs in paho's thread."""
+
+    def __init__(
+        self,
+        broker: BrokerSettings,
+        name: str,
+        nodes: Iterable[str],
+        tracker: Tracker,
+        *,
+        publish_timeout_s: float = 5.0,
+    ) -> None:
+        self.broker = broker.model_copy(update={"session_expiry_s": 0})
+        self.topics = Topics(broker.topic_root)
+        self.nodes = tuple(nodes)
+        self.tracker = tracker
+        self.publish_timeout_s = publish_timeout_s
+        self._statuses = {self.topics.status(node): node for node in self.nodes}
+        self._presences = {self.topics.presence(node): node for node in self.nodes}
+        self.client = bus.make_client(
+            self.broker, bus.client_id("soap-gateway", name, broker.topic_root)
+        )
+        self.client.on_connect = self._on_connect
+        self.client.on_message = self._on_message
+
+    def start(self, timeout_s: float = 10.0) -> None:
+        """Connect (paho keeps retrying in the background if the broker is not up yet)."""
+        bus.start(self.client, self.broker, timeout_s=timeout_s)
+
+    def close(self) -> None:
+        """Disconnect and stop paho's thread."""
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    def connected(self) -> bool:
+        """Whether the broker connection is up now."""
+        return bool(self.client.is_connected())
+
+    def publish(self, node: str, document: bytes) -> bool:
+        """Publish one document at QoS 1; True once the broker acknowledged it."""
+        info = self.client.publish(self.topics.policy(node), document, qos=1)
+        if info.rc != mqtt.MQTT_ERR_SUCCESS:
+            log.warning("gateway: cannot publish to %s: %s", node, mqtt.error_string(info.rc))
+            return False
+        try:
+            info.wait_for_publish(self.publish_timeout_s)
+        except (RuntimeError, ValueError) as exc:
+            log.warning("gateway: publishing to %s failed: %s", node, exc)
+            return False
+        return bool(info.is_published())
+
+    def _on_connect(
+        self,
+        client: mqtt.Client,
+        userdata: object,
+        flags: mqtt.ConnectFlags,
+        reason: object,
+        props: object,
+    ) -> None:
+        log.info("gateway: connected to broker (%s)", reason)
+        topics = [*self._statuses, *self._presences]
+        client.subscribe([(topic, 1) for topic in topics])
+
+    def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
+        payload = bytes(msg.payload)
+        try:
+            if msg.topic in self._statuses:
+                status = decode(PolicyStatus, payload)
+                if status.node == self._statuses[msg.topic]:
+                    self.tracker.on_status(status)
+            elif msg.topic in self._presences:
+                presence = decode(Presence, payload)
+                # Other services of the node may announce themselves on the same topic.
+                if presence.node == self._presences[msg.topic] and presence.service == "prem":
+                    self.tracker.on_presence(presence)
+        except ValidationError as exc:
+            log.warning("gateway: ignored a malformed message on %s: %s", msg.topic, exc)

@@ -1,0 +1,90 @@
+"""Settings of the SOAP gateway (the `[soap_gateway]` table): where it listens, its limits,
+and which mobile routers it serves with the node ids of their HA and MR workers.
+
+The gateway addresses only the nodes named here, so a caller cannot make it publish to an
+arbitrary topic.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from services.contracts.policy import NodeId
+from services.contracts.settings import BrokerSettings
+
+
+class MobileRouterSettings(BaseModel):
+    """One mobile router: the node enforcing its downlink (HA) and its uplink (MR) policies."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: NodeId
+    ha_node: NodeId
+    mr_node: NodeId
+
+    @model_validator(mode="after")
+    def _distinct_nodes(self) -> MobileRouterSettings:
+        if self.ha_node == self.mr_node:
+            raise ValueError(f"ha_node and mr_node are both {self.ha_node!r}")
+        return self
+
+
+class GatewaySettings(BaseModel):
+    """Validated settings of one SOAP gateway."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: NodeId = "soap-gateway"
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024, le=64 * 1024 * 1024)
+    max_policies: int = Field(default=20000, ge=1)
+    ack_deadline_s: float = Field(default=10.0, gt=0, le=300)
+    socket_timeout_s: float = Field(default=30.0, gt=0, le=600)
+    threads: int = Field(default=10, ge=1, le=256)
+    mobile_routers: tuple[MobileRouterSettings, ...] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique(self) -> GatewaySettings:
+        seen: set[str] = set()
+        nodes: dict[str, str] = {}
+        for router in self.mobile_routers:
+            if router.id in seen:
+                raise ValueError(f"mobile router {router.id!r} is declared twice")
+            seen.add(router.id)
+            for node in (router.ha_node, router.mr_node):
+                # A shared HA is fine; an MR node serving two mobile routers is not.
+                owner = nodes.setdefault(node, router.id)
+                if node == router.mr_node and owner != router.id:
+                    raise ValueError(f"node {node!r} is the MR of {router.id!r} and of {owner!r}")
+        return self
+
+    def router(self, mobile_router: str) -> MobileRouterSettings | None:
+        """The settings of a mobile router, or None when the gateway does not serve it."""
+        return next((r for r in self.mobile_routers if r.id == mobile_router), None)
+
+    def nodes(self) -> tuple[str, ...]:
+        """Every worker node the gateway talks to, each once, in declaration order."""
+        found: dict[str, None] = {}
+        for router in self.mobile_routers:
+            found.setdefault(router.ha_node)
+            found.setdefault(router.mr_node)
+        return tuple(found)
+
+
+class GatewayFile(BaseModel):
+    """The sections the gateway reads from its settings file."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    soap_gateway: GatewaySettings
+    broker: BrokerSettings = BrokerSettings()
+
+    @classmethod
+    def from_mapping(cls, data: dict[str, Any]) -> GatewayFile:
+        """Validate the `soap_gateway` and `broker` tables, ignoring other services' tables."""
+        return cls.model_validate(
+            {k: v for k, v in data.items() if k in ("soap_gateway", "broker")}
+        )

@@ -1,0 +1,115 @@
+"""One SOAP call's work without SOAP: validate, publish to both nodes, collect the answers.
+
+The MQTT side is behind the small `Publisher` protocol, so this runs in unit tests with a
+fake bus that answers like workers would.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Protocol
+
+from services.contracts.errors import MultinetError, Problem
+from services.contracts.messages import Refusal
+from services.contracts.policy import Direction
+from services.soap_gateway.checks import CallRefused, FaultCode, PartProblem, check_call
+from services.soap_gateway.config import GatewaySettings
+from services.soap_gateway.tracker import NodeView, Tracker
+
+
+class Publisher(Protocol):
+    """Where documents go: the gateway's MQTT client, or a fake in tests."""
+
+    def connected(self) -> bool:
+        """Whether the broker connection is up now."""
+        ...
+
+    def publish(self, node: str, document: bytes) -> bool:
+        """Publish `document` to `node`'s policy topic (QoS 1); True once the broker has it."""
+        ...
+
+
+class BusUnavailableError(MultinetError):
+    """The broker cannot be reached; nothing was published (SOAP `Server.BusUnavailable`)."""
+
+
+class Outcome(StrEnum):
+    """What became of one node's document."""
+
+    APPLIED = "applied"
+    REFUSED = "refused"
+    NOT_REACHED = "not-reached"
+
+
+@dataclass(frozen=True)
+class NodeOutcome:
+    """The answer for one node of a call."""
+
+    node: str
+    direction: Direction
+    outcome: Outcome
+    requested_version: int
+    version: int | None
+    refusals: tuple[Refusal, ...] = ()
+
+
+@dataclass(frozen=True)
+class NodeState:
+    """One node of a mobile router, as GetStatus reports it."""
+
+    direction: Direction
+    view: NodeView
+
+
+class GatewayCore:
+    """Delivers scheme 1 calls and answers status queries; safe to call from many threads."""
+
+    def __init__(self, settings: GatewaySettings, tracker: Tracker, publisher: Publisher) -> None:
+        self.settings = settings
+        self.tracker = tracker
+        self.publisher = publisher
+
+    def deliver(
+        self, operation: str, mobile_router: str | None, downlink: str | None, uplink: str | None
+    ) -> tuple[NodeOutcome, ...]:
+        """Validate both documents, then publish both and wait for both acknowledgements."""
+        deliveries = check_call(self.settings, operation, mobile_router, downlink, uplink)
+        if not self.publisher.connected():
+            raise BusUnavailableError("the message bus is not reachable; nothing was delivered")
+        tickets = [self.tracker.expect(d.node, d.version) for d in deliveries]
+        published = [self.publisher.publish(d.node, d.document) for d in deliveries]
+        self.tracker.cancel([t for t, sent in zip(tickets, published, strict=True) if not sent])
+        self.tracker.wait(
+            [t for t, sent in zip(tickets, published, strict=True) if sent],
+            self.settings.ack_deadline_s,
+        )
+        outcomes = []
+        refusals: tuple[Refusal, ...]
+        for delivery, ticket in zip(deliveries, tickets, strict=True):
+            status = ticket.status
+            if status is None:
+                outcome, version, refusals = Outcome.NOT_REACHED, None, ()
+            elif status.result == "applied":
+                outcome, version, refusals = Outcome.APPLIED, status.version, ()
+            else:
+                outcome, version, refusals = Outcome.REFUSED, status.version, status.refusals
+            outcomes.append(
+                NodeOutcome(
+                    delivery.node, delivery.direction, outcome, delivery.version, version, refusals
+                )
+            )
+        return tuple(outcomes)
+
+    def status(self, mobile_router: str | None) -> tuple[NodeState, ...]:
+        """The HA's and the MR's last known state for `mobile_router`."""
+        router = self.settings.router(mobile_router or "")
+        if router is None:
+            problem = Problem(f"mobile router {mobile_router!r} is not served by this gateway")
+            raise CallRefused(
+                FaultCode.UNKNOWN_MOBILE_ROUTER, [PartProblem("mobile_router", problem)]
+            )
+        return (
+            NodeState(Direction.DOWNLINK, self.tracker.view(router.ha_node)),
+            NodeState(Direction.UPLINK, self.tracker.view(router.mr_node)),
+        )
