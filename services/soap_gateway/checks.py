@@ -24,6 +24,7 @@ class FaultCode(StrEnum):
     INVALID_DOCUMENT = "Client.InvalidDocument"
     OPERATION_MISMATCH = "Client.OperationMismatch"
     NODE_MISMATCH = "Client.NodeMismatch"
+    SCHEME_CONFLICT = "Client.SchemeConflict"
 
 
 @dataclass(frozen=True)
@@ -48,12 +49,16 @@ class CallRefused(MultinetError):  # noqa: N818 - the name reads as what happene
 
 @dataclass(frozen=True)
 class Delivery:
-    """One validated document and the node it goes to."""
+    """One validated document and the node it goes to.
+
+    `document` is None for the MR in scheme 2: the HA's worker derives and forwards the
+    mirrored uplink document with the same version; the gateway only awaits the answer.
+    """
 
     node: str
     direction: Direction
     version: int
-    document: bytes
+    document: bytes | None
 
 
 _PARTS = (("downlink", Direction.DOWNLINK), ("uplink", Direction.UPLINK))
@@ -66,27 +71,31 @@ def check_call(
     downlink: str | None,
     uplink: str | None,
 ) -> tuple[Delivery, ...]:
-    """Validate a scheme 1 call; return its deliveries (HA first) or raise `CallRefused`.
+    """Validate a call; return its deliveries (HA first) or raise `CallRefused`.
 
-    `operation` is the SOAP operation's kind (`install`, `update`, `flush`); each document
-    must carry the same operation, so that a caller's intent and document cannot disagree.
+    Scheme 1 carries both documents. Scheme 2 carries only a downlink document marked
+    `symmetric="true"`: the HA's worker mirrors it for the MR. `operation` is the SOAP
+    operation's kind (`install`, `update`, `flush`); each document must carry the same
+    operation, so that a caller's intent and document cannot disagree.
     """
     router = settings.router(mobile_router or "")
     if router is None:
         problem = Problem(f"mobile router {mobile_router!r} is not served by this gateway")
         raise CallRefused(FaultCode.UNKNOWN_MOBILE_ROUTER, [PartProblem("mobile_router", problem)])
-    documents = {"downlink": downlink, "uplink": uplink}
-    missing = [
-        PartProblem(part, Problem("the document is missing or empty"))
-        for part, text in documents.items()
-        if text is None or not text.strip()
-    ]
-    if missing:
-        raise CallRefused(FaultCode.MISSING_PART, missing)
+    documents = {
+        part: text
+        for part, text in (("downlink", downlink), ("uplink", uplink))
+        if text and text.strip()
+    }
+    if "downlink" not in documents:
+        missing = [p for p in ("downlink", "uplink") if p not in documents]
+        raise CallRefused(
+            FaultCode.MISSING_PART,
+            [PartProblem(p, Problem("the document is missing or empty")) for p in missing],
+        )
     messages: dict[str, tuple[bytes, PolicyMessage]] = {}
     invalid: list[PartProblem] = []
     for part, text in documents.items():
-        assert text is not None
         data = text.encode("utf-8")
         try:
             message = policy_xml.parse(
@@ -98,6 +107,7 @@ def check_call(
         messages[part] = (data, message)
     if invalid:
         raise CallRefused(FaultCode.INVALID_DOCUMENT, invalid)
+    _check_scheme(messages)
     mismatched = [
         PartProblem(
             part,
@@ -114,6 +124,8 @@ def check_call(
     nodes = {"downlink": router.ha_node, "uplink": router.mr_node}
     misaddressed: list[PartProblem] = []
     for part, direction in _PARTS:
+        if part not in messages:
+            continue
         message = messages[part][1]
         expected = (
             ("node", message.node, nodes[part]),
@@ -127,7 +139,32 @@ def check_call(
         )
     if misaddressed:
         raise CallRefused(FaultCode.NODE_MISMATCH, misaddressed)
-    return tuple(
-        Delivery(nodes[part], direction, messages[part][1].version, messages[part][0])
-        for part, direction in _PARTS
+    down = messages["downlink"]
+    up = messages.get("uplink")
+    return (
+        Delivery(nodes["downlink"], Direction.DOWNLINK, down[1].version, down[0]),
+        Delivery(
+            nodes["uplink"],
+            Direction.UPLINK,
+            down[1].version if up is None else up[1].version,
+            None if up is None else up[0],
+        ),
     )
+
+
+def _check_scheme(messages: dict[str, tuple[bytes, PolicyMessage]]) -> None:
+    """Scheme 1 needs the uplink document; scheme 2 (symmetric downlink) must not have one."""
+    symmetric = messages["downlink"][1].symmetric
+    if symmetric and "uplink" in messages:
+        problem = Problem(
+            "the downlink document is symmetric (scheme 2): the HA derives the uplink set, so "
+            "the call must not carry an uplink document",
+            field="symmetric",
+        )
+        raise CallRefused(FaultCode.SCHEME_CONFLICT, [PartProblem("uplink", problem)])
+    if not symmetric and "uplink" not in messages:
+        problem = Problem(
+            "the document is missing or empty (or mark the downlink document "
+            'symmetric="true" for scheme 2)'
+        )
+        raise CallRefused(FaultCode.MISSING_PART, [PartProblem("uplink", problem)])

@@ -63,7 +63,7 @@ class NodeState:
 
 
 class GatewayCore:
-    """Delivers scheme 1 calls and answers status queries; safe to call from many threads."""
+    """Delivers scheme 1 and 2 calls and answers status queries; safe from many threads."""
 
     def __init__(self, settings: GatewaySettings, tracker: Tracker, publisher: Publisher) -> None:
         self.settings = settings
@@ -78,7 +78,14 @@ class GatewayCore:
         if not self.publisher.connected():
             raise BusUnavailableError("the message bus is not reachable; nothing was delivered")
         tickets = [self.tracker.expect(d.node, d.version) for d in deliveries]
-        published = [self.publisher.publish(d.node, d.document) for d in deliveries]
+        # A delivery without a document (the MR in scheme 2) is forwarded by the HA's worker:
+        # it counts as sent when the HA's document was.
+        published: list[bool] = []
+        for delivery in deliveries:
+            if delivery.document is None:
+                published.append(published[0])
+            else:
+                published.append(self.publisher.publish(delivery.node, delivery.document))
         self.tracker.cancel([t for t, sent in zip(tickets, published, strict=True) if not sent])
         self.tracker.wait(
             [t for t, sent in zip(tickets, published, strict=True) if sent],

@@ -77,6 +77,8 @@ class NodeStatus(ComplexModel):  # type: ignore[misc]
 
 
 _Part = Unicode(min_occurs=1, nillable=False)
+#: The uplink document: absent in scheme 2, where the downlink document is symmetric.
+_Uplink = Unicode(min_occurs=0, nillable=False)
 _F = TypeVar("_F", bound=Callable[..., Any])
 
 
@@ -122,7 +124,9 @@ def _core(ctx: Any) -> GatewayCore:
     return core
 
 
-def _deliver(ctx: Any, operation: str, mobile_router: str, downlink: str, uplink: str) -> Any:
+def _deliver(
+    ctx: Any, operation: str, mobile_router: str, downlink: str, uplink: str | None
+) -> Any:
     try:
         outcomes = _core(ctx).deliver(operation, mobile_router, downlink, uplink)
     except CallRefused as exc:
@@ -136,20 +140,23 @@ def _deliver(ctx: Any, operation: str, mobile_router: str, downlink: str, uplink
 
 
 class PolicyGateway(ServiceBase):  # type: ignore[misc]
-    """Scheme 1: each call carries the HA's downlink and the MR's uplink document."""
+    """Scheme 1: each call carries the HA's downlink and the MR's uplink document.
 
-    @_operation("Install", _Part, _Part, _Part, returns=Array(NodeResult))
-    def install(ctx: Any, mobile_router: str, downlink: str, uplink: str) -> Any:  # noqa: N805
+    Scheme 2: the call carries only a downlink document marked `symmetric="true"`; the HA's
+    worker enforces it and forwards the mirrored uplink set to the MR's worker."""
+
+    @_operation("Install", _Part, _Part, _Uplink, returns=Array(NodeResult))
+    def install(ctx: Any, mobile_router: str, downlink: str, uplink: str | None) -> Any:  # noqa: N805
         """Replace both nodes' policy sets."""
         return _deliver(ctx, "install", mobile_router, downlink, uplink)
 
-    @_operation("Update", _Part, _Part, _Part, returns=Array(NodeResult))
-    def update(ctx: Any, mobile_router: str, downlink: str, uplink: str) -> Any:  # noqa: N805
+    @_operation("Update", _Part, _Part, _Uplink, returns=Array(NodeResult))
+    def update(ctx: Any, mobile_router: str, downlink: str, uplink: str | None) -> Any:  # noqa: N805
         """Insert, delete and replace entries on both nodes."""
         return _deliver(ctx, "update", mobile_router, downlink, uplink)
 
-    @_operation("Flush", _Part, _Part, _Part, returns=Array(NodeResult))
-    def flush(ctx: Any, mobile_router: str, downlink: str, uplink: str) -> Any:  # noqa: N805
+    @_operation("Flush", _Part, _Part, _Uplink, returns=Array(NodeResult))
+    def flush(ctx: Any, mobile_router: str, downlink: str, uplink: str | None) -> Any:  # noqa: N805
         """Remove every policy of both nodes."""
         return _deliver(ctx, "flush", mobile_router, downlink, uplink)
 

@@ -7,7 +7,7 @@ import pytest
 from services.contracts import policy_xml
 from services.contracts.policy import Flush, Install, Update
 from services.soap_gateway.checks import CallRefused, FaultCode, check_call
-from tests.prem.factories import udp_to
+from tests.prem.factories import message, udp_to
 from tests.soap_gateway.helpers import downlink, gateway_settings, uplink
 
 SETTINGS = gateway_settings()
@@ -20,6 +20,7 @@ def test_a_valid_call_gives_one_delivery_per_node_ha_first() -> None:
         ("ha1", "downlink", 3),
         ("mr1", "uplink", 4),
     ]
+    assert deliveries[0].document is not None
     assert policy_xml.parse(deliveries[0].document).node == "ha1"
 
 
@@ -89,3 +90,18 @@ def test_a_document_for_another_mobile_router_is_refused() -> None:
         check_call(settings, "install", "mr2", downlink(1, VIDEO), uplink(1, VIDEO))
     assert info.value.code is FaultCode.NODE_MISMATCH
     assert "field mobile-router: is 'mr1', expected 'mr2'" in str(info.value)
+
+
+def test_scheme_2_needs_only_a_symmetric_downlink_and_awaits_the_mr() -> None:
+    symmetric = policy_xml.render(message(5, VIDEO).model_copy(update={"symmetric": True})).decode()
+    deliveries = check_call(SETTINGS, "install", "mr1", symmetric, None)
+    assert [(d.node, d.version, d.document is None) for d in deliveries] == [
+        ("ha1", 5, False),
+        ("mr1", 5, True),
+    ]
+    conflict = _refusal("install", "mr1", symmetric, uplink(5, VIDEO))
+    assert conflict.code is FaultCode.SCHEME_CONFLICT
+    assert "must not carry an uplink document" in str(conflict)
+    missing = _refusal("install", "mr1", downlink(5, VIDEO), None)
+    assert missing.code is FaultCode.MISSING_PART
+    assert 'symmetric="true"' in str(missing)

@@ -27,12 +27,13 @@ import zeep.helpers
 from lxml import etree
 
 from services import bus, netns
+from services.contracts import policy_xml
 from services.contracts.policy import Flush, Install, Operation, Update
 from services.contracts.settings import BrokerSettings
 from services.prem.demo import worker_argv, write_config
 from services.prem.lab import MNP4, MNP6, Lab, send_udp
 from services.soap_gateway.server import GatewayServer
-from tests.prem.factories import udp_to
+from tests.prem.factories import message, udp_to
 from tests.soap_gateway.helpers import downlink, gateway_settings, uplink
 
 pytestmark = [pytest.mark.kernel, pytest.mark.broker]
@@ -149,6 +150,8 @@ def bed(
     broker_settings = BrokerSettings(host=broker[0], port=broker[1], topic_root=topic_root)
     (tmp_path / "ha").mkdir()
     ha_config = write_config(lab, tmp_path / "ha", "nftables", topic_root)
+    # The HA forwards mirrored uplink sets of symmetric documents to the MR (scheme 2).
+    ha_config.write_text(ha_config.read_text().replace("[prem]\n", '[prem]\npeer_node = "mr1"\n'))
     workers: dict[str, subprocess.Popen[bytes]] = {}
     gateway = GatewayServer(gateway_settings(), broker_settings)
     spied: list[str] = []
@@ -279,7 +282,7 @@ def test_bad_calls_get_their_fault_and_reach_no_worker(bed: Bed) -> None:
             "Flush",
             _envelope("Flush", {"mobile_router": "mr1", "downlink": good_down}),
             500,
-            "Client.SchemaValidationError",
+            "Client.MissingPart",
             "uplink",
         ),
         ("Flush", _envelope("Flush", parts(uplink="")), 500, "Client.MissingPart", "uplink"),
@@ -382,3 +385,13 @@ def test_a_worker_that_is_down_is_not_reached_and_shown_offline(bed: Bed) -> Non
     assert _brief(result) == {"ha1": ("applied", 1), "mr1": ("not-reached", None)}
     assert time.monotonic() - started >= bed.gateway.settings.ack_deadline_s
     assert _on(bed.counts(), "b2")
+
+
+def test_scheme_2_symmetric_downlink_only_reaches_both_nodes(bed: Bed) -> None:
+    symmetric = message(1, VIDEO2).model_copy(update={"symmetric": True})
+    document = policy_xml.render(symmetric).decode()
+    results = _by_node(bed.client.service.Install(mobile_router="mr1", downlink=document))
+    assert _brief(results) == {"ha1": ("applied", 1), "mr1": ("applied", 1)}, bed.log_tail()
+    assert results["mr1"]["direction"] == "uplink"
+    assert _on(bed.counts(), "b2")
+    assert bed.status()["mr1"]["version"] == 1
