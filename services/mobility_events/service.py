@@ -1,0 +1,262 @@
+"""The mobility-events process: Mobility Header capture in, binding events on the bus out.
+
+Threads: the capture thread only decodes and queues (bounded queue; a full queue drops the
+message and counts it); paho's thread talks to the broker; the main thread owns the
+`BindingView`, feeds it each message and a `tick` every `tick_interval_s`, and publishes every
+returned event with QoS 1 on `Topics.binding_event(mr, bid)`.
+
+    python -m services.mobility_events.service --config FILE [--netns NAME]
+
+is a stand-in for the CLI entry point (`run` is what the CLI calls).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from ipaddress import IPv6Address
+from pathlib import Path
+from types import FrameType
+
+import paho.mqtt.client as mqtt
+
+from services import bus, netns
+from services.contracts.errors import InvalidInput
+from services.contracts.messages import BindingEvent, Presence, encode
+from services.contracts.settings import BrokerSettings, apply_env, read_file, validate_section
+from services.contracts.topics import Topics
+from services.mobility_events.bindings import BindingView
+from services.mobility_events.capture import MhCapture
+from services.mobility_events.codec import Message
+from services.mobility_events.config import MobilityEventsFile, MobilityEventsSettings
+
+log = logging.getLogger(__name__)
+SERVICE = "mobility-events"
+
+
+@dataclass(frozen=True, slots=True)
+class _Observed:
+    now: float
+    src: IPv6Address
+    dst: IPv6Address
+    message: Message
+
+
+@dataclass(frozen=True, slots=True)
+class _Fatal:
+    error: BaseException
+
+
+class _Stop:
+    pass
+
+
+_Item = _Observed | _Fatal | _Stop
+
+
+class MobilityEventsService:
+    """Owns the MQTT session, the capture thread and the binding view of one node."""
+
+    def __init__(
+        self,
+        settings: MobilityEventsSettings,
+        broker: BrokerSettings,
+        *,
+        netns_name: str | None = None,
+    ) -> None:
+        self.settings = settings
+        self.broker = broker
+        self.netns_name = netns_name
+        self.topics = Topics(broker.topic_root)
+        self.view = BindingView(
+            settings.node,
+            settings.identity(),
+            handover_started_on_new_coa=settings.handover_started_on_new_coa,
+            pending_timeout_s=settings.pending_timeout_s,
+            default_bid=settings.default_bid,
+        )
+        self.queue: queue.Queue[_Item] = queue.Queue(settings.queue_size)
+        self.dropped = 0
+        self.published = 0
+        self.capture: MhCapture | None = None
+        self.client = bus.make_client(
+            broker,
+            bus.client_id(SERVICE, settings.node, broker.topic_root),
+            will_topic=self.topics.presence(settings.node),
+            will=self._presence(online=False),
+        )
+        self.client.on_connect = self._on_connect
+
+    def run(self) -> None:
+        """Connect, enter the namespace, capture and publish until `stop()`."""
+        # The bus connection stays in the namespace we started in (management side); the
+        # capture sockets are opened after `enter`, in the observed node's namespace.
+        bus.start(self.client, self.broker)
+        if self.netns_name is not None:
+            netns.enter(self.netns_name)
+        self.capture = MhCapture(
+            self._on_message,
+            outgoing=self.settings.capture_outgoing,
+            on_error=self._on_fatal,
+            name=f"{SERVICE}-capture",
+            node=self.settings.node,
+        )
+        self.capture.start()
+        self._publish_presence(online=True)
+        log.info(
+            "node %s: observing Mobility Headers%s for %d mobile router(s)",
+            self.settings.node,
+            " (incoming and outgoing)" if self.settings.capture_outgoing else " (incoming)",
+            len(self.settings.mobile_routers),
+        )
+        try:
+            self._serve()
+        finally:
+            self._shutdown()
+
+    def stop(self) -> None:
+        """Ask the main loop to finish (thread-safe, signal-safe)."""
+        try:
+            self.queue.put_nowait(_Stop())
+        except queue.Full:
+            # The loop is behind; it sees the stop after the queued messages.
+            self.queue.put(_Stop())
+
+    def _serve(self) -> None:
+        interval = self.settings.tick_interval_s
+        next_tick = time.monotonic() + interval
+        while True:
+            try:
+                item: _Item | None = self.queue.get(timeout=max(0.0, next_tick - time.monotonic()))
+            except queue.Empty:
+                item = None
+            if isinstance(item, _Stop):
+                return
+            if isinstance(item, _Fatal):
+                raise RuntimeError(
+                    "Mobility Header capture failed; exiting so the supervisor restarts us"
+                ) from item.error
+            if item is not None:
+                self._publish_events(self.view.observe(item.now, item.src, item.dst, item.message))
+            mono = time.monotonic()
+            if mono >= next_tick:
+                self._publish_events(self.view.tick(time.time()))
+                next_tick = max(next_tick + interval, mono)
+
+    def _shutdown(self) -> None:
+        if self.capture is not None:
+            self.capture.stop()
+        self._publish_presence(online=False)
+        self.client.disconnect()
+        self.client.loop_stop()
+        log.info(
+            "node %s: stopped (%d events published, %d messages dropped, view %s)",
+            self.settings.node,
+            self.published,
+            self.dropped,
+            self.view.stats,
+        )
+
+    def _on_message(self, now: float, src: IPv6Address, dst: IPv6Address, msg: Message) -> None:
+        try:
+            self.queue.put_nowait(_Observed(now, src, dst, msg))
+        except queue.Full:
+            self.dropped += 1
+            log.warning("node %s: event queue full, dropped a message from %s", self._node, src)
+
+    def _on_fatal(self, error: BaseException) -> None:
+        self.queue.put(_Fatal(error))
+
+    def _on_connect(
+        self,
+        client: mqtt.Client,
+        userdata: object,
+        flags: mqtt.ConnectFlags,
+        reason: object,
+        props: object,
+    ) -> None:
+        log.info("node %s: connected to broker (%s)", self._node, reason)
+        if self.capture is not None:
+            self._publish_presence(online=True)
+
+    def _publish_events(self, events: list[BindingEvent]) -> None:
+        for event in events:
+            topic = self.topics.binding_event(event.mobile_router, event.bid)
+            self.client.publish(topic, encode(event), qos=1)
+            self.published += 1
+            log.info(
+                "node %s: %s %s BID %d CoA %s%s",
+                self._node,
+                event.event.value,
+                event.mobile_router,
+                event.bid,
+                event.care_of_address,
+                f" ({event.status_name})" if event.status_name else "",
+            )
+
+    @property
+    def _node(self) -> str:
+        return self.settings.node
+
+    def _presence(self, *, online: bool) -> Presence:
+        return Presence(sender=self._node, node=self._node, service=SERVICE, online=online)
+
+    def _publish_presence(self, *, online: bool) -> None:
+        self.client.publish(
+            self.topics.presence(self._node),
+            encode(self._presence(online=online)),
+            qos=1,
+            retain=True,
+        )
+
+
+def load(path: Path) -> MobilityEventsFile:
+    """Read and validate a settings file (errors name the dotted key; raises InvalidInput)."""
+    data = apply_env(read_file(path))
+    validate_section(MobilityEventsSettings, data, "mobility_events")
+    validate_section(BrokerSettings, data, "broker")
+    return MobilityEventsFile.from_mapping(data)
+
+
+def run(
+    settings: MobilityEventsSettings, broker: BrokerSettings, netns_name: str | None = None
+) -> None:
+    """Serve until SIGTERM or SIGINT; capture in `netns_name` when given, bus where we are."""
+    service = MobilityEventsService(settings, broker, netns_name=netns_name)
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        log.info("node %s: signal %d, stopping", settings.node, signum)
+        service.stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    service.run()
+
+
+def main(config_path: Path, netns_name: str | None, *, check: bool, log_level: str) -> int:
+    """`multinet mobility-events --config FILE [--netns NAME] [--check]` (see services/cli.py)."""
+    from services import logsetup
+
+    try:
+        config = load(config_path)
+    except InvalidInput as exc:
+        for problem in exc.problems:
+            print(f"{config_path}: {problem}", file=sys.stderr)
+        return 2
+    if check:
+        print(f"{config_path}: OK (mobility_events)")
+        return 0
+    if netns_name is not None and not netns.exists(netns_name):
+        print(f"network namespace {netns_name!r} does not exist (ip netns list)", file=sys.stderr)
+        return 2
+    logsetup.configure(config.mobility_events.node, level=log_level)
+    try:
+        run(config.mobility_events, config.broker, netns_name)
+    except PermissionError as exc:
+        print(f"cannot open capture sockets: {exc} (needs CAP_NET_RAW)", file=sys.stderr)
+        return 1
+    return 0
