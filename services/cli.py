@@ -7,17 +7,22 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from services import netns
 from services.contracts import policy_xml
 from services.contracts.errors import InvalidInput, KernelError
 from services.contracts.settings import BrokerSettings, apply_env, read_file, validate_section
+from services.mobility_events.config import MobilityEventsSettings
 from services.prem.config import PremFile, PremSettings
 from services.soap_gateway.config import GatewayFile, GatewaySettings
 
 #: Settings sections each service reads, validated by `check-config`.
-SECTIONS: dict[str, type[BaseModel]] = {"prem": PremSettings, "soap_gateway": GatewaySettings}
+SECTIONS: dict[str, type[BaseModel]] = {
+    "prem": PremSettings,
+    "soap_gateway": GatewaySettings,
+    "mobility_events": MobilityEventsSettings,
+}
 
 
 def _check_config(args: argparse.Namespace) -> int:
@@ -82,8 +87,13 @@ def _prem_run(args: argparse.Namespace) -> int:
     if args.netns is not None and not netns.exists(args.netns):
         print(f"network namespace {args.netns!r} does not exist (ip netns list)", file=sys.stderr)
         return 2
+    gateway = _standalone_settings(args, settings)
+    if isinstance(gateway, int):
+        return gateway
     logsetup.configure(settings.node, level=args.log_level, json_lines=args.log_json)
     try:
+        if gateway is not None:
+            return _prem_standalone(args, settings, gateway)
         PremWorker(settings, config.broker, netns_name=args.netns).run()
     except (KernelError, PermissionError) as exc:
         print(
@@ -91,6 +101,45 @@ def _prem_run(args: argparse.Namespace) -> int:
             "CAP_NET_ADMIN in its network namespace)",
             file=sys.stderr,
         )
+        return 1
+    return 0
+
+
+def _standalone_settings(
+    args: argparse.Namespace, settings: PremSettings
+) -> GatewaySettings | int | None:
+    """The SOAP side of a standalone daemon (--soap-listen, --soap-udp); None without
+    --standalone; exit status 2 (after a message) when the options are wrong."""
+    from services.soap_gateway.standalone import standalone_settings
+
+    if not args.standalone:
+        if args.soap_listen is not None or args.soap_udp is not None:
+            print("--soap-listen and --soap-udp need --standalone", file=sys.stderr)
+            return 2
+        return None
+    listen = args.soap_listen or "127.0.0.1:8081"
+    host, _, port = listen.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not host or not port.isdigit() or int(port) > 65535:
+        print(f"--soap-listen {listen!r}: expected HOST:PORT", file=sys.stderr)
+        return 2
+    try:
+        return standalone_settings(settings, host, int(port), udp_port=args.soap_udp)
+    except ValidationError as exc:
+        for error in exc.errors():
+            print(f"standalone SOAP settings: {error['loc'][0]}: {error['msg']}", file=sys.stderr)
+        return 2
+
+
+def _prem_standalone(
+    args: argparse.Namespace, settings: PremSettings, gateway: GatewaySettings
+) -> int:
+    from services.soap_gateway.standalone import ListenError, StandaloneWorker
+
+    try:
+        StandaloneWorker(settings, gateway, netns_name=args.netns).run()
+    except ListenError as exc:
+        print(f"node {settings.node}: {exc}", file=sys.stderr)
         return 1
     return 0
 
@@ -163,6 +212,23 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="remove every rule, chain and ip rule the worker owns when it stops",
     )
+    run.add_argument(
+        "--standalone",
+        action="store_true",
+        help="no broker: serve the SOAP service on --soap-listen and enforce this node's part "
+        "of each call directly (one daemon per node)",
+    )
+    run.add_argument(
+        "--soap-listen",
+        metavar="HOST:PORT",
+        help="standalone: where the SOAP service listens (default 127.0.0.1:8081; port 0: any)",
+    )
+    run.add_argument(
+        "--soap-udp",
+        metavar="PORT",
+        type=int,
+        help="standalone: also serve SOAP over UDP on HOST:PORT (0: any free port)",
+    )
     run.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     run.add_argument("--log-json", action="store_true", help="log one JSON object per line")
     run.set_defaults(func=_prem_run)
@@ -188,7 +254,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     gateway.add_argument("--log-json", action="store_true", help="log one JSON object per line")
     gateway.set_defaults(func=_soap_gateway_run)
+
+    events = sub.add_parser(
+        "mobility-events",
+        help="binding events from observed Binding Updates/Acknowledgements, to MQTT",
+        description="Capture Binding Updates and Acknowledgements (raw protocol-135 socket, and "
+        "outgoing ones on a packet socket), keep the binding view per (mobile router, BID) and "
+        "publish registered / refreshed / coa-changed / handover-started / deregistered / "
+        "expired / rejected events. Settings: the [mobility_events] and [broker] tables.",
+    )
+    events.add_argument("--config", type=Path, required=True, help="settings file (.toml/.yaml)")
+    events.add_argument("--netns", metavar="NAME", help="capture in network namespace NAME")
+    events.add_argument("--check", action="store_true", help="validate the settings and exit")
+    events.add_argument(
+        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
+    )
+    events.set_defaults(func=_mobility_events_run)
     return parser
+
+
+def _mobility_events_run(args: argparse.Namespace) -> int:
+    from services.mobility_events.service import main as mobility_events_main
+
+    return mobility_events_main(args.config, args.netns, check=args.check, log_level=args.log_level)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

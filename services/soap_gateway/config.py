@@ -7,9 +7,10 @@ arbitrary topic.
 
 from __future__ import annotations
 
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from services.contracts.policy import NodeId
 from services.contracts.settings import BrokerSettings
@@ -31,6 +32,25 @@ class MobileRouterSettings(BaseModel):
         return self
 
 
+class CallerSettings(BaseModel):
+    """One SOAP caller: its Basic user-id, its password hash (see `auth.hash_password`) and
+    the mobile routers it may address ("*": all of them)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(min_length=1, max_length=128, pattern=r"^[^:\x00-\x1f\x7f]+$")
+    password_hash: str
+    mobile_routers: tuple[NodeId, ...] | Literal["*"]
+
+    @field_validator("password_hash")
+    @classmethod
+    def _hash_form(cls, value: str) -> str:
+        from services.soap_gateway.auth import PasswordHash
+
+        PasswordHash.parse(value)
+        return value
+
+
 class GatewaySettings(BaseModel):
     """Validated settings of one SOAP gateway."""
 
@@ -44,7 +64,36 @@ class GatewaySettings(BaseModel):
     ack_deadline_s: float = Field(default=10.0, gt=0, le=300)
     socket_timeout_s: float = Field(default=30.0, gt=0, le=600)
     threads: int = Field(default=10, ge=1, le=256)
+    udp_port: int | None = Field(
+        default=None, ge=0, le=65535, description="SOAP over UDP on host:udp_port; None: off"
+    )
+    udp_max_datagram_bytes: int = Field(
+        default=65507, ge=512, le=65507, description="larger request datagrams get a Fault"
+    )
     mobile_routers: tuple[MobileRouterSettings, ...] = Field(min_length=1)
+    #: Who may call (HTTP Basic); none configured means authentication is off.
+    callers: tuple[CallerSettings, ...] = ()
+    #: PEM certificate (chain) and key; both or neither. Without them the gateway speaks HTTP.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+
+    @model_validator(mode="after")
+    def _callers_and_tls(self) -> GatewaySettings:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together: give both or neither")
+        served = {r.id for r in self.mobile_routers}
+        names: set[str] = set()
+        for caller in self.callers:
+            if caller.name in names:
+                raise ValueError(f"caller {caller.name!r} is declared twice")
+            names.add(caller.name)
+            unknown = [] if caller.mobile_routers == "*" else set(caller.mobile_routers) - served
+            if unknown:
+                raise ValueError(
+                    f"caller {caller.name!r} may address {sorted(unknown)}, "
+                    "which this gateway does not serve"
+                )
+        return self
 
     @model_validator(mode="after")
     def _unique(self) -> GatewaySettings:

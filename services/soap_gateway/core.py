@@ -13,6 +13,7 @@ from typing import Protocol
 from services.contracts.errors import MultinetError, Problem
 from services.contracts.messages import Refusal
 from services.contracts.policy import Direction
+from services.soap_gateway.auth import Caller, NotAuthorisedError
 from services.soap_gateway.checks import CallRefused, FaultCode, PartProblem, check_call
 from services.soap_gateway.config import GatewaySettings
 from services.soap_gateway.tracker import NodeView, Tracker
@@ -70,10 +71,29 @@ class GatewayCore:
         self.tracker = tracker
         self.publisher = publisher
 
+    def authorise(self, caller: Caller | None, mobile_router: str | None) -> None:
+        """Raise `NotAuthorisedError` unless `caller` may address `mobile_router`.
+
+        With no callers configured authentication is off and everyone may; with callers, a
+        call that arrives without an authenticated caller (a transport without credentials)
+        may address nothing."""
+        if not self.settings.callers:
+            return
+        if caller is None or not caller.may_address(mobile_router):
+            raise NotAuthorisedError(None if caller is None else caller.name, mobile_router)
+
     def deliver(
-        self, operation: str, mobile_router: str | None, downlink: str | None, uplink: str | None
+        self,
+        operation: str,
+        mobile_router: str | None,
+        downlink: str | None,
+        uplink: str | None,
+        *,
+        caller: Caller | None = None,
     ) -> tuple[NodeOutcome, ...]:
-        """Validate both documents, then publish both and wait for both acknowledgements."""
+        """Authorise, validate both documents, then publish both and wait for both
+        acknowledgements."""
+        self.authorise(caller, mobile_router)
         deliveries = check_call(self.settings, operation, mobile_router, downlink, uplink)
         if not self.publisher.connected():
             raise BusUnavailableError("the message bus is not reachable; nothing was delivered")
@@ -108,8 +128,11 @@ class GatewayCore:
             )
         return tuple(outcomes)
 
-    def status(self, mobile_router: str | None) -> tuple[NodeState, ...]:
+    def status(
+        self, mobile_router: str | None, *, caller: Caller | None = None
+    ) -> tuple[NodeState, ...]:
         """The HA's and the MR's last known state for `mobile_router`."""
+        self.authorise(caller, mobile_router)
         router = self.settings.router(mobile_router or "")
         if router is None:
             problem = Problem(f"mobile router {mobile_router!r} is not served by this gateway")

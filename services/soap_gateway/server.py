@@ -2,27 +2,39 @@
 
 cheroot serves each connection on a pool thread with a socket timeout, so a slow or silent
 client holds one thread for at most `socket_timeout_s`. Its own body limit is a backstop
-above the guard's, which answers with a SOAP Fault instead of plain text.
+above the guard's, which answers with a SOAP Fault instead of plain text. With `tls_cert` and
+`tls_key` set, cheroot's builtin SSL adapter serves HTTPS.
 """
 
 from __future__ import annotations
 
+import gc
 import logging
 import signal
+import socket
 import threading
 from types import FrameType
 from typing import Any
 
 from cheroot import wsgi
+from cheroot.ssl.builtin import BuiltinSSLAdapter
 
 from services.contracts.settings import BrokerSettings
 from services.soap_gateway.buslink import BusLink
 from services.soap_gateway.config import GatewaySettings
 from services.soap_gateway.core import GatewayCore
 from services.soap_gateway.tracker import Tracker
+from services.soap_gateway.udp import UdpServer
 from services.soap_gateway.wsgi import make_wsgi_app
 
 log = logging.getLogger(__name__)
+
+
+def _no_delay(client: object, userdata: object, sock: object) -> None:
+    """Disable Nagle on the broker connection: a call waits on small MQTT packets (PUBACKs,
+    statuses) that Nagle would otherwise hold until the broker's delayed ACK, 40 ms each."""
+    if isinstance(sock, socket.socket) and sock.family in (socket.AF_INET, socket.AF_INET6):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 class GatewayServer:
@@ -32,6 +44,7 @@ class GatewayServer:
         self.settings = settings
         self.tracker = Tracker()
         self.link = BusLink(broker, settings.name, settings.nodes(), self.tracker)
+        self.link.client.on_socket_open = _no_delay
         self.core = GatewayCore(settings, self.tracker, self.link)
         self.http: Any = wsgi.Server(
             (settings.host, settings.port),
@@ -42,6 +55,26 @@ class GatewayServer:
         )
         self.http.max_request_body_size = 2 * settings.max_body_bytes
         self.http.max_request_header_size = 64 * 1024
+        if settings.tls_cert is not None and settings.tls_key is not None:
+            try:
+                adapter = BuiltinSSLAdapter(str(settings.tls_cert), str(settings.tls_key))
+            except OSError as exc:  # ssl.SSLError is one too
+                raise OSError(
+                    f"cannot load tls_cert {settings.tls_cert} and tls_key {settings.tls_key}: "
+                    f"{exc}"
+                ) from exc
+            self.http.ssl_adapter = adapter
+        # SOAP over UDP runs the very WSGI stack the HTTP server runs (udp.py).
+        self.udp: UdpServer | None = None
+        if settings.udp_port is not None:
+            self.udp = UdpServer(
+                self.http.wsgi_app,
+                settings.host,
+                settings.udp_port,
+                max_datagram_bytes=settings.udp_max_datagram_bytes,
+                threads=settings.threads,
+                name=f"soap-udp-{settings.name}",
+            )
         self._thread: threading.Thread | None = None
 
     @property
@@ -51,21 +84,43 @@ class GatewayServer:
 
     def start(self) -> None:
         """Connect to the broker, bind, and serve HTTP in a named background thread."""
+        if self.settings.callers and self.http.ssl_adapter is None:
+            log.warning(
+                "gateway %s: callers are configured but TLS is not (tls_cert, tls_key): "
+                "their passwords cross the network in clear text",
+                self.settings.name,
+            )
+        elif not self.settings.callers:
+            log.warning(
+                "gateway %s: no callers configured, authentication is off: anyone who can "
+                "reach %s:%d may deliver policies",
+                self.settings.name,
+                self.settings.host,
+                self.settings.port,
+            )
+        # Objects made so far (schemas, the WSDL, pydantic models) live as long as the process:
+        # keep them out of the collector's full passes, which would stall every call.
+        gc.freeze()
         self.link.start()
         self.http.prepare()
         self._thread = threading.Thread(
             target=self.http.serve, name=f"soap-gateway-{self.settings.name}", daemon=True
         )
         self._thread.start()
+        if self.udp is not None:
+            self.udp.start()
         log.info(
-            "gateway %s: serving SOAP on http://%s:%d/ (WSDL at ?wsdl)",
+            "gateway %s: serving SOAP on %s://%s:%d/ (WSDL at ?wsdl)",
             self.settings.name,
+            "http" if self.http.ssl_adapter is None else "https",
             self.settings.host,
             self.port,
         )
 
     def stop(self) -> None:
         """Stop serving and disconnect."""
+        if self.udp is not None:
+            self.udp.stop()
         self.http.stop()
         if self._thread is not None:
             self._thread.join(10)

@@ -1,4 +1,8 @@
-"""The WSGI stack: a body guard in front of spyne's WSGI application.
+"""The WSGI stack: authentication, then a body guard, in front of spyne's WSGI application.
+
+With callers configured, every request (the WSDL too) must prove one with HTTP Basic; the
+caller is left in the environ (`auth.ENVIRON_KEY`) for the service to authorise the mobile
+router it addresses. A refusal happens before the body is read.
 
 The guard refuses before spyne parses anything: a body without a declared length, over the
 limit, not UTF-8, or holding a DTD (SOAP 1.1 forbids one in a message; refusing it here means
@@ -9,12 +13,14 @@ Refusals are SOAP 1.1 Faults, so every SOAP toolkit can report them.
 from __future__ import annotations
 
 import io
+import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from lxml import etree
 from spyne.server.wsgi import WsgiApplication
 
+from services.soap_gateway.auth import ENVIRON_KEY, REALM, Authenticator
 from services.soap_gateway.core import GatewayCore
 from services.soap_gateway.service import make_application
 
@@ -23,6 +29,7 @@ StartResponse = Callable[..., Any]
 WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
 _FORBIDDEN = (b"<!DOCTYPE", b"<!ENTITY")
+log = logging.getLogger(__name__)
 
 
 def fault_body(code: str, message: str) -> bytes:
@@ -79,6 +86,36 @@ class BodyGuard:
         return self.app(environ, start_response)
 
 
+class BasicAuthGuard:
+    """Refuses requests without valid HTTP Basic credentials (401 and a SOAP Fault)."""
+
+    def __init__(self, app: WsgiApp, authenticator: Authenticator) -> None:
+        self.app = app
+        self.authenticator = authenticator
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        """Authenticate, record the caller in the environ, pass on."""
+        header = environ.get("HTTP_AUTHORIZATION")
+        caller = self.authenticator.authenticate(header)
+        if caller is None:
+            # No header is a client's usual first try; wrong credentials are worth a warning.
+            log.log(
+                logging.INFO if header is None else logging.WARNING,
+                "gateway: refused %s credentials from %s",
+                "missing" if header is None else "invalid",
+                environ.get("REMOTE_ADDR", "?"),
+            )
+            return _refuse(
+                start_response,
+                "401 Unauthorized",
+                "Client.Unauthenticated",
+                "this gateway needs HTTP Basic credentials of a configured caller",
+                [("WWW-Authenticate", f'Basic realm="{REALM}"')],
+            )
+        environ[ENVIRON_KEY] = caller
+        return self.app(environ, start_response)
+
+
 def _form_problem(body: bytes) -> tuple[str, str] | None:
     try:
         body.decode("utf-8")
@@ -94,7 +131,13 @@ def _form_problem(body: bytes) -> tuple[str, str] | None:
     return None
 
 
-def _refuse(start_response: StartResponse, status: str, code: str, message: str) -> list[bytes]:
+def _refuse(
+    start_response: StartResponse,
+    status: str,
+    code: str,
+    message: str,
+    extra_headers: list[tuple[str, str]] | None = None,
+) -> list[bytes]:
     body = fault_body(code, message)
     start_response(
         status,
@@ -102,14 +145,20 @@ def _refuse(start_response: StartResponse, status: str, code: str, message: str)
             ("Content-Type", "text/xml; charset=utf-8"),
             ("Content-Length", str(len(body))),
             ("Connection", "close"),
+            *(extra_headers or []),
         ],
     )
     return [body]
 
 
 def make_wsgi_app(core: GatewayCore) -> WsgiApp:
-    """Spyne's WSGI application for `core`, behind the body guard."""
+    """Spyne's WSGI application for `core`, behind the body guard (and authentication when
+    callers are configured)."""
     spyne_app = WsgiApplication(
         make_application(core), max_content_length=core.settings.max_body_bytes
     )
-    return BodyGuard(spyne_app, core.settings.max_body_bytes)
+    guarded = BodyGuard(spyne_app, core.settings.max_body_bytes)
+    authenticator = Authenticator(core.settings.callers)
+    if not authenticator.enabled:
+        return guarded
+    return BasicAuthGuard(guarded, authenticator)
