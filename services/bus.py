@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import socket
 import ssl
 import threading
 from collections.abc import Callable
@@ -57,7 +58,16 @@ def make_client(
     if will_topic is not None and will is not None:
         client.will_set(will_topic, encode(will), qos=1, retain=True)
     client.reconnect_delay_set(min_delay=1, max_delay=30)
+    client.on_socket_open = _no_delay
     return client
+
+
+def _no_delay(client: object, userdata: object, sock: object) -> None:
+    """Disable Nagle on the broker connection: request/acknowledge exchanges wait on small MQTT
+    packets (PUBACKs, statuses) that Nagle would hold until the peer's delayed ACK, 40 ms each
+    (measured by the SOAP delivery benchmark)."""
+    if isinstance(sock, socket.socket) and sock.family in (socket.AF_INET, socket.AF_INET6):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 def connect_properties(settings: BrokerSettings) -> Properties:

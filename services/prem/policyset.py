@@ -62,8 +62,10 @@ def apply_message(
     inserted = deleted = replaced = 0
     if isinstance(op, Install):
         new = {p.id: p for p in op.policies}
-        inserted = len(new)
-        deleted = len(current)
+        # Counted against the current set, so re-installing the same set reports no change.
+        inserted = len(new.keys() - current.keys())
+        deleted = len(current.keys() - new.keys())
+        replaced = sum(1 for pid in new.keys() & current.keys() if new[pid] != current[pid])
         incoming: tuple[Policy, ...] = op.policies
     elif isinstance(op, Update):
         new = dict(current)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import gc
 import logging
 import signal
-import socket
 import threading
 from types import FrameType
 from typing import Any
@@ -30,13 +29,6 @@ from services.soap_gateway.wsgi import make_wsgi_app
 log = logging.getLogger(__name__)
 
 
-def _no_delay(client: object, userdata: object, sock: object) -> None:
-    """Disable Nagle on the broker connection: a call waits on small MQTT packets (PUBACKs,
-    statuses) that Nagle would otherwise hold until the broker's delayed ACK, 40 ms each."""
-    if isinstance(sock, socket.socket) and sock.family in (socket.AF_INET, socket.AF_INET6):
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-
 class GatewayServer:
     """One gateway: `start()` connects and serves in a thread, `stop()` ends both."""
 
@@ -44,7 +36,6 @@ class GatewayServer:
         self.settings = settings
         self.tracker = Tracker()
         self.link = BusLink(broker, settings.name, settings.nodes(), self.tracker)
-        self.link.client.on_socket_open = _no_delay
         self.core = GatewayCore(settings, self.tracker, self.link)
         self.http: Any = wsgi.Server(
             (settings.host, settings.port),

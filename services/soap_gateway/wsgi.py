@@ -117,6 +117,9 @@ class BasicAuthGuard:
 
 
 def _form_problem(body: bytes) -> tuple[str, str] | None:
+    if not body.strip():
+        # spyne raises StopIteration on an empty body instead of answering.
+        return "Client.EmptyRequest", "the request body is empty: expected a SOAP envelope"
     try:
         body.decode("utf-8")
     except UnicodeDecodeError:

@@ -101,3 +101,13 @@ def test_redelivery_is_recognised_only_for_the_same_document(tmp_path: Path) -> 
     assert is_redelivery(state, msg, "d1")
     assert not is_redelivery(state, msg, "other")
     assert not is_redelivery(state, message(2, Flush()), "d1")
+
+
+def test_install_counts_only_what_changes(tmp_path: Path) -> None:
+    state = _installed(tmp_path)  # a -> port 1000, b -> port 2000
+    same_again = Install(policies=(udp_to("a", 1000, 1), udp_to("b", 2000, 2)))
+    out = apply_message(state, message(2, same_again), settings(tmp_path))
+    assert (out.inserted, out.deleted, out.replaced) == (0, 0, 0)
+    changed = Install(policies=(udp_to("a", 1000, 3), udp_to("c", 3000, 2)))
+    out = apply_message(state, message(2, changed), settings(tmp_path))
+    assert (out.inserted, out.deleted, out.replaced) == (1, 1, 1)

@@ -159,3 +159,25 @@ def test_application_builds_a_wsdl_with_our_operations() -> None:
     app = make_application(GatewayCore(gateway_settings(), Tracker(), _NoBus()))
     names = {m.operation_name for d in app.interface.service_method_map.values() for m in d}
     assert {"Install", "Update", "Flush", "GetStatus"} <= {str(n) for n in names}
+
+
+def test_an_empty_body_is_a_fault_not_a_crash() -> None:
+    from services.soap_gateway.wsgi import BodyGuard
+
+    seen: list[str] = []
+
+    def app(environ: dict[str, object], start_response: object) -> list[bytes]:
+        seen.append("app")
+        return [b""]
+
+    statuses: list[str] = []
+    guard = BodyGuard(app, max_body_bytes=1024)
+    body = b"".join(
+        guard(
+            {"REQUEST_METHOD": "POST", "CONTENT_LENGTH": "0", "wsgi.input": io.BytesIO(b"")},
+            lambda status, headers: statuses.append(status),
+        )
+    )
+    assert statuses[0].startswith("500")
+    assert b"Client.EmptyRequest" in body
+    assert seen == []
