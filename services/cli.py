@@ -13,6 +13,7 @@ from services import netns
 from services.contracts import policy_xml
 from services.contracts.errors import InvalidInput, KernelError
 from services.contracts.settings import BrokerSettings, apply_env, read_file, validate_section
+from services.mcoa.config import McoaSettings
 from services.mobility_events.config import MobilityEventsSettings
 from services.prem.config import PremFile, PremSettings
 from services.soap_gateway.config import GatewayFile, GatewaySettings
@@ -22,6 +23,7 @@ SECTIONS: dict[str, type[BaseModel]] = {
     "prem": PremSettings,
     "soap_gateway": GatewaySettings,
     "mobility_events": MobilityEventsSettings,
+    "mcoa": McoaSettings,
 }
 
 
@@ -270,7 +272,26 @@ def build_parser() -> argparse.ArgumentParser:
         "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
     )
     events.set_defaults(func=_mobility_events_run)
+
+    agent = sub.add_parser(
+        "mcoa-agent",
+        help="the test bed's MCoA agent: Binding Updates from the MR, bindings and pipes at the HA",
+        description="Play the MCoA-enabled NEMO daemon this kernel lacks: the MR side registers "
+        "one care-of address per link (BU with a BID option), the HA side answers BAs and keeps "
+        "one routing table and SRv6 pipe per BID. Settings: the [mcoa] table.",
+    )
+    agent.add_argument("--config", type=Path, required=True, help="settings file (.toml/.yaml)")
+    agent.add_argument("--role", choices=["mr", "ha"], help="check the file's role is this one")
+    agent.add_argument("--netns", metavar="NAME", help="run in network namespace NAME")
+    agent.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    agent.set_defaults(func=_mcoa_agent_run)
     return parser
+
+
+def _mcoa_agent_run(args: argparse.Namespace) -> int:
+    from services.mcoa.agent import main as mcoa_main
+
+    return mcoa_main(args.config, args.role, args.netns, log_level=args.log_level)
 
 
 def _mobility_events_run(args: argparse.Namespace) -> int:

@@ -1,0 +1,128 @@
+"""Settings of the MCoA agent (the `[mcoa]` section): one model per role, frozen, strict.
+
+The mobile router side names its egress links (interface, BID, priority) and what it registers;
+the home agent side names the mobile routers it serves and the prefixes each may claim. Both
+share the table convention of the PREM (BID table = `table_base + bid`, as
+`services.prem.config.PremSettings.table_of`), so the PREM's fwmark rules land in the tables
+this agent fills.
+"""
+
+from __future__ import annotations
+
+from ipaddress import IPv6Address, IPv6Network
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from services.contracts.policy import NodeId
+from services.mobility_events.codec import LIFETIME_UNIT_SECONDS, MAX_LIFETIME_UNITS
+
+_MAX_LIFETIME = LIFETIME_UNIT_SECONDS * MAX_LIFETIME_UNITS
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class LinkSettings(_Frozen):
+    """One egress link of the mobile router: one care-of address, one BID, one pipe."""
+
+    interface: str = Field(min_length=1, max_length=15)
+    bid: int = Field(ge=1, le=0xFFFF)
+    priority: int = Field(default=0, ge=0, le=127, description="BID-PRI (RFC 6089)")
+    gateway: IPv6Address | None = Field(
+        default=None, description="next hop towards the HA on this link (on-link if unset)"
+    )
+
+
+class MrSettings(_Frozen):
+    """What the mobile router registers, over which links, and how often."""
+
+    mr_id: NodeId
+    home_address: IPv6Address
+    ha_address: IPv6Address
+    prefixes: tuple[IPv6Network, ...] = Field(min_length=1)
+    links: tuple[LinkSettings, ...] = Field(min_length=1)
+    lifetime: int = Field(default=60, ge=LIFETIME_UNIT_SECONDS, le=_MAX_LIFETIME)
+    refresh_fraction: float = Field(default=0.8, gt=0.1, lt=1.0)
+    retransmit_initial: float = Field(default=1.0, gt=0.0, le=10.0)
+    retransmit_max: int = Field(default=3, ge=0, le=10)
+    source_rule_priority: int = Field(
+        default=15000,
+        ge=1,
+        le=31999,
+        description="`from <CoA> to <HA>` rules that keep a BID's outer packets on its link; "
+        "must sit before the PREM's fwmark rules",
+    )
+
+    @model_validator(mode="after")
+    def _distinct(self) -> MrSettings:
+        bids = [link.bid for link in self.links]
+        if len(set(bids)) != len(bids):
+            raise ValueError(f"each link needs its own BID, got {bids}")
+        names = [link.interface for link in self.links]
+        if len(set(names)) != len(names):
+            raise ValueError(f"each interface may carry one BID, got {names}")
+        return self
+
+
+class KnownMr(_Frozen):
+    """A mobile router the home agent serves, and the prefixes it may register."""
+
+    home_address: IPv6Address
+    prefixes: tuple[IPv6Network, ...] = Field(min_length=1)
+
+
+class HaSettings(_Frozen):
+    """Who may register at this home agent and for how long at most."""
+
+    ha_address: IPv6Address
+    mobile_routers: tuple[KnownMr, ...] = Field(min_length=1)
+    max_lifetime: int = Field(default=3600, ge=LIFETIME_UNIT_SECONDS, le=_MAX_LIFETIME)
+
+    @model_validator(mode="after")
+    def _distinct(self) -> HaSettings:
+        homes = [mr.home_address for mr in self.mobile_routers]
+        if len(set(homes)) != len(homes):
+            raise ValueError("a home address is listed twice in mobile_routers")
+        return self
+
+    def known(self, home: IPv6Address) -> KnownMr | None:
+        """The entry for `home`, or None for a mobile router we do not serve."""
+        return next((mr for mr in self.mobile_routers if mr.home_address == home), None)
+
+
+class McoaSettings(_Frozen):
+    """Validated settings of one MCoA agent; exactly the section of its role is present."""
+
+    node: NodeId
+    role: Literal["mr", "ha"]
+    pipe: Literal["srv6"] = Field(
+        default="srv6", description="only SRv6 encap.red pipes are implemented (see pipes.py)"
+    )
+    table_base: int = Field(default=1000, ge=1, le=2**31 - 70000)
+    decap_table: int = Field(default=999, ge=1, le=2**31 - 1)
+    decap_rule_priority: int = Field(default=10, ge=1, le=31999)
+    local_rule_priority: int = Field(default=32000, ge=1, le=32765)
+    mr: MrSettings | None = None
+    ha: HaSettings | None = None
+
+    @model_validator(mode="after")
+    def _role_section(self) -> McoaSettings:
+        if self.role == "mr" and (self.mr is None or self.ha is not None):
+            raise ValueError("role mr needs the [mcoa.mr] section and no [mcoa.ha]")
+        if self.role == "ha" and (self.ha is None or self.mr is not None):
+            raise ValueError("role ha needs the [mcoa.ha] section and no [mcoa.mr]")
+        if self.table_base < self.decap_table <= self.table_base + 0xFFFF:
+            raise ValueError("decap_table must lie outside the BID tables")
+        if self.decap_rule_priority >= self.local_rule_priority:
+            raise ValueError("decap_rule_priority must come before local_rule_priority")
+        return self
+
+    def table_of(self, bid: int) -> int:
+        """The routing table holding `bid`'s routes (as the PREM's)."""
+        return self.table_base + bid
+
+    def owns_table(self, table: int) -> bool:
+        """Whether `table` is one of the BID tables."""
+        return self.table_base < table <= self.table_base + 0xFFFF

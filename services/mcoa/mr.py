@@ -1,0 +1,258 @@
+"""The mobile router side: register each link's care-of address, keep each BID's uplink pipe.
+
+One thread, one poll loop over: a netlink socket for address and link events, one raw MH
+socket per link (bound to that link's care-of address and device, reopened when the address
+changes), and the stop pipe. Registration decisions live in `registration.Registration`; this
+module only feeds it events and the clock and sends what it returns.
+
+Kernel state kept per link that has a care-of address (BID n, table `table_base + n`):
+`default encap seg6 mode encap.red segs <HA> dev <link>` (the uplink pipe the PREM's fwmark
+rules lead to), `<HA>/128 via <gateway> dev <link>` in the same table, and the rule
+`from <CoA> to <HA> lookup <table>` before the fwmark rules, so the outer packet (which keeps
+its mark) and the BUs leave by their own link; plus the End.DT6 decap of the care-of address
+for the downlink pipe. The kernel is updated before the BU for a new address is sent, so the
+HA's pipe never points at an address we cannot decapsulate. On stop: deregister (lifetime 0),
+wait briefly for the BAs, remove what we own.
+"""
+
+from __future__ import annotations
+
+import logging
+import select
+import socket
+import time
+from collections.abc import Callable, Iterable
+from ipaddress import IPv6Address, IPv6Network
+from typing import Any
+
+from pyroute2 import IPRoute, IPRSocket
+from pyroute2.netlink.rtnl import RTMGRP_IPV6_IFADDR, RTMGRP_LINK
+
+from services.mcoa import mhsocket, pipes
+from services.mcoa.config import LinkSettings, McoaSettings, MrSettings
+from services.mcoa.registration import Registration, Sequencer
+from services.mcoa.stopper import Stopper
+from services.mobility_events.codec import BindingAcknowledgement, BindingUpdate, decode
+from services.mobility_events.errors import MobilityHeaderError
+
+log = logging.getLogger(__name__)
+
+_IFA_F_DADFAILED = 0x08
+_IFA_F_TENTATIVE = 0x40
+_UNUSABLE = _IFA_F_DADFAILED | _IFA_F_TENTATIVE
+_SCOPE_GLOBAL = 0
+_RESYNC_SECONDS = 5.0
+_DEREGISTER_WAIT = 1.0
+
+
+def choose_care_of(
+    current: IPv6Address | None, candidates: Iterable[IPv6Address]
+) -> IPv6Address | None:
+    """Keep the current care-of address while it exists, else take the lowest candidate."""
+    found = sorted(candidates)
+    if current in found:
+        return current
+    return found[0] if found else None
+
+
+def global_addresses(ipr: Any) -> dict[int, list[IPv6Address]]:
+    """Usable global IPv6 addresses per ifindex (tentative and DAD-failed ones left out)."""
+    out: dict[int, list[IPv6Address]] = {}
+    for msg in ipr.get_addr(family=socket.AF_INET6):
+        flags = msg.get_attr("IFA_FLAGS")
+        flags = int(msg["flags"] if flags is None else flags)
+        if msg["scope"] != _SCOPE_GLOBAL or flags & _UNUSABLE:
+            continue
+        out.setdefault(int(msg["index"]), []).append(IPv6Address(msg.get_attr("IFA_ADDRESS")))
+    return out
+
+
+def desired_state(
+    settings: McoaSettings, links: Iterable[tuple[LinkSettings, int, IPv6Address]]
+) -> tuple[set[pipes.RouteSpec], set[pipes.RuleSpec]]:
+    """Routes and rules for the links that have (ifindex, care-of address) now."""
+    mr = settings.mr
+    assert mr is not None
+    ha = IPv6Network(mr.ha_address)
+    routes: set[pipes.RouteSpec] = set()
+    rules = {pipes.decap_rule(settings.decap_table, settings.decap_rule_priority)}
+    for link, oif, care_of in links:
+        table = settings.table_of(link.bid)
+        routes.add(pipes.RouteSpec(table, ha, oif, gateway=link.gateway))
+        routes.add(pipes.RouteSpec(table, IPv6Network("::/0"), oif, segment=mr.ha_address))
+        routes |= pipes.decap_specs(settings.decap_table, [care_of], oif)
+        rules.add(pipes.RuleSpec(mr.source_rule_priority, table, IPv6Network(care_of), ha))
+    return routes, rules
+
+
+class MrAgent:
+    """Runs the mobile router in the calling thread until `stopper` is set."""
+
+    def __init__(
+        self, settings: McoaSettings, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        if settings.mr is None:
+            raise ValueError("MrAgent needs settings with role mr")
+        self._settings = settings
+        self._mr: MrSettings = settings.mr
+        self._clock = clock
+        seq = Sequencer()
+        self.registrations = {
+            link.bid: Registration(self._mr, link, seq) for link in self._mr.links
+        }
+        self._sockets: dict[int, socket.socket] = {}
+        self._ifindex: dict[int, int] = {}
+
+    @property
+    def _priorities(self) -> set[int]:
+        return {self._settings.decap_rule_priority, self._mr.source_rule_priority}
+
+    def _reconcile(self, ipr: Any) -> None:
+        present = [
+            (reg.link, self._ifindex[bid], reg.care_of)
+            for bid, reg in self.registrations.items()
+            if reg.care_of is not None and bid in self._ifindex
+        ]
+        routes, rules = desired_state(self._settings, present)
+        pipes.ensure_rules(ipr, self._priorities, rules)
+        pipes.ensure_routes(ipr, routes)
+
+    def _send(self, bid: int, bu: BindingUpdate | None) -> None:
+        sock = self._sockets.get(bid)
+        if bu is None or sock is None:
+            return
+        try:
+            mhsocket.send(sock, bu, self._mr.ha_address)
+        except OSError as exc:
+            log.warning("MR: BU seq %d on BID %d not sent: %s", bu.sequence, bid, exc)
+            return
+        log.info(
+            "MR: BU seq %d BID %d CoA %s lifetime %d s sent",
+            bu.sequence,
+            bid,
+            self.registrations[bid].care_of,
+            bu.lifetime_seconds,
+        )
+
+    def _refresh_addresses(self, ipr: Any, poller: select.poll) -> None:
+        """Re-read interfaces and addresses; re-register every link whose CoA changed."""
+        indexes = {str(m.get_attr("IFLA_IFNAME")): int(m["index"]) for m in ipr.get_links()}
+        addresses = global_addresses(ipr)
+        changed: list[int] = []
+        for bid, reg in self.registrations.items():
+            index = indexes.get(reg.link.interface)
+            if index is None:
+                self._ifindex.pop(bid, None)
+            else:
+                self._ifindex[bid] = index
+            new = choose_care_of(reg.care_of, addresses.get(index, []) if index else [])
+            if new != reg.care_of or (new is not None and bid not in self._sockets):
+                changed.append(bid)
+                old = self._sockets.pop(bid, None)
+                if old is not None:
+                    poller.unregister(old.fileno())
+                    old.close()
+                reg.care_of = new
+                if new is not None:
+                    sock = mhsocket.open_mh(new, reg.link.interface)
+                    self._sockets[bid] = sock
+                    poller.register(sock.fileno(), select.POLLIN)
+                log.info("MR: BID %d on %s: care-of address %s", bid, reg.link.interface, new)
+        self._reconcile(ipr)
+        now = self._clock()
+        for bid in changed:
+            reg = self.registrations[bid]
+            self._send(bid, reg.start(reg.care_of, now))
+
+    def _on_ack(self, bid: int, ba: BindingAcknowledgement) -> None:
+        ids = ba.binding_ids
+        target = ids[0].bid if ids else bid
+        reg = self.registrations.get(target)
+        if reg is None:
+            return
+        log.info(
+            "MR: BA seq %d BID %d status %d (%s) lifetime %d s",
+            ba.sequence,
+            target,
+            ba.status,
+            ba.status_name,
+            ba.lifetime_seconds,
+        )
+        self._send(target, reg.on_ack(ba, self._clock()))
+
+    def _receive(self, ready: set[int]) -> None:
+        for bid, sock in list(self._sockets.items()):
+            if sock.fileno() not in ready:
+                continue
+            while (got := mhsocket.receive(sock)) is not None:
+                try:
+                    message = decode(got[0])
+                except MobilityHeaderError as exc:
+                    log.warning("MR: undecodable Mobility Header from %s: %s", got[1], exc)
+                    continue
+                if isinstance(message, BindingAcknowledgement):
+                    self._on_ack(bid, message)
+
+    def _deadline(self) -> float:
+        times = [r.deadline() for r in self.registrations.values()]
+        return min((t for t in times if t is not None), default=self._clock() + _RESYNC_SECONDS)
+
+    def _deregister(self, poller: select.poll) -> None:
+        now = self._clock()
+        for bid, reg in self.registrations.items():
+            if reg.care_of is not None:
+                self._send(bid, reg.deregister(now))
+        end = now + _DEREGISTER_WAIT
+        while any(r.pending is not None for r in self.registrations.values()):
+            left = end - self._clock()
+            if left <= 0:
+                break
+            ready = {fd for fd, _ in poller.poll(left * 1000)}
+            self._receive(ready)
+
+    def run(self, stopper: Stopper) -> None:
+        """Register until stopped, then deregister and remove the kernel state we own."""
+        ipr = IPRoute()
+        events = IPRSocket()
+        poller = select.poll()
+        try:
+            events.bind(groups=RTMGRP_IPV6_IFADDR | RTMGRP_LINK)
+            pipes.move_local_rule(ipr, self._settings.local_rule_priority)
+            poller.register(events.fileno(), select.POLLIN)
+            poller.register(stopper.fileno(), select.POLLIN)
+            self._refresh_addresses(ipr, poller)
+            resync_at = self._clock() + _RESYNC_SECONDS
+            while not stopper.stopped:
+                wait = max(0.0, min(self._deadline(), resync_at) - self._clock())
+                ready = {fd for fd, _ in poller.poll(wait * 1000)}
+                if stopper.stopped:
+                    break
+                if events.fileno() in ready:
+                    events.get()
+                    self._drain(events)
+                    self._refresh_addresses(ipr, poller)
+                self._receive(ready)
+                now = self._clock()
+                for bid, reg in self.registrations.items():
+                    self._send(bid, reg.tick(now))
+                if now >= resync_at:
+                    self._reconcile(ipr)
+                    resync_at = now + _RESYNC_SECONDS
+            self._deregister(poller)
+        finally:
+            try:
+                pipes.ensure_routes(ipr, set())
+                pipes.ensure_rules(ipr, self._priorities, set())
+            finally:
+                for sock in self._sockets.values():
+                    sock.close()
+                events.close()
+                ipr.close()
+
+    @staticmethod
+    def _drain(events: Any) -> None:
+        """Read every queued event: one re-read of the addresses covers them all."""
+        poller = select.poll()
+        poller.register(events.fileno(), select.POLLIN)
+        while poller.poll(0):
+            events.get()

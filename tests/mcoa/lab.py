@@ -1,0 +1,207 @@
+"""A namespace lab for the MCoA agents: CN -> HA, and HA <-> MR over two direct links.
+
+```
+ [cn] c0 ---- h0 [ha] h1 ---- m1 [mr] m0 ---- n0 [mnn]   link 1, 2001:db8:1::/64, BID 1
+                      h2 ---- m2                         link 2, 2001:db8:2::/64, BID 2
+```
+The HA address 2001:db8:100::1 sits on the HA's loopback; the mobile network prefix
+2001:db8:ff::/64 is the MR's m0 link, with the MNN at 2001:db8:ff::1. (Not on the MR's
+loopback: End.DT6 routes the inner packet by the main table alone, where a local-only address
+has no route.) The HA's main table has no route to the MNP: only the
+BID tables, filled by the agent, lead there. Agents run as subprocesses under `ip netns exec`,
+so SIGTERM and SIGKILL reach them as in production.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from services import netns
+
+HA_ADDRESS = "2001:db8:100::1"
+MR_HOME = "2001:db8:100::2"
+MNP = "2001:db8:ff::/64"
+MNN = "2001:db8:ff::1"
+CN = "2001:db8:c::2"
+TABLE_BASE = 1000
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def wait_for(what: str, check: Callable[[], bool], timeout: float, step: float = 0.01) -> float:
+    """Poll `check` until true; return the seconds it took, fail with `what` at the deadline."""
+    start = time.monotonic()
+    while not check():
+        if time.monotonic() - start > timeout:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(step)
+    return time.monotonic() - start
+
+
+@dataclass
+class McoaLab:
+    """Names and helpers of one lab; `build` creates it in namespaces from `make`."""
+
+    make: Callable[[str], str]
+    workdir: Path
+    cn: str = ""
+    ha: str = ""
+    mr: str = ""
+    mnn: str = ""
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def build(self) -> None:
+        self.cn, self.ha, self.mr = self.make("cn"), self.make("ha"), self.make("mr")
+        self.mnn = self.make("mnn")
+        base = 2000 + int.from_bytes(os.urandom(2), "big") % 40000
+        netns.veth(self.cn, "c0", self.ha, "h0", base)
+        netns.veth(self.ha, "h1", self.mr, "m1", base + 2)
+        netns.veth(self.ha, "h2", self.mr, "m2", base + 4)
+        netns.veth(self.mr, "m0", self.mnn, "n0", base + 6)
+        for ns in (self.cn, self.ha, self.mr, self.mnn):
+            for key in (
+                "net.ipv6.conf.all.keep_addr_on_down=1",
+                "net.ipv6.conf.all.accept_dad=0",
+                "net.ipv6.conf.default.accept_dad=0",
+                "net.ipv6.conf.all.forwarding=1",
+            ):
+                netns.run(ns, ["sysctl", "-qw", key])
+        for ns, dev in ((self.ha, "h1"), (self.ha, "h2"), (self.mr, "m1"), (self.mr, "m2")):
+            netns.run(ns, ["ip", "link", "set", dev, "mtu", "1600"])
+        self._addr(self.cn, "c0", f"{CN}/64")
+        self._addr(self.ha, "h0", "2001:db8:c::1/64")
+        self._addr(self.ha, "h1", "2001:db8:1::1/64")
+        self._addr(self.ha, "h2", "2001:db8:2::1/64")
+        self._addr(self.ha, "lo", f"{HA_ADDRESS}/128")
+        self._addr(self.mr, "m1", "2001:db8:1::2/64")
+        self._addr(self.mr, "m2", "2001:db8:2::2/64")
+        self._addr(self.mr, "m0", "2001:db8:ff::fe/64")
+        self._addr(self.mnn, "n0", f"{MNN}/64")
+        netns.run(self.cn, ["ip", "-6", "route", "add", "default", "via", "2001:db8:c::1"])
+        netns.run(self.mnn, ["ip", "-6", "route", "add", "default", "via", "2001:db8:ff::fe"])
+        self.warm_up()
+
+    def warm_up(self) -> None:
+        """Resolve the neighbours on the path once, so a burst is not lost to queued ND."""
+        for ns, target in (
+            (self.cn, "2001:db8:c::1"),
+            (self.ha, CN),
+            (self.mnn, "2001:db8:ff::fe"),
+            (self.mr, MNN),
+            (self.ha, "2001:db8:1::2"),
+            (self.ha, "2001:db8:2::2"),
+        ):
+            netns.run(ns, ["ping", "-c", "1", "-W", "2", target], check=False)
+
+    def mark_by_port(self) -> None:
+        """In HA and MR: UDP to port 5001 gets BID 1's mark, 5002 BID 2's (as the PREM would)."""
+        ruleset = (
+            "table ip6 mcoatest {\n"
+            "  chain pre { type filter hook prerouting priority mangle;\n"
+            "    udp dport 5001 meta mark set 0x10000\n"
+            "    udp dport 5002 meta mark set 0x20000\n"
+            "  }\n"
+            "}\n"
+        )
+        path = self.workdir / "mark.nft"
+        path.write_text(ruleset)
+        for ns, bid in ((ns, bid) for ns in (self.ha, self.mr) for bid in (1, 2)):
+            if bid == 1:
+                netns.run(ns, ["nft", "-f", str(path)])
+            netns.run(
+                ns,
+                [
+                    "ip",
+                    "-6",
+                    "rule",
+                    "add",
+                    "pref",
+                    "20000",
+                    "fwmark",
+                    f"{bid << 16:#x}/0xff0000",
+                    "lookup",
+                    str(TABLE_BASE + bid),
+                ],
+            )
+
+    def _addr(self, ns: str, dev: str, address: str) -> None:
+        netns.run(ns, ["ip", "-6", "addr", "add", address, "dev", dev, "nodad"])
+
+    def write_config(self, role: str, *, lifetime: int = 60) -> Path:
+        if role == "ha":
+            body = (
+                '[mcoa]\nnode = "ha1"\nrole = "ha"\n'
+                f'[mcoa.ha]\nha_address = "{HA_ADDRESS}"\n'
+                "[[mcoa.ha.mobile_routers]]\n"
+                f'home_address = "{MR_HOME}"\nprefixes = ["2001:db8:ff::/48"]\n'
+            )
+        else:
+            body = (
+                '[mcoa]\nnode = "mr1"\nrole = "mr"\n'
+                f'[mcoa.mr]\nmr_id = "mr1"\nhome_address = "{MR_HOME}"\n'
+                f'ha_address = "{HA_ADDRESS}"\nprefixes = ["{MNP}"]\nlifetime = {lifetime}\n'
+                "links = [\n"
+                '  { interface = "m1", bid = 1, priority = 10, gateway = "2001:db8:1::1" },\n'
+                '  { interface = "m2", bid = 2, priority = 5, gateway = "2001:db8:2::1" },\n'
+                "]\n"
+            )
+        path = self.workdir / f"{role}.toml"
+        path.write_text(body)
+        return path
+
+    def start(self, role: str, **config: int) -> None:
+        ns = self.ha if role == "ha" else self.mr
+        log = (self.workdir / f"{role}.log").open("wb")
+        self.procs[role] = subprocess.Popen(
+            [
+                "ip",
+                "netns",
+                "exec",
+                ns,
+                sys.executable,
+                "-m",
+                "services.cli",
+                "mcoa-agent",
+                "--role",
+                role,
+                "--config",
+                str(self.write_config(role, **config)),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+        )
+
+    def log(self, role: str) -> str:
+        return (self.workdir / f"{role}.log").read_text(errors="replace")
+
+    def signal(self, role: str, sig: signal.Signals) -> int:
+        proc = self.procs[role]
+        proc.send_signal(sig)
+        return proc.wait(timeout=10)
+
+    def stop_all(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=10)
+
+    def routes(self, ns: str, table: int) -> str:
+        return netns.run(ns, ["ip", "-6", "route", "show", "table", str(table)], check=False)
+
+    def tx_packets(self, ns: str, dev: str) -> int:
+        return int(netns.run(ns, ["cat", f"/sys/class/net/{dev}/statistics/tx_packets"]))
+
+    def udp_no_ports(self, ns: str | None = None) -> int:
+        """Datagrams `ns` (the MNN) got for a closed port: proof that they were decapsulated."""
+        for line in netns.run(ns or self.mnn, ["cat", "/proc/net/snmp6"]).splitlines():
+            name, _, value = line.partition(" ")
+            if name == "Udp6NoPorts":
+                return int(value.strip())
+        raise AssertionError("no Udp6NoPorts in /proc/net/snmp6")
