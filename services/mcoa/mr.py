@@ -17,6 +17,7 @@ wait briefly for the BAs, remove what we own.
 
 from __future__ import annotations
 
+import errno
 import logging
 import select
 import socket
@@ -26,6 +27,7 @@ from ipaddress import IPv6Address, IPv6Network
 from typing import Any
 
 from pyroute2 import IPRoute, IPRSocket
+from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.rtnl import RTMGRP_IPV6_IFADDR, RTMGRP_LINK
 
 from services.mcoa import mhsocket, pipes
@@ -162,6 +164,8 @@ class MrAgent:
         now = self._clock()
         for bid in changed:
             reg = self.registrations[bid]
+            if reg.care_of is not None and bid in self._ifindex:
+                _forget_next_hop(ipr, reg.link.gateway, self._ifindex[bid])
             self._send(bid, reg.start(reg.care_of, now))
 
     def _on_ack(self, bid: int, ba: BindingAcknowledgement) -> None:
@@ -256,3 +260,17 @@ class MrAgent:
         poller.register(events.fileno(), select.POLLIN)
         while poller.poll(0):
             events.get()
+
+
+def _forget_next_hop(ipr: Any, gateway: object, ifindex: int) -> None:
+    """Make the BU's next hop be resolved again, with a Neighbour Solicitation sourced from the
+    new care-of address: the access side then learns the new address's link-layer address from
+    it (RFC 4861 7.2.3) and its BA goes out at once. Without this the BA waited in the peer's
+    neighbour queue for a full retransmission timer (1 s, measured)."""
+    if gateway is None:
+        return
+    try:
+        ipr.neigh("del", dst=str(gateway), ifindex=ifindex)
+    except NetlinkError as exc:
+        if exc.code not in (errno.ENOENT, errno.ESRCH):
+            raise
