@@ -60,6 +60,10 @@ def _wait_event(
     raise AssertionError(f"no such event within {timeout_s} s; saw {seen}")
 
 
+def _registered(bid: int) -> Callable[[Arrival], bool]:
+    return lambda a: a.event.event is BindingEventKind.REGISTERED and a.event.bid == bid
+
+
 def test_agent_signalling_becomes_binding_events(
     lab: McoaLab, broker: tuple[str, int], topic_root: str, tmp_path: Path
 ) -> None:
@@ -71,14 +75,7 @@ def test_agent_signalling_becomes_binding_events(
             wait_for("HA listening", lambda: "serving on" in lab.log("ha"), 10)
             lab.start("mr")
             registered = {
-                _wait_event(
-                    listener,
-                    lambda a, b=bid: (
-                        a.event.event is BindingEventKind.REGISTERED and a.event.bid == b
-                    ),
-                    10,
-                ).event.care_of_address
-                for bid in (1, 2)
+                _wait_event(listener, _registered(bid), 10).event.care_of_address for bid in (1, 2)
             }
             assert registered == {"2001:db8:1::2", "2001:db8:2::2"}
 
