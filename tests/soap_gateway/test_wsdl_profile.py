@@ -72,7 +72,7 @@ def test_message_parts_name_elements_and_at_most_one_per_body(wsdl: etree._Eleme
 def test_operation_names_are_unique_and_every_operation_has_a_soap_action(
     wsdl: etree._Element,
 ) -> None:
-    names = [op.get("name") for op in wsdl.findall("wsdl:portType/wsdl:operation", NS)]
+    names = [str(op.get("name")) for op in wsdl.findall("wsdl:portType/wsdl:operation", NS)]
     assert sorted(names) == ["Flush", "GetStatus", "Install", "Update"]
     assert len(names) == len(set(names)), "R2304: operation names are unique in a portType"
     for operation in wsdl.findall("wsdl:binding/wsdl:operation", NS):
