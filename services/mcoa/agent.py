@@ -4,6 +4,10 @@
 SIGTERM and
 SIGINT stop the loop cleanly (the MR then deregisters, both remove their kernel state); a
 SIGKILL leaves the bindings to expire at the HA, which is what soft state is for.
+
+An HA with `publish_events` also reads the top-level `[broker]` table and publishes its own
+binding events; its bus connection is made before entering --netns, from the namespace the
+agent was started in (the management side).
 """
 
 from __future__ import annotations
@@ -14,13 +18,14 @@ from pathlib import Path
 
 from services import netns
 from services.contracts.errors import ConfigError, InvalidInput, KernelError, Problem
-from services.contracts.settings import apply_env, read_file, validate_section
+from services.contracts.settings import BrokerSettings, apply_env, read_file, validate_section
 from services.mcoa.config import McoaSettings
-from services.mcoa.ha import HaAgent
+from services.mcoa.ha import BusPublisher, HaAgent
 from services.mcoa.mr import MrAgent
 from services.mcoa.stopper import Stopper
 
 SECTION = "mcoa"
+BROKER_SECTION = "broker"
 
 
 def load(path: Path, role: str | None = None) -> McoaSettings:
@@ -31,24 +36,46 @@ def load(path: Path, role: str | None = None) -> McoaSettings:
     return settings
 
 
-def run(settings: McoaSettings, netns_name: str | None, stopper: Stopper | None = None) -> None:
+def load_broker(path: Path) -> BrokerSettings:
+    """The `[broker]` table of a settings file (defaults when absent)."""
+    return validate_section(BrokerSettings, apply_env(read_file(path)), BROKER_SECTION)
+
+
+def run(
+    settings: McoaSettings,
+    netns_name: str | None,
+    stopper: Stopper | None = None,
+    broker: BrokerSettings | None = None,
+) -> None:
     """Run the agent of `settings.role` (in `netns_name` if given) until SIGTERM or `stopper`.
 
     Signal handlers are installed only when no `stopper` is passed (the main-thread case).
+    An HA with `publish_events` connects to `broker` (defaults if None) first, while still in
+    the namespace it was started in; only then does it enter `netns_name`.
     """
-    if netns_name is not None:
-        netns.enter(netns_name)
-    own = stopper is None
-    stop = Stopper() if stopper is None else stopper
-    if own:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda _signum, _frame: stop.stop())
+    publisher: BusPublisher | None = None
+    if settings.ha is not None and settings.ha.publish_events:
+        publisher = BusPublisher(settings.node, broker or BrokerSettings())
+        publisher.start()
     try:
-        agent = MrAgent(settings) if settings.role == "mr" else HaAgent(settings)
-        agent.run(stop)
-    finally:
+        if netns_name is not None:
+            netns.enter(netns_name)
+        own = stopper is None
+        stop = Stopper() if stopper is None else stopper
         if own:
-            stop.close()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, lambda _signum, _frame: stop.stop())
+        try:
+            agent = (
+                MrAgent(settings) if settings.role == "mr" else HaAgent(settings, events=publisher)
+            )
+            agent.run(stop)
+        finally:
+            if own:
+                stop.close()
+    finally:
+        if publisher is not None:
+            publisher.close()
 
 
 def main(config: Path, role: str | None, netns_name: str | None, *, log_level: str) -> int:
@@ -57,13 +84,14 @@ def main(config: Path, role: str | None, netns_name: str | None, *, log_level: s
 
     try:
         settings = load(config, role)
+        broker = load_broker(config)
     except InvalidInput as exc:
         for problem in exc.problems:
             print(f"{config}: {problem}", file=sys.stderr)
         return 2
     logsetup.configure(settings.node, level=log_level)
     try:
-        run(settings, netns_name)
+        run(settings, netns_name, broker=broker)
     except (KernelError, PermissionError) as exc:
         print(f"node {settings.node}: mcoa agent failed: {exc}", file=sys.stderr)
         return 1

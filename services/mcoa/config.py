@@ -10,7 +10,7 @@ this agent fills.
 from __future__ import annotations
 
 from ipaddress import IPv6Address, IPv6Network
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -66,11 +66,32 @@ class MrSettings(_Frozen):
         return self
 
 
-class KnownMr(_Frozen):
-    """A mobile router the home agent serves, and the prefixes it may register."""
+def default_mr_id(home: IPv6Address | str) -> str:
+    """The bus id of a mobile router whose entry names none: `mr-` and its home address with
+    `-` for `:` (`2001:db8:100::2` -> `mr-2001-db8-100--2`), unique as home addresses are."""
+    return "mr-" + IPv6Address(home).compressed.replace(":", "-")
 
+
+class KnownMr(_Frozen):
+    """A mobile router the home agent serves, and the prefixes it may register.
+
+    `id` names the router on the bus (binding event topics); absent, it is derived from the
+    home address (`default_mr_id`), so older files stay valid.
+    """
+
+    id: NodeId
     home_address: IPv6Address
     prefixes: tuple[IPv6Network, ...] = Field(min_length=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_id(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("id") is None and "home_address" in data:
+            try:
+                return {**data, "id": default_mr_id(data["home_address"])}
+            except (TypeError, ValueError):
+                return data  # the home address field reports its own error
+        return data
 
 
 class HaSettings(_Frozen):
@@ -79,13 +100,25 @@ class HaSettings(_Frozen):
     ha_address: IPv6Address
     mobile_routers: tuple[KnownMr, ...] = Field(min_length=1)
     max_lifetime: int = Field(default=3600, ge=LIFETIME_UNIT_SECONDS, le=_MAX_LIFETIME)
+    publish_events: bool = Field(
+        default=False,
+        description="publish a binding event per binding cache change on the bus (the "
+        "top-level [broker] table), as the mobility-events service does from captures",
+    )
 
     @model_validator(mode="after")
     def _distinct(self) -> HaSettings:
         homes = [mr.home_address for mr in self.mobile_routers]
         if len(set(homes)) != len(homes):
             raise ValueError("a home address is listed twice in mobile_routers")
+        ids = [mr.id for mr in self.mobile_routers]
+        if len(set(ids)) != len(ids):
+            raise ValueError("a mobile router id is listed twice in mobile_routers")
         return self
+
+    def mr_ids(self) -> dict[IPv6Address, str]:
+        """Home address -> bus id of every mobile router served."""
+        return {mr.home_address: mr.id for mr in self.mobile_routers}
 
     def known(self, home: IPv6Address) -> KnownMr | None:
         """The entry for `home`, or None for a mobile router we do not serve."""

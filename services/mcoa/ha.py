@@ -5,7 +5,12 @@ goes through the pure `cache.decide`; when the cache changes, the kernel is reco
 `desired_pipes` (idempotent, verified) before the BA leaves, so an accepted BA means the pipe
 exists. A care-of address the HA cannot route to is refused with 143 (forwarding setup
 failed) and the old binding stays. Bindings run out on their own clock (`expire`), and the
-routes go with them. On stop every route and rule this agent owns is removed.
+routes go with them (a binding that ran out is dropped before the next BU is judged,
+so that BU registers anew). On stop every route and rule this agent owns is removed.
+
+With `publish_events`, each cache change also becomes a `BindingEvent` (derived purely in
+`services.mcoa.events`), handed to an `EventSink` after the BA left; `BusPublisher` is the sink
+that publishes them with QoS 1 on the same topics as the mobility-events service.
 """
 
 from __future__ import annotations
@@ -14,14 +19,19 @@ import logging
 import select
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from ipaddress import IPv6Address
 from typing import Any
 
+import paho.mqtt.client as mqtt
 from pyroute2 import IPRoute
 
+from services import bus
 from services.contracts.errors import KernelError
-from services.mcoa import mhsocket, pipes
+from services.contracts.messages import BindingEvent, Presence, encode
+from services.contracts.settings import BrokerSettings
+from services.contracts.topics import Topics
+from services.mcoa import events, mhsocket, pipes
 from services.mcoa.cache import (
     Binding,
     BindingKey,
@@ -44,20 +54,121 @@ _RESYNC_SECONDS = 5.0
 _IFF_UP = 0x1
 _LOOPBACK_INDEX = 1
 _IFF_LOOPBACK = 0x8
+SERVICE = "mcoa-ha"
+
+#: Takes the events of one step, in order (the agent's thread calls it; it must not block).
+EventSink = Callable[[Sequence[BindingEvent]], None]
+
+
+class BusPublisher:
+    """The HA's own binding events on the bus: QoS 1 on `Topics.binding_event(mr, bid)`.
+
+    Presence (retained) says online after `start` and offline on `close`; the broker sends
+    the offline last will when the agent dies. `start` connects from the calling thread's
+    namespace and paho's thread stays there: call it before `netns.enter` (as the PREM
+    worker), so the bus is reached from the management side.
+    """
+
+    def __init__(self, node: str, broker: BrokerSettings) -> None:
+        self.node = node
+        self.broker = broker
+        self.topics = Topics(broker.topic_root)
+        self.published = 0
+        self._started = False
+        self.client = bus.make_client(
+            broker,
+            bus.client_id(SERVICE, node, broker.topic_root),
+            will_topic=self.topics.presence(node),
+            will=self._presence(online=False),
+        )
+        self.client.on_connect = self._on_connect
+
+    def start(self) -> None:
+        """Connect (waits a while for the broker, then paho keeps retrying) and say hello."""
+        bus.start(self.client, self.broker)
+        self._started = True
+        self._publish_presence(online=True)
+
+    def __call__(self, batch: Sequence[BindingEvent]) -> None:
+        for event in batch:
+            self.published += 1
+            numbered = event.model_copy(update={"sequence": self.published})
+            topic = self.topics.binding_event(event.mobile_router, event.bid)
+            self.client.publish(topic, encode(numbered), qos=1)
+            log.info(
+                "HA: event %s %s BID %d CoA %s%s",
+                event.event.value,
+                event.mobile_router,
+                event.bid,
+                event.care_of_address,
+                f" ({event.status_name})" if event.status else "",
+            )
+
+    def close(self) -> None:
+        """Say offline, then disconnect (queued QoS 1 events go out first when connected)."""
+        if self._started:
+            info = self._publish_presence(online=False)
+            if self.client.is_connected():
+                try:
+                    info.wait_for_publish(timeout=2.0)
+                except (RuntimeError, ValueError):
+                    log.warning("HA: offline presence not sent")
+        self.client.disconnect()
+        self.client.loop_stop()
+        log.info("HA: bus publisher stopped (%d events published)", self.published)
+
+    def _on_connect(
+        self,
+        client: mqtt.Client,
+        userdata: object,
+        flags: mqtt.ConnectFlags,
+        reason: object,
+        props: object,
+    ) -> None:
+        log.info("HA: connected to broker (%s)", reason)
+        if self._started:
+            self._publish_presence(online=True)
+
+    def _presence(self, *, online: bool) -> Presence:
+        return Presence(sender=self.node, node=self.node, service=SERVICE, online=online)
+
+    def _publish_presence(self, *, online: bool) -> mqtt.MQTTMessageInfo:
+        return self.client.publish(
+            self.topics.presence(self.node),
+            encode(self._presence(online=online)),
+            qos=1,
+            retain=True,
+        )
 
 
 class HaAgent:
     """Runs the home agent in the calling thread until `stopper` is set."""
 
     def __init__(
-        self, settings: McoaSettings, *, clock: Callable[[], float] = time.monotonic
+        self,
+        settings: McoaSettings,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        events: EventSink | None = None,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         if settings.ha is None:
             raise ValueError("HaAgent needs settings with role ha")
         self._settings = settings
         self._ha: HaSettings = settings.ha
         self._clock = clock
+        self._events = events
+        self._wall_clock = wall_clock
+        self._ids = self._ha.mr_ids()
         self.cache: dict[BindingKey, Binding] = {}
+
+    def _emit(self, batch: Sequence[BindingEvent]) -> None:
+        if self._events is None or not batch:
+            return
+        try:
+            self._events(batch)
+        except Exception:  # a bus problem must not take the home agent down
+            log.exception("HA: could not hand over %d binding event(s)", len(batch))
 
     def _endpoint_oif(self, ipr: Any) -> int:
         """The device for the End.DT6 route of the HA address.
@@ -144,6 +255,9 @@ class HaAgent:
             if not isinstance(message, BindingUpdate):
                 continue
             started = self._clock()
+            # A binding that ran out is gone before the BU is judged (a new BU registers anew).
+            self._expire(ipr, started)
+            before = self.cache
             decision = self._handle(ipr, message, source, started)
             bids = [b.bid for b in message.binding_ids]
             log.info(
@@ -159,6 +273,18 @@ class HaAgent:
             )
             if decision.ack is not None:
                 mhsocket.send(sock, decision.ack, source)
+            if self._events is not None:
+                self._emit(
+                    events.decision_events(
+                        self._settings.node,
+                        self._ids,
+                        before,
+                        decision,
+                        bu=message,
+                        source=source,
+                        now=self._wall_clock(),
+                    )
+                )
 
     def _expire(self, ipr: Any, now: float) -> None:
         kept, gone = expire(self.cache, now)
@@ -168,6 +294,10 @@ class HaAgent:
             log.info("HA: binding of %s BID %d (CoA %s) expired", b.home, b.bid, b.care_of)
         self.cache = kept
         self._apply(ipr, self.cache)
+        if self._events is not None:
+            self._emit(
+                events.expired_events(self._settings.node, self._ids, gone, self._wall_clock())
+            )
 
     def run(self, stopper: Stopper) -> None:
         """Serve until stopped; kernel errors and unexpected exceptions end the agent loudly."""

@@ -133,14 +133,20 @@ class McoaLab:
     def _addr(self, ns: str, dev: str, address: str) -> None:
         netns.run(ns, ["ip", "-6", "addr", "add", address, "dev", dev, "nodad"])
 
-    def write_config(self, role: str, *, lifetime: int = 60) -> Path:
+    def write_config(self, role: str, *, lifetime: int = 60, topic_root: str | None = None) -> Path:
+        """The agent's settings; with `topic_root` the HA publishes its binding events there."""
         if role == "ha":
+            publish = "" if topic_root is None else "publish_events = true\n"
             body = (
                 '[mcoa]\nnode = "ha1"\nrole = "ha"\n'
-                f'[mcoa.ha]\nha_address = "{HA_ADDRESS}"\n'
+                f'[mcoa.ha]\nha_address = "{HA_ADDRESS}"\n{publish}'
                 "[[mcoa.ha.mobile_routers]]\n"
                 f'home_address = "{MR_HOME}"\nprefixes = ["2001:db8:ff::/48"]\n'
             )
+            if topic_root is not None:
+                body += (
+                    f'id = "mr1"\n[broker]\ntopic_root = "{topic_root}"\nsession_expiry_s = 60\n'
+                )
         else:
             body = (
                 '[mcoa]\nnode = "mr1"\nrole = "mr"\n'
@@ -155,23 +161,27 @@ class McoaLab:
         path.write_text(body)
         return path
 
-    def start(self, role: str, **config: int) -> None:
+    def start(self, role: str, *, lifetime: int = 60) -> None:
+        """Start one agent under `ip netns exec` (in its namespace, bus included)."""
+        self._spawn(role, self.write_config(role, lifetime=lifetime), in_netns=True)
+
+    def start_publishing_ha(self, topic_root: str) -> None:
+        """Start the HA publishing its own binding events under `topic_root`; it runs with
+        --netns, so its bus connection stays in our namespace (where the broker is)."""
+        self._spawn("ha", self.write_config("ha", topic_root=topic_root), in_netns=False)
+
+    def _spawn(self, role: str, config: Path, *, in_netns: bool) -> None:
         ns = self.ha if role == "ha" else self.mr
         log = (self.workdir / f"{role}.log").open("wb")
+        args = ["mcoa-agent", "--role", role, "--config", str(config)]
         self.procs[role] = subprocess.Popen(
             [
-                "ip",
-                "netns",
-                "exec",
-                ns,
+                *(["ip", "netns", "exec", ns] if in_netns else []),
                 sys.executable,
                 "-m",
                 "services.cli",
-                "mcoa-agent",
-                "--role",
-                role,
-                "--config",
-                str(self.write_config(role, **config)),
+                *args,
+                *([] if in_netns else ["--netns", ns]),
             ],
             stdout=log,
             stderr=subprocess.STDOUT,

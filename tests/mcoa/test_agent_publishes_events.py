@@ -1,0 +1,109 @@
+"""Issue 5, second input: the HA agent publishes its own binding events, same model and topics.
+
+No mobility-events service runs: the events on the broker come from the home agent's binding
+cache decisions. The steps are those of test_agents_events.py: two BIDs register, then a
+care-of address change on one MR link shows up as coa-changed with the previous address;
+then the MR deregisters both, and the HA says offline as it stops.
+"""
+
+from __future__ import annotations
+
+import queue
+import signal
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from services import netns
+from services.contracts.messages import BindingEventKind
+from services.contracts.settings import BrokerSettings
+from services.mobility_events.lab import Arrival, EventListener
+from tests.mcoa.lab import McoaLab, wait_for
+
+pytestmark = [pytest.mark.kernel, pytest.mark.broker]
+
+
+@pytest.fixture
+def lab(make_netns: Callable[[str], str], tmp_path: Path) -> Iterator[McoaLab]:
+    built = McoaLab(make_netns, tmp_path)
+    built.build()
+    try:
+        yield built
+    finally:
+        built.stop_all()
+
+
+def _wait_event(
+    listener: EventListener, want: Callable[[Arrival], bool], timeout_s: float
+) -> Arrival:
+    deadline = time.monotonic() + timeout_s
+    seen = []
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            arrival = listener.next(timeout_s=left)
+        except queue.Empty:
+            break
+        if want(arrival):
+            return arrival
+        seen.append((arrival.event.event.value, arrival.event.bid))
+    raise AssertionError(f"no such event within {timeout_s} s; saw {seen}")
+
+
+def _registered(bid: int) -> Callable[[Arrival], bool]:
+    return lambda a: a.event.event is BindingEventKind.REGISTERED and a.event.bid == bid
+
+
+def _deregistered(bid: int) -> Callable[[Arrival], bool]:
+    return lambda a: a.event.event is BindingEventKind.DEREGISTERED and a.event.bid == bid
+
+
+def test_ha_agent_publishes_its_binding_events(
+    lab: McoaLab, broker: tuple[str, int], topic_root: str
+) -> None:
+    listener = EventListener(BrokerSettings(host=broker[0], port=broker[1], topic_root=topic_root))
+    try:
+        lab.start_publishing_ha(topic_root)
+        listener.wait_online("ha1")
+        wait_for("HA listening", lambda: "serving on" in lab.log("ha"), 10)
+        lab.start("mr")
+        arrivals = [_wait_event(listener, _registered(bid), 10) for bid in (1, 2)]
+        assert {a.event.care_of_address for a in arrivals} == {"2001:db8:1::2", "2001:db8:2::2"}
+        for arrival in arrivals:
+            assert arrival.event.sender == "ha1"
+            assert arrival.event.mobile_router == "mr1"
+            assert arrival.event.status == 0
+            assert arrival.topic == f"{topic_root}/mr/mr1/binding/{arrival.event.bid}"
+
+        netns.run(lab.mr, ["ip", "-6", "addr", "add", "2001:db8:1::3/64", "dev", "m1", "nodad"])
+        moved_at = time.time()
+        netns.run(lab.mr, ["ip", "-6", "addr", "del", "2001:db8:1::2/64", "dev", "m1"])
+        moved = _wait_event(
+            listener,
+            lambda a: a.event.event is BindingEventKind.COA_CHANGED and a.event.bid == 1,
+            5,
+        )
+        took = moved.at - moved_at
+        print(f"CoA change -> coa-changed event from the HA agent in {took * 1000:.1f} ms")
+        assert moved.event.mobile_router == "mr1"
+        assert moved.event.care_of_address == "2001:db8:1::3"
+        assert moved.event.previous_care_of_address == "2001:db8:1::2"
+        assert took < 0.2, (
+            f"the event arrived {took * 1000:.0f} ms after the address change"
+            f"\n{lab.log('mr')[-3000:]}\n{lab.log('ha')[-3000:]}"
+        )
+
+        # The MR deregisters on SIGTERM: each binding leaves the HA's cache, with its CoA.
+        assert lab.signal("mr", signal.SIGTERM) == 0
+        gone = {
+            _wait_event(listener, _deregistered(bid), 5).event.care_of_address for bid in (1, 2)
+        }
+        assert gone == {"2001:db8:1::3", "2001:db8:2::2"}
+
+        # The HA says goodbye on the bus as it stops.
+        assert lab.signal("ha", signal.SIGTERM) == 0
+        offline = listener.presences.get(timeout=5)
+        assert (offline.node, offline.service, offline.online) == ("ha1", "mcoa-ha", False)
+    finally:
+        listener.close()
