@@ -22,10 +22,10 @@ from services.contracts.messages import Envelope, PolicyStatus, Presence, encode
 from services.contracts.settings import BrokerSettings
 from services.contracts.topics import Topics
 from services.prem import routing
-from services.prem.backends import make_backend
 from services.prem.config import PremSettings
 from services.prem.enforcer import Enforcer
 from services.prem.linkwatch import LinkWatcher
+from services.prem.node import Fatal, Stop, Usability, start_enforcement
 
 log = logging.getLogger(__name__)
 QUEUE_SIZE = 256
@@ -38,21 +38,7 @@ class _Document:
     qos: int
 
 
-@dataclass(frozen=True)
-class _Usability:
-    unusable: frozenset[int]
-
-
-@dataclass(frozen=True)
-class _Fatal:
-    error: BaseException
-
-
-class _Stop:
-    pass
-
-
-_Item = _Document | _Usability | _Fatal | _Stop
+_Item = _Document | Usability | Fatal | Stop
 
 
 class PremWorker:
@@ -88,13 +74,10 @@ class PremWorker:
         bus.start(self.client, self.broker)
         if self.netns_name is not None:
             netns.enter(self.netns_name)
-        enforcer = Enforcer(self.settings, make_backend(self.settings))
+        enforcer, self.watcher, changed = start_enforcement(
+            self.settings, self._on_usability, self._on_fatal
+        )
         self.enforcer = enforcer
-        routing.ensure_rules(self.settings)
-        self.watcher = LinkWatcher(self.settings, self._on_usability, on_error=self._on_fatal)
-        self.watcher.start()
-        enforcer.unusable = self.watcher.current()
-        changed = enforcer.reconcile()
         log.info(
             "node %s: started (%s back end), version %d enforced, %d rules reconciled",
             self.settings.node,
@@ -111,13 +94,13 @@ class PremWorker:
     def _serve(self, enforcer: Enforcer) -> None:
         while True:
             item = self.queue.get()
-            if isinstance(item, _Stop):
+            if isinstance(item, Stop):
                 return
-            if isinstance(item, _Fatal):
+            if isinstance(item, Fatal):
                 raise RuntimeError(
                     "link watcher failed; exiting so the supervisor restarts us"
                 ) from item.error
-            if isinstance(item, _Usability):
+            if isinstance(item, Usability):
                 status = enforcer.handle_unusable(item.unusable)
                 if status is not None:
                     self._publish_status(status)
@@ -145,17 +128,17 @@ class PremWorker:
 
     def stop(self) -> None:
         """Ask the main loop to finish (thread-safe)."""
-        self.queue.put(_Stop())
+        self.queue.put(Stop())
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         log.info("node %s: signal %d, stopping", self.settings.node, signum)
         self.stop()
 
     def _on_fatal(self, error: BaseException) -> None:
-        self.queue.put(_Fatal(error))
+        self.queue.put(Fatal(error))
 
     def _on_usability(self, unusable: frozenset[int]) -> None:
-        self.queue.put(_Usability(unusable))
+        self.queue.put(Usability(unusable))
 
     def _on_connect(
         self,

@@ -41,10 +41,10 @@ from services.contracts import policy_xml
 from services.contracts.errors import MultinetError, PolicyDocumentError, Problem
 from services.contracts.messages import Presence, Refusal
 from services.prem import routing
-from services.prem.backends import make_backend
 from services.prem.config import PremSettings, Role
 from services.prem.enforcer import Enforcer
 from services.prem.linkwatch import LinkWatcher
+from services.prem.node import Fatal, Stop, Usability, start_enforcement
 from services.soap_gateway.auth import Caller
 from services.soap_gateway.checks import CallRefused, Delivery, FaultCode, PartProblem
 from services.soap_gateway.config import GatewaySettings
@@ -232,21 +232,7 @@ class _Document:
     payload: bytes
 
 
-@dataclass(frozen=True)
-class _Usability:
-    unusable: frozenset[int]
-
-
-@dataclass(frozen=True)
-class _Fatal:
-    error: BaseException
-
-
-class _Stop:
-    pass
-
-
-_Item = _Document | _Usability | _Fatal | _Stop
+_Item = _Document | Usability | Fatal | Stop
 
 
 class StandaloneWorker:
@@ -338,12 +324,9 @@ class StandaloneWorker:
                     ) from exc
             if self.netns_name is not None:
                 netns.enter(self.netns_name)
-            enforcer = Enforcer(self.prem, make_backend(self.prem))
-            routing.ensure_rules(self.prem)
-            self.watcher = LinkWatcher(self.prem, self._on_usability, on_error=self._on_fatal)
-            self.watcher.start()
-            enforcer.unusable = self.watcher.current()
-            changed = enforcer.reconcile()
+            enforcer, self.watcher, changed = start_enforcement(
+                self.prem, self._on_usability, self._on_fatal
+            )
             self.tracker.on_presence(
                 Presence(
                     sender=self.prem.node,
@@ -376,21 +359,21 @@ class StandaloneWorker:
 
     def stop(self) -> None:
         """Ask the main loop to finish (thread-safe)."""
-        self.queue.put(_Stop())
+        self.queue.put(Stop())
 
     def _loop(self, enforcer: Enforcer) -> None:
         while True:
             item = self.queue.get()
-            if isinstance(item, _Stop):
+            if isinstance(item, Stop):
                 return
             self._handle(enforcer, item)
 
     def _handle(self, enforcer: Enforcer, item: _Item) -> None:
-        if isinstance(item, _Fatal):
+        if isinstance(item, Fatal):
             raise RuntimeError(
                 "link watcher failed; exiting so the supervisor restarts us"
             ) from item.error
-        if isinstance(item, _Usability):
+        if isinstance(item, Usability):
             fallback = enforcer.handle_unusable(item.unusable)
             if fallback is not None:
                 self.tracker.on_status(fallback)
@@ -426,7 +409,7 @@ class StandaloneWorker:
         self.stop()
 
     def _on_fatal(self, error: BaseException) -> None:
-        self.queue.put(_Fatal(error))
+        self.queue.put(Fatal(error))
 
     def _on_usability(self, unusable: frozenset[int]) -> None:
-        self.queue.put(_Usability(unusable))
+        self.queue.put(Usability(unusable))
