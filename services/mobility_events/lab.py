@@ -30,7 +30,7 @@ import paho.mqtt.client as mqtt
 from pydantic import ValidationError
 
 from services import bus, netns
-from services.contracts.messages import BindingEvent, Presence, decode
+from services.contracts.messages import BindingEvent, BindingEventKind, Presence, decode
 from services.contracts.settings import BrokerSettings
 from services.contracts.topics import Topics
 from services.mobility_events.codec import IPPROTO_MH, BindingAcknowledgement, BindingUpdate, encode
@@ -182,6 +182,22 @@ class EventListener:
     def next(self, timeout_s: float = 5.0) -> Arrival:
         """The next binding event (raises queue.Empty after `timeout_s`)."""
         return self.events.get(timeout=timeout_s)
+
+    def wait_for(self, kind: BindingEventKind, bid: int, timeout_s: float = 5.0) -> Arrival:
+        """The next event of `kind` for `bid`, skipping others; AssertionError names what came."""
+        deadline = time.monotonic() + timeout_s
+        seen = []
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                arrival = self.next(timeout_s=left)
+            except queue.Empty:
+                break
+            if arrival.event.event is kind and arrival.event.bid == bid:
+                return arrival
+            seen.append((arrival.event.event.value, arrival.event.bid))
+        raise AssertionError(
+            f"no {kind.value} event for BID {bid} within {timeout_s} s; saw {seen}"
+        )
 
     def close(self) -> None:
         """Disconnect."""

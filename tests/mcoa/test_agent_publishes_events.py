@@ -8,7 +8,6 @@ then the MR deregisters both, and the HA says offline as it stops.
 
 from __future__ import annotations
 
-import queue
 import signal
 import time
 from collections.abc import Callable, Iterator
@@ -19,7 +18,7 @@ import pytest
 from services import netns
 from services.contracts.messages import BindingEventKind
 from services.contracts.settings import BrokerSettings
-from services.mobility_events.lab import Arrival, EventListener
+from services.mobility_events.lab import EventListener
 from tests.mcoa.lab import McoaLab, wait_for
 
 pytestmark = [pytest.mark.kernel, pytest.mark.broker]
@@ -35,30 +34,6 @@ def lab(make_netns: Callable[[str], str], tmp_path: Path) -> Iterator[McoaLab]:
         built.stop_all()
 
 
-def _wait_event(
-    listener: EventListener, want: Callable[[Arrival], bool], timeout_s: float
-) -> Arrival:
-    deadline = time.monotonic() + timeout_s
-    seen = []
-    while (left := deadline - time.monotonic()) > 0:
-        try:
-            arrival = listener.next(timeout_s=left)
-        except queue.Empty:
-            break
-        if want(arrival):
-            return arrival
-        seen.append((arrival.event.event.value, arrival.event.bid))
-    raise AssertionError(f"no such event within {timeout_s} s; saw {seen}")
-
-
-def _registered(bid: int) -> Callable[[Arrival], bool]:
-    return lambda a: a.event.event is BindingEventKind.REGISTERED and a.event.bid == bid
-
-
-def _deregistered(bid: int) -> Callable[[Arrival], bool]:
-    return lambda a: a.event.event is BindingEventKind.DEREGISTERED and a.event.bid == bid
-
-
 def test_ha_agent_publishes_its_binding_events(
     lab: McoaLab, broker: tuple[str, int], topic_root: str
 ) -> None:
@@ -68,7 +43,7 @@ def test_ha_agent_publishes_its_binding_events(
         listener.wait_online("ha1")
         wait_for("HA listening", lambda: "serving on" in lab.log("ha"), 10)
         lab.start("mr")
-        arrivals = [_wait_event(listener, _registered(bid), 10) for bid in (1, 2)]
+        arrivals = [listener.wait_for(BindingEventKind.REGISTERED, bid, 10) for bid in (1, 2)]
         assert {a.event.care_of_address for a in arrivals} == {"2001:db8:1::2", "2001:db8:2::2"}
         for arrival in arrivals:
             assert arrival.event.sender == "ha1"
@@ -79,11 +54,7 @@ def test_ha_agent_publishes_its_binding_events(
         netns.run(lab.mr, ["ip", "-6", "addr", "add", "2001:db8:1::3/64", "dev", "m1", "nodad"])
         moved_at = time.time()
         netns.run(lab.mr, ["ip", "-6", "addr", "del", "2001:db8:1::2/64", "dev", "m1"])
-        moved = _wait_event(
-            listener,
-            lambda a: a.event.event is BindingEventKind.COA_CHANGED and a.event.bid == 1,
-            5,
-        )
+        moved = listener.wait_for(BindingEventKind.COA_CHANGED, 1, 5)
         took = moved.at - moved_at
         print(f"CoA change -> coa-changed event from the HA agent in {took * 1000:.1f} ms")
         assert moved.event.mobile_router == "mr1"
@@ -97,7 +68,8 @@ def test_ha_agent_publishes_its_binding_events(
         # The MR deregisters on SIGTERM: each binding leaves the HA's cache, with its CoA.
         assert lab.signal("mr", signal.SIGTERM) == 0
         gone = {
-            _wait_event(listener, _deregistered(bid), 5).event.care_of_address for bid in (1, 2)
+            listener.wait_for(BindingEventKind.DEREGISTERED, bid, 5).event.care_of_address
+            for bid in (1, 2)
         }
         assert gone == {"2001:db8:1::3", "2001:db8:2::2"}
 

@@ -7,7 +7,6 @@ coa-changed event within 200 ms of the address change.
 
 from __future__ import annotations
 
-import queue
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,7 +16,7 @@ import pytest
 from services import netns
 from services.contracts.messages import BindingEventKind
 from services.contracts.settings import BrokerSettings
-from services.mobility_events.lab import Arrival, EventListener, service_process
+from services.mobility_events.lab import EventListener, service_process
 from tests.mcoa.lab import MNP, McoaLab, wait_for
 
 pytestmark = [pytest.mark.kernel, pytest.mark.broker]
@@ -44,26 +43,6 @@ def _events_config(path: Path, topic_root: str) -> Path:
     return config
 
 
-def _wait_event(
-    listener: EventListener, want: Callable[[Arrival], bool], timeout_s: float
-) -> Arrival:
-    deadline = time.monotonic() + timeout_s
-    seen = []
-    while (left := deadline - time.monotonic()) > 0:
-        try:
-            arrival = listener.next(timeout_s=left)
-        except queue.Empty:
-            break
-        if want(arrival):
-            return arrival
-        seen.append((arrival.event.event.value, arrival.event.bid))
-    raise AssertionError(f"no such event within {timeout_s} s; saw {seen}")
-
-
-def _registered(bid: int) -> Callable[[Arrival], bool]:
-    return lambda a: a.event.event is BindingEventKind.REGISTERED and a.event.bid == bid
-
-
 def test_agent_signalling_becomes_binding_events(
     lab: McoaLab, broker: tuple[str, int], topic_root: str, tmp_path: Path
 ) -> None:
@@ -75,18 +54,15 @@ def test_agent_signalling_becomes_binding_events(
             wait_for("HA listening", lambda: "serving on" in lab.log("ha"), 10)
             lab.start("mr")
             registered = {
-                _wait_event(listener, _registered(bid), 10).event.care_of_address for bid in (1, 2)
+                listener.wait_for(BindingEventKind.REGISTERED, bid, 10).event.care_of_address
+                for bid in (1, 2)
             }
             assert registered == {"2001:db8:1::2", "2001:db8:2::2"}
 
             netns.run(lab.mr, ["ip", "-6", "addr", "add", "2001:db8:1::3/64", "dev", "m1", "nodad"])
             moved_at = time.time()
             netns.run(lab.mr, ["ip", "-6", "addr", "del", "2001:db8:1::2/64", "dev", "m1"])
-            moved = _wait_event(
-                listener,
-                lambda a: a.event.event is BindingEventKind.COA_CHANGED and a.event.bid == 1,
-                5,
-            )
+            moved = listener.wait_for(BindingEventKind.COA_CHANGED, 1, 5)
             took = moved.at - moved_at
             print(f"CoA change -> coa-changed event on the broker in {took * 1000:.1f} ms")
             assert moved.event.mobile_router == "mr1"
