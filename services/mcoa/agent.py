@@ -22,7 +22,7 @@ from services.contracts.settings import BrokerSettings, apply_env, read_file, va
 from services.mcoa.config import McoaSettings
 from services.mcoa.ha import BusPublisher, HaAgent
 from services.mcoa.mr import MrAgent
-from services.mcoa.stopper import Stopper
+from services.wakeup import Stopper
 
 SECTION = "mcoa"
 BROKER_SECTION = "broker"

@@ -33,9 +33,9 @@ from pyroute2.netlink.rtnl import RTMGRP_IPV6_IFADDR, RTMGRP_LINK
 from services.mcoa import mhsocket, pipes
 from services.mcoa.config import LinkSettings, McoaSettings, MrSettings
 from services.mcoa.registration import Registration, Sequencer
-from services.mcoa.stopper import Stopper
 from services.mobility_events.codec import BindingAcknowledgement, BindingUpdate, decode
 from services.mobility_events.errors import MobilityHeaderError
+from services.wakeup import Stopper
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 import ctypes
 import errno
 import logging
-import os
 import select
 import socket
 import struct
@@ -38,6 +37,7 @@ from ipaddress import IPv6Address
 
 from services.mobility_events.codec import IPPROTO_MH, Message, decode
 from services.mobility_events.errors import MobilityHeaderError
+from services.wakeup import Stopper
 
 log = logging.getLogger(__name__)
 
@@ -139,9 +139,7 @@ class MhCapture:
         self.stats = CaptureStats()
         self._raw: socket.socket | None = None
         self._packet: socket.socket | None = None
-        self._stopping = threading.Event()
-        self._wake_r, self._wake_w = os.pipe()
-        self._pipe_closed = False
+        self._stop = Stopper()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
     def start(self) -> None:
@@ -157,10 +155,7 @@ class MhCapture:
 
     def stop(self, timeout: float = 1.0) -> None:
         """Wake the thread, wait for it to exit, close the sockets."""
-        self._stopping.set()
-        if self._pipe_closed:
-            return
-        os.write(self._wake_w, b"x")
+        self._stop.stop()
         if self._thread.is_alive():
             self._thread.join(timeout)
         if self._thread.is_alive():
@@ -169,9 +164,7 @@ class MhCapture:
         for sock in (self._raw, self._packet):
             if sock is not None:
                 sock.close()
-        os.close(self._wake_r)
-        os.close(self._wake_w)
-        self._pipe_closed = True
+        self._stop.close()
 
     @property
     def alive(self) -> bool:
@@ -188,7 +181,7 @@ class MhCapture:
 
     def _read_loop(self) -> None:
         poller = select.poll()
-        poller.register(self._wake_r, select.POLLIN)
+        poller.register(self._stop.fileno(), select.POLLIN)
         readers: dict[int, Callable[[], bool]] = {}
         if self._raw is not None:
             poller.register(self._raw.fileno(), select.POLLIN)
@@ -196,7 +189,7 @@ class MhCapture:
         if self._packet is not None:
             poller.register(self._packet.fileno(), select.POLLIN)
             readers[self._packet.fileno()] = self._read_packet
-        while not self._stopping.is_set():
+        while not self._stop.stopped:
             for fd, _mask in poller.poll():
                 read = readers.get(fd)
                 if read is None:

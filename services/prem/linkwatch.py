@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import errno
 import logging
-import os
 import select
 import socket
 import threading
@@ -26,6 +25,7 @@ from pyroute2.netlink.rtnl import RTMGRP_IPV4_ROUTE, RTMGRP_IPV6_ROUTE, RTMGRP_L
 
 from services.contracts.errors import KernelError
 from services.prem.config import PremSettings
+from services.wakeup import Stopper
 
 log = logging.getLogger(__name__)
 
@@ -131,10 +131,8 @@ class LinkWatcher:
         self._current: frozenset[int] | None = None
         self._lock = threading.Lock()
         self._ready = threading.Event()
-        self._stopping = threading.Event()
+        self._stop = Stopper()
         self._error: BaseException | None = None
-        self._wake_r, self._wake_w = os.pipe()
-        self._pipe_closed = False
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
     def start(self, timeout: float = 5.0) -> None:
@@ -149,18 +147,13 @@ class LinkWatcher:
 
     def stop(self, timeout: float = 1.0) -> None:
         """Wake the thread and wait for it to close its sockets and exit."""
-        self._stopping.set()
-        if self._pipe_closed:
-            return
-        os.write(self._wake_w, b"x")
+        self._stop.stop()
         if self._thread.is_alive():
             self._thread.join(timeout)
         if self._thread.is_alive():
             log.warning("node %s: link watcher did not exit within %s s", self._node, timeout)
             return
-        os.close(self._wake_r)
-        os.close(self._wake_w)
-        self._pipe_closed = True
+        self._stop.close()
 
     def current(self) -> frozenset[int]:
         """The unusable BIDs as last computed (empty before the initial dump)."""
@@ -201,10 +194,10 @@ class LinkWatcher:
         try:
             self._resync(dumper)
             self._ready.set()
-            while not self._stopping.is_set():
+            while not self._stop.stopped:
                 poller = select.poll()
                 poller.register(events.fileno(), select.POLLIN)
-                poller.register(self._wake_r, select.POLLIN)
+                poller.register(self._stop.fileno(), select.POLLIN)
                 try:
                     relevant = self._drain(events, poller)
                 except OSError as exc:
@@ -216,7 +209,7 @@ class LinkWatcher:
                     events = self._open_events()
                     self._resync(dumper)
                     continue
-                if relevant and not self._stopping.is_set():
+                if relevant and not self._stop.stopped:
                     self._refresh_routes(dumper)
                     self._publish()
         finally:
@@ -229,7 +222,7 @@ class LinkWatcher:
         timeout = _POLL_MS
         for _ in range(_DRAIN_LIMIT):
             ready = {fd for fd, _mask in poller.poll(timeout)}
-            if not ready or self._wake_r in ready:
+            if not ready or self._stop.fileno() in ready:
                 break
             for msg in events.get():
                 relevant |= self._apply(msg)

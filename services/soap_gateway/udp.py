@@ -23,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from services.soap_gateway.wsgi import WsgiApp, fault_body
+from services.wakeup import Stopper
 
 log = logging.getLogger(__name__)
 
@@ -98,8 +99,7 @@ class UdpServer:
         self._sock: socket.socket | None = None
         self._pool: ThreadPoolExecutor | None = None
         self._thread: threading.Thread | None = None
-        self._wake_r, self._wake_w = socket.socketpair()
-        self._stopping = threading.Event()
+        self._stop = Stopper()
 
     @property
     def port(self) -> int:
@@ -133,25 +133,23 @@ class UdpServer:
 
     def stop(self) -> None:
         """Stop receiving, let calls in progress answer, close the socket (once)."""
-        if self._stopping.is_set():
+        if self._stop.stopped:
             return
-        self._stopping.set()
-        self._wake_w.send(b"x")
+        self._stop.stop()
         if self._thread is not None:
             self._thread.join(10)
         if self._pool is not None:
             self._pool.shutdown(wait=True)
         if self._sock is not None:
             self._sock.close()
-        self._wake_r.close()
-        self._wake_w.close()
+        self._stop.close()
 
     def _receive(self) -> None:
         assert self._sock is not None
         with selectors.DefaultSelector() as selector:
             selector.register(self._sock, selectors.EVENT_READ)
-            selector.register(self._wake_r, selectors.EVENT_READ)
-            while not self._stopping.is_set():
+            selector.register(self._stop, selectors.EVENT_READ)
+            while not self._stop.stopped:
                 for key, _ in selector.select():
                     if key.fileobj is self._sock:
                         self._take(self._sock)
