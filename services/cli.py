@@ -178,6 +178,15 @@ def _soap_gateway_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _service_options(parser: argparse.ArgumentParser) -> None:
+    """The options every long-running service command takes: its settings file and logging."""
+    parser.add_argument("--config", type=Path, required=True, help="settings file (.toml/.yaml)")
+    parser.add_argument(
+        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
+    )
+    parser.add_argument("--log-json", action="store_true", help="log one JSON object per line")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the `multinet` command."""
     parser = argparse.ArgumentParser(
@@ -202,7 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run a PREM worker until SIGTERM. Settings come from the [prem] and "
         "[broker] tables of --config, overridden by MULTINET_PREM__KEY environment variables.",
     )
-    run.add_argument("--config", type=Path, required=True, help="settings file (.toml/.yaml)")
+    _service_options(run)
     run.add_argument(
         "--netns",
         metavar="NAME",
@@ -231,8 +240,6 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         help="standalone: also serve SOAP over UDP on HOST:PORT (0: any free port)",
     )
-    run.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
-    run.add_argument("--log-json", action="store_true", help="log one JSON object per line")
     run.set_defaults(func=_prem_run)
 
     demo = prem_sub.add_parser(
@@ -250,11 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
         "from the [soap_gateway] and [broker] tables of --config, overridden by "
         "MULTINET_SOAP_GATEWAY__KEY environment variables.",
     )
-    gateway.add_argument("--config", type=Path, required=True, help="settings file (.toml/.yaml)")
-    gateway.add_argument(
-        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
-    )
-    gateway.add_argument("--log-json", action="store_true", help="log one JSON object per line")
+    _service_options(gateway)
     gateway.set_defaults(func=_soap_gateway_run)
 
     events = sub.add_parser(
@@ -265,12 +268,9 @@ def build_parser() -> argparse.ArgumentParser:
         "publish registered / refreshed / coa-changed / handover-started / deregistered / "
         "expired / rejected events. Settings: the [mobility_events] and [broker] tables.",
     )
-    events.add_argument("--config", type=Path, required=True, help="settings file (.toml/.yaml)")
+    _service_options(events)
     events.add_argument("--netns", metavar="NAME", help="capture in network namespace NAME")
     events.add_argument("--check", action="store_true", help="validate the settings and exit")
-    events.add_argument(
-        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
-    )
     events.set_defaults(func=_mobility_events_run)
 
     agent = sub.add_parser(
@@ -280,10 +280,9 @@ def build_parser() -> argparse.ArgumentParser:
         "one care-of address per link (BU with a BID option), the HA side answers BAs and keeps "
         "one routing table and SRv6 pipe per BID. Settings: the [mcoa] table.",
     )
-    agent.add_argument("--config", type=Path, required=True, help="settings file (.toml/.yaml)")
+    _service_options(agent)
     agent.add_argument("--role", choices=["mr", "ha"], help="check the file's role is this one")
     agent.add_argument("--netns", metavar="NAME", help="run in network namespace NAME")
-    agent.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     agent.set_defaults(func=_mcoa_agent_run)
     return parser
 
@@ -291,13 +290,17 @@ def build_parser() -> argparse.ArgumentParser:
 def _mcoa_agent_run(args: argparse.Namespace) -> int:
     from services.mcoa.agent import main as mcoa_main
 
-    return mcoa_main(args.config, args.role, args.netns, log_level=args.log_level)
+    return mcoa_main(
+        args.config, args.role, args.netns, log_level=args.log_level, json_logs=args.log_json
+    )
 
 
 def _mobility_events_run(args: argparse.Namespace) -> int:
     from services.mobility_events.service import main as mobility_events_main
 
-    return mobility_events_main(args.config, args.netns, check=args.check, log_level=args.log_level)
+    return mobility_events_main(
+        args.config, args.netns, check=args.check, log_level=args.log_level, json_logs=args.log_json
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -78,7 +78,14 @@ def run(
             publisher.close()
 
 
-def main(config: Path, role: str | None, netns_name: str | None, *, log_level: str) -> int:
+def main(
+    config: Path,
+    role: str | None,
+    netns_name: str | None,
+    *,
+    log_level: str,
+    json_logs: bool = False,
+) -> int:
     """`multinet mcoa-agent`: exit codes 2 (config) and 1 (kernel); see services/cli.py."""
     from services import logsetup
 
@@ -89,7 +96,7 @@ def main(config: Path, role: str | None, netns_name: str | None, *, log_level: s
         for problem in exc.problems:
             print(f"{config}: {problem}", file=sys.stderr)
         return 2
-    logsetup.configure(settings.node, level=log_level)
+    logsetup.configure(settings.node, level=log_level, json_lines=json_logs)
     try:
         run(settings, netns_name, broker=broker)
     except (KernelError, PermissionError) as exc:

@@ -270,19 +270,9 @@ class BindingView:
             current = self._bindings.get((pending.mobile_router, request.bid))
             if current is None or current.expires_at <= now:
                 continue
-            if pending.lifetime_s == 0:
-                events.append(
-                    self._event(
-                        now,
-                        BindingEventKind.HANDOVER_STARTED,
-                        pending.mobile_router,
-                        request.bid,
-                        care_of=request.care_of,
-                        previous=current.care_of,
-                        lifetime_s=0,
-                    )
-                )
-            elif self.handover_started_on_new_coa and request.care_of != current.care_of:
+            deregistration = pending.lifetime_s == 0
+            moving = self.handover_started_on_new_coa and request.care_of != current.care_of
+            if deregistration or moving:
                 events.append(
                     self._event(
                         now,

@@ -237,7 +237,14 @@ def run(
     service.run()
 
 
-def main(config_path: Path, netns_name: str | None, *, check: bool, log_level: str) -> int:
+def main(
+    config_path: Path,
+    netns_name: str | None,
+    *,
+    check: bool,
+    log_level: str,
+    json_logs: bool = False,
+) -> int:
     """`multinet mobility-events --config FILE [--netns NAME] [--check]` (see services/cli.py)."""
     from services import logsetup
 
@@ -253,7 +260,7 @@ def main(config_path: Path, netns_name: str | None, *, check: bool, log_level: s
     if netns_name is not None and not netns.exists(netns_name):
         print(f"network namespace {netns_name!r} does not exist (ip netns list)", file=sys.stderr)
         return 2
-    logsetup.configure(config.mobility_events.node, level=log_level)
+    logsetup.configure(config.mobility_events.node, level=log_level, json_lines=json_logs)
     try:
         run(config.mobility_events, config.broker, netns_name)
     except PermissionError as exc:
