@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Iterator
+from typing import Any
 from xml.sax.saxutils import escape
 
 import pytest
@@ -59,10 +60,12 @@ def by_node(root: etree._Element, row: str) -> dict[str, dict[str, str | None]]:
 class Bed:
     """A core on a fake bus, served over UDP."""
 
-    def __init__(self, *, host: str = "127.0.0.1", max_datagram_bytes: int = 65507) -> None:
+    def __init__(
+        self, *, host: str = "127.0.0.1", max_datagram_bytes: int = 65507, **settings: Any
+    ) -> None:
         self.tracker = Tracker()
         self.bus = FakeBus(self.tracker)
-        self.core = GatewayCore(gateway_settings(), self.tracker, self.bus)
+        self.core = GatewayCore(gateway_settings(**settings), self.tracker, self.bus)
         self.host = host
         self.server = UdpServer(
             make_wsgi_app(self.core), host, 0, max_datagram_bytes=max_datagram_bytes
@@ -181,3 +184,18 @@ def test_gateway_server_serves_udp_when_configured(
     finally:
         server.stop()
     assert GatewayServer(gateway_settings(), BrokerSettings()).udp is None
+
+
+def test_with_callers_configured_udp_fails_closed() -> None:
+    """UDP carries no HTTP credentials (WS-Security is not done): every call is refused."""
+    from tests.soap_gateway.test_auth import callers
+
+    test_bed = Bed(callers=callers())
+    test_bed.server.start()
+    try:
+        for datagram in (INSTALL, envelope("GetStatus", mobile_router="mr1")):
+            code, _text = fault(test_bed.send(datagram))
+            assert code == "Client.Unauthenticated"
+        assert test_bed.bus.published == []
+    finally:
+        test_bed.server.stop()
