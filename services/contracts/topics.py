@@ -33,9 +33,11 @@ class Topics:
         """Acknowledgements of one node's PREM worker."""
         return f"{self.root}/node/{_segment(node, 'node')}/status"
 
-    def presence(self, node: str) -> str:
-        """Hello / offline of a node's service (retained; the broker publishes the last will)."""
-        return f"{self.root}/node/{_segment(node, 'node')}/presence"
+    def presence(self, node: str, service: str) -> str:
+        """Hello / offline of one service of a node (retained; the broker publishes the last
+        will). One topic per service, so that the retained presences of the services sharing a
+        node (prem, monitor, mobility-events, ...) never overwrite each other."""
+        return f"{self.root}/node/{_segment(node, 'node')}/presence/{_segment(service, 'service')}"
 
     def link_metrics(self, node: str, interface: str) -> str:
         """Periodic metrics of one access link."""

@@ -78,7 +78,7 @@ class BusPublisher:
         self.client = bus.make_client(
             broker,
             bus.client_id(SERVICE, node, broker.topic_root),
-            will_topic=self.topics.presence(node),
+            will_topic=self.topics.presence(node, SERVICE),
             will=self._presence(online=False),
         )
         self.client.on_connect = self._on_connect
@@ -134,7 +134,7 @@ class BusPublisher:
 
     def _publish_presence(self, *, online: bool) -> mqtt.MQTTMessageInfo:
         return self.client.publish(
-            self.topics.presence(self.node),
+            self.topics.presence(self.node, SERVICE),
             encode(self._presence(online=online)),
             qos=1,
             retain=True,

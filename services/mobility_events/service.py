@@ -86,7 +86,7 @@ class MobilityEventsService:
         self.client = bus.make_client(
             broker,
             bus.client_id(SERVICE, settings.node, broker.topic_root),
-            will_topic=self.topics.presence(settings.node),
+            will_topic=self.topics.presence(settings.node, SERVICE),
             will=self._presence(online=False),
         )
         self.client.on_connect = self._on_connect
@@ -207,7 +207,7 @@ class MobilityEventsService:
 
     def _publish_presence(self, *, online: bool) -> None:
         self.client.publish(
-            self.topics.presence(self._node),
+            self.topics.presence(self._node, SERVICE),
             encode(self._presence(online=online)),
             qos=1,
             retain=True,

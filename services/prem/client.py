@@ -64,7 +64,7 @@ class PolicyClient:
     def wait_online(self, node: str, *, timeout_s: float = 10.0) -> Presence:
         """Wait until `node`'s worker announces itself online (its retained hello counts)."""
         self.watch(node)
-        self.client.subscribe(self.topics.presence(node), qos=1)
+        self.client.subscribe(self.topics.presence(node, "prem"), qos=1)
         deadline = time.monotonic() + timeout_s
         while (left := deadline - time.monotonic()) > 0:
             try:
@@ -82,7 +82,7 @@ class PolicyClient:
 
     def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
         try:
-            if msg.topic.endswith("/presence"):
+            if "/presence/" in msg.topic:
                 self.presences.put(decode(Presence, bytes(msg.payload)))
             else:
                 self.statuses.put(decode(PolicyStatus, bytes(msg.payload)))

@@ -55,7 +55,7 @@ class PremWorker:
         self.client = bus.make_client(
             broker,
             bus.client_id("prem", settings.node, broker.topic_root),
-            will_topic=self.topics.presence(settings.node),
+            will_topic=self.topics.presence(settings.node, "prem"),
             will=self._presence(online=False, version=None),
             manual_ack=True,
         )
@@ -168,7 +168,7 @@ class PremWorker:
     def _publish_presence(self, *, online: bool) -> None:
         version = self.enforcer.state.version if self.enforcer is not None else None
         self._publish(
-            self.topics.presence(self.settings.node),
+            self.topics.presence(self.settings.node, "prem"),
             self._presence(online=online, version=version),
             retain=True,
         )

@@ -40,7 +40,7 @@ class BusLink:
         self.tracker = tracker
         self.publish_timeout_s = publish_timeout_s
         self._statuses = {self.topics.status(node): node for node in self.nodes}
-        self._presences = {self.topics.presence(node): node for node in self.nodes}
+        self._presences = {self.topics.presence(node, "prem"): node for node in self.nodes}
         self.client = bus.make_client(
             self.broker, bus.client_id("soap-gateway", name, broker.topic_root)
         )
