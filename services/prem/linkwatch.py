@@ -24,13 +24,12 @@ from pyroute2.netlink.exceptions import NetlinkDumpInterrupted, NetlinkError
 from pyroute2.netlink.rtnl import RTMGRP_IPV4_ROUTE, RTMGRP_IPV6_ROUTE, RTMGRP_LINK
 
 from services.contracts.errors import KernelError
+from services.netlink_flags import admin_and_carrier
 from services.prem.config import PremSettings
 from services.wakeup import Stopper
 
 log = logging.getLogger(__name__)
 
-_IFF_UP = 0x1
-_IFF_LOWER_UP = 0x10000
 _GROUPS = RTMGRP_LINK | RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_ROUTE
 _ROUTE_FAMILIES = (socket.AF_INET6, socket.AF_INET)
 _POLL_MS = 250
@@ -53,7 +52,8 @@ class LinkInfo:
     @classmethod
     def from_flags(cls, flags: int) -> LinkInfo:
         """IFF_LOWER_UP is the carrier as the kernel reports it (cleared on admin down too)."""
-        return cls(admin_up=bool(flags & _IFF_UP), carrier=bool(flags & _IFF_LOWER_UP))
+        admin_up, carrier = admin_and_carrier(flags)
+        return cls(admin_up=admin_up, carrier=carrier)
 
 
 def unusable_bids(
