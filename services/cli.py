@@ -15,6 +15,8 @@ from services.contracts.errors import InvalidInput, KernelError
 from services.contracts.settings import BrokerSettings, apply_env, read_file, validate_section
 from services.mcoa.config import McoaSettings
 from services.mobility_events.config import MobilityEventsSettings
+from services.monitor.config import MonitorSettings
+from services.monitor.probe import DEFAULT_PROBE_PORT
 from services.prem.config import PremFile, PremSettings
 from services.soap_gateway.config import GatewayFile, GatewaySettings
 
@@ -24,6 +26,7 @@ SECTIONS: dict[str, type[BaseModel]] = {
     "soap_gateway": GatewaySettings,
     "mobility_events": MobilityEventsSettings,
     "mcoa": McoaSettings,
+    "monitor": MonitorSettings,
 }
 
 
@@ -284,7 +287,73 @@ def build_parser() -> argparse.ArgumentParser:
     agent.add_argument("--role", choices=["mr", "ha"], help="check the file's role is this one")
     agent.add_argument("--netns", metavar="NAME", help="run in network namespace NAME")
     agent.set_defaults(func=_mcoa_agent_run)
+
+    monitor = sub.add_parser(
+        "monitor",
+        help="the link monitor: link state, probes, counters and radio of each access link, "
+        "to MQTT",
+        description="Watch every configured link of this node: carrier, admin state and "
+        "addresses from netlink events; RTT, jitter and loss from ICMPv6 or UDP probes bound to "
+        "the link; bit rates from interface counters; radio values from nl80211 or a trace. "
+        "Publishes link state (retained) on every change and metrics every period and on a "
+        "material change. Settings: the [monitor] and [broker] tables.",
+    )
+    _service_options(monitor)
+    monitor.add_argument("--netns", metavar="NAME", help="watch the links of namespace NAME")
+    monitor.add_argument(
+        "--fast", action="store_true", help="probe every fast_interval_s (default 100 ms)"
+    )
+    monitor.add_argument("--check", action="store_true", help="validate the settings and exit")
+    monitor.set_defaults(func=_monitor_run)
+
+    responder = sub.add_parser(
+        "probe-responder",
+        help="answer the monitor's UDP probes, optionally after a delay",
+        description="Echo the monitor's UDP probe datagrams (and nothing else) after --delay-ms, "
+        "so a link's measured RTT can be given a known delay on a kernel without netem.",
+    )
+    responder.add_argument("--listen", default="::", metavar="ADDRESS", help="default ::")
+    responder.add_argument("--port", type=int, default=DEFAULT_PROBE_PORT)
+    responder.add_argument("--delay-ms", type=float, default=0.0, help="added to every answer")
+    responder.add_argument("--interface", metavar="NAME", help="answer on this device only")
+    responder.add_argument("--netns", metavar="NAME", help="serve in network namespace NAME")
+    responder.set_defaults(func=_probe_responder_run)
     return parser
+
+
+def _monitor_run(args: argparse.Namespace) -> int:
+    from services.monitor.main import main as monitor_main
+
+    return monitor_main(
+        args.config,
+        args.netns,
+        check=args.check,
+        fast=args.fast,
+        log_level=args.log_level,
+        json_logs=args.log_json,
+    )
+
+
+def _probe_responder_run(args: argparse.Namespace) -> int:
+    from services.monitor.responder import ResponderSettings, serve_forever
+
+    try:
+        settings = ResponderSettings(
+            address=args.listen,
+            port=args.port,
+            delay_ms=args.delay_ms,
+            interface=args.interface,
+        )
+    except ValidationError as exc:
+        for error in exc.errors():
+            print(f"probe-responder: {error['loc'][0]}: {error['msg']}", file=sys.stderr)
+        return 2
+    if args.netns is not None:
+        if not netns.exists(args.netns):
+            print(f"network namespace {args.netns!r} does not exist", file=sys.stderr)
+            return 2
+        netns.enter(args.netns)
+    return serve_forever(settings)
 
 
 def _mcoa_agent_run(args: argparse.Namespace) -> int:

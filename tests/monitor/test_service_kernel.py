@@ -1,0 +1,229 @@
+"""The monitor as users run it: `multinet monitor --netns` against real links and the real broker.
+
+Every test builds a mobile router namespace with links to access-router namespaces, starts the
+real process, and reads what a subscriber (the NSA's seat) receives.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from services import netns
+from services.contracts.messages import LinkMetrics, LinkState, Presence
+from services.contracts.settings import BrokerSettings
+from services.monitor.lab import (
+    BusRecorder,
+    MonitorLab,
+    ar_address,
+    monitor_lab,
+    monitor_process,
+)
+from services.monitor.trace import bundled_trace, load_trace
+
+pytestmark = [pytest.mark.kernel, pytest.mark.broker]
+
+FAST: dict[str, Any] = {"interval_s": 0.1, "probe_timeout_s": 0.3}
+
+
+@pytest.fixture
+def lab(make_netns: object) -> Iterator[MonitorLab]:
+    # make_netns only asserts root and iproute2 (CI turns their absence into a failure).
+    with monitor_lab(links=2) as built:
+        yield built
+
+
+@pytest.fixture
+def broker_settings(broker: tuple[str, int], topic_root: str) -> BrokerSettings:
+    host, port = broker
+    return BrokerSettings(host=host, port=port, topic_root=topic_root)
+
+
+def _is(interface: str, *, up: bool) -> object:
+    return lambda m: m.interface == interface and m.up is up
+
+
+def test_state_is_retained_and_presence_says_online(
+    lab: MonitorLab, broker_settings: BrokerSettings, tmp_path: Path
+) -> None:
+    config = lab.config(tmp_path / "m.toml", broker_settings, **FAST)
+    with monitor_process(config, lab, log=tmp_path / "log"):
+        with BusRecorder(broker_settings) as early:
+            early.wait_for(LinkState, lambda m: m.interface == "eth1" and m.up)
+            early.wait_for(Presence, lambda m: m.online and m.service == "monitor")
+        # A subscriber that comes late still gets the current state of every link.
+        with BusRecorder(broker_settings) as late:
+            _, eth0 = late.wait_for(LinkState, lambda m: m.interface == "eth0", timeout=3)
+            assert eth0.up
+            assert eth0.carrier
+            assert "2001:db8:1::10" in eth0.addresses
+    with BusRecorder(broker_settings) as after:
+        after.wait_for(Presence, lambda m: not m.online and m.service == "monitor", timeout=5)
+
+
+def test_a_peer_that_stops_answering_drives_loss_to_100_and_the_link_down(
+    lab: MonitorLab, broker_settings: BrokerSettings, tmp_path: Path
+) -> None:
+    config = lab.config(tmp_path / "m.toml", broker_settings, **FAST)
+    with monitor_process(config, lab, log=tmp_path / "log"), BusRecorder(broker_settings) as rec:
+        rec.wait_for(LinkMetrics, lambda m: m.interface == "eth0" and m.rtt_ms is not None)
+        rec.forget()
+        lab.ignore_echo(0, ignore=True)
+        started = time.monotonic()
+        _, down = rec.wait_for(LinkState, lambda m: m.interface == "eth0" and not m.up)
+        assert down.carrier
+        assert down.reason == "3 consecutive probes failed"
+        # 3 probes 0.1 s apart, each lost 0.3 s after it left: about 0.5-0.8 s.
+        assert time.monotonic() - started < 3.0
+        rec.wait_for(LinkMetrics, lambda m: m.interface == "eth0" and m.loss == 1.0, timeout=10)
+        # The other link never noticed.
+        assert not [
+            r
+            for r in rec.seen
+            if isinstance(r.message, LinkState) and r.message.interface == "eth1"
+        ]
+        lab.ignore_echo(0, ignore=False)
+        rec.wait_for(LinkState, lambda m: m.interface == "eth0" and m.up)
+
+
+def test_carrier_loss_is_published_within_milliseconds(
+    lab: MonitorLab, broker_settings: BrokerSettings, tmp_path: Path
+) -> None:
+    config = lab.config(tmp_path / "m.toml", broker_settings)  # 1 Hz probes: events only
+    with monitor_process(config, lab, log=tmp_path / "log"), BusRecorder(broker_settings) as rec:
+        rec.wait_for(LinkState, lambda m: m.interface == "eth1" and m.up)
+        latencies = []
+        for _ in range(3):
+            rec.forget()
+            before = time.monotonic()
+            lab.set_peer(1, up=False)
+            arrived, down = rec.wait_for(LinkState, lambda m: m.interface == "eth1" and not m.up)
+            latencies.append(arrived - before)
+            assert (down.carrier, down.reason) == (False, "carrier lost")
+            lab.set_peer(1, up=True)
+            rec.wait_for(LinkState, lambda m: m.interface == "eth1" and m.up, timeout=10)
+        print(f"carrier loss -> subscriber: {[round(x * 1000, 1) for x in latencies]} ms")
+        # The figure belongs to the benchmark; this bound includes `ip` start-up (~5-20 ms).
+        assert max(latencies) < 0.25
+
+
+def test_the_responders_delay_shows_in_the_measured_rtt(
+    lab: MonitorLab, broker_settings: BrokerSettings, tmp_path: Path
+) -> None:
+    links = [
+        {
+            "interface": "eth0",
+            "bid": 1,
+            "technology": "wlan",
+            "probe": {"kind": "udp", "target": str(ar_address(0)), "port": 50007},
+        }
+    ]
+    config = lab.config(
+        tmp_path / "m.toml", broker_settings, links=links, interval_s=0.1, probe_timeout_s=1.0
+    )
+    responder = [sys.executable, "-m", "services.cli", "probe-responder", "--netns", lab.ar(0)]
+    with subprocess.Popen([*responder, "--port", "50007", "--delay-ms", "100"]) as proc:
+        try:
+            with (
+                monitor_process(config, lab, log=tmp_path / "log"),
+                BusRecorder(broker_settings) as rec,
+            ):
+                # The EWMA (gain 1/8) forgets the start after about 30 answers (3 s); the
+                # metrics come once a second, so the fifth is well past it.
+                deadline = time.monotonic() + 15
+                rtts: list[float] = []
+                while time.monotonic() < deadline and len(rtts) < 5:
+                    _, m = rec.wait_for(
+                        LinkMetrics, lambda m: m.interface == "eth0" and m.rtt_ms is not None
+                    )
+                    rec.forget()
+                    rtts.append(m.rtt_ms or 0.0)
+                assert rtts, "no RTT published"
+                assert rtts[-1] == pytest.approx(100.0, rel=0.10)
+        finally:
+            proc.terminate()
+
+
+def test_a_trace_replay_produces_the_expected_series(
+    lab: MonitorLab, broker_settings: BrokerSettings, tmp_path: Path
+) -> None:
+    trace = bundled_trace("walk_out_of_wlan.csv")
+    samples = load_trace(trace)
+    links = [
+        {
+            "interface": "eth0",
+            "bid": 1,
+            "technology": "wlan",
+            "radio": "trace",
+            "trace": {"file": "walk_out_of_wlan.csv", "speed": 20.0},
+        }
+    ]
+    config = lab.config(tmp_path / "m.toml", broker_settings, links=links, interval_s=1.0)
+    with monitor_process(config, lab, log=tmp_path / "log"), BusRecorder(broker_settings) as rec:
+        # 60 s of trace at 20x: 3 s. The last sample must arrive, and the signals seen must be
+        # trace values in trace order.
+        last = samples[-1].signal_dbm
+        rec.wait_for(LinkMetrics, lambda m: m.signal_dbm == last, timeout=10)
+        seen = [
+            r.message.signal_dbm
+            for r in rec.seen
+            if isinstance(r.message, LinkMetrics) and r.message.signal_dbm is not None
+        ]
+        expected = [s.signal_dbm for s in samples]
+        positions = [expected.index(value) for value in seen]
+        assert positions == sorted(positions), "trace values published out of order"
+        assert len(seen) >= 5
+
+
+def test_an_interface_that_vanishes_is_link_down_not_a_crash(
+    lab: MonitorLab, broker_settings: BrokerSettings, tmp_path: Path
+) -> None:
+    config = lab.config(tmp_path / "m.toml", broker_settings, **FAST)
+    with (
+        monitor_process(config, lab, log=tmp_path / "log") as proc,
+        BusRecorder(broker_settings) as rec,
+    ):
+        rec.wait_for(LinkState, lambda m: m.interface == "eth1" and m.up)
+        lab.remove_link(1)
+        # The kernel sets the device down before deleting it: a first "down" may say so.
+        _, down = rec.wait_for(
+            LinkState, lambda m: m.interface == "eth1" and m.reason == "interface vanished"
+        )
+        assert not down.up
+        assert down.addresses == ()
+        time.sleep(0.5)  # probes keep being sent on the vanished link meanwhile
+        assert proc.poll() is None, (tmp_path / "log").read_text()
+        lab.add_link(1)
+        _, up = rec.wait_for(LinkState, lambda m: m.interface == "eth1" and m.up, timeout=10)
+        assert up.carrier
+
+
+def test_an_unknown_interface_is_refused_at_start(
+    lab: MonitorLab, broker_settings: BrokerSettings, tmp_path: Path
+) -> None:
+    links = [{"interface": "wlan9", "bid": 1, "technology": "wlan"}]
+    config = lab.config(tmp_path / "m.toml", broker_settings, links=links)
+    argv = [sys.executable, "-m", "services.cli", "monitor", "--config", str(config)]
+    done = subprocess.run(
+        [*argv, "--netns", lab.mr], capture_output=True, text=True, timeout=30, check=False
+    )
+    assert done.returncode == 2
+    assert "interface wlan9 does not exist on node mr1" in done.stderr
+
+
+def test_a_missing_namespace_is_refused(broker_settings: BrokerSettings, tmp_path: Path) -> None:
+    lab = MonitorLab(1)
+    config = lab.config(tmp_path / "m.toml", broker_settings)
+    assert not netns.exists(lab.mr)
+    argv = [sys.executable, "-m", "services.cli", "monitor", "--config", str(config)]
+    done = subprocess.run(
+        [*argv, "--netns", lab.mr], capture_output=True, text=True, timeout=30, check=False
+    )
+    assert done.returncode == 2
+    assert "does not exist" in done.stderr
