@@ -1,0 +1,151 @@
+"""Single-link steering over time: forced moves first, then the margin-and-dwell rule.
+
+A class leaves its link at once when the link stops being eligible (down, unbound, failing a
+rule) or starts a handover, remembering a link left for a handover and returning to it at
+once when the handover completes. Otherwise a challenger must beat the current link by more
+than the margin, continuously for the dwell time; the challenger and since when are kept in
+the class state, so each call decides from the state alone and repeated calls agree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from services.nsa.config import NsaSettings, SteeringMode
+from services.nsa.eligibility import Violation
+from services.nsa.explain import Reason
+from services.nsa.inputs import BindingStatus, MrView
+from services.nsa.state import ClassState
+from services.nsa.steering import Candidate, beats
+
+WITHDRAWN = "no eligible link: no policies, traffic takes the default path"
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """What every class decision of one step shares, plus the class's selector count."""
+
+    view: MrView
+    settings: NsaSettings
+    now: float
+    count: int
+    why: Mapping[int, tuple[Violation, ...]]
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What one class's step decided, before it becomes the class's next state."""
+
+    flows: tuple[int, ...]
+    reason: Reason
+    detail: str = ""
+    challenger: int | None = None
+    challenger_since: float | None = None
+    awaiting: tuple[int, ...] = ()
+    members: tuple[int, ...] = ()
+    eligible_since: dict[int, float] | None = None
+    displaced: dict[int, tuple[int, ...]] | None = None
+
+
+def choose_single(
+    mode: SteeringMode,
+    ranked: tuple[Candidate, ...],
+    previous: ClassState,
+    ctx: Context,
+) -> Outcome:
+    """Single-link modes: forced moves first, then the margin-and-dwell rule."""
+    view, settings, now, count = ctx.view, ctx.settings, ctx.now, ctx.count
+    by_bid = {c.bid: c for c in ranked}
+    current = previous.current
+    awaiting = still_awaiting(previous.awaiting, view, by_bid)
+    target, reason, detail, awaiting = _forced_target(current, ranked, awaiting, view, ctx.why)
+    awaiting = tuple(b for b in awaiting if b != target)
+    if target is None:
+        return Outcome(
+            flows=(),
+            reason=Reason.NO_ELIGIBLE_LINK,
+            detail=f"{detail + '; ' if detail else ''}{WITHDRAWN}",
+            awaiting=awaiting,
+        )
+    best = ranked[0]
+    if best.bid == target or not beats(mode, best, by_bid[target], settings.margin):
+        return Outcome(flows=(target,) * count, reason=reason, detail=detail, awaiting=awaiting)
+    kept_challenger = previous.challenger == best.bid and target == current
+    since = previous.challenger_since if kept_challenger else None
+    since = now if since is None else since
+    edge = _advantage(mode, best, by_bid[target])
+    if now - since >= settings.dwell_s:
+        return Outcome(
+            flows=(best.bid,) * count,
+            reason=Reason.DWELL_ELAPSED,
+            detail=f"{edge} for {now - since:g} s (dwell {settings.dwell_s:g} s)",
+            awaiting=awaiting,
+        )
+    pending = Reason.CHALLENGER_PENDING if reason is Reason.KEPT else reason
+    return Outcome(
+        flows=(target,) * count,
+        reason=pending,
+        detail=f"{detail + '; ' if detail else ''}{edge} for {now - since:g} of "
+        f"{settings.dwell_s:g} s",
+        challenger=best.bid,
+        challenger_since=since,
+        awaiting=awaiting,
+    )
+
+
+def _forced_target(
+    current: int | None,
+    ranked: tuple[Candidate, ...],
+    awaiting: tuple[int, ...],
+    view: MrView,
+    why: Mapping[int, tuple[Violation, ...]],
+) -> tuple[int | None, Reason, str, tuple[int, ...]]:
+    """The link the class must use before any comparison: (target, reason, detail, awaiting).
+
+    Leaving an excluded current link, returning from a handover, or a first assignment; else
+    the current link, reason KEPT.
+    """
+    eligible = {c.bid for c in ranked}
+    first = ranked[0].bid if ranked else None
+    back = next((c.bid for c in ranked if c.bid in awaiting), None)
+    if current is not None and current not in eligible:
+        if view.binding_status(current) is BindingStatus.HANDOVER:
+            awaiting = (*awaiting, current) if current not in awaiting else awaiting
+            detail = f"BID {current} started a handover"
+            return (back or first), Reason.HANDOVER_STARTED, detail, awaiting
+        detail = f"BID {current} excluded: {_rules(why.get(current, ()))}"
+        return (back or first), Reason.REQUIREMENT_VIOLATED, detail, awaiting
+    if back is not None and back != current:
+        return back, Reason.HANDOVER_COMPLETED, f"BID {back} completed its handover", awaiting
+    if current is None:
+        return first, Reason.INITIAL, "", awaiting
+    return current, Reason.KEPT, "", awaiting
+
+
+def still_awaiting(
+    awaiting: Sequence[int], view: MrView, eligible: dict[int, Candidate]
+) -> tuple[int, ...]:
+    """Links left for a handover that may still come back: in handover, or back and eligible.
+
+    A link whose binding is gone, or that is live again but no longer eligible, is forgotten
+    (the class then follows the ordinary rules).
+    """
+    kept: list[int] = []
+    for bid in awaiting:
+        status = view.binding_status(bid)
+        if bid not in kept and (status is BindingStatus.HANDOVER or bid in eligible):
+            kept.append(bid)
+    return tuple(kept)
+
+
+def _advantage(mode: SteeringMode, best: Candidate, current: Candidate) -> str:
+    if mode is SteeringMode.PRIORITY:
+        return f"BID {best.bid} ranks before BID {current.bid}"
+    return f"BID {best.bid} beats BID {current.bid} by {best.merit - current.merit:.3f}"
+
+
+def _rules(broken: tuple[Violation, ...]) -> str:
+    if not broken:
+        return "no longer known"
+    return "; ".join(f"{v.rule.value} ({v.detail})" for v in broken)
