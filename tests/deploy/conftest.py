@@ -1,0 +1,161 @@
+"""Fixtures for the deployment tests: the broker users, made once with the shipped helper, and
+a private mosquitto per test running the shipped configuration and ACL."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from services.contracts.messages import Envelope
+from services.contracts.settings import BrokerSettings
+from tests.conftest import _require
+from tests.deploy.brokerproc import (
+    PASSWD_HELPER,
+    RunningBroker,
+    mosquitto_version,
+    start_broker,
+)
+from tests.deploy.probe import Probe
+
+#: The helper's default users: the ACL's node users and roles.
+USERS = ("ha1", "mr1", "mobility-ha", "nsa", "soap-gateway", "operator")
+
+
+def password_variable(user: str) -> str:
+    """The deploy/.env name of a user's password (make_passwd.py, compose.yaml)."""
+    return "MQTT_PASSWORD_" + user.upper().replace("-", "_")
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """KEY='value' lines, as make_passwd.py writes them."""
+    values: dict[str, str] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if not line or line.startswith("#"):
+            continue
+        key, _, value = line.partition("=")
+        values[key] = value.removeprefix("'").removesuffix("'")
+    return values
+
+
+@dataclass(frozen=True)
+class Users:
+    """The password file the helper wrote and each user's password."""
+
+    passwd: Path
+    passwords: dict[str, str]
+
+
+@pytest.fixture(scope="session")
+def broker_users(tmp_path_factory: pytest.TempPathFactory) -> Users:
+    """Every default user with a random password, by deploy/mosquitto/make_passwd.py."""
+    _require(shutil.which("mosquitto") is not None, "needs mosquitto (Debian: mosquitto)")
+    _require(shutil.which("mosquitto_passwd") is not None, "needs mosquitto_passwd")
+    directory = tmp_path_factory.mktemp("broker-users")
+    passwd, env = directory / "passwd", directory / "env"
+    done = subprocess.run(
+        [sys.executable, str(PASSWD_HELPER), "--passwd", str(passwd), "--env", str(env)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    values = read_env_file(env)
+    return Users(passwd, {user: values[password_variable(user)] for user in USERS})
+
+
+@pytest.fixture(scope="session")
+def broker_version() -> str:
+    """The version of the mosquitto under test."""
+    return mosquitto_version()
+
+
+@dataclass
+class SecuredBroker:
+    """A running private broker and a way to connect to it as any user."""
+
+    running: RunningBroker
+    users: Users
+    probes: list[Probe]
+
+    def settings(
+        self, user: str | None, password: str | None = None, *, tls: bool = False
+    ) -> BrokerSettings:
+        """Client settings for `user` with its own password (or the one given), on the plain
+        or (`tls`) the TLS listener."""
+        if password is None and user is not None:
+            password = self.users.passwords[user]
+        if not tls:
+            return BrokerSettings(port=self.running.port, username=user, password=password)
+        assert self.running.tls is not None, "this broker has no TLS listener"
+        return BrokerSettings(
+            port=self.running.tls.port,
+            username=user,
+            password=password,
+            tls=True,
+            ca_file=self.running.tls.cafile,
+        )
+
+    def probe(
+        self,
+        user: str | None,
+        password: str | None = None,
+        *,
+        tls: bool = False,
+        will_topic: str | None = None,
+        will: Envelope | None = None,
+    ) -> Probe:
+        """A client, not connected yet, closed at teardown."""
+        settings = self.settings(user, password, tls=tls)
+        probe = Probe(settings, will_topic=will_topic, will=will)
+        self.probes.append(probe)
+        return probe
+
+    def connect(self, user: str) -> Probe:
+        """A connected client of `user` (its CONNACK must be a success)."""
+        probe = self.probe(user)
+        code = probe.connect()
+        assert not code.is_failure, f"{user} refused: {code}\n{self.running.log_text()}"
+        return probe
+
+
+def _broker_directory() -> Path:
+    """A directory the broker's own user can enter: pytest's base directory is private (0700)
+    to root, and a root-started mosquitto reads its files as the `mosquitto` user."""
+    return Path(tempfile.mkdtemp(prefix="multinet-acl-"))
+
+
+@pytest.fixture
+def make_secured_broker(
+    broker_users: Users,
+) -> Iterator[Callable[..., SecuredBroker]]:
+    """Factory: start a private broker (optionally with the TLS listener on); all stopped at
+    teardown, after their clients."""
+    started: list[SecuredBroker] = []
+
+    def make(*, tls_certificate: tuple[Path, Path] | None = None) -> SecuredBroker:
+        running = start_broker(
+            _broker_directory(), broker_users.passwd, tls_certificate=tls_certificate
+        )
+        broker = SecuredBroker(running, broker_users, [])
+        started.append(broker)
+        return broker
+
+    yield make
+    for broker in started:
+        for probe in broker.probes:
+            probe.close()
+        broker.running.stop()
+
+
+@pytest.fixture
+def secured_broker(make_secured_broker: Callable[..., SecuredBroker]) -> SecuredBroker:
+    """A private broker with the shipped configuration and ACL, for one test."""
+    broker: SecuredBroker = make_secured_broker()
+    return broker
