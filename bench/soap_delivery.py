@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from xml.sax.saxutils import escape
 
+from bench.broker import tuned_broker
 from services import netns
 from services.contracts import policy_xml
 from services.contracts.policy import (
@@ -201,35 +202,6 @@ def _process(argv: list[str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextmanager
-def tuned_broker(workdir: Path) -> Iterator[int]:
-    """A mosquitto of our own with Nagle off (`set_tcp_nodelay`); yields its port."""
-    port = _free_port()
-    config = workdir / "mosquitto.conf"
-    config.write_text(
-        f"listener {port} 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\n",
-        encoding="utf-8",
-    )
-    with _process(["mosquitto", "-c", str(config)], workdir / "mosquitto.log") as proc:
-        PIDS["broker"] = [proc.pid]
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("the benchmark's mosquitto did not start") from None
-                time.sleep(0.05)
-        yield port
 
 
 @contextmanager
@@ -458,7 +430,8 @@ def main(argv: list[str] | None = None) -> int:
         workdir = Path(tmp)
         with ExitStack() as stack:
             if args.broker == "tuned":
-                broker_port = stack.enter_context(tuned_broker(workdir))
+                broker_port, pid = stack.enter_context(tuned_broker(workdir))
+                PIDS["broker"] = [pid]
             else:
                 ensure_broker()
                 broker_port = 1883
