@@ -51,6 +51,7 @@ from services.contracts.policy import (
     Selector,
 )
 from services.prem.demo import ensure_broker, worker_argv
+from services.process import stop
 from services.soap_gateway.auth import hash_password
 
 SOAP_ENV = "http://schemas.xmlsoap.org/soap/envelope/"
@@ -196,12 +197,7 @@ def _process(argv: list[str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
     try:
         yield proc
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
 
 
 @contextmanager

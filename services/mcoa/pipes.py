@@ -30,10 +30,11 @@ from dataclasses import dataclass
 from ipaddress import IPv6Address, IPv6Network
 from typing import Any
 
-from pyroute2.netlink.exceptions import NetlinkDumpInterrupted, NetlinkError
+from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.rtnl.rtmsg import rtmsg_base
 
 from services.contracts.errors import KernelError
+from services.netlink_common import dump
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,6 @@ _ENCAP_SEG6 = 5
 _ENCAP_SEG6LOCAL = 7
 _SEG6_ENCAP_RED = 3
 _FR_ACT_TO_TBL = 1
-_DUMP_ATTEMPTS = 5
 
 
 def _enable_encap_red() -> None:
@@ -83,17 +83,6 @@ class RuleSpec:
     ip_proto: int = 0
 
 
-def _dump(what: str, fetch: Any) -> list[Any]:
-    for _ in range(_DUMP_ATTEMPTS):
-        try:
-            return list(fetch())
-        except NetlinkDumpInterrupted:
-            continue
-        except NetlinkError as exc:
-            raise KernelError(f"dump {what}", str(exc), exc.code) from exc
-    raise KernelError(f"dump {what}", f"interrupted {_DUMP_ATTEMPTS} times")
-
-
 def _attr(msg: Any, name: str, default: Any = None) -> Any:
     value = msg.get_attr(name)
     return default if value is None else value
@@ -127,7 +116,7 @@ def _route_of(msg: Any) -> RouteSpec:
 
 def read_routes(ipr: Any) -> set[RouteSpec]:
     """Every IPv6 route with our protocol, in any table (an independent read-back)."""
-    msgs = _dump("routes", lambda: ipr.route("dump", family=socket.AF_INET6))
+    msgs = dump("routes", lambda: ipr.route("dump", family=socket.AF_INET6))
     return {_route_of(m) for m in msgs if int(m["proto"]) == RTPROT_MCOA}
 
 
@@ -197,7 +186,7 @@ def _rule_of(msg: Any) -> RuleSpec:
 
 def read_rules(ipr: Any, priorities: set[int]) -> set[RuleSpec]:
     """The IPv6 rules at `priorities`, as the kernel holds them."""
-    msgs = _dump("rules", lambda: ipr.get_rules(family=socket.AF_INET6))
+    msgs = dump("rules", lambda: ipr.get_rules(family=socket.AF_INET6))
     return {r for r in map(_rule_of, msgs) if r.priority in priorities}
 
 

@@ -35,6 +35,7 @@ from services.contracts.settings import BrokerSettings
 from services.contracts.topics import Topics
 from services.mobility_events.codec import IPPROTO_MH, BindingAcknowledgement, BindingUpdate, encode
 from services.mobility_events.mh_options import BindingIdentifier, MobileNetworkPrefix
+from services.process import stop
 
 HA_ADDRESS = IPv6Address("2001:db8:ff::1")
 COA1 = IPv6Address("2001:db8:ff::10")
@@ -213,12 +214,12 @@ class EventListener:
         props: object,
     ) -> None:
         root = self.topics.root
-        client.subscribe([(f"{root}/mr/+/binding/+", 1), (f"{root}/node/+/presence", 1)])
+        client.subscribe([(f"{root}/mr/+/binding/+", 1), (f"{root}/node/+/presence/+", 1)])
 
     def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
         at = time.time()
         try:
-            if msg.topic.endswith("/presence"):
+            if "/presence/" in msg.topic:
                 self.presences.put(decode(Presence, bytes(msg.payload)))
             else:
                 self.events.put(Arrival(at, msg.topic, decode(BindingEvent, bytes(msg.payload))))
@@ -264,9 +265,4 @@ def service_process(config: Path, netns_name: str, log: Path) -> Iterator[subpro
         try:
             yield proc
         finally:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop(proc)

@@ -32,6 +32,7 @@ from services import bus, netns
 from services.contracts.messages import Envelope, LinkMetrics, LinkState, Presence, decode
 from services.contracts.settings import BrokerSettings
 from services.contracts.topics import Topics
+from services.process import stop
 
 MR_NODE = "mr1"
 FIRST_INDEX = 4100
@@ -184,12 +185,7 @@ def monitor_process(
     try:
         yield proc
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
         if log is not None and not isinstance(out, int):
             out.close()
 

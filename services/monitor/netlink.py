@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pyroute2 import IPRoute, IPRSocket
-from pyroute2.netlink.exceptions import NetlinkDumpInterrupted, NetlinkError
+from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.rtnl import (
     RTM_DELADDR,
     RTM_DELLINK,
@@ -41,7 +41,7 @@ from pyroute2.netlink.rtnl import (
 
 from services.contracts.errors import KernelError
 from services.monitor.counters import Counters
-from services.netlink_flags import admin_and_carrier
+from services.netlink_common import admin_and_carrier, dump
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,6 @@ IFA_F_TENTATIVE = 0x40
 _COUNTED_SCOPES = (RT_SCOPE_UNIVERSE, RT_SCOPE_LINK)
 _ADDRESS_FAMILIES = (socket.AF_INET, socket.AF_INET6)
 _DRAIN_LIMIT = 256  # datagrams per drain(), so a burst cannot starve the loop's other sockets
-_DUMP_ATTEMPTS = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,18 +239,6 @@ class InterfaceTable:
         return changed
 
 
-def _dump(what: str, fetch: Callable[[], Iterable[Any]]) -> list[Any]:
-    """A dump that races with changes is interrupted by the kernel: retry it."""
-    for _ in range(_DUMP_ATTEMPTS):
-        try:
-            return list(fetch())
-        except NetlinkDumpInterrupted:
-            continue
-        except NetlinkError as exc:
-            raise KernelError(f"dump {what}", str(exc), exc.code) from exc
-    raise KernelError(f"dump {what}", f"interrupted {_DUMP_ATTEMPTS} times")
-
-
 def _counters_of(msg: Any, at: float) -> Counters:
     stats = msg.get_attr("IFLA_STATS64")
     if stats is None:
@@ -300,7 +287,7 @@ class LinkEvents:
             self._requests = IPRoute()
             self._poller = select.poll()
             self._poller.register(self._events.fileno(), select.POLLIN)
-            self._table.replace(self._dump())
+            self._table.replace(self.dump())
         except BaseException:
             self.close()
             raise
@@ -377,8 +364,8 @@ class LinkEvents:
                 "sockets only work in the thread that created them"
             )
 
-    def _dump(self) -> list[Event]:
-        messages = _dump("links", self._requests.get_links) + _dump(
+    def dump(self) -> list[Event]:
+        messages = dump("links", self._requests.get_links) + dump(
             "addresses", self._requests.get_addr
         )
         return [event for event in map(event_of, messages) if event is not None]
@@ -391,7 +378,7 @@ class LinkEvents:
             ", ".join(sorted(self._table.current())),
         )
         self._discard_queued()
-        return self._table.replace(self._dump())
+        return self._table.replace(self.dump())
 
     def _discard_queued(self) -> None:
         """Drop events queued before the dump: the dump supersedes them."""

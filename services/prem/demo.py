@@ -34,6 +34,7 @@ from services.contracts.policy import (
 from services.contracts.settings import BrokerSettings
 from services.prem.client import PolicyClient
 from services.prem.lab import MNP4, MNP6, Lab, send_udp
+from services.process import stop
 
 PACKETS = 200
 PORT = 5001
@@ -109,11 +110,7 @@ def worker_process(lab: Lab, config: Path, log: Path) -> Iterator[subprocess.Pop
         try:
             yield proc
         finally:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            stop(proc)
 
 
 def write_config(lab: Lab, workdir: Path, backend: str, topic_root: str) -> Path:

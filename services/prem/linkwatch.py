@@ -14,17 +14,16 @@ import logging
 import select
 import socket
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
 from pyroute2 import IPRoute, IPRSocket
-from pyroute2.netlink.exceptions import NetlinkDumpInterrupted, NetlinkError
 from pyroute2.netlink.rtnl import RTMGRP_IPV4_ROUTE, RTMGRP_IPV6_ROUTE, RTMGRP_LINK
 
 from services.contracts.errors import KernelError
-from services.netlink_flags import admin_and_carrier
+from services.netlink_common import admin_and_carrier, dump
 from services.prem.config import PremSettings
 from services.wakeup import Stopper
 
@@ -34,7 +33,6 @@ _GROUPS = RTMGRP_LINK | RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_ROUTE
 _ROUTE_FAMILIES = (socket.AF_INET6, socket.AF_INET)
 _POLL_MS = 250
 _DRAIN_LIMIT = 256
-_DUMP_ATTEMPTS = 5
 
 
 @dataclass(frozen=True)
@@ -85,18 +83,6 @@ def _route_table(msg: Any) -> int:
     """RTA_TABLE holds tables above 255; the header field then only says 252 (compat)."""
     table = msg.get_attr("RTA_TABLE")
     return int(msg["table"] if table is None else table)
-
-
-def _dump(what: str, fetch: Callable[[], Iterable[Any]]) -> list[Any]:
-    """A dump that races with changes is interrupted by the kernel: retry it."""
-    for _ in range(_DUMP_ATTEMPTS):
-        try:
-            return list(fetch())
-        except NetlinkDumpInterrupted:
-            continue
-        except NetlinkError as exc:
-            raise KernelError(f"dump {what}", str(exc), exc.code) from exc
-    raise KernelError(f"dump {what}", f"interrupted {_DUMP_ATTEMPTS} times")
 
 
 class LinkWatcher:
@@ -247,7 +233,7 @@ class LinkWatcher:
     def _resync(self, dumper: Any) -> None:
         self._links = {
             index: (name, info)
-            for index, name, info in map(_link_of, _dump("links", dumper.get_links))
+            for index, name, info in map(_link_of, dump("links", dumper.get_links))
         }
         self._refresh_routes(dumper)
         self._publish()
@@ -256,7 +242,7 @@ class LinkWatcher:
         """Re-dump rather than count events: an admin down drops IPv4 routes without notice."""
         found: set[int] = set()
         for family in _ROUTE_FAMILIES:
-            for msg in _dump("routes", partial(dumper.route, "dump", family=family)):
+            for msg in dump("routes", partial(dumper.route, "dump", family=family)):
                 table = _route_table(msg)
                 if table in self._tables:
                     found.add(table)

@@ -29,6 +29,7 @@ from services.contracts import policy_xml
 from services.contracts.policy import Flush, Install, Update
 from services.prem.demo import worker_argv, write_config
 from services.prem.lab import MNP4, MNP6, Lab, send_udp
+from services.process import stop
 from services.soap_gateway.checks import CallRefused, FaultCode
 from services.soap_gateway.standalone import check_local_call, standalone_settings
 from tests.prem.factories import message, settings, udp_to
@@ -193,12 +194,7 @@ def bed(tmp_path: Path) -> Iterator[Bed]:
         yield Bed(lab, daemon, http, udp, client)
     finally:
         if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop(proc, 15)
         reader.join(5)
         lab.destroy()
 
