@@ -2,16 +2,22 @@
 
 One place decides how services talk to the broker, so reconnect, session and authentication
 behaviour is the same everywhere.
+
+Reconnects back off exponentially with jitter: after a broker restart every client of a
+deployment (workers, monitors, gateways) loses its connection at the same instant, and without
+jitter they would all come back in lock-step waves at 1, 3, 7 ... seconds.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import random
 import socket
 import ssl
 import threading
 from collections.abc import Callable
+from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -22,6 +28,10 @@ from services.contracts.messages import Envelope, encode
 from services.contracts.settings import BrokerSettings
 
 log = logging.getLogger(__name__)
+
+#: Reconnect delays: the first about RECONNECT_MIN_S, doubling up to RECONNECT_MAX_S.
+RECONNECT_MIN_S = 1.0
+RECONNECT_MAX_S = 30.0
 
 
 def client_id(service: str, node: str, topic_root: str) -> str:
@@ -41,8 +51,12 @@ def make_client(
     will: Envelope | None = None,
     manual_ack: bool = False,
 ) -> mqtt.Client:
-    """A configured, not yet connected client with a stable id for a persistent session."""
-    client = mqtt.Client(
+    """A configured, not yet connected client with a stable id for a persistent session.
+
+    The client's `on_disconnect` and `on_connect_fail` drive its jittered reconnect delay
+    (`JitteredBackoff`); services set `on_connect` and `on_message`, not those two.
+    """
+    client = BusClient(
         CallbackAPIVersion.VERSION2,
         client_id=client_id,
         protocol=mqtt.MQTTv5,
@@ -57,9 +71,68 @@ def make_client(
         )
     if will_topic is not None and will is not None:
         client.will_set(will_topic, encode(will), qos=1, retain=True)
-    client.reconnect_delay_set(min_delay=1, max_delay=30)
+    client.backoff.install(client)
     client.on_socket_open = _no_delay
     return client
+
+
+class BusClient(mqtt.Client):
+    """paho's client plus the reconnect backoff `start` resets on each successful CONNACK."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.backoff = JitteredBackoff()
+
+
+def reconnect_delay(
+    attempt: int,
+    draw: float,
+    *,
+    min_s: float = RECONNECT_MIN_S,
+    max_s: float = RECONNECT_MAX_S,
+) -> float:
+    """The wait before reconnect attempt `attempt` (0 = the first after losing the broker).
+
+    "Equal jitter": half of the exponential step is fixed, half drawn (`draw` in [0, 1)), so
+    clients spread out but none retries in a tight loop.
+    """
+    step = min(max_s, min_s * (1 << min(attempt, 32)))
+    return step / 2 + step / 2 * draw
+
+
+class JitteredBackoff:
+    """Sets paho's next reconnect delay before each of its waits.
+
+    paho 2.2 calls `on_disconnect` when a connection ends (also after a refused CONNACK) and
+    `on_connect_fail` after an attempt that could not connect, each time just before it waits;
+    `reconnect_delay_set` makes that wait exactly the delay given (paho's own backoff doubles
+    without jitter). The exponent grows with every wait and returns to 0 only on a successful
+    CONNACK (`connected`), so a broker that keeps refusing us is not hammered.
+    """
+
+    def __init__(self, rng: random.Random | None = None) -> None:
+        self.rng = rng or random.Random()  # noqa: S311 - spreading retries, not a secret
+        self.attempt = 0
+
+    def install(self, client: mqtt.Client) -> None:
+        """Become `client`'s disconnect and connect-failure handler."""
+        client.on_disconnect = self._next
+        client.on_connect_fail = self._next
+        self._arm(client)
+
+    def _arm(self, client: mqtt.Client) -> None:
+        delay = reconnect_delay(self.attempt, self.rng.random())
+        # paho annotates the delays as int, but only adds them to time.time() and sleeps.
+        client.reconnect_delay_set(min_delay=delay, max_delay=delay)  # type: ignore[arg-type]
+
+    def connected(self, client: mqtt.Client) -> None:
+        """A CONNACK accepted us: the next loss starts again from the shortest delay."""
+        self.attempt = 0
+        self._arm(client)
+
+    def _next(self, client: mqtt.Client, *args: object) -> None:
+        self._arm(client)
+        self.attempt += 1
 
 
 def _no_delay(client: object, userdata: object, sock: object) -> None:
@@ -92,6 +165,8 @@ def start(client: mqtt.Client, settings: BrokerSettings, *, timeout_s: float = 1
         # publishes after `start` returns is already answered on subscribed topics.
         if previous is not None:
             previous(c, userdata, flags, reason, props)
+        if isinstance(c, BusClient) and not getattr(reason, "is_failure", False):
+            c.backoff.connected(c)
         connected.set()
 
     client.on_connect = on_connect

@@ -16,7 +16,8 @@ Two sockets, both opened by `start()` in the namespace current at that moment:
   instructions) on every packet the node sends or receives, and the kernel clones each
   outgoing packet once for its taps: switch it off where only one direction matters.
 
-Malformed headers are counted (here and in `DECODE_STATS`) and dropped, never raised. The
+Malformed headers are counted (here, in `DECODE_STATS` and by `on_malformed`, which gets the
+error with its reason) and dropped, never raised. The
 callback runs in the capture thread: keep it short (put the message on a queue). An error
 raised by the callback or by the sockets ends the thread and goes to `on_error`.
 """
@@ -129,12 +130,14 @@ class MhCapture:
         *,
         outgoing: bool = False,
         on_error: Callable[[BaseException], None] | None = None,
+        on_malformed: Callable[[MobilityHeaderError], None] | None = None,
         name: str = "mh-capture",
         node: str = "-",
     ) -> None:
         self._on_message = on_message
         self._outgoing = outgoing
         self._on_error = on_error
+        self._on_malformed = on_malformed
         self._node = node
         self.stats = CaptureStats()
         self._raw: socket.socket | None = None
@@ -257,6 +260,8 @@ class MhCapture:
         except MobilityHeaderError as exc:
             self.stats.malformed += 1
             log.debug("node %s: malformed MH from %s: %s", self._node, src, exc)
+            if self._on_malformed is not None:
+                self._on_malformed(exc)
             return
         self.stats.decoded += 1
         self._on_message(now, src, dst, message)

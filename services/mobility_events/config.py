@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from services.contracts.policy import Bid, NodeId
 from services.contracts.settings import BrokerSettings
+from services.metrics import ListenAddress
 from services.mobility_events.bindings import DEFAULT_PENDING_TIMEOUT_S, MnpIdentity
 
 
@@ -53,6 +54,9 @@ class MobilityEventsSettings(BaseModel):
         "a filtered packet socket; the raw socket only sees what arrives",
     )
     queue_size: int = Field(default=1024, ge=16, le=1_000_000)
+    metrics_listen: ListenAddress | None = Field(
+        default=None, description="HOST:PORT of the Prometheus /metrics endpoint; None: off"
+    )
 
     @model_validator(mode="after")
     def _routers_distinct(self) -> MobilityEventsSettings:

@@ -29,10 +29,12 @@ from services.contracts.errors import InvalidInput
 from services.contracts.messages import BindingEvent, Presence, encode
 from services.contracts.settings import BrokerSettings, apply_env, read_file, validate_section
 from services.contracts.topics import Topics
+from services.metrics import MetricsListenError, MobilityEventsMetrics
 from services.mobility_events.bindings import BindingView
 from services.mobility_events.capture import MhCapture
 from services.mobility_events.codec import Message
 from services.mobility_events.config import MobilityEventsFile, MobilityEventsSettings
+from services.mobility_events.errors import MobilityHeaderError, Reason
 
 log = logging.getLogger(__name__)
 SERVICE = "mobility-events"
@@ -90,11 +92,15 @@ class MobilityEventsService:
             will=self._presence(online=False),
         )
         self.client.on_connect = self._on_connect
+        self.metrics = MobilityEventsMetrics(settings.node, tuple(r.value for r in Reason))
+        self.metrics.watch_client(self.client)
 
     def run(self) -> None:
         """Connect, enter the namespace, capture and publish until `stop()`."""
         # The bus connection stays in the namespace we started in (management side); the
-        # capture sockets are opened after `enter`, in the observed node's namespace.
+        # capture sockets are opened after `enter`, in the observed node's namespace. The
+        # metrics endpoint stays on the management side too.
+        self.metrics.serve(self.settings.metrics_listen)
         bus.start(self.client, self.broker)
         if self.netns_name is not None:
             netns.enter(self.netns_name)
@@ -102,6 +108,7 @@ class MobilityEventsService:
             self._on_message,
             outgoing=self.settings.capture_outgoing,
             on_error=self._on_fatal,
+            on_malformed=self._on_malformed,
             name=f"{SERVICE}-capture",
             node=self.settings.node,
         )
@@ -153,6 +160,7 @@ class MobilityEventsService:
         self._publish_presence(online=False)
         self.client.disconnect()
         self.client.loop_stop()
+        self.metrics.close()
         log.info(
             "node %s: stopped (%d events published, %d messages dropped, view %s)",
             self.settings.node,
@@ -166,10 +174,14 @@ class MobilityEventsService:
             self.queue.put_nowait(_Observed(now, src, dst, msg))
         except queue.Full:
             self.dropped += 1
+            self.metrics.dropped.inc()
             log.warning("node %s: event queue full, dropped a message from %s", self._node, src)
 
     def _on_fatal(self, error: BaseException) -> None:
         self.queue.put(_Fatal(error))
+
+    def _on_malformed(self, error: MobilityHeaderError) -> None:
+        self.metrics.decode_errors.labels(error.reason.value).inc()
 
     def _on_connect(
         self,
@@ -188,6 +200,7 @@ class MobilityEventsService:
             topic = self.topics.binding_event(event.mobile_router, event.bid)
             self.client.publish(topic, encode(event), qos=1)
             self.published += 1
+            self.metrics.events.labels(event.event.value).inc()
             log.info(
                 "node %s: %s %s BID %d CoA %s%s",
                 self._node,
@@ -265,5 +278,8 @@ def main(
         run(config.mobility_events, config.broker, netns_name)
     except PermissionError as exc:
         print(f"cannot open capture sockets: {exc} (needs CAP_NET_RAW)", file=sys.stderr)
+        return 1
+    except MetricsListenError as exc:
+        print(f"node {config.mobility_events.node}: {exc}", file=sys.stderr)
         return 1
     return 0

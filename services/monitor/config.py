@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from services.contracts.policy import Bid, NodeId
 from services.contracts.settings import BrokerSettings
+from services.metrics import ListenAddress
 from services.monitor.change import ChangeSettings
 from services.monitor.probe import DEFAULT_PROBE_PORT, ProbeKind, ProbeTarget
 from services.monitor.state import LinkStateSettings
@@ -129,6 +130,9 @@ class MonitorSettings(BaseModel):
     window: ProbeSettings = ProbeSettings()
     state: LinkStateSettings = LinkStateSettings()
     publish: ChangeSettings = ChangeSettings(period_s=1.0)
+    metrics_listen: ListenAddress | None = Field(
+        default=None, description="HOST:PORT of the Prometheus /metrics endpoint; None: off"
+    )
 
     @model_validator(mode="after")
     def _links_distinct(self) -> MonitorSettings:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from services import netns
 from services.contracts.errors import InvalidInput, KernelError
 from services.contracts.settings import BrokerSettings, apply_env, read_file, validate_section
+from services.metrics import MetricsListenError
 from services.monitor.config import MonitorFile, MonitorSettings
 from services.monitor.trace import TraceError
 
@@ -78,5 +79,8 @@ def _run(service: MonitorService) -> int:
             "CAP_NET_RAW and CAP_NET_ADMIN in its network namespace)",
             file=sys.stderr,
         )
+        return 1
+    except MetricsListenError as exc:
+        print(f"node {node}: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -32,6 +32,7 @@ from services.contracts.errors import ConfigError, Problem
 from services.contracts.messages import Envelope, LinkMetrics, LinkState, Presence, encode
 from services.contracts.settings import BrokerSettings
 from services.contracts.topics import Topics
+from services.metrics import MonitorMetrics
 from services.monitor.config import LinkConfig, MonitorSettings, RadioSource
 from services.monitor.link import LinkTracker, Radio
 from services.monitor.netlink import InterfaceState, LinkEvents
@@ -99,6 +100,8 @@ class MonitorService:
             will=self._presence(online=False),
         )
         self.client.on_connect = self._on_connect
+        self.metrics = MonitorMetrics(settings.node)
+        self.metrics.watch_client(self.client)
 
     @property
     def node(self) -> str:
@@ -107,6 +110,8 @@ class MonitorService:
 
     def run(self) -> None:
         """Connect, open the node's sockets and serve until `stop()`."""
+        # The metrics endpoint and the bus stay in the namespace we started in.
+        self.metrics.serve(self.settings.metrics_listen)
         bus.start(self.client, self.broker)
         if self.netns_name is not None:
             netns.enter(self.netns_name)
@@ -302,6 +307,7 @@ class MonitorService:
             if isinstance(message, LinkState):
                 topic = self.topics.link_state(self.node, message.interface)
                 self.client.publish(topic, encode(message), qos=1, retain=True)
+                self.metrics.record(message)
                 log.info(
                     "node %s: link %s (BID %d) %s: %s",
                     self.node,
@@ -313,6 +319,7 @@ class MonitorService:
             elif isinstance(message, LinkMetrics):
                 topic = self.topics.link_metrics(self.node, message.interface)
                 self.client.publish(topic, encode(message), qos=0)
+                self.metrics.record(message)
 
     def _presence(self, *, online: bool) -> Presence:
         return Presence(sender=self.node, node=self.node, service=SERVICE, online=online)
@@ -359,6 +366,7 @@ class MonitorService:
         self.client.disconnect()
         self.client.loop_stop()
         self.stopper.close()
+        self.metrics.close()
         log.info("node %s: monitor stopped", self.node)
 
 

@@ -62,8 +62,17 @@ class PolicyClient:
             raise DeliveryTimeoutError(f"no status from node {node} within {timeout_s} s") from exc
 
     def wait_online(self, node: str, *, timeout_s: float = 10.0) -> Presence:
-        """Wait until `node`'s worker announces itself online (its retained hello counts)."""
+        """Wait until `node`'s worker is online: its retained presence says so, or it
+        announces itself.
+
+        Presences received before the call are dropped and the presence topic is subscribed
+        again, which makes the broker send the retained presence as it is now: an older
+        "online" (a worker republishes its presence with each new version) must not stand for
+        a worker that has stopped since.
+        """
         self.watch(node)
+        while not self.presences.empty():
+            self.presences.get_nowait()
         self.client.subscribe(self.topics.presence(node, "prem"), qos=1)
         deadline = time.monotonic() + timeout_s
         while (left := deadline - time.monotonic()) > 0:

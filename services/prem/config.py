@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from services.contracts.policy import Bid, Direction, NodeId
 from services.contracts.settings import BrokerSettings
+from services.metrics import ListenAddress
 
 
 class Role(StrEnum):
@@ -66,6 +67,9 @@ class PremSettings(BaseModel):
     state_file: Path = Path("/var/lib/multinet/prem.json")
     remove_on_exit: bool = False
     limits: Limits = Limits()
+    metrics_listen: ListenAddress | None = Field(
+        default=None, description="HOST:PORT of the Prometheus /metrics endpoint; None: off"
+    )
 
     @model_validator(mode="after")
     def _bids_fit(self) -> PremSettings:

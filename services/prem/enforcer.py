@@ -49,9 +49,12 @@ class Enforcer:
         self.settings = settings
         self.backend = backend
         self.clock = clock
+        store.remove_leftovers(settings.state_file)
         self.state = store.load(settings.state_file, settings.node)
         self.unusable: frozenset[int] = frozenset()
         self.sequence = 0
+        #: Flow rules the back end holds for us since the last successful reconciliation.
+        self.rules_enforced = 0
 
     def reconcile(self) -> int:
         """Make the back end enforce the current desired state; return the rules changed."""
@@ -59,6 +62,7 @@ class Enforcer:
         changes = plan(desired, self.backend.read())
         if changes:
             self.backend.apply(desired, changes)
+        self.rules_enforced = len(desired)
         return len(changes.add) + len(changes.remove)
 
     def handle_document(self, payload: bytes) -> PolicyStatus:
@@ -74,7 +78,10 @@ class Enforcer:
             message = policy_xml.parse(
                 payload, max_bytes=limits.max_document_bytes, max_policies=limits.max_policies
             )
-            requested = message.version
+            # A version counts in its own node's sequence only: a document for another node
+            # is refused without naming its version as ours, so the refusal cannot answer a
+            # caller waiting for our acknowledgement of that same number.
+            requested = message.version if message.node == self.settings.node else None
             digest = hashlib.sha256(payload).hexdigest()
             if is_redelivery(self.state, message, digest):
                 log.info(
@@ -110,6 +117,10 @@ class Enforcer:
             replaced=outcome.replaced,
         )
         return Reply(status, self._mirror(message))
+
+    def refuse(self, problem: Problem) -> PolicyStatus:
+        """Refuse a document for a reason only the transport knows (a retained delivery)."""
+        return self._refused((problem,), self.clock(), None)
 
     def _mirror(self, message: PolicyMessage) -> PolicyMessage | None:
         """The uplink message for the MR when `message` is symmetric (scheme 2)."""
@@ -147,6 +158,7 @@ class Enforcer:
         changes = plan(desired, self.backend.read())
         if changes:
             self.backend.apply(desired, changes)
+        self.rules_enforced = len(desired)
         store.save(self.settings.state_file, outcome.state)
         self.state = outcome.state
 

@@ -30,6 +30,19 @@ def load(path: Path, node: str) -> DesiredState:
     return state
 
 
+def remove_leftovers(path: Path) -> None:
+    """Delete the temporary files a crash left in the middle of `save`.
+
+    They never replaced the state file, so they hold nothing it does not. Only the state file's
+    owner may call this (at start): another process's `save` in progress would lose its file.
+    """
+    if not path.parent.is_dir():
+        return
+    for leftover in path.parent.glob(f".{path.name}.*"):
+        with contextlib.suppress(FileNotFoundError):
+            leftover.unlink()
+
+
 def save(path: Path, state: DesiredState) -> None:
     """Write to a temporary file in the same directory, fsync, rename over, fsync the directory."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -18,12 +18,14 @@ import paho.mqtt.client as mqtt
 
 from services import bus, netns
 from services.contracts import policy_xml
+from services.contracts.errors import Problem
 from services.contracts.messages import Envelope, PolicyStatus, Presence, encode
 from services.contracts.settings import BrokerSettings
 from services.contracts.topics import Topics
+from services.metrics import PremMetrics
 from services.prem import routing
 from services.prem.config import PremSettings
-from services.prem.enforcer import Enforcer
+from services.prem.enforcer import Enforcer, Reply
 from services.prem.linkwatch import LinkWatcher
 from services.prem.node import Fatal, Stop, Usability, start_enforcement
 
@@ -36,6 +38,18 @@ class _Document:
     payload: bytes
     mid: int
     qos: int
+    retained: bool = False
+
+
+#: Why a retained policy document is refused. The broker hands a retained message to every new
+#: subscription, so the worker would get it again at each reconnect, long after newer versions:
+#: a replay the version check catches only while the enforced version is known (not after the
+#: state file was lost). Policy documents are never published retained.
+RETAINED = Problem(
+    "retained policy document: the broker replays it at every subscription; policy documents "
+    "must be published with retain off",
+    field="retain",
+)
 
 
 _Item = _Document | Usability | Fatal | Stop
@@ -63,6 +77,10 @@ class PremWorker:
         self.client.on_message = self._on_message
         self.enforcer: Enforcer | None = None
         self.watcher: LinkWatcher | None = None
+        self.metrics = PremMetrics(settings.node)
+        self.metrics.watch_client(self.client)
+        #: The version the last retained presence announced.
+        self._announced: int | None = None
 
     def run(self) -> None:
         """Start, serve until SIGTERM/SIGINT, then stop cleanly."""
@@ -70,7 +88,9 @@ class PremWorker:
         signal.signal(signal.SIGINT, self._on_signal)
         # The bus connection lives in the namespace we were started in (the management side);
         # everything created after `enter` (netlink, nftables, iptc, watcher thread) lives in
-        # the node's namespace.
+        # the node's namespace. The metrics endpoint, opened first, stays on the management
+        # side with the bus.
+        self.metrics.serve(self.settings.metrics_listen)
         bus.start(self.client, self.broker)
         if self.netns_name is not None:
             netns.enter(self.netns_name)
@@ -78,6 +98,7 @@ class PremWorker:
             self.settings, self._on_usability, self._on_fatal
         )
         self.enforcer = enforcer
+        self._record(None)
         log.info(
             "node %s: started (%s back end), version %d enforced, %d rules reconciled",
             self.settings.node,
@@ -104,15 +125,33 @@ class PremWorker:
                 status = enforcer.handle_unusable(item.unusable)
                 if status is not None:
                     self._publish_status(status)
+                    self._record(status)
                 continue
-            reply = enforcer.handle(item.payload)
+            reply = (
+                Reply(enforcer.refuse(RETAINED)) if item.retained else enforcer.handle(item.payload)
+            )
             if reply.forward is not None:
                 # Scheme 2: the MR's worker gets the mirrored uplink set from us, QoS 1.
                 document = policy_xml.render(reply.forward)
                 self.client.publish(self.topics.policy(reply.forward.node), document, qos=1)
             self._publish_status(reply.status)
+            if reply.status.version != self._announced:
+                # The retained presence is what a gateway or NSA replica that starts later
+                # reads first: it must carry the version enforced now, not the one at start.
+                self._publish_presence(online=True)
             if item.qos > 0:
                 self.client.ack(item.mid, item.qos)
+            self._record(reply.status)
+
+    def _record(self, status: PolicyStatus | None) -> None:
+        """Metrics after a status (or at start): counters, latency, what is enforced now."""
+        if self.enforcer is None:
+            return
+        rules, policies = self.enforcer.rules_enforced, len(self.enforcer.state.policies)
+        if status is None:
+            self.metrics.set_state(self.enforcer.state.version, rules=rules, policies=policies)
+        else:
+            self.metrics.record(status, rules=rules, policies=policies)
 
     def _shutdown(self, enforcer: Enforcer) -> None:
         if self.watcher is not None:
@@ -124,6 +163,7 @@ class PremWorker:
         self._publish_presence(online=False)
         self.client.disconnect()
         self.client.loop_stop()
+        self.metrics.close()
         log.info("node %s: stopped", self.settings.node)
 
     def stop(self) -> None:
@@ -154,7 +194,7 @@ class PremWorker:
             self._publish_presence(online=True)
 
     def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
-        self.queue.put(_Document(bytes(msg.payload), msg.mid, msg.qos))
+        self.queue.put(_Document(bytes(msg.payload), msg.mid, msg.qos, bool(msg.retain)))
 
     def _presence(self, *, online: bool, version: int | None) -> Presence:
         return Presence(
@@ -167,6 +207,7 @@ class PremWorker:
 
     def _publish_presence(self, *, online: bool) -> None:
         version = self.enforcer.state.version if self.enforcer is not None else None
+        self._announced = version
         self._publish(
             self.topics.presence(self.settings.node, "prem"),
             self._presence(online=online, version=version),

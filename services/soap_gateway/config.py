@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from services.contracts.policy import NodeId
 from services.contracts.settings import BrokerSettings
+from services.metrics import ListenAddress
 
 
 class MobileRouterSettings(BaseModel):
@@ -76,6 +77,9 @@ class GatewaySettings(BaseModel):
     #: PEM certificate (chain) and key; both or neither. Without them the gateway speaks HTTP.
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    metrics_listen: ListenAddress | None = Field(
+        default=None, description="HOST:PORT of the Prometheus /metrics endpoint; None: off"
+    )
 
     @model_validator(mode="after")
     def _callers_and_tls(self) -> GatewaySettings:

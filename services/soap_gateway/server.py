@@ -19,9 +19,10 @@ from cheroot import wsgi
 from cheroot.ssl.builtin import BuiltinSSLAdapter
 
 from services.contracts.settings import BrokerSettings
+from services.metrics import GatewayMetrics
 from services.soap_gateway.buslink import BusLink
 from services.soap_gateway.config import GatewaySettings
-from services.soap_gateway.core import GatewayCore
+from services.soap_gateway.metered import MeteredCore
 from services.soap_gateway.tracker import Tracker
 from services.soap_gateway.udp import UdpServer
 from services.soap_gateway.wsgi import make_wsgi_app
@@ -36,7 +37,9 @@ class GatewayServer:
         self.settings = settings
         self.tracker = Tracker()
         self.link = BusLink(broker, settings.name, settings.nodes(), self.tracker)
-        self.core = GatewayCore(settings, self.tracker, self.link)
+        self.metrics = GatewayMetrics(settings.name)
+        self.metrics.watch_client(self.link.client)
+        self.core = MeteredCore(settings, self.tracker, self.link, self.metrics)
         self.http: Any = wsgi.Server(
             (settings.host, settings.port),
             make_wsgi_app(self.core),
@@ -92,6 +95,7 @@ class GatewayServer:
         # Objects made so far (schemas, the WSDL, pydantic models) live as long as the process:
         # keep them out of the collector's full passes, which would stall every call.
         gc.freeze()
+        self.metrics.serve(self.settings.metrics_listen)
         self.link.start()
         self.http.prepare()
         self._thread = threading.Thread(
@@ -109,13 +113,26 @@ class GatewayServer:
         )
 
     def stop(self) -> None:
-        """Stop serving and disconnect."""
+        """Answer the calls still waiting for acknowledgements, stop serving, disconnect.
+
+        A waiting call gets its answer now (`not-reached` for the nodes that did not
+        acknowledge yet: GetStatus later says whether they applied) instead of a connection
+        closed under it or a wait until the deadline.
+        """
+        waiting = self.tracker.release()
+        if waiting:
+            log.warning(
+                "gateway %s: stopping; %d acknowledgement(s) no longer awaited",
+                self.settings.name,
+                waiting,
+            )
         if self.udp is not None:
             self.udp.stop()
         self.http.stop()
         if self._thread is not None:
             self._thread.join(10)
         self.link.close()
+        self.metrics.close()
 
     def run(self) -> None:
         """Serve until SIGTERM or SIGINT."""

@@ -39,7 +39,8 @@ from cheroot import wsgi
 from services import netns
 from services.contracts import policy_xml
 from services.contracts.errors import MultinetError, PolicyDocumentError, Problem
-from services.contracts.messages import Presence, Refusal
+from services.contracts.messages import PolicyStatus, Presence, Refusal
+from services.metrics import PremMetrics
 from services.prem import routing
 from services.prem.config import PremSettings, Role
 from services.prem.enforcer import Enforcer
@@ -275,6 +276,7 @@ class StandaloneWorker:
         self._enforcing = threading.Event()
         self._http_thread: threading.Thread | None = None
         self.watcher: LinkWatcher | None = None
+        self.metrics = PremMetrics(prem.node)
 
     # The Publisher protocol, called from the SOAP threads.
 
@@ -322,10 +324,16 @@ class StandaloneWorker:
                     raise ListenError(
                         f"{self.settings.host}:{self.udp.requested_port}", exc
                     ) from exc
+            self.metrics.serve(self.prem.metrics_listen)
             if self.netns_name is not None:
                 netns.enter(self.netns_name)
             enforcer, self.watcher, changed = start_enforcement(
                 self.prem, self._on_usability, self._on_fatal
+            )
+            self.metrics.set_state(
+                enforcer.state.version,
+                rules=enforcer.rules_enforced,
+                policies=len(enforcer.state.policies),
             )
             self.tracker.on_presence(
                 Presence(
@@ -373,12 +381,16 @@ class StandaloneWorker:
             raise RuntimeError(
                 "link watcher failed; exiting so the supervisor restarts us"
             ) from item.error
+        status: PolicyStatus | None = None
         if isinstance(item, Usability):
-            fallback = enforcer.handle_unusable(item.unusable)
-            if fallback is not None:
-                self.tracker.on_status(fallback)
+            status = enforcer.handle_unusable(item.unusable)
         elif isinstance(item, _Document):
-            self.tracker.on_status(enforcer.handle_document(item.payload))
+            status = enforcer.handle_document(item.payload)
+        if status is not None:
+            self.tracker.on_status(status)
+            self.metrics.record(
+                status, rules=enforcer.rules_enforced, policies=len(enforcer.state.policies)
+            )
 
     def _shutdown(self, enforcer: Enforcer | None) -> None:
         self._enforcing.clear()
@@ -402,6 +414,7 @@ class StandaloneWorker:
             enforcer.backend.remove_all()
             routing.remove_rules(self.prem)
             log.info("node %s: removed every rule it owned", self.prem.node)
+        self.metrics.close()
         log.info("node %s: stopped", self.prem.node)
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:

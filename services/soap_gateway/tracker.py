@@ -46,6 +46,7 @@ class Tracker:
         self._changed = threading.Condition()
         self._waiting: dict[tuple[str, int], deque[Ticket]] = {}
         self._views: dict[str, NodeView] = {}
+        self._released = False
 
     def expect(self, node: str, version: int) -> Ticket:
         """Register a ticket; call before publishing so no answer can be missed."""
@@ -55,11 +56,12 @@ class Tracker:
         return ticket
 
     def wait(self, tickets: Sequence[Ticket], timeout_s: float) -> None:
-        """Block until every ticket is answered or `timeout_s` passed; then forget them."""
+        """Block until every ticket is answered, `timeout_s` passed or `release` was called;
+        then forget them."""
         deadline = self._clock() + timeout_s
         with self._changed:
             try:
-                while any(t.status is None for t in tickets):
+                while not self._released and any(t.status is None for t in tickets):
                     left = deadline - self._clock()
                     if left <= 0:
                         return
@@ -67,6 +69,14 @@ class Tracker:
             finally:
                 for ticket in tickets:
                     self._forget(ticket)
+
+    def release(self) -> int:
+        """Stop every wait, now and later (the gateway is stopping); return how many tickets
+        were still unanswered."""
+        with self._changed:
+            self._released = True
+            self._changed.notify_all()
+            return sum(len(q) for q in self._waiting.values())
 
     def cancel(self, tickets: Sequence[Ticket]) -> None:
         """Forget tickets that will not be waited for (their document was never published)."""

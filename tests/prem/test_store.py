@@ -46,3 +46,16 @@ def test_corrupt_or_foreign_file_is_refused(tmp_path: Path) -> None:
     store.save(path, DesiredState(node="mr1"))
     with pytest.raises(ConfigError, match="belongs to node 'mr1'"):
         store.load(path, "ha1")
+
+
+def test_leftovers_of_an_interrupted_save_are_removed_and_nothing_else(tmp_path: Path) -> None:
+    path = tmp_path / "state.json"
+    store.save(path, DesiredState(node="ha1", version=3))
+    leftover = tmp_path / ".state.json.k2j4x9"  # as mkstemp names them
+    leftover.write_bytes(b'{"node": "ha1", "vers')
+    other = tmp_path / ".other.json.abc"
+    other.write_bytes(b"")
+    store.remove_leftovers(path)
+    assert not leftover.exists()
+    assert other.exists()
+    assert store.load(path, "ha1").version == 3

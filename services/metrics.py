@@ -1,0 +1,345 @@
+"""Prometheus metrics of the services: one exporter per process, one registry per service object.
+
+Each service object builds its metrics on a `CollectorRegistry` of its own (never the library's
+global default), so several services in one test process never share or collide on a metric.
+The exporter starts only when the service's `metrics_listen` setting is given, and before the
+service enters a node's network namespace, so the endpoint stays on the management side.
+
+Instrumentation happens at the edge (workers, service loops, the SOAP layer); the pure cores
+(policy sets, reconciliation, decisions) know nothing of it.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from dataclasses import dataclass
+from typing import Annotated
+from wsgiref.simple_server import WSGIServer
+
+import paho.mqtt.client as mqtt
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client.exposition import start_http_server
+from pydantic import AfterValidator
+
+from services.contracts.errors import MultinetError
+from services.contracts.messages import (
+    BindingEventKind,
+    LinkMetrics,
+    LinkState,
+    PolicyStatus,
+    Refusal,
+)
+
+#: Seconds; from a sub-millisecond memory apply to a multi-second iptables install.
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """`HOST:PORT` (`[v6]:PORT` for an IPv6 address) as (host, port); port 0 picks a free one."""
+    host, sep, port = value.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"expected HOST:PORT (e.g. 127.0.0.1:9101), got {value!r}")
+    return host, int(port)
+
+
+def _valid_listen(value: str) -> str:
+    parse_listen(value)
+    return value
+
+
+#: The type of every service's `metrics_listen` setting (None: no endpoint).
+ListenAddress = Annotated[str, AfterValidator(_valid_listen)]
+
+
+class MetricsListenError(MultinetError):
+    """The metrics endpoint could not be bound (address in use, not local, no permission)."""
+
+    def __init__(self, listen: str, error: OSError) -> None:
+        self.listen = listen
+        self.errno = error.errno
+        super().__init__(f"cannot serve metrics on {listen}: {error.strerror or error}")
+
+
+@dataclass
+class Exporter:
+    """A running `/metrics` HTTP endpoint (prometheus_client's threaded WSGI server)."""
+
+    server: WSGIServer
+    thread: threading.Thread
+    host: str
+    port: int
+
+    def close(self) -> None:
+        """Stop serving and release the port."""
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(5)
+
+
+def start_exporter(listen: str, registry: CollectorRegistry, name: str) -> Exporter:
+    """Serve `registry` on `listen` in a named daemon thread; raise MetricsListenError."""
+    host, port = parse_listen(listen)
+    try:
+        server, thread = start_http_server(port, addr=host, registry=registry)
+    except OSError as exc:
+        raise MetricsListenError(listen, exc) from exc
+    thread.name = f"metrics-{name}"
+    return Exporter(server, thread, host, int(server.server_port))
+
+
+class ServiceMetrics:
+    """What every service exports: who it is (and, with a broker, whether it is connected)."""
+
+    def __init__(self, service: str, node: str) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.service = service
+        info = Info(
+            "multinet_service", "The service and node this process serves.", registry=self.registry
+        )
+        info.info({"service": service, "node": node})
+        self.exporter: Exporter | None = None
+
+    def watch_client(self, client: mqtt.Client) -> None:
+        """Export `multinet_broker_connected`, read from `client` at each scrape (services
+        without a broker, like the standalone PREM daemon, do not export it)."""
+        connected = Gauge(
+            "multinet_broker_connected",
+            "1 while the MQTT connection is up, else 0.",
+            registry=self.registry,
+        )
+        connected.set_function(lambda: 1.0 if client.is_connected() else 0.0)
+
+    def serve(self, listen: str | None) -> None:
+        """Start the endpoint when `listen` is set (call before entering a namespace)."""
+        if listen is not None and self.exporter is None:
+            self.exporter = start_exporter(listen, self.registry, self.service)
+
+    def close(self) -> None:
+        """Stop the endpoint, if any."""
+        if self.exporter is not None:
+            self.exporter.close()
+            self.exporter = None
+
+
+# --- PREM ------------------------------------------------------------------------------------
+
+#: Values of `multinet_prem_messages_refused_total{reason}`.
+REFUSAL_REASONS = (
+    "stale-version",
+    "wrong-node",
+    "wrong-mobile-router",
+    "wrong-direction",
+    "no-peer",
+    "retained",
+    "unknown-bid",
+    "conflict",
+    "over-limit",
+    "invalid-document",
+    "kernel",
+)
+_FIELD_REASONS = {
+    "version": "stale-version",
+    "node": "wrong-node",
+    "mobile-router": "wrong-mobile-router",
+    "direction": "wrong-direction",
+    "symmetric": "no-peer",
+    "retain": "retained",
+    "action.bid": "unknown-bid",
+}
+_CONFLICTS = ("is not installed", "is already installed")
+
+
+def refusal_reason(refusal: Refusal) -> str:
+    """A bounded label for one refusal (free text would make a time series per message)."""
+    if refusal.field in _FIELD_REASONS:
+        return _FIELD_REASONS[refusal.field]
+    text = refusal.reason
+    if text.startswith(("kernel:", "fallback failed")):
+        return "kernel"
+    if any(marker in text for marker in _CONFLICTS):
+        return "conflict"
+    if "over the limit" in text:
+        return "over-limit"
+    return "invalid-document"
+
+
+class PremMetrics(ServiceMetrics):
+    """A PREM worker's documents, latency, rules and fallbacks."""
+
+    def __init__(self, node: str) -> None:
+        super().__init__("prem", node)
+        reg = self.registry
+        self.applied = Counter(
+            "multinet_prem_messages_applied",
+            "Policy messages applied (or redelivered).",
+            registry=reg,
+        )
+        self.refused = Counter(
+            "multinet_prem_messages_refused",
+            "Policy messages refused, by the reason of their first refusal.",
+            ["reason"],
+            registry=reg,
+        )
+        for reason in REFUSAL_REASONS:
+            self.refused.labels(reason)
+        self.apply_seconds = Histogram(
+            "multinet_prem_apply_seconds",
+            "Time to apply one policy message: parse, checks, kernel batch, durable state.",
+            buckets=LATENCY_BUCKETS,
+            registry=reg,
+        )
+        self.rules_owned = Gauge(
+            "multinet_prem_rules_owned", "Flow rules the back end enforces for us.", registry=reg
+        )
+        self.policies = Gauge(
+            "multinet_prem_policies", "Policies in the desired set.", registry=reg
+        )
+        self.version = Gauge(
+            "multinet_prem_enforced_version", "The policy version enforced.", registry=reg
+        )
+        self.fallbacks = Counter(
+            "multinet_prem_fallbacks",
+            "Fallback changes (a BID became unusable or usable).",
+            registry=reg,
+        )
+        self.fallbacks_active = Gauge(
+            "multinet_prem_fallbacks_active",
+            "Policies whose primary BID is unusable now.",
+            registry=reg,
+        )
+
+    def record(self, status: PolicyStatus, *, rules: int, policies: int) -> None:
+        """Account for one status the worker published, and the state it left."""
+        if status.result == "applied":
+            self.applied.inc()
+            self.apply_seconds.observe(status.elapsed_ms / 1000)
+        elif status.result == "refused":
+            first = status.refusals[0] if status.refusals else None
+            self.refused.labels(
+                refusal_reason(first) if first is not None else "invalid-document"
+            ).inc()
+        else:
+            self.fallbacks.inc()
+        self.set_state(status.version, rules=rules, policies=policies)
+        self.fallbacks_active.set(len(status.fallbacks))
+
+    def set_state(self, version: int, *, rules: int, policies: int) -> None:
+        """The enforced version and sizes (at start, and after every change)."""
+        self.version.set(version)
+        self.rules_owned.set(rules)
+        self.policies.set(policies)
+
+
+# --- SOAP gateway ----------------------------------------------------------------------------
+
+#: Values of `multinet_gateway_deliveries_total{result}` (one per node document of a call).
+DELIVERY_RESULTS = ("applied", "refused", "not-reached")
+
+
+class GatewayMetrics(ServiceMetrics):
+    """The SOAP gateway's deliveries, their latency and the calls it refused."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__("soap-gateway", name)
+        reg = self.registry
+        self.deliveries = Counter(
+            "multinet_gateway_deliveries",
+            "Node documents delivered, by the node's answer.",
+            ["result"],
+            registry=reg,
+        )
+        for result in DELIVERY_RESULTS:
+            self.deliveries.labels(result)
+        self.calls_refused = Counter(
+            "multinet_gateway_calls_refused",
+            "Calls answered with a SOAP Fault before anything was published, by fault code.",
+            ["code"],
+            registry=reg,
+        )
+        self.delivery_seconds = Histogram(
+            "multinet_gateway_delivery_seconds",
+            "Time from a valid call to every node's answer (or the deadline).",
+            buckets=LATENCY_BUCKETS,
+            registry=reg,
+        )
+
+
+# --- monitor ---------------------------------------------------------------------------------
+
+
+def _seconds(milliseconds: float | None) -> float:
+    return math.nan if milliseconds is None else milliseconds / 1000
+
+
+class MonitorMetrics(ServiceMetrics):
+    """The link monitor's view of each link, as last published."""
+
+    def __init__(self, node: str) -> None:
+        super().__init__("monitor", node)
+        reg = self.registry
+        labels = ["interface", "bid"]
+        self.link_up = Gauge(
+            "multinet_monitor_link_up", "1 if the link is up, else 0.", labels, registry=reg
+        )
+        self.rtt = Gauge(
+            "multinet_monitor_rtt_seconds", "Probe round-trip time.", labels, registry=reg
+        )
+        self.jitter = Gauge(
+            "multinet_monitor_jitter_seconds", "Probe RTT jitter.", labels, registry=reg
+        )
+        self.loss = Gauge(
+            "multinet_monitor_loss_ratio", "Probe loss over the window.", labels, registry=reg
+        )
+        self.published = Counter(
+            "multinet_monitor_messages_published",
+            "Messages published, by kind (link-state, link-metrics).",
+            ["kind"],
+            registry=reg,
+        )
+        for kind in ("link-state", "link-metrics"):
+            self.published.labels(kind)
+
+    def record(self, message: LinkState | LinkMetrics) -> None:
+        """Account for one published message."""
+        labels = (message.interface, str(message.bid))
+        self.published.labels(message.kind).inc()
+        if isinstance(message, LinkState):
+            self.link_up.labels(*labels).set(1 if message.up else 0)
+            return
+        self.rtt.labels(*labels).set(_seconds(message.rtt_ms))
+        self.jitter.labels(*labels).set(_seconds(message.jitter_ms))
+        self.loss.labels(*labels).set(math.nan if message.loss is None else message.loss)
+
+
+# --- mobility events -------------------------------------------------------------------------
+
+
+class MobilityEventsMetrics(ServiceMetrics):
+    """Binding events published and Mobility Headers that could not be decoded."""
+
+    def __init__(self, node: str, decode_reasons: tuple[str, ...]) -> None:
+        super().__init__("mobility-events", node)
+        reg = self.registry
+        self.events = Counter(
+            "multinet_mobility_events_published",
+            "Binding events published, by kind.",
+            ["event"],
+            registry=reg,
+        )
+        for kind in BindingEventKind:
+            self.events.labels(kind.value)
+        self.decode_errors = Counter(
+            "multinet_mobility_events_decode_errors",
+            "Mobility Headers dropped as malformed, by reason.",
+            ["reason"],
+            registry=reg,
+        )
+        for reason in decode_reasons:
+            self.decode_errors.labels(reason)
+        self.dropped = Counter(
+            "multinet_mobility_events_dropped",
+            "Decoded messages dropped because the work queue was full.",
+            registry=reg,
+        )

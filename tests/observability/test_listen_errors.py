@@ -1,0 +1,54 @@
+"""A metrics port that cannot be bound stops a service at start with a clear message.
+
+The endpoint is opened first, before the broker connection and the node's sockets, so neither
+a broker nor a namespace is needed to see it.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture
+def taken_port() -> Iterator[int]:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(1)
+        yield int(sock.getsockname()[1])
+
+
+def _run(command: str, config: Path) -> subprocess.CompletedProcess[str]:
+    argv = [sys.executable, "-m", "services.cli", command, "--config", str(config)]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_the_monitor_refuses_a_taken_metrics_port(taken_port: int, tmp_path: Path) -> None:
+    config = tmp_path / "monitor.toml"
+    config.write_text(
+        f'[monitor]\nnode = "mr1"\nmetrics_listen = "127.0.0.1:{taken_port}"\n'
+        'links = [{ interface = "lo", bid = 1, technology = "ethernet" }]\n'
+        "[broker]\nport = 1\n",
+        encoding="utf-8",
+    )
+    done = _run("monitor", config)
+    assert done.returncode == 1, done.stderr
+    assert f"node mr1: cannot serve metrics on 127.0.0.1:{taken_port}: " in done.stderr
+
+
+def test_mobility_events_refuses_a_taken_metrics_port(taken_port: int, tmp_path: Path) -> None:
+    config = tmp_path / "mobility.toml"
+    config.write_text(
+        f'[mobility_events]\nnode = "ha1"\nmetrics_listen = "127.0.0.1:{taken_port}"\n'
+        'mobile_routers = [{ id = "mr1", prefixes = ["2001:db8:aaaa::/48"] }]\n'
+        "[broker]\nport = 1\n",
+        encoding="utf-8",
+    )
+    done = _run("mobility-events", config)
+    assert done.returncode == 1, done.stderr
+    assert f"node ha1: cannot serve metrics on 127.0.0.1:{taken_port}: " in done.stderr
