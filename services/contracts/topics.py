@@ -60,3 +60,8 @@ class Topics:
     def operator_rules(self) -> str:
         """Operator rules (retained)."""
         return f"{self.root}/operator/rules"
+
+    def decision(self, mobile_router: str) -> str:
+        """The NSA's latest decision for one MR with its explanation (retained, QoS 1), so
+        `multinet nsa explain MR` and operators' tools find the current reasoning at once."""
+        return f"{self.root}/mr/{_segment(mobile_router, 'mobile router')}/decision"

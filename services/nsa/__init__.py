@@ -55,7 +55,8 @@ Plan (`plan`), per (node, MR) ledgers of what each node acknowledged:
 - `plan(ledgers, config, state) -> (MrLedgers, messages)`: Update diffs (or Install when a
   resync is due), HA first; none for a node with a message in flight
 - `acknowledge(ledgers, PolicyStatus) -> MrLedgers`; `greet(ledgers, Presence) -> MrLedgers`
-  (a hello triggers a resync); `resync(ledgers, node, config, state, reported_version) ->
+  (a presence announcing another version than the node is known to hold triggers a
+  resync); `resync(ledgers, node, config, state, reported_version) ->
   (MrLedgers, Install message)`; `lost(ledgers, node) -> MrLedgers` when an
   acknowledgement timed out (the next plan installs the whole set)
 - `desired_policies(config, state, direction)`, `diff(current, desired) -> Update | None`
@@ -71,6 +72,20 @@ detail, links=(LinkVerdict(bid, technology, score, merit, excluded_by),))`;
 Choices: with no eligible link a class's policies are withdrawn (its traffic takes the
 default path); load sharing apportions selectors over links by weight (largest remainder) and
 keeps flows where they are; ties go to the higher overall score, then the lower BID.
+
+The service around the core (`multinet nsa run`, `multinet nsa explain`), which does I/O:
+
+- `settings` (the `[nsa]` table, `load_file`), `configstore` (per-router configuration with
+  the retained preferences and rules, last good version kept), `documents` (the NSA's own bus
+  documents: preferences, rules in; decisions out), `partition` (which replica owns a router);
+- `routes` (topic -> input kind and router), `buslink` (the main MQTT connection),
+  `metrics_receiver` (the metrics connection, in a child process), `inbox` (the bounded
+  hand-off to the decision thread), `items`;
+- `engine` (the decision thread's state machine over `slot`s and `timers`; coalescing;
+  `materiality` says when a report cannot change a decision), `calls` (planned messages ->
+  one gateway call per router, and its answer -> ledgers), `delivery` (zeep client pool, or a
+  dry run), `summary` (the log line of a decision), `service` (wiring, signals, reload,
+  `multinet nsa run`), `explain_cli` (`multinet nsa explain`).
 """
 
 from services.nsa.config import (

@@ -176,10 +176,27 @@ class NodeLedger(Frozen):
         return self.model_copy(update={"last_version": seen})
 
     def greeted(self, presence: Presence) -> NodeLedger:
-        """A worker's hello (it may have restarted): resynchronise. A last will changes nothing."""
-        if not presence.online:
+        """A worker's presence: resynchronise unless it announces a version this ledger knows
+        the node holds (or is about to acknowledge). A last will changes nothing.
+
+        Workers announce their enforced version on start and after each document they apply
+        (the retained presence is what a late reader sees first), so a presence is not by
+        itself a restart: a worker that restarted with its state intact holds what it
+        acknowledged; one that lost it, or was restored from an older copy, announces
+        another version and gets a full Install.
+        """
+        if not presence.online or self.holds(presence.version):
             return self
         return self._unknown(max(self.last_version, presence.version or 0))
+
+    def holds(self, version: int | None) -> bool:
+        """Whether `version` is what the node is known to hold: the acknowledged version
+        with nothing left to resynchronise, or the version in flight."""
+        if version is None:
+            return False
+        if self.in_flight is not None:
+            return version == self.in_flight.version
+        return not self.needs_resync and version == self.version
 
     def lost(self) -> NodeLedger:
         """The in-flight message timed out: whether it was applied is unknown."""
@@ -297,7 +314,7 @@ def greet(ledgers: MrLedgers, presence: Presence) -> MrLedgers:
     _check_node(ledgers, presence.node)
     if presence.node == ledgers.ha.node:
         return ledgers.model_copy(update={"ha": ledgers.ha.greeted(presence)})
-    if not presence.online:
+    if not presence.online or ledgers.ha.holds(presence.version):
         return ledgers
     # Scheme 2: the mirror carries the HA's version, so the next one must pass the MR's too.
     return ledgers.model_copy(update={"ha": ledgers.ha.must_resync(presence.version)})

@@ -89,13 +89,18 @@ def attribute_columns(
     ]
 
 
+#: The weights of the single-attribute modes (made once: a model is validated when built).
+_DELAY_ONLY = Weights(cost=0, delay=1, bandwidth=0, security=0)
+_COST_ONLY = Weights(cost=1, delay=0, bandwidth=0, security=0)
+
+
 def _merits(
     mode: SteeringMode, links: Sequence[Link], security: Sequence[int], scores: tuple[float, ...]
 ) -> tuple[float, ...]:
     if mode is SteeringMode.LOWEST_DELAY:
-        only = Weights(cost=0, delay=1, bandwidth=0, security=0)
+        only = _DELAY_ONLY
     elif mode is SteeringMode.CHEAPEST:
-        only = Weights(cost=1, delay=0, bandwidth=0, security=0)
+        only = _COST_ONLY
     else:
         return scores
     return utility(attribute_columns(links, security, only), len(links))

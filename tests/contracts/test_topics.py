@@ -18,6 +18,7 @@ def test_every_topic_lives_under_the_root() -> None:
         topics.binding_event("mr1", 2),
         topics.preferences("mr1"),
         topics.operator_rules(),
+        topics.decision("mr1"),
     ]
     assert all(name.startswith("t/multinet/v1/") for name in names)
     assert len(set(names)) == len(names)
@@ -33,3 +34,11 @@ def test_services_of_one_node_have_their_own_retained_presence() -> None:
 def test_a_segment_that_would_change_the_topic_tree_is_refused(bad: str) -> None:
     with pytest.raises(ValueError, match="cannot be a topic segment"):
         Topics().link_state("mr1", bad)
+
+
+def test_the_decision_topic_is_per_mobile_router_beside_its_preferences() -> None:
+    topics = Topics("t/multinet/v1")
+    assert topics.decision("mr1") == "t/multinet/v1/mr/mr1/decision"
+    assert topics.decision("mr1") != topics.decision("mr2")
+    with pytest.raises(ValueError, match="mobile router"):
+        topics.decision("mr/1")

@@ -141,9 +141,20 @@ def settled(state: MrState) -> tuple[Sim, MrState]:
     return sim, state
 
 
+def test_a_presence_announcing_the_known_version_changes_nothing() -> None:
+    sim, state = settled(assigned(("video", (1, 1))))
+    # Workers re-announce their version after every document they apply, and a worker that
+    # restarts with its state intact announces what it acknowledged: no resync for either.
+    same = Presence(sender=MR_NODE, node=MR_NODE, service="prem", online=True, version=1)
+    sim.ledgers = greet(sim.ledgers, same)
+    sim.ledgers, messages = plan(sim.ledgers, CFG, state)
+    assert messages == ()
+
+
 def test_hello_after_restart_resynchronises_with_a_full_install() -> None:
     sim, state = settled(assigned(("video", (1, 1))))
-    hello = Presence(sender=MR_NODE, node=MR_NODE, service="prem", online=True, version=1)
+    # The worker restarted without its state: it announces version 0.
+    hello = Presence(sender=MR_NODE, node=MR_NODE, service="prem", online=True, version=0)
     sim.ledgers = greet(sim.ledgers, hello)
     sim.ledgers, messages = plan(sim.ledgers, CFG, state)
     assert [(m.node, m.version, m.operation.kind) for m in messages] == [(MR_NODE, 2, "install")]

@@ -1,0 +1,78 @@
+"""The NSA's main broker connection: paho's thread only sorts and queues.
+
+MQTT 5 through `services.bus` (persistent session, QoS 1): link state, binding events,
+preferences, rules, statuses and presences in; the retained decisions out. Its inputs are not
+repeated, so they are never dropped: when the inbox is full, paho's thread waits. Messages of
+routers this replica does not own are dropped before anything is parsed (`routes`).
+
+The monitors' metrics (thousands a second) come over a connection of their own, in a process
+of their own (`metrics_receiver`).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import paho.mqtt.client as mqtt
+
+from services import bus
+from services.contracts.settings import BrokerSettings
+from services.nsa.inbox import Inbox
+from services.nsa.items import Item
+from services.nsa.routes import Routes
+
+log = logging.getLogger(__name__)
+
+#: Topic filters per SUBSCRIBE packet (a partitioned replica has several per router).
+PER_SUBSCRIBE = 500
+
+
+class NsaBusLink:
+    """Subscriptions, the paho callback, and publishing for one replica."""
+
+    def __init__(
+        self, broker: BrokerSettings, name: str, routes: Routes, inbox: Inbox[Item]
+    ) -> None:
+        self.broker = broker
+        self.name = name
+        self.routes = routes
+        self.inbox = inbox
+        self.client = bus.make_client(broker, bus.client_id("nsa", name, broker.topic_root))
+        self.client.on_connect = self._on_connect
+        self.client.on_message = self._on_message
+        self.unroutable = 0
+
+    def start(self, timeout_s: float = 10.0) -> None:
+        """Connect (paho keeps retrying in the background when the broker is down)."""
+        bus.start(self.client, self.broker, timeout_s=timeout_s)
+
+    def close(self) -> None:
+        """Disconnect and stop paho's thread."""
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    def publish(self, topic: str, payload: bytes, *, retain: bool) -> None:
+        """Publish at QoS 1 (paho queues it while disconnected)."""
+        info = self.client.publish(topic, payload, qos=1, retain=retain)
+        if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
+            log.warning("cannot publish on %s: %s", topic, mqtt.error_string(info.rc))
+
+    def _on_connect(
+        self,
+        client: mqtt.Client,
+        userdata: object,
+        flags: mqtt.ConnectFlags,
+        reason: object,
+        props: object,
+    ) -> None:
+        log.info("replica %s: connected to the broker (%s)", self.name, reason)
+        filters = self.routes.filters()
+        for start in range(0, len(filters), PER_SUBSCRIBE):
+            client.subscribe([(topic, 1) for topic in filters[start : start + PER_SUBSCRIBE]])
+
+    def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
+        raw = self.routes.route(msg.topic, bytes(msg.payload))
+        if raw is None:
+            self.unroutable += 1
+            return
+        self.inbox.put(raw)

@@ -1,0 +1,210 @@
+"""The metrics connection in a process of its own, handing reports over in batches.
+
+Monitors send one report per link per period: 9000 a second for 3000 routers of 3 links.
+paho spends ~40 us of Python on each incoming PUBLISH (reading it in several small socket
+reads, building the message, dispatching it), all under the GIL. In the NSA's process that
+work and the decisions shared one GIL: measured, the MQTT thread then waited for the GIL
+after each socket read, fell behind, and reports queued up in the broker while the process
+was not even at 100 % CPU. So the metrics connection runs in a child process: its paho
+thread sorts each report by topic (dropping other replicas' routers, `routes`) and appends it
+to a list that the child sends every few milliseconds as one pickled batch through a pipe.
+In the NSA's process, one reader thread turns each batch into inbox items (one GIL hand-over
+per batch, not per report). The decision thread is unchanged: it only ever sees `Raw` items.
+
+The child speaks MQTT 3.1.1 with a clean session: QoS 0 messages are never queued for an
+absent client, so a session would keep nothing, and paho parses an MQTT 5 property block for
+every PUBLISH (measured: half of its cost per message).
+
+If the child dies, the reader sees the pipe close and reports it as fatal: the service ends
+and its supervisor restarts it (the workers keep their policies). The child ends when its
+parent does (the pipe breaks, or its parent id changes).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import multiprocessing
+import os
+import pickle
+import ssl
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from services.contracts.settings import BrokerSettings
+from services.contracts.topics import Topics
+from services.nsa.inbox import Inbox
+from services.nsa.items import Item
+from services.nsa.routes import InputKind, Raw, Routes
+from services.nsa.settings import RouterEntry
+
+log = logging.getLogger(__name__)
+
+#: How often the child hands its reports over (the latency it adds, at most).
+FLUSH_S = 0.002
+#: Topic filters per SUBSCRIBE packet (a partitioned replica has one per router).
+PER_SUBSCRIBE = 500
+
+_Report = tuple[str, str, bytes]  # (mobile router, topic, payload)
+
+
+class MetricsReceiver:
+    """Starts the child, reads its batches into the inbox, stops it."""
+
+    def __init__(
+        self,
+        broker: BrokerSettings,
+        name: str,
+        routes: Routes,
+        inbox: Inbox[Item],
+        fatal: Callable[[BaseException], None],
+        *,
+        log_level: str = "INFO",
+    ) -> None:
+        self.broker = broker
+        self.name = name
+        self.routes = routes
+        self.inbox = inbox
+        self.fatal = fatal
+        self.log_level = log_level
+        self._process: Any = None
+        self._reader: threading.Thread | None = None
+        self._closing = False
+
+    def start(self) -> None:
+        """Spawn the child (a fresh interpreter: no threads or locks inherited) and read it."""
+        context = multiprocessing.get_context("spawn")
+        receiving, sending = context.Pipe(duplex=False)
+        plan = ChildPlan(
+            broker=self.broker.model_dump(mode="json"),
+            name=self.name,
+            routers=tuple(r.model_dump() for r in self.routes.owned),
+            per_router=self.routes.per_router,
+            parent=os.getpid(),
+            log_level=self.log_level,
+        )
+        self._process = context.Process(
+            target=child_main,
+            args=(plan, sending),
+            name=f"nsa-metrics-{self.name}",
+            daemon=True,
+        )
+        self._process.start()
+        sending.close()
+        self._reader = threading.Thread(
+            target=self._read, args=(receiving,), name=f"nsa-metrics-reader-{self.name}"
+        )
+        self._reader.daemon = True
+        self._reader.start()
+
+    @property
+    def pid(self) -> int | None:
+        """The child's process id, once started."""
+        return None if self._process is None else int(self._process.pid)
+
+    def close(self) -> None:
+        """Stop the child."""
+        self._closing = True
+        if self._process is not None and self._process.is_alive():
+            self._process.terminate()
+            self._process.join(5)
+
+    def _read(self, connection: Connection) -> None:
+        inbox = self.inbox
+        try:
+            while True:
+                reports: list[_Report] = pickle.loads(connection.recv_bytes())  # noqa: S301 (our own child)
+                inbox.offer_many([Raw(InputKind.METRICS, k, t, p) for k, t, p in reports])
+        except (EOFError, OSError) as exc:
+            if not self._closing:
+                self.fatal(RuntimeError(f"the metrics receiver of {self.name} ended: {exc!r}"))
+
+
+@dataclass(frozen=True)
+class ChildPlan:
+    """What the child needs, as plain data (it is pickled to a fresh interpreter)."""
+
+    broker: dict[str, Any]
+    name: str
+    routers: tuple[dict[str, Any], ...]
+    per_router: bool
+    parent: int
+    log_level: str
+
+
+def child_main(plan: ChildPlan, connection: Connection) -> None:
+    """The child: connect, subscribe, hand batches over until the parent is gone."""
+    from services import logsetup
+
+    name, parent = plan.name, plan.parent
+    logsetup.configure(f"{name}-metrics", level=plan.log_level)
+    broker = BrokerSettings.model_validate(plan.broker)
+    routers = tuple(RouterEntry.model_validate(r) for r in plan.routers)
+    routes = Routes(Topics(broker.topic_root), routers, per_router=plan.per_router)
+    pending: deque[_Report] = deque()
+
+    def on_connect(
+        client: mqtt.Client, userdata: object, flags: object, reason: object, props: object
+    ) -> None:
+        log.info("replica %s: metrics connection up (%s)", name, reason)
+        filters = routes.metrics_filters()
+        for start in range(0, len(filters), PER_SUBSCRIBE):
+            client.subscribe([(f, 0) for f in filters[start : start + PER_SUBSCRIBE]])
+
+    def on_message(client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
+        topic = msg.topic
+        raw = routes.route(topic, b"")
+        if raw is not None:
+            pending.append((raw.key, topic, bytes(msg.payload)))
+
+    client = metrics_client(broker, metrics_client_id(name, broker.topic_root))
+    client.on_connect = on_connect
+    client.on_message = on_message
+    client.connect_async(broker.host, broker.port, broker.keepalive_s)
+    client.loop_start()
+    try:
+        while os.getppid() == parent:
+            time.sleep(FLUSH_S)
+            if not pending:
+                continue
+            batch = [pending.popleft() for _ in range(len(pending))]
+            connection.send_bytes(pickle.dumps(batch, protocol=pickle.HIGHEST_PROTOCOL))
+    except (BrokenPipeError, OSError):
+        pass  # the parent is gone
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+def metrics_client_id(name: str, topic_root: str) -> str:
+    """A client id of its own per (replica, deployment), beside the main connection's."""
+    tag = hashlib.sha256(topic_root.encode()).hexdigest()[:8]
+    return f"nsa-metrics-{name}-{tag}"
+
+
+def metrics_client(broker: BrokerSettings, client_id: str) -> mqtt.Client:
+    """An MQTT 3.1.1 client with the broker settings' credentials and TLS (see the module
+    docstring for why this one connection is not `bus.make_client`'s MQTT 5)."""
+    client = mqtt.Client(
+        CallbackAPIVersion.VERSION2,
+        client_id=client_id,
+        protocol=mqtt.MQTTv311,
+        clean_session=True,
+    )
+    if broker.username is not None:
+        client.username_pw_set(broker.username, broker.password)
+    if broker.tls:
+        client.tls_set(
+            ca_certs=str(broker.ca_file) if broker.ca_file else None,
+            tls_version=ssl.PROTOCOL_TLS_CLIENT,
+        )
+    client.reconnect_delay_set(min_delay=1, max_delay=30)
+    return client

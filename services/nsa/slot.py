@@ -1,0 +1,96 @@
+"""What the decision thread holds per mobile router, and the counters it keeps.
+
+Plain mutable records: only the decision thread (`engine`) touches them, so they need no
+locking; the frozen core models they hold (view, state, ledgers) are replaced, never changed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter, deque
+from dataclasses import dataclass, field
+
+from services.contracts.messages import LinkMetrics
+from services.nsa.calls import Call
+from services.nsa.inputs import MrView, Trigger
+from services.nsa.materiality import Tolerance
+from services.nsa.plan import MrLedgers
+from services.nsa.settings import RouterEntry
+from services.nsa.state import MrState
+
+#: How many latency samples the statistics keep (the most recent ones).
+SAMPLES = 200_000
+
+
+@dataclass(eq=False)
+class Slot:
+    """Everything the NSA holds for one mobile router."""
+
+    router: RouterEntry
+    view: MrView
+    state: MrState
+    ledgers: MrLedgers
+    tolerance: Tolerance | None = None
+    trigger: Trigger | None = None  # inputs wait for a decision
+    oldest: float | None = None  # send time of the oldest input waiting
+    ready: bool = False
+    first_input_at: float | None = None
+    wake_at: float | None = None
+    refresh_at: float | None = None
+    refresh_armed: bool = False  # a REFRESH timer is queued (one per router at most)
+    #: 0.75-1.0 of refresh_s, fixed per router: routers first decided together (at start)
+    #: must not all be refreshed in the same instant ever after.
+    refresh_spread: float = 1.0
+    call: Call | None = None
+    dirty: bool = False  # the nodes may not hold the assignment: plan
+    generation: int = 0  # counts changes of what the nodes must hold
+    call_generation: int = 0  # the generation the call in flight was planned for
+    failures: int = 0
+    retry_at: float = 0.0
+    #: reports inside the tolerance, not applied to the view until it is next needed
+    unapplied: dict[int, tuple[LinkMetrics, float]] = field(default_factory=dict)
+    metrics_seen: dict[int, float] = field(default_factory=dict)
+    state_seen: dict[int, float] = field(default_factory=dict)
+
+
+@dataclass
+class Stats:
+    """Counters and recent latencies, read by the benchmark and the tests."""
+
+    inputs: Counter[str] = field(default_factory=Counter)
+    refused: int = 0
+    stale: int = 0
+    immaterial: int = 0
+    decisions: int = 0
+    calls: int = 0
+    failed_calls: int = 0
+    #: metrics: send time -> handled (decided, or found immaterial), seconds
+    input_latency: deque[float] = field(default_factory=lambda: deque(maxlen=SAMPLES))
+    #: send time of the oldest input -> decided and planned, seconds
+    decision_latency: deque[float] = field(default_factory=lambda: deque(maxlen=SAMPLES))
+    #: send times of the inputs handled / decided in the current batch
+    handled: list[float] = field(default_factory=list)
+    decided: list[float] = field(default_factory=list)
+
+    def batch_done(self, end: float) -> None:
+        """Close a batch: every input handled in it is done at `end`."""
+        self.input_latency.extend(end - sent for sent in self.handled)
+        self.decision_latency.extend(end - sent for sent in self.decided)
+        self.handled.clear()
+        self.decided.clear()
+
+
+def assignment(state: MrState) -> dict[str, tuple[tuple[int, ...], tuple[int, ...]]]:
+    """What the nodes must hold for `state`: each class's BIDs and fallbacks."""
+    return {name: (c.flows, c.fallbacks) for name, c in state.classes.items()}
+
+
+def spread(name: str) -> float:
+    """A stable number in [0, 1) for `name` (the same in every process and run)."""
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:4], "big") / 2**32
+
+
+def owing(ledgers: MrLedgers, node: str) -> bool:
+    """Whether `node` (scheme 2: the MR through its HA) still waits for a full Install."""
+    ledger = ledgers.mr if ledgers.mr is not None and ledgers.mr.node == node else ledgers.ha
+    return ledger.needs_resync

@@ -1,0 +1,242 @@
+"""Helpers for the NSA's tests on the real broker: settings files, a publisher playing the
+monitors, mobility_events and the operator, a spy on the decisions, NSA processes.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import pytest
+import yaml
+
+from services import bus
+from services.contracts.messages import (
+    BindingEvent,
+    BindingEventKind,
+    Envelope,
+    LinkMetrics,
+    decode,
+    encode,
+)
+from services.contracts.settings import BrokerSettings
+from services.contracts.topics import Topics
+from services.nsa.documents import DecisionRecord
+
+TECH = {1: "wlan", 2: "lte", 3: "umts"}
+VIDEO = {
+    "name": "video",
+    "selectors": [{"next_header": 17, "dst_port": {"first": 5001, "last": 5001}}],
+}
+DELAY_ONLY = [{"default": {"cost": 0, "delay": 1, "bandwidth": 0, "security": 0}}]
+
+
+def wait_until(check: Callable[[], bool], what: str, timeout_s: float = 20.0) -> None:
+    """Poll `check` until it holds; fail naming `what` at the deadline."""
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def write_settings(
+    path: Path,
+    broker: BrokerSettings,
+    routers: list[dict[str, str]],
+    *,
+    nsa: dict[str, Any] | None = None,
+) -> Path:
+    """An NSA settings file (YAML): the video class, delay-only weights, short timers."""
+    table: dict[str, Any] = {
+        "name": "nsa-test",
+        "mobile_routers": routers,
+        "startup_hold_s": 4.0,
+        "first_period_s": 0.3,
+        "refresh_s": None,
+        "retry_s": 0.5,
+        "retry_max_s": 2.0,
+        "decision": {"dwell_s": 1.0, "margin": 0.1},
+        "profiles": [VIDEO],
+        "preferences": DELAY_ONLY,
+        "gateway": {"mode": "dry-run"},
+    }
+    table.update(nsa or {})
+    data = {
+        "nsa": table,
+        "broker": {
+            "host": broker.host,
+            "port": broker.port,
+            "topic_root": broker.topic_root,
+            "session_expiry_s": 0,
+        },
+    }
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    return path
+
+
+class BusDriver:
+    """Publishes like the monitors, mobility_events and the operator; records decisions."""
+
+    def __init__(self, broker: BrokerSettings) -> None:
+        self.broker = broker.model_copy(update={"session_expiry_s": 0})
+        self.topics = Topics(broker.topic_root)
+        self.decisions: list[DecisionRecord] = []
+        self.documents: list[tuple[str, bytes]] = []  # (node, payload) on policy topics
+        self._lock = threading.Lock()
+        self.links: dict[tuple[str, int], dict[str, Any]] = {}  # (mr node, bid) -> values
+        self.live: set[tuple[str, int]] = set()  # (mobile router, bid) with a live binding
+        self._stop = threading.Event()
+        self._ticker: threading.Thread | None = None
+        subscribed = threading.Event()
+        self.client = bus.make_client(self.broker, f"test-driver-{uuid.uuid4().hex[:10]}")
+        self.client.on_connect = lambda c, *_: c.subscribe(
+            [(f"{broker.topic_root}/mr/+/decision", 1), (f"{broker.topic_root}/node/+/policy", 1)]
+        )
+        self.client.on_subscribe = lambda *_: subscribed.set()
+        self.client.on_message = self._on_message
+        bus.start(self.client, self.broker)
+        assert subscribed.wait(10), "the test driver could not subscribe"
+
+    def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
+        with self._lock:
+            if msg.topic.endswith("/decision") and msg.payload:
+                self.decisions.append(decode(DecisionRecord, bytes(msg.payload)))
+            elif msg.topic.endswith("/policy"):
+                self.documents.append((msg.topic.split("/")[-2], bytes(msg.payload)))
+
+    def publish(self, topic: str, message: Envelope | bytes, *, retain: bool = False) -> None:
+        payload = message if isinstance(message, bytes) else encode(message)
+        info = self.client.publish(topic, payload, qos=1, retain=retain)
+        info.wait_for_publish(5)
+
+    def binding(self, mobile_router: str, bid: int, kind: BindingEventKind) -> None:
+        """A binding event; a registered binding is then refreshed every second, as the
+        mobility events service reports each Binding Update's refresh (binding events are not
+        retained: a late subscriber learns of a binding from its next refresh)."""
+        event = BindingEvent(sender="ha-events", event=kind, mobile_router=mobile_router, bid=bid)
+        self.publish(self.topics.binding_event(mobile_router, bid), event)
+        with self._lock:
+            if kind in (BindingEventKind.REGISTERED, BindingEventKind.REFRESHED):
+                self.live.add((mobile_router, bid))
+            else:
+                self.live.discard((mobile_router, bid))
+
+    def _refresh(self) -> None:
+        with self._lock:
+            live = sorted(self.live)
+        for mobile_router, bid in live:
+            event = BindingEvent(
+                sender="ha-events",
+                event=BindingEventKind.REFRESHED,
+                mobile_router=mobile_router,
+                bid=bid,
+            )
+            self.client.publish(self.topics.binding_event(mobile_router, bid), encode(event), qos=1)
+
+    def metrics(self, mr_node: str, bid: int, **values: Any) -> None:
+        """Set a link's values; the ticker reports them every period, like a monitor."""
+        with self._lock:
+            self.links[(mr_node, bid)] = {**self.links.get((mr_node, bid), {}), **values}
+        self._report(mr_node, bid)
+
+    def _report(self, mr_node: str, bid: int) -> None:
+        with self._lock:
+            values = dict(self.links[(mr_node, bid)])
+        base: dict[str, Any] = {
+            "sender": mr_node,
+            "interface": f"if{bid}",
+            "bid": bid,
+            "technology": TECH.get(bid, "wlan"),
+            "rtt_ms": 20.0,
+            "loss": 0.0,
+            "bitrate_bps": 10e6,
+            "cost_per_mb": 0.0,
+        }
+        report = LinkMetrics(**{**base, **values})
+        self.client.publish(self.topics.link_metrics(mr_node, f"if{bid}"), encode(report), qos=0)
+
+    def start_ticking(self, period_s: float = 0.25) -> None:
+        """Report every link every `period_s`, like a monitor's periodic metrics."""
+
+        def tick() -> None:
+            ticks = 0
+            while not self._stop.wait(period_s):
+                with self._lock:
+                    keys = list(self.links)
+                for mr_node, bid in keys:
+                    self._report(mr_node, bid)
+                ticks += 1
+                if ticks % max(1, round(1.0 / period_s)) == 0:
+                    self._refresh()
+
+        self._ticker = threading.Thread(target=tick, name="test-monitor", daemon=True)
+        self._ticker.start()
+
+    def latest(self, mobile_router: str) -> DecisionRecord | None:
+        with self._lock:
+            found = [d for d in self.decisions if d.explanation.mobile_router == mobile_router]
+        return found[-1] if found else None
+
+    def class_bid(self, mobile_router: str, name: str = "video") -> int | None:
+        """The BID the latest decision chose for the class (None: none yet or withdrawn)."""
+        record = self.latest(mobile_router)
+        if record is None:
+            return None
+        return record.explanation.for_class(name).chosen_bid
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._ticker is not None:
+            self._ticker.join(5)
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+@contextmanager
+def nsa_process(config: Path, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """`multinet nsa run --config` as its own process, logging to `log`."""
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "services.cli",
+                "nsa",
+                "run",
+                "--config",
+                str(config),
+                "--log-level",
+                "DEBUG",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            yield proc
+        finally:
+            stop(proc)
+
+
+def stop(proc: subprocess.Popen[Any], timeout_s: float = 10.0) -> int:
+    """SIGTERM, then SIGKILL after `timeout_s`."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            return proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    return proc.wait()
+
+
+def tail(*logs: Path, chars: int = 3000) -> str:
+    """The end of each log, for assertion messages."""
+    return "\n".join(f"--- {p.name}\n{p.read_text()[-chars:]}" for p in logs if p.exists())
