@@ -76,6 +76,10 @@ WRITES: list[tuple[str, str, bool]] = [
     ("nsa", T.status("mr1"), False),
     ("nsa", T.link_metrics("mr1", "eth0"), False),
     ("nsa", T.preferences("mr1"), False),
+    # The NSA's decisions and explanations (retained) are its own; nobody else writes them.
+    ("nsa", T.decision("mr1"), True),
+    ("mr1", T.decision("mr1"), False),
+    ("operator", T.decision("mr1"), False),
     ("soap-gateway", T.policy("ha1"), True),
     ("soap-gateway", T.policy("mr1"), True),
     ("soap-gateway", T.status("ha1"), False),
@@ -118,6 +122,7 @@ PUBLICATIONS: list[tuple[str, str]] = [
     ("mobility-ha", T.binding_event("mr1", 2)),
     ("operator", T.preferences("mr1")),
     ("operator", T.operator_rules()),
+    ("nsa", T.decision("mr1")),
 ]
 
 #: The PREM workers' acknowledgements and presence: what the gateway reads.
@@ -143,7 +148,7 @@ READS: dict[str, list[str]] = {
         T.operator_rules(),
     ],
     "soap-gateway": _PREM_REPORTS,
-    "operator": [T.preferences("mr1"), T.operator_rules()],
+    "operator": [T.preferences("mr1"), T.operator_rules(), T.decision("mr1")],
     "mobility-ha": [],
 }
 
