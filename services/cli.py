@@ -14,9 +14,11 @@ from services.contracts import policy_xml
 from services.contracts.errors import InvalidInput, KernelError
 from services.contracts.settings import BrokerSettings, apply_env, read_file, validate_section
 from services.mcoa.config import McoaSettings
+from services.metrics import MetricsListenError
 from services.mobility_events.config import MobilityEventsSettings
 from services.monitor.config import MonitorSettings
 from services.monitor.probe import DEFAULT_PROBE_PORT
+from services.nsa.settings import NsaServiceSettings
 from services.prem.config import PremFile, PremSettings
 from services.soap_gateway.config import GatewayFile, GatewaySettings
 
@@ -27,6 +29,7 @@ SECTIONS: dict[str, type[BaseModel]] = {
     "mobility_events": MobilityEventsSettings,
     "mcoa": McoaSettings,
     "monitor": MonitorSettings,
+    "nsa": NsaServiceSettings,
 }
 
 
@@ -100,12 +103,14 @@ def _prem_run(args: argparse.Namespace) -> int:
         if gateway is not None:
             return _prem_standalone(args, settings, gateway)
         PremWorker(settings, config.broker, netns_name=args.netns).run()
-    except (KernelError, PermissionError) as exc:
-        print(
-            f"node {settings.node}: cannot enforce: {exc} (the worker needs root or "
-            "CAP_NET_ADMIN in its network namespace)",
-            file=sys.stderr,
+    except (KernelError, PermissionError, MetricsListenError) as exc:
+        why = "" if isinstance(exc, MetricsListenError) else "cannot enforce: "
+        hint = (
+            ""
+            if isinstance(exc, MetricsListenError)
+            else " (the worker needs root or CAP_NET_ADMIN in its network namespace)"
         )
+        print(f"node {settings.node}: {why}{exc}{hint}", file=sys.stderr)
         return 1
     return 0
 
@@ -143,7 +148,7 @@ def _prem_standalone(
 
     try:
         StandaloneWorker(settings, gateway, netns_name=args.netns).run()
-    except ListenError as exc:
+    except (ListenError, MetricsListenError) as exc:
         print(f"node {settings.node}: {exc}", file=sys.stderr)
         return 1
     return 0
@@ -172,6 +177,9 @@ def _soap_gateway_run(args: argparse.Namespace) -> int:
     logsetup.configure(settings.name, level=args.log_level, json_lines=args.log_json)
     try:
         GatewayServer(settings, config.broker).run()
+    except MetricsListenError as exc:
+        print(f"gateway {settings.name}: {exc}", file=sys.stderr)
+        return 1
     except OSError as exc:
         print(
             f"gateway {settings.name}: cannot listen on {settings.host}:{settings.port}: {exc}",
@@ -306,6 +314,12 @@ def build_parser() -> argparse.ArgumentParser:
     monitor.add_argument("--check", action="store_true", help="validate the settings and exit")
     monitor.set_defaults(func=_monitor_run)
 
+    _nsa_parser(sub)
+
+    from services.testbed.cli import add_subcommand as add_testbed
+
+    add_testbed(sub)
+
     responder = sub.add_parser(
         "probe-responder",
         help="answer the monitor's UDP probes, optionally after a delay",
@@ -319,6 +333,48 @@ def build_parser() -> argparse.ArgumentParser:
     responder.add_argument("--netns", metavar="NAME", help="serve in network namespace NAME")
     responder.set_defaults(func=_probe_responder_run)
     return parser
+
+
+def _nsa_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    nsa = sub.add_parser(
+        "nsa",
+        help="the Network Selection Algorithm: decides each flow class's BID, delivers policies",
+    )
+    nsa_sub = nsa.add_subparsers(dest="nsa_command", required=True, metavar="ACTION")
+    run = nsa_sub.add_parser(
+        "run",
+        help="run one NSA replica: inputs from MQTT, policies through the SOAP gateway",
+        description="Decide for the mobile routers of the [nsa] table (this replica's share) "
+        "from link metrics, link state, binding events, preferences and operator rules; "
+        "deliver the policy changes through the SOAP gateway; publish every decision's "
+        "explanation (retained) on mr/<mr>/decision. SIGHUP reloads the settings file. "
+        "Settings: the [nsa] and [broker] tables, overridden by MULTINET_NSA__KEY variables.",
+    )
+    _service_options(run)
+    run.set_defaults(func=_nsa_run)
+    explain = nsa_sub.add_parser(
+        "explain",
+        help="print the current reasoning for one mobile router (from the retained decision)",
+        description="Read the retained decision of MR from the broker of --config's [broker] "
+        "table and print it: trigger, and per class the move, the reason and every link's "
+        "score or the rules that excluded it. Exit 1 when there is none within --timeout.",
+    )
+    explain.add_argument("mobile_router", metavar="MR", help="the mobile router's id")
+    explain.add_argument("--config", type=Path, required=True, help="settings file with [broker]")
+    explain.add_argument("--timeout", type=float, default=3.0, help="seconds to wait (default 3)")
+    explain.set_defaults(func=_nsa_explain)
+
+
+def _nsa_run(args: argparse.Namespace) -> int:
+    from services.nsa.service import main as nsa_main
+
+    return nsa_main(args.config, log_level=args.log_level, json_logs=args.log_json)
+
+
+def _nsa_explain(args: argparse.Namespace) -> int:
+    from services.nsa.explain_cli import explain
+
+    return explain(args.config, args.mobile_router, timeout_s=args.timeout)
 
 
 def _monitor_run(args: argparse.Namespace) -> int:

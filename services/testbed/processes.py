@@ -1,0 +1,237 @@
+"""Which processes a run starts, in which namespace, in which order, and how each is known
+to be ready.
+
+Per node, as in a deployment: on the MR a PREM worker, the monitor and the MCoA agent; on the
+HA a PREM worker, the MCoA agent and mobility-events; on the operator side (the host
+namespace, on localhost) the SOAP gateway and, with the `nsa` decider, the NSA. Services that
+talk to the broker run with `--netns` (their bus connection stays on the host side, their
+kernel work happens in the node); the stream server and receiver run under `ip netns exec`.
+
+Groups start together and are waited for together, in an order that lets each find what it
+needs: workers before the NSA (so its first Install reaches them), the NSA and mobility-events
+before the MR registers (so the NSA hears the bindings being registered).
+
+Readiness: a retained presence (Topics.presence(node, service)) saying online for the bus
+services, the WSDL answering for the gateway, and the kernel for the MCoA agents (the HA's
+decapsulation rule; both BID pipes at the HA for the MR, i.e. both bindings registered).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+from services.nsa import NsaConfig
+from services.testbed import addressing as a
+from services.testbed import configs
+from services.testbed.recorder import Recorder
+from services.testbed.scenario import Decider, StreamSpec
+from services.testbed.supervisor import Readiness, ServiceSpec
+from services.testbed.topology import Topology
+
+#: The NSA service's presence (node, service). An assumption until `multinet nsa run` exists.
+NSA_PRESENCE = (configs.NSA_NODE, "nsa")  # its retained decision for mr1 counts as well
+_CLI = (sys.executable, "-m", "services.cli")
+
+
+def nsa_available() -> bool:
+    """Whether this tree has the NSA service (`multinet nsa run`)."""
+    proc = subprocess.run(
+        [*_CLI, "nsa", "run", "--help"], capture_output=True, check=False, timeout=60
+    )
+    return proc.returncode == 0
+
+
+def _online(recorder: Recorder, node: str, service: str) -> Readiness:
+    return Readiness(f"presence of {service} on {node}", lambda: recorder.online(node, service))
+
+
+def _nsa_ready(recorder: Recorder, log: Path) -> Readiness:
+    """The NSA publishes no presence (yet): its retained presence or decision counts, else
+    the log line saying its bus connection is up."""
+    decision = f"{recorder.topics.root}/mr/{a.MOBILE_ROUTER}/decision"
+
+    def ready() -> bool:
+        if recorder.online(*NSA_PRESENCE) or recorder.heard_on(decision):
+            return True
+        return log.is_file() and b"connected to the broker" in log.read_bytes()
+
+    return Readiness(f"presence of {NSA_PRESENCE[1]} on {NSA_PRESENCE[0]}, or connected", ready)
+
+
+def _wsdl(url: str) -> Readiness:
+    def answers() -> bool:
+        with urllib.request.urlopen(f"{url}?wsdl", timeout=1.0) as reply:  # noqa: S310
+            return bool(reply.status == 200)
+
+    return Readiness(f"WSDL at {url}?wsdl", answers)
+
+
+def _kernel(bed: Topology, node: str, argv: list[str], needle: str, count: int = 1) -> Readiness:
+    def present() -> bool:
+        return bed.run(node, argv, check=False).count(needle) >= count
+
+    return Readiness(f"{needle!r} in `{' '.join(argv)}` on {node}", present)
+
+
+def _pipes_registered(bed: Topology) -> Readiness:
+    def both() -> bool:
+        for link in a.MR_LINKS:
+            table = str(a.TABLE_BASE + link.bid)
+            routes = bed.run("ha", ["ip", "-6", "route", "show", "table", table], check=False)
+            if "encap seg6" not in routes:
+                return False
+        return True
+
+    return Readiness("a pipe per BID at the HA (both bindings registered)", both)
+
+
+def _listening(bed: Topology, node: str, port: int) -> Readiness:
+    return _kernel(bed, node, ["ss", "-Hltn", f"sport = :{port}"], "LISTEN")
+
+
+def service_groups(
+    run: configs.RunSettings,
+    bed: Topology,
+    recorder: Recorder,
+    *,
+    decider: Decider,
+    nsa: NsaConfig,
+    traces: dict[str, Path],
+    stream: StreamSpec,
+) -> list[list[ServiceSpec]]:
+    """The start groups of one run, with every settings file written to the run directory."""
+    cfg = run.run_dir / "config"
+    files = {
+        "prem-ha": configs.write(cfg / "prem-ha.yaml", configs.prem(run, "ha")),
+        "prem-mr": configs.write(cfg / "prem-mr.yaml", configs.prem(run, "mr")),
+        "mcoa-ha": configs.write(cfg / "mcoa-ha.yaml", configs.mcoa(run, "ha")),
+        "mcoa-mr": configs.write(cfg / "mcoa-mr.yaml", configs.mcoa(run, "mr")),
+        "events": configs.write(cfg / "mobility-events.yaml", configs.mobility_events(run)),
+        "monitor": configs.write(cfg / "monitor.yaml", configs.monitor(run, traces)),
+        "gateway": configs.write(cfg / "soap-gateway.yaml", configs.soap_gateway(run)),
+    }
+    server = ServiceSpec(
+        name="http-server@cn",
+        argv=(
+            "ip",
+            "netns",
+            "exec",
+            bed.ns("cn"),
+            sys.executable,
+            "-m",
+            "services.testbed.stream",
+            "serve",
+            "--port",
+            str(stream.port),
+            "--rate-bps",
+            str(stream.rate_bps),
+            "--interval-s",
+            str(stream.interval_s),
+        ),
+        ready=_listening(bed, "cn", stream.port),
+        node="cn",
+    )
+
+    def service(
+        name: str, args: list[str], config: Path, node: str, ready: Readiness
+    ) -> ServiceSpec:
+        argv = [*_CLI, *args, "--config", str(config)]
+        if node != "operator":
+            argv += ["--netns", bed.ns(node)]
+        return ServiceSpec(name=name, argv=tuple(argv), ready=ready, node=node)
+
+    groups = [
+        [
+            service(
+                "soap-gateway",
+                ["soap-gateway"],
+                files["gateway"],
+                "operator",
+                _wsdl(run.gateway_url),
+            ),
+            service(
+                "prem@ha",
+                ["prem", "run"],
+                files["prem-ha"],
+                "ha",
+                _online(recorder, a.HA_NODE, "prem"),
+            ),
+            service(
+                "prem@mr",
+                ["prem", "run"],
+                files["prem-mr"],
+                "mr",
+                _online(recorder, a.MR_NODE, "prem"),
+            ),
+            server,
+        ]
+    ]
+    if decider is Decider.NSA:
+        nsa_file = configs.write(cfg / "nsa.yaml", configs.nsa_settings(run, nsa))
+        ready = _nsa_ready(recorder, run.run_dir / "logs" / "nsa.log")
+        groups.append([service("nsa", ["nsa", "run"], nsa_file, "operator", ready)])
+    decap_rule = ["ip", "-6", "rule", "show", "pref", "10"]
+    groups.append(
+        [
+            service(
+                "mobility-events@ha",
+                ["mobility-events"],
+                files["events"],
+                "ha",
+                _online(recorder, a.HA_NODE, "mobility-events"),
+            ),
+            service(
+                "mcoa-agent@ha",
+                ["mcoa-agent", "--role", "ha"],
+                files["mcoa-ha"],
+                "ha",
+                _kernel(bed, "ha", decap_rule, "lookup"),
+            ),
+            service(
+                "monitor@mr",
+                ["monitor"],
+                files["monitor"],
+                "mr",
+                _online(recorder, a.MR_NODE, "monitor"),
+            ),
+        ]
+    )
+    groups.append(
+        [
+            service(
+                "mcoa-agent@mr",
+                ["mcoa-agent", "--role", "mr"],
+                files["mcoa-mr"],
+                "mr",
+                _pipes_registered(bed),
+            )
+        ]
+    )
+    return groups
+
+
+def receiver(bed: Topology, stream: StreamSpec, out: Path) -> ServiceSpec:
+    """The MNN's stream receiver (started at t0; it writes its record on SIGTERM)."""
+    return ServiceSpec(
+        name="http-client@mnn",
+        argv=(
+            "ip",
+            "netns",
+            "exec",
+            bed.ns("mnn"),
+            sys.executable,
+            "-m",
+            "services.testbed.stream",
+            "fetch",
+            "--host",
+            a.CN,
+            "--port",
+            str(stream.port),
+            "--out",
+            str(out),
+        ),
+        node="mnn",
+    )

@@ -1,0 +1,46 @@
+"""The inputs and raw measurements of one run, shared by the runner and the analysis."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from services.contracts.settings import BrokerSettings
+from services.testbed.counters import Sample
+from services.testbed.recorder import Heard
+from services.testbed.scenario import Decider, Scenario
+from services.testbed.timeline import StepResult
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How to run: which scenario and decider, where to write, what to keep."""
+
+    scenario: Scenario
+    scenario_file: Path
+    decider: Decider
+    out: Path
+    keep: bool = False
+    prefix: str = "mtb"
+    backend: str = "nftables"
+    broker: BrokerSettings = field(default_factory=BrokerSettings)
+
+
+@dataclass
+class RunData:
+    """Everything measured in one run (analysed by `analysis`)."""
+
+    options: RunOptions
+    topic_root: str
+    t0: float = 0.0
+    ended: float = 0.0
+    steps: list[StepResult] = field(default_factory=list)
+    samples: list[Sample] = field(default_factory=list)
+    fine_samples: list[Sample] = field(default_factory=list)  # every 10 ms: when flows moved
+    heard: list[Heard] = field(default_factory=list)
+    stream: dict[str, Any] = field(default_factory=dict)
+    tcp_before: dict[str, int] = field(default_factory=dict)
+    tcp_after: dict[str, int] = field(default_factory=dict)
+    tcp_connection: str = ""
+    failure: str | None = None

@@ -1,0 +1,258 @@
+"""One test bed run: build, start, stream, run the scenario, measure, write, tear down.
+
+The order matters and is kept in one place: any leftover of an earlier run is removed first
+(its recorded processes, then its namespaces); the recorder subscribes before any service
+starts (so no status or retained presence is missed); services start group by group, each
+waited for; the counters start before the stream; t0 is when the receiver starts. Whatever
+happens after the first namespace exists (a step timing out, a service dying, Ctrl-C), the
+`finally` path stops every process in reverse order and deletes the namespaces, unless the
+caller asked to keep them (`keep`, not honoured for Ctrl-C).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from services import netns
+from services.prem.demo import ensure_broker
+from services.testbed import addressing as a
+from services.testbed import processes, tcpstats
+from services.testbed.actions import ActionContext, SoapStub
+from services.testbed.configs import RunSettings
+from services.testbed.counters import FINE_PERIOD_S, CounterSampler
+from services.testbed.recorder import Recorder
+from services.testbed.rundata import RunData, RunOptions
+from services.testbed.scenario import Decider, Scenario, trace_path
+from services.testbed.supervisor import Supervisor, kill_recorded, registry_path
+from services.testbed.timeline import Clock, StepFailed, run_steps
+from services.testbed.topology import Topology
+
+DEFAULT_OUT = Path("/var/tmp/multinet-testbed")  # noqa: S108 - documented, root-only runs
+_READY_TIMEOUT_S = 40.0
+
+
+class NsaMissing(RuntimeError):  # noqa: N818 - the name reads as what happened
+    """The scenario needs the NSA service and this tree has none yet."""
+
+
+def choose_decider(scenario: Scenario, requested: Decider | None, has_nsa: bool) -> Decider:
+    """The decider to use: the requested one, else the NSA when it exists and the scenario
+    allows it, else the SOAP stub. Raises NsaMissing when only the NSA would do."""
+    if requested is Decider.NSA or (requested is None and scenario.deciders == (Decider.NSA,)):
+        if not has_nsa:
+            raise NsaMissing(
+                f"scenario {scenario.name} needs the NSA service (`multinet nsa run`), which "
+                "this tree does not have yet"
+            )
+        return Decider.NSA
+    if requested is Decider.SOAP or not has_nsa or Decider.NSA not in scenario.deciders:
+        if Decider.SOAP not in scenario.deciders:
+            raise NsaMissing(f"scenario {scenario.name} cannot run with the SOAP stub")
+        return Decider.SOAP
+    return Decider.NSA
+
+
+def default_out(scenario: str) -> Path:
+    """A fresh run directory under /var/tmp/multinet-testbed."""
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    return DEFAULT_OUT / f"{stamp}-{scenario}"
+
+
+def free_port() -> int:
+    """A TCP port free on localhost now (for the SOAP gateway)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def down(prefix: str = "mtb") -> list[str]:
+    """Remove a test bed: its recorded processes, then its namespaces; return what was ended."""
+    ended = kill_recorded(registry_path(prefix))
+    bed = Topology(a.Naming(prefix))
+    existed = [name for name in bed.naming.all() if netns.exists(name)]
+    bed.destroy()
+    return ended + [f"namespace {name}" for name in existed]
+
+
+def prepare(options: RunOptions, say: Callable[[str], None] = print) -> Live:
+    """Everything before the services: the broker, the run directory and its settings, the
+    removal of any leftover of an earlier run, and the namespaces."""
+    ensure_broker(options.broker.host, options.broker.port)
+    topic_root = f"testbed-{uuid.uuid4().hex[:8]}/multinet/v1"
+    out = options.out
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(options.scenario_file, out / f"scenario{options.scenario_file.suffix}")
+    settings = RunSettings(
+        run_dir=out,
+        topic_root=topic_root,
+        broker_host=options.broker.host,
+        broker_port=options.broker.port,
+        soap_port=free_port(),
+        backend=options.backend,
+    )
+    registry = registry_path(options.prefix)
+    kill_recorded(registry)
+    bed = Topology(a.Naming(options.prefix))
+    say(f"building the test bed (namespaces {options.prefix}-*) ...")
+    bed.build()
+    return Live(
+        options=options,
+        settings=settings,
+        bed=bed,
+        recorder=Recorder(options.broker.model_copy(update={"topic_root": topic_root})),
+        sampler=CounterSampler(bed.ns("mr"), [link.interface for link in a.MR_LINKS]),
+        fine=CounterSampler(
+            bed.ns("mr"), [link.interface for link in a.MR_LINKS], period_s=FINE_PERIOD_S
+        ),
+        supervisor=Supervisor(out / "logs", registry),
+        data=RunData(options=options, topic_root=topic_root),
+        say=say,
+    )
+
+
+def run(options: RunOptions, say: Callable[[str], None] = print) -> RunData:
+    """Run one scenario on a fresh test bed; return the measurements (see `failure`)."""
+    live = prepare(options, say)
+    data = live.data
+    interrupted = False
+    try:
+        live.start()
+        live.scenario()
+    except KeyboardInterrupt:
+        interrupted = True
+        data.failure = "interrupted"
+        raise
+    except (StepFailed, RuntimeError, TimeoutError) as exc:
+        data.failure = str(exc)
+        say(f"run failed: {exc}")
+    finally:
+        live.finish(keep=options.keep and not interrupted)
+    return data
+
+
+@contextmanager
+def session(
+    options: RunOptions, say: Callable[[str], None] = print, *, skip: frozenset[str] = frozenset()
+) -> Iterator[Live]:
+    """A started test bed without a scenario (benchmarks drive it themselves); the services
+    named in `skip` are not started. Torn down on exit, whatever happens."""
+    live = prepare(options, say)
+    try:
+        live.start(skip=skip)
+        yield live
+    finally:
+        live.finish(keep=False)
+
+
+@dataclass
+class Live:
+    """The parts of a run in progress."""
+
+    options: RunOptions
+    settings: RunSettings
+    bed: Topology
+    recorder: Recorder
+    sampler: CounterSampler
+    fine: CounterSampler
+    supervisor: Supervisor
+    data: RunData
+    say: Callable[[str], None]
+
+    def start(self, *, skip: frozenset[str] = frozenset()) -> None:
+        """Subscribe to the run's topics, start the services, start counting."""
+        self.recorder.start()
+        self.start_services(skip)
+        self.sampler.start()
+        self.fine.start()
+
+    def start_services(self, skip: frozenset[str] = frozenset()) -> None:
+        """Start the service groups in order, each waited for."""
+        options = self.options
+        traces: dict[str, Path] = {
+            link: trace_path(options.scenario_file, name)
+            for link, name in options.scenario.traces.items()
+        }
+        groups = processes.service_groups(
+            self.settings,
+            self.bed,
+            self.recorder,
+            decider=options.decider,
+            nsa=options.scenario.nsa,
+            traces=traces,
+            stream=options.scenario.stream,
+        )
+        for full in groups:
+            group = [spec for spec in full if spec.name not in skip]
+            if not group:
+                continue
+            names = ", ".join(spec.name for spec in group)
+            started = time.monotonic()
+            self.supervisor.start_group(group, _READY_TIMEOUT_S)
+            self.say(f"ready: {names} ({time.monotonic() - started:.1f} s)")
+
+    def scenario(self) -> None:
+        """Start the stream (t0), run the steps, stop the stream and collect its record."""
+        options, data, bed = self.options, self.data, self.bed
+        scenario = options.scenario
+        soap = SoapStub(self.settings.gateway_url) if options.decider is Decider.SOAP else None
+        ctx = ActionContext(bed=bed, recorder=self.recorder, soap=soap)
+        data.tcp_before = tcpstats.counters(bed)
+        record = options.out / "stream.json"
+        data.t0 = time.monotonic()
+        self.supervisor.start(processes.receiver(bed, scenario.stream, record))
+        clock = Clock(data.t0, self.say, self.sampler, self.supervisor.check_alive)
+        self.say(
+            f"scenario {scenario.name} with the {options.decider.value} decider; t0 = stream start"
+        )
+        try:
+            steps = scenario.steps_for(options.decider)
+            data.steps = run_steps(steps, ctx, self.recorder, self.sampler, clock)
+            if scenario.end_at is not None:
+                clock.sleep_until(data.t0 + scenario.end_at)
+        finally:
+            data.ended = time.monotonic()
+            data.tcp_connection = tcpstats.connection(bed, scenario.stream.port)
+            self.supervisor.stop("http-client@mnn")
+            data.tcp_after = tcpstats.counters(bed)
+            data.stream = _read_json(record)
+
+    def finish(self, *, keep: bool) -> None:
+        """Collect what was measured, then stop everything (unless kept)."""
+        data = self.data
+        data.ended = data.ended or time.monotonic()
+        self.sampler.stop()
+        self.fine.stop()
+        data.samples = self.sampler.samples()
+        data.fine_samples = self.fine.samples()
+        data.heard = self.recorder.all()
+        if keep:
+            self.say(
+                f"kept: namespaces {self.options.prefix}-* and their services "
+                "(`multinet testbed down` removes them)"
+            )
+        else:
+            self.supervisor.stop_all()
+            self.bed.destroy()
+        self.recorder.close()
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    deadline = time.monotonic() + 5.0
+    while time.monotonic() < deadline:
+        try:
+            loaded = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            time.sleep(0.05)
+            continue
+        return loaded if isinstance(loaded, dict) else {}
+    return {}
