@@ -72,6 +72,8 @@ HELPER_USERS: tuple[str, ...] = tuple(_load_helper().DEFAULT_USERS)
 
 #: What deploy/.env holds after make_passwd.py (test values).
 ENV_FILE = {password_variable(user): f"test-password-{user}" for user in HELPER_USERS}
+#: ... plus the NSA's password as a SOAP caller of the gateway (set by hand, deploy/README.md).
+ENV_FILE["GATEWAY_PASSWORD_NSA"] = "test-gateway-password"
 
 
 def _compose() -> dict[str, Any]:
