@@ -17,6 +17,7 @@ import socket
 import ssl
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -24,8 +25,9 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from services.contracts.messages import Envelope, encode
+from services.contracts.messages import Envelope, Presence, encode
 from services.contracts.settings import BrokerSettings
+from services.contracts.topics import Topics
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +52,7 @@ def make_client(
     will_topic: str | None = None,
     will: Envelope | None = None,
     manual_ack: bool = False,
+    protocol: int = mqtt.MQTTv5,
 ) -> mqtt.Client:
     """A configured, not yet connected client with a stable id for a persistent session.
 
@@ -59,7 +62,7 @@ def make_client(
     client = BusClient(
         CallbackAPIVersion.VERSION2,
         client_id=client_id,
-        protocol=mqtt.MQTTv5,
+        protocol=protocol,
         manual_ack=manual_ack,
     )
     if settings.username is not None:
@@ -150,6 +153,15 @@ def connect_properties(settings: BrokerSettings) -> Properties:
     return props
 
 
+def reset_backoff(client: mqtt.Client, reason: object) -> None:
+    """After an accepted CONNACK, the next reconnect starts again from the shortest delay.
+
+    `start` does this for every service; a connection made without `start` calls it from its
+    own `on_connect`."""
+    if isinstance(client, BusClient) and not getattr(reason, "is_failure", False):
+        client.backoff.connected(client)
+
+
 def start(client: mqtt.Client, settings: BrokerSettings, *, timeout_s: float = 10.0) -> None:
     """Connect without a clean start and run the network loop in paho's thread.
 
@@ -165,8 +177,7 @@ def start(client: mqtt.Client, settings: BrokerSettings, *, timeout_s: float = 1
         # publishes after `start` returns is already answered on subscribed topics.
         if previous is not None:
             previous(c, userdata, flags, reason, props)
-        if isinstance(c, BusClient) and not getattr(reason, "is_failure", False):
-            c.backoff.connected(c)
+        reset_backoff(c, reason)
         connected.set()
 
     client.on_connect = on_connect
@@ -180,3 +191,31 @@ def start(client: mqtt.Client, settings: BrokerSettings, *, timeout_s: float = 1
     client.loop_start()
     if not connected.wait(timeout_s):
         log.warning("broker %s:%d not reachable yet; retrying", settings.host, settings.port)
+
+
+@dataclass(frozen=True)
+class Announcer:
+    """One service's presence: its hello (retained, QoS 1) and the same topic as last will, so
+    a late subscriber reads whether the service of that node is online."""
+
+    topics: Topics
+    node: str
+    service: str
+
+    @property
+    def topic(self) -> str:
+        """`Topics.presence(node, service)`."""
+        return self.topics.presence(self.node, self.service)
+
+    def message(self, *, online: bool, version: int | None = None) -> Presence:
+        """The presence message (the will is `message(online=False)`)."""
+        return Presence(
+            sender=self.node, node=self.node, service=self.service, online=online, version=version
+        )
+
+    def publish(
+        self, client: mqtt.Client, *, online: bool, version: int | None = None
+    ) -> mqtt.MQTTMessageInfo:
+        """Publish the presence, retained."""
+        message = encode(self.message(online=online, version=version))
+        return client.publish(self.topic, message, qos=1, retain=True)

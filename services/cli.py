@@ -12,15 +12,22 @@ from pydantic import BaseModel, ValidationError
 from services import netns
 from services.contracts import policy_xml
 from services.contracts.errors import InvalidInput, KernelError
-from services.contracts.settings import BrokerSettings, apply_env, read_file, validate_section
+from services.contracts.settings import (
+    BrokerSettings,
+    ServiceFile,
+    apply_env,
+    load_service_file,
+    read_file,
+    validate_section,
+)
 from services.mcoa.config import McoaSettings
 from services.metrics import MetricsListenError
 from services.mobility_events.config import MobilityEventsSettings
 from services.monitor.config import MonitorSettings
 from services.monitor.probe import DEFAULT_PROBE_PORT
 from services.nsa.settings import NsaServiceSettings
-from services.prem.config import PremFile, PremSettings
-from services.soap_gateway.config import GatewayFile, GatewaySettings
+from services.prem.config import PremSettings
+from services.soap_gateway.config import GatewaySettings
 
 #: Settings sections each service reads, validated by `check-config`.
 SECTIONS: dict[str, type[BaseModel]] = {
@@ -73,10 +80,8 @@ def _check_config(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_prem(path: Path) -> PremFile:
-    data = apply_env(read_file(path))
-    validate_section(PremSettings, data, "prem")
-    return PremFile.from_mapping(data)
+def _load_prem(path: Path) -> ServiceFile[PremSettings]:
+    return load_service_file(path, "prem", PremSettings)
 
 
 def _prem_run(args: argparse.Namespace) -> int:
@@ -89,7 +94,7 @@ def _prem_run(args: argparse.Namespace) -> int:
         for problem in exc.problems:
             print(f"{args.config}: {problem}", file=sys.stderr)
         return 2
-    settings = config.prem
+    settings = config.settings
     if args.remove_on_exit:
         settings = settings.model_copy(update={"remove_on_exit": True})
     if args.netns is not None and not netns.exists(args.netns):
@@ -165,15 +170,12 @@ def _soap_gateway_run(args: argparse.Namespace) -> int:
     from services.soap_gateway.server import GatewayServer
 
     try:
-        data = apply_env(read_file(args.config))
-        validate_section(GatewaySettings, data, "soap_gateway")
-        validate_section(BrokerSettings, data, "broker")
-        config = GatewayFile.from_mapping(data)
+        config = load_service_file(args.config, "soap_gateway", GatewaySettings)
     except InvalidInput as exc:
         for problem in exc.problems:
             print(f"{args.config}: {problem}", file=sys.stderr)
         return 2
-    settings = config.soap_gateway
+    settings = config.settings
     logsetup.configure(settings.name, level=args.log_level, json_lines=args.log_json)
     try:
         GatewayServer(settings, config.broker).run()

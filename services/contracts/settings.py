@@ -11,8 +11,9 @@ import json
 import os
 import tomllib
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -96,3 +97,21 @@ def validate_section(model: type[ModelT], data: Mapping[str, Any], section: str)
         return model.model_validate(data.get(section, {}))
     except ValidationError as exc:
         raise ConfigError(validation_problems(exc, section)) from exc
+
+
+@dataclass(frozen=True)
+class ServiceFile(Generic[ModelT]):
+    """One service's table of a settings file, and the broker table beside it."""
+
+    settings: ModelT
+    broker: BrokerSettings
+
+
+def load_service_file(path: Path, section: str, model: type[ModelT]) -> ServiceFile[ModelT]:
+    """Read `path`, apply `MULTINET_SECTION__KEY` overrides, validate `[section]` and
+    `[broker]` (errors name the dotted key; raises InvalidInput). Other services' tables in
+    the same file are ignored, so one file can serve every service of a node."""
+    data = apply_env(read_file(path))
+    return ServiceFile(
+        validate_section(model, data, section), validate_section(BrokerSettings, data, "broker")
+    )

@@ -28,7 +28,7 @@ from pyroute2 import IPRoute
 
 from services import bus
 from services.contracts.errors import KernelError
-from services.contracts.messages import BindingEvent, Presence, encode
+from services.contracts.messages import BindingEvent, encode
 from services.contracts.settings import BrokerSettings
 from services.contracts.topics import Topics
 from services.mcoa import events, mhsocket, pipes
@@ -75,11 +75,12 @@ class BusPublisher:
         self.topics = Topics(broker.topic_root)
         self.published = 0
         self._started = False
+        self.presence = bus.Announcer(self.topics, node, SERVICE)
         self.client = bus.make_client(
             broker,
             bus.client_id(SERVICE, node, broker.topic_root),
-            will_topic=self.topics.presence(node, SERVICE),
-            will=self._presence(online=False),
+            will_topic=self.presence.topic,
+            will=self.presence.message(online=False),
         )
         self.client.on_connect = self._on_connect
 
@@ -87,7 +88,7 @@ class BusPublisher:
         """Connect (waits a while for the broker, then paho keeps retrying) and say hello."""
         bus.start(self.client, self.broker)
         self._started = True
-        self._publish_presence(online=True)
+        self.presence.publish(self.client, online=True)
 
     def __call__(self, batch: Sequence[BindingEvent]) -> None:
         for event in batch:
@@ -107,7 +108,7 @@ class BusPublisher:
     def close(self) -> None:
         """Say offline, then disconnect (queued QoS 1 events go out first when connected)."""
         if self._started:
-            info = self._publish_presence(online=False)
+            info = self.presence.publish(self.client, online=False)
             if self.client.is_connected():
                 try:
                     info.wait_for_publish(timeout=2.0)
@@ -127,18 +128,7 @@ class BusPublisher:
     ) -> None:
         log.info("HA: connected to broker (%s)", reason)
         if self._started:
-            self._publish_presence(online=True)
-
-    def _presence(self, *, online: bool) -> Presence:
-        return Presence(sender=self.node, node=self.node, service=SERVICE, online=online)
-
-    def _publish_presence(self, *, online: bool) -> mqtt.MQTTMessageInfo:
-        return self.client.publish(
-            self.topics.presence(self.node, SERVICE),
-            encode(self._presence(online=online)),
-            qos=1,
-            retain=True,
-        )
+            self.presence.publish(self.client, online=True)
 
 
 class HaAgent:

@@ -9,12 +9,10 @@ option.
 from __future__ import annotations
 
 from ipaddress import IPv6Address, IPv6Network
-from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from services.contracts.policy import Bid, NodeId
-from services.contracts.settings import BrokerSettings
 from services.metrics import ListenAddress
 from services.mobility_events.bindings import DEFAULT_PENDING_TIMEOUT_S, MnpIdentity
 
@@ -92,20 +90,4 @@ class MobilityEventsSettings(BaseModel):
                 for router in self.mobile_routers
                 for address in router.care_of_addresses
             },
-        )
-
-
-class MobilityEventsFile(BaseModel):
-    """The sections the service reads from its settings file."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    mobility_events: MobilityEventsSettings
-    broker: BrokerSettings = BrokerSettings()
-
-    @classmethod
-    def from_mapping(cls, data: dict[str, Any]) -> MobilityEventsFile:
-        """Validate the `mobility_events` and `broker` tables, ignoring other services' tables."""
-        return cls.model_validate(
-            {k: v for k, v in data.items() if k in ("mobility_events", "broker")}
         )

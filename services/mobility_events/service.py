@@ -26,14 +26,14 @@ import paho.mqtt.client as mqtt
 
 from services import bus, netns
 from services.contracts.errors import InvalidInput
-from services.contracts.messages import BindingEvent, Presence, encode
-from services.contracts.settings import BrokerSettings, apply_env, read_file, validate_section
+from services.contracts.messages import BindingEvent, encode
+from services.contracts.settings import BrokerSettings, ServiceFile, load_service_file
 from services.contracts.topics import Topics
 from services.metrics import MetricsListenError, MobilityEventsMetrics
 from services.mobility_events.bindings import BindingView
 from services.mobility_events.capture import MhCapture
 from services.mobility_events.codec import Message
-from services.mobility_events.config import MobilityEventsFile, MobilityEventsSettings
+from services.mobility_events.config import MobilityEventsSettings
 from services.mobility_events.errors import MobilityHeaderError, Reason
 
 log = logging.getLogger(__name__)
@@ -85,11 +85,12 @@ class MobilityEventsService:
         self.dropped = 0
         self.published = 0
         self.capture: MhCapture | None = None
+        self.presence = bus.Announcer(self.topics, settings.node, SERVICE)
         self.client = bus.make_client(
             broker,
             bus.client_id(SERVICE, settings.node, broker.topic_root),
-            will_topic=self.topics.presence(settings.node, SERVICE),
-            will=self._presence(online=False),
+            will_topic=self.presence.topic,
+            will=self.presence.message(online=False),
         )
         self.client.on_connect = self._on_connect
         self.metrics = MobilityEventsMetrics(settings.node, tuple(r.value for r in Reason))
@@ -113,7 +114,7 @@ class MobilityEventsService:
             node=self.settings.node,
         )
         self.capture.start()
-        self._publish_presence(online=True)
+        self.presence.publish(self.client, online=True)
         log.info(
             "node %s: observing Mobility Headers%s for %d mobile router(s)",
             self.settings.node,
@@ -157,7 +158,7 @@ class MobilityEventsService:
     def _shutdown(self) -> None:
         if self.capture is not None:
             self.capture.stop()
-        self._publish_presence(online=False)
+        self.presence.publish(self.client, online=False)
         self.client.disconnect()
         self.client.loop_stop()
         self.metrics.close()
@@ -193,7 +194,7 @@ class MobilityEventsService:
     ) -> None:
         log.info("node %s: connected to broker (%s)", self._node, reason)
         if self.capture is not None:
-            self._publish_presence(online=True)
+            self.presence.publish(self.client, online=True)
 
     def _publish_events(self, events: list[BindingEvent]) -> None:
         for event in events:
@@ -215,24 +216,10 @@ class MobilityEventsService:
     def _node(self) -> str:
         return self.settings.node
 
-    def _presence(self, *, online: bool) -> Presence:
-        return Presence(sender=self._node, node=self._node, service=SERVICE, online=online)
 
-    def _publish_presence(self, *, online: bool) -> None:
-        self.client.publish(
-            self.topics.presence(self._node, SERVICE),
-            encode(self._presence(online=online)),
-            qos=1,
-            retain=True,
-        )
-
-
-def load(path: Path) -> MobilityEventsFile:
+def load(path: Path) -> ServiceFile[MobilityEventsSettings]:
     """Read and validate a settings file (errors name the dotted key; raises InvalidInput)."""
-    data = apply_env(read_file(path))
-    validate_section(MobilityEventsSettings, data, "mobility_events")
-    validate_section(BrokerSettings, data, "broker")
-    return MobilityEventsFile.from_mapping(data)
+    return load_service_file(path, "mobility_events", MobilityEventsSettings)
 
 
 def run(
@@ -273,13 +260,13 @@ def main(
     if netns_name is not None and not netns.exists(netns_name):
         print(f"network namespace {netns_name!r} does not exist (ip netns list)", file=sys.stderr)
         return 2
-    logsetup.configure(config.mobility_events.node, level=log_level, json_lines=json_logs)
+    logsetup.configure(config.settings.node, level=log_level, json_lines=json_logs)
     try:
-        run(config.mobility_events, config.broker, netns_name)
+        run(config.settings, config.broker, netns_name)
     except PermissionError as exc:
         print(f"cannot open capture sockets: {exc} (needs CAP_NET_RAW)", file=sys.stderr)
         return 1
     except MetricsListenError as exc:
-        print(f"node {config.mobility_events.node}: {exc}", file=sys.stderr)
+        print(f"node {config.settings.node}: {exc}", file=sys.stderr)
         return 1
     return 0

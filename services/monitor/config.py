@@ -10,12 +10,11 @@ from __future__ import annotations
 from enum import StrEnum
 from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from services.contracts.policy import Bid, NodeId
-from services.contracts.settings import BrokerSettings
 from services.metrics import ListenAddress
 from services.monitor.change import ChangeSettings
 from services.monitor.probe import DEFAULT_PROBE_PORT, ProbeKind, ProbeTarget
@@ -165,17 +164,3 @@ class MonitorSettings(BaseModel):
             except OSError as exc:
                 raise TraceError(str(link.trace.path()), 0, None, exc.strerror or str(exc)) from exc
         return traces
-
-
-class MonitorFile(BaseModel):
-    """The sections the monitor reads from its settings file."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    monitor: MonitorSettings
-    broker: BrokerSettings = BrokerSettings()
-
-    @classmethod
-    def from_mapping(cls, data: dict[str, Any]) -> MonitorFile:
-        """Validate the `monitor` and `broker` tables, ignoring other services' tables."""
-        return cls.model_validate({k: v for k, v in data.items() if k in ("monitor", "broker")})

@@ -12,21 +12,18 @@ from typing import TYPE_CHECKING
 
 from services import netns
 from services.contracts.errors import InvalidInput, KernelError
-from services.contracts.settings import BrokerSettings, apply_env, read_file, validate_section
+from services.contracts.settings import ServiceFile, load_service_file
 from services.metrics import MetricsListenError
-from services.monitor.config import MonitorFile, MonitorSettings
+from services.monitor.config import MonitorSettings
 from services.monitor.trace import TraceError
 
 if TYPE_CHECKING:
     from services.monitor.service import MonitorService
 
 
-def load(path: Path) -> MonitorFile:
+def load(path: Path) -> ServiceFile[MonitorSettings]:
     """Read and validate a settings file (errors name the dotted key; raises InvalidInput)."""
-    data = apply_env(read_file(path))
-    validate_section(MonitorSettings, data, "monitor")
-    validate_section(BrokerSettings, data, "broker")
-    return MonitorFile.from_mapping(data)
+    return load_service_file(path, "monitor", MonitorSettings)
 
 
 def main(
@@ -44,7 +41,7 @@ def main(
 
     try:
         config = load(config_path)
-        traces = config.monitor.load_traces()
+        traces = config.settings.load_traces()
     except InvalidInput as exc:
         for problem in exc.problems:
             print(f"{config_path}: {problem}", file=sys.stderr)
@@ -52,7 +49,7 @@ def main(
     except TraceError as exc:
         print(f"{config_path}: trace {exc}", file=sys.stderr)
         return 2
-    settings = config.monitor
+    settings = config.settings
     if fast:
         settings = settings.model_copy(update={"fast": True})
     if check:

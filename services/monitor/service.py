@@ -29,7 +29,7 @@ import paho.mqtt.client as mqtt
 
 from services import bus, netns
 from services.contracts.errors import ConfigError, Problem
-from services.contracts.messages import Envelope, LinkMetrics, LinkState, Presence, encode
+from services.contracts.messages import Envelope, LinkMetrics, LinkState, encode
 from services.contracts.settings import BrokerSettings
 from services.contracts.topics import Topics
 from services.metrics import MonitorMetrics
@@ -93,11 +93,12 @@ class MonitorService:
         self._poll = select.poll()
         self._events: LinkEvents | None = None
         self._republish = threading.Event()
+        self.presence = bus.Announcer(self.topics, settings.node, SERVICE)
         self.client = bus.make_client(
             broker,
             bus.client_id(SERVICE, settings.node, broker.topic_root),
-            will_topic=self.topics.presence(settings.node, SERVICE),
-            will=self._presence(online=False),
+            will_topic=self.presence.topic,
+            will=self.presence.message(online=False),
         )
         self.client.on_connect = self._on_connect
         self.metrics = MonitorMetrics(settings.node)
@@ -119,7 +120,7 @@ class MonitorService:
         self._events = events
         try:
             self._start(events, time.monotonic())
-            self._publish_presence(online=True)
+            self.presence.publish(self.client, online=True)
             self._serve(events)
         finally:
             self._shutdown(events)
@@ -321,17 +322,6 @@ class MonitorService:
                 self.client.publish(topic, encode(message), qos=0)
                 self.metrics.record(message)
 
-    def _presence(self, *, online: bool) -> Presence:
-        return Presence(sender=self.node, node=self.node, service=SERVICE, online=online)
-
-    def _publish_presence(self, *, online: bool) -> mqtt.MQTTMessageInfo:
-        return self.client.publish(
-            self.topics.presence(self.node, SERVICE),
-            encode(self._presence(online=online)),
-            qos=1,
-            retain=True,
-        )
-
     def _on_connect(
         self,
         client: mqtt.Client,
@@ -342,7 +332,7 @@ class MonitorService:
     ) -> None:
         log.info("node %s: connected to broker (%s)", self.node, reason)
         if self.links:
-            self._publish_presence(online=True)
+            self.presence.publish(self.client, online=True)
             # A restarted broker may have lost the retained states: the loop thread (which
             # owns the trackers) publishes them again at its next wake-up.
             self._republish.set()
@@ -358,7 +348,7 @@ class MonitorService:
             if link.radio is not None:
                 link.radio.close()
         events.close()
-        info = self._publish_presence(online=False)
+        info = self.presence.publish(self.client, online=False)
         try:
             info.wait_for_publish(2.0)
         except (RuntimeError, ValueError):

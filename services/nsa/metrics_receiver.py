@@ -22,12 +22,10 @@ parent does (the pipe breaks, or its parent id changes).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import multiprocessing
 import os
 import pickle
-import ssl
 import threading
 import time
 from collections import deque
@@ -37,8 +35,8 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
 
+from services import bus
 from services.contracts.settings import BrokerSettings
 from services.contracts.topics import Topics
 from services.nsa.inbox import Inbox
@@ -155,6 +153,7 @@ def child_main(plan: ChildPlan, connection: Connection) -> None:
         client: mqtt.Client, userdata: object, flags: object, reason: object, props: object
     ) -> None:
         log.info("replica %s: metrics connection up (%s)", name, reason)
+        bus.reset_backoff(client, reason)
         filters = routes.metrics_filters()
         for start in range(0, len(filters), PER_SUBSCRIBE):
             client.subscribe([(f, 0) for f in filters[start : start + PER_SUBSCRIBE]])
@@ -165,7 +164,7 @@ def child_main(plan: ChildPlan, connection: Connection) -> None:
         if raw is not None:
             pending.append((raw.key, topic, bytes(msg.payload)))
 
-    client = metrics_client(broker, metrics_client_id(name, broker.topic_root))
+    client = metrics_client(broker, name)
     client.on_connect = on_connect
     client.on_message = on_message
     client.connect_async(broker.host, broker.port, broker.keepalive_s)
@@ -184,27 +183,9 @@ def child_main(plan: ChildPlan, connection: Connection) -> None:
         client.loop_stop()
 
 
-def metrics_client_id(name: str, topic_root: str) -> str:
-    """A client id of its own per (replica, deployment), beside the main connection's."""
-    tag = hashlib.sha256(topic_root.encode()).hexdigest()[:8]
-    return f"nsa-metrics-{name}-{tag}"
-
-
-def metrics_client(broker: BrokerSettings, client_id: str) -> mqtt.Client:
-    """An MQTT 3.1.1 client with the broker settings' credentials and TLS (see the module
-    docstring for why this one connection is not `bus.make_client`'s MQTT 5)."""
-    client = mqtt.Client(
-        CallbackAPIVersion.VERSION2,
-        client_id=client_id,
-        protocol=mqtt.MQTTv311,
-        clean_session=True,
-    )
-    if broker.username is not None:
-        client.username_pw_set(broker.username, broker.password)
-    if broker.tls:
-        client.tls_set(
-            ca_certs=str(broker.ca_file) if broker.ca_file else None,
-            tls_version=ssl.PROTOCOL_TLS_CLIENT,
-        )
-    client.reconnect_delay_set(min_delay=1, max_delay=30)
-    return client
+def metrics_client(broker: BrokerSettings, name: str) -> mqtt.Client:
+    """The services' client (credentials, TLS, jittered reconnects, Nagle off) speaking MQTT
+    3.1.1 with a clean session (see the module docstring), with an id of its own per
+    (replica, deployment) beside the main connection's."""
+    client_id = bus.client_id("nsa-metrics", name, broker.topic_root)
+    return bus.make_client(broker, client_id, protocol=mqtt.MQTTv311)

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from services.contracts.policy import Bid, Direction, NodeId
-from services.contracts.settings import BrokerSettings
 from services.metrics import ListenAddress
 
 
@@ -107,17 +106,3 @@ class PremSettings(BaseModel):
     def bid_numbers(self) -> tuple[int, ...]:
         """Declared BIDs, in declaration order."""
         return tuple(entry.bid for entry in self.bids)
-
-
-class PremFile(BaseModel):
-    """The sections a PREM worker reads from its settings file."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    prem: PremSettings
-    broker: BrokerSettings = BrokerSettings()
-
-    @classmethod
-    def from_mapping(cls, data: dict[str, Any]) -> PremFile:
-        """Validate the `prem` and `broker` tables, ignoring other services' tables."""
-        return cls.model_validate({k: v for k, v in data.items() if k in ("prem", "broker")})

@@ -19,7 +19,7 @@ import paho.mqtt.client as mqtt
 from services import bus, netns
 from services.contracts import policy_xml
 from services.contracts.errors import Problem
-from services.contracts.messages import Envelope, PolicyStatus, Presence, encode
+from services.contracts.messages import Envelope, PolicyStatus, encode
 from services.contracts.settings import BrokerSettings
 from services.contracts.topics import Topics
 from services.metrics import PremMetrics
@@ -66,11 +66,12 @@ class PremWorker:
         self.netns_name = netns_name
         self.topics = Topics(broker.topic_root)
         self.queue: queue.Queue[_Item] = queue.Queue(QUEUE_SIZE)
+        self.presence = bus.Announcer(self.topics, settings.node, "prem")
         self.client = bus.make_client(
             broker,
             bus.client_id("prem", settings.node, broker.topic_root),
-            will_topic=self.topics.presence(settings.node, "prem"),
-            will=self._presence(online=False, version=None),
+            will_topic=self.presence.topic,
+            will=self.presence.message(online=False),
             manual_ack=True,
         )
         self.client.on_connect = self._on_connect
@@ -196,21 +197,12 @@ class PremWorker:
     def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
         self.queue.put(_Document(bytes(msg.payload), msg.mid, msg.qos, bool(msg.retain)))
 
-    def _presence(self, *, online: bool, version: int | None) -> Presence:
-        return Presence(
-            sender=self.settings.node,
-            node=self.settings.node,
-            service="prem",
-            online=online,
-            version=version,
-        )
-
     def _publish_presence(self, *, online: bool) -> None:
         version = self.enforcer.state.version if self.enforcer is not None else None
         self._announced = version
         self._publish(
-            self.topics.presence(self.settings.node, "prem"),
-            self._presence(online=online, version=version),
+            self.presence.topic,
+            self.presence.message(online=online, version=version),
             retain=True,
         )
 

@@ -8,12 +8,11 @@ arbitrary topic.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from services.contracts.policy import NodeId
-from services.contracts.settings import BrokerSettings
 from services.metrics import ListenAddress
 
 
@@ -125,19 +124,3 @@ class GatewaySettings(BaseModel):
             found.setdefault(router.ha_node)
             found.setdefault(router.mr_node)
         return tuple(found)
-
-
-class GatewayFile(BaseModel):
-    """The sections the gateway reads from its settings file."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    soap_gateway: GatewaySettings
-    broker: BrokerSettings = BrokerSettings()
-
-    @classmethod
-    def from_mapping(cls, data: dict[str, Any]) -> GatewayFile:
-        """Validate the `soap_gateway` and `broker` tables, ignoring other services' tables."""
-        return cls.model_validate(
-            {k: v for k, v in data.items() if k in ("soap_gateway", "broker")}
-        )

@@ -10,8 +10,9 @@ import pytest
 from pydantic import ValidationError
 
 from services.cli import main
+from services.contracts.settings import load_service_file
 from services.mobility_events import BindingUpdate, MobileNetworkPrefix
-from services.mobility_events.config import MobilityEventsFile, MobilityEventsSettings
+from services.mobility_events.config import MobilityEventsSettings
 
 GOOD: dict[str, Any] = {
     "node": "ha1",
@@ -110,5 +111,10 @@ def test_file_sections_and_check_command(
     bad.write_text('[mobility_events]\nnode = "ha1"\nmobile_routers = []\n', encoding="utf-8")
     assert main(["mobility-events", "--config", str(bad), "--check"]) == 2
     assert "mobility_events.mobile_routers" in capsys.readouterr().err
-    parsed = MobilityEventsFile.from_mapping({"mobility_events": GOOD, "prem": {}})
+    both = tmp_path / "both.toml"
+    both.write_text(
+        '[prem]\nignored = true\n[mobility_events]\nnode = "ha1"\n'
+        'mobile_routers = [{ id = "mr1", prefixes = ["2001:db8:ff::/64"] }]\n'
+    )
+    parsed = load_service_file(both, "mobility_events", MobilityEventsSettings)
     assert parsed.broker.topic_root == "multinet/v1"

@@ -29,7 +29,7 @@ def _settings(*links: dict[str, Any], **over: Any) -> MonitorSettings:
 
 def test_the_shipped_example_is_valid_and_its_trace_loads() -> None:
     config = load(EXAMPLE)
-    settings = config.monitor
+    settings = config.settings
     assert [link.bid for link in settings.links] == [1, 2]
     assert settings.links[1].probe is not None
     assert settings.links[1].probe.kind is ProbeKind.UDP
