@@ -103,6 +103,7 @@ def decide_class(
         challenger=outcome.challenger,
         challenger_since=outcome.challenger_since,
         awaiting=outcome.awaiting,
+        went_down=outcome.went_down,
         members=outcome.members,
         eligible_since=outcome.eligible_since or {},
         displaced=outcome.displaced or {},

@@ -50,6 +50,9 @@ class Binding(Frozen):
     event: BindingEventKind
     care_of_address: str | None = None
     since: float = Field(description="when the status last changed (NSA time)")
+    handover_at: float | None = Field(
+        default=None, description="when its last handover started (NSA time), if ever"
+    )
 
 
 class Link(Frozen):
@@ -163,16 +166,27 @@ def apply_binding_event(view: MrView, event: BindingEvent, now: float) -> tuple[
     old = view.bindings.get(event.bid)
     status = _STATUS_AFTER[event.event]
     since = old.since if old is not None and old.status is status else now
+    handover_at = old.handover_at if old is not None else None
+    if status is BindingStatus.HANDOVER and (old is None or old.status is not status):
+        handover_at = now
     binding = Binding(
         bid=event.bid,
         status=status,
         event=event.event,
         care_of_address=event.care_of_address,
         since=since,
+        handover_at=handover_at,
     )
     bindings = {**view.bindings, event.bid: binding}
     new_view = view.model_copy(update={"bindings": bindings})
-    return new_view, _binding_trigger(old, binding)
+    trigger = _binding_trigger(old, binding)
+    link = view.links.get(event.bid)
+    if trigger.kind is TriggerKind.HANDOVER_COMPLETED and link is not None and not link.up:
+        # The Binding Update from the new care-of address and its Acknowledgement crossed
+        # this link: evidence, newer than the monitor's last "down", that it carries packets
+        # again (the monitor's own "up" waits for several probes). Its next state still wins.
+        new_view = _with_link(new_view, link.model_copy(update={"up": True}))
+    return new_view, trigger
 
 
 def _binding_trigger(old: Binding | None, new: Binding) -> Trigger:

@@ -2,7 +2,10 @@
 
 A class leaves its link at once when the link stops being eligible (down, unbound, failing a
 rule) or starts a handover, remembering a link left for a handover and returning to it at
-once when the handover completes. Otherwise a challenger must beat the current link by more
+once when the handover completes. A link the class left because it went down and that then
+starts a handover is remembered the same way: in a real handover the old access network is
+lost (carrier gone) before the new one's Binding Update announces the handover, so the outage
+was the handover's first sign. Otherwise a challenger must beat the current link by more
 than the margin, continuously for the dwell time; the challenger and since when are kept in
 the class state, so each call decides from the state alone and repeated calls agree.
 """
@@ -13,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from services.nsa.config import NsaSettings, SteeringMode
-from services.nsa.eligibility import Violation
+from services.nsa.eligibility import Rule, Violation
 from services.nsa.explain import Reason
 from services.nsa.inputs import BindingStatus, MrView
 from services.nsa.state import ClassState
@@ -43,6 +46,7 @@ class Outcome:
     challenger: int | None = None
     challenger_since: float | None = None
     awaiting: tuple[int, ...] = ()
+    went_down: tuple[int, float] | None = None
     members: tuple[int, ...] = ()
     eligible_since: dict[int, float] | None = None
     displaced: dict[int, tuple[int, ...]] | None = None
@@ -58,19 +62,27 @@ def choose_single(
     view, settings, now, count = ctx.view, ctx.settings, ctx.now, ctx.count
     by_bid = {c.bid: c for c in ranked}
     current = previous.current
-    awaiting = still_awaiting(previous.awaiting, view, by_bid)
+    awaiting = still_awaiting(_awaited(previous, view), view, by_bid)
     target, reason, detail, awaiting = _forced_target(current, ranked, awaiting, view, ctx.why)
     awaiting = tuple(b for b in awaiting if b != target)
+    went_down = _went_down(previous, awaiting, by_bid, ctx.why, now)
     if target is None:
         return Outcome(
             flows=(),
             reason=Reason.NO_ELIGIBLE_LINK,
             detail=f"{detail + '; ' if detail else ''}{WITHDRAWN}",
             awaiting=awaiting,
+            went_down=went_down,
         )
     best = ranked[0]
     if best.bid == target or not beats(mode, best, by_bid[target], settings.margin):
-        return Outcome(flows=(target,) * count, reason=reason, detail=detail, awaiting=awaiting)
+        return Outcome(
+            flows=(target,) * count,
+            reason=reason,
+            detail=detail,
+            awaiting=awaiting,
+            went_down=went_down,
+        )
     kept_challenger = previous.challenger == best.bid and target == current
     since = previous.challenger_since if kept_challenger else None
     since = now if since is None else since
@@ -81,6 +93,7 @@ def choose_single(
             reason=Reason.DWELL_ELAPSED,
             detail=f"{edge} for {now - since:g} s (dwell {settings.dwell_s:g} s)",
             awaiting=awaiting,
+            went_down=went_down,
         )
     pending = Reason.CHALLENGER_PENDING if reason is Reason.KEPT else reason
     return Outcome(
@@ -91,6 +104,7 @@ def choose_single(
         challenger=best.bid,
         challenger_since=since,
         awaiting=awaiting,
+        went_down=went_down,
     )
 
 
@@ -121,6 +135,39 @@ def _forced_target(
     if current is None:
         return first, Reason.INITIAL, "", awaiting
     return current, Reason.KEPT, "", awaiting
+
+
+def _awaited(previous: ClassState, view: MrView) -> tuple[int, ...]:
+    """The links left for a handover, and the link left when it went down if a handover of
+    that link started since (seen as a status, or only as its time when the handover started
+    and completed between two decisions)."""
+    if previous.went_down is None:
+        return previous.awaiting
+    bid, left_at = previous.went_down
+    binding = view.bindings.get(bid)
+    started = None if binding is None else binding.handover_at
+    if bid in previous.awaiting or started is None or started < left_at:
+        return previous.awaiting
+    return (*previous.awaiting, bid)
+
+
+def _went_down(
+    previous: ClassState,
+    awaiting: tuple[int, ...],
+    eligible: dict[int, Candidate],
+    why: Mapping[int, tuple[Violation, ...]],
+    now: float,
+) -> tuple[int, float] | None:
+    """The link the class left because it went down, and when, until that link is awaited
+    (its handover started), eligible again (back by the ordinary rules) or replaced."""
+    current = previous.current
+    down = current is not None and any(v.rule is Rule.LINK_DOWN for v in why.get(current, ()))
+    if current is not None and down and current not in eligible:
+        return (current, now)
+    lost = previous.went_down
+    if lost is None or lost[0] in awaiting or lost[0] in eligible:
+        return None
+    return lost
 
 
 def still_awaiting(

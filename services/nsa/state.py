@@ -20,6 +20,10 @@ class ClassState(Frozen):
     challenger: Bid | None = None
     challenger_since: float | None = None
     awaiting: tuple[Bid, ...] = Field(default=(), description="left for a handover; return")
+    went_down: tuple[Bid, float] | None = Field(
+        default=None,
+        description="(BID, when) left because it went down; a handover of it makes it awaited",
+    )
     members: tuple[Bid, ...] = Field(default=(), description="load sharing: links in use")
     displaced: dict[Bid, tuple[int, ...]] = Field(
         default_factory=dict, description="load sharing: flows (indices) left for a handover"

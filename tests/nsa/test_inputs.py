@@ -183,6 +183,24 @@ def test_link_keeps_down_state_across_metrics() -> None:
     assert view.links[1].updated_at == 2.0
 
 
+def test_completed_handover_brings_a_down_link_up_until_the_next_state() -> None:
+    view = view_of({1: {}})
+    view, _ = apply_link_state(view, link_state(1, False), 1.0)
+    view, _ = apply_binding_event(view, binding(1, K.HANDOVER_STARTED), 2.0)
+    assert not view.links[1].up  # the handover's start proves nothing about the link
+    view, _ = apply_binding_event(view, binding(1, K.COA_CHANGED), 3.0)
+    assert view.links[1].up  # its BU/BA crossed the link
+    view, _ = apply_link_state(view, link_state(1, False), 4.0)
+    assert not view.links[1].up
+
+
+def test_plain_registration_does_not_bring_a_down_link_up() -> None:
+    view = view_of({1: {}})
+    view, _ = apply_link_state(view, link_state(1, False), 1.0)
+    view, _ = apply_binding_event(view, binding(1, K.REFRESHED), 2.0)
+    assert not view.links[1].up
+
+
 @pytest.mark.parametrize(
     ("rules", "requirements", "values", "expected"),
     [

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from services.contracts.messages import BindingEventKind
-from services.nsa import NsaConfig, Reason, Rule
-from tests.nsa.factories import Sim, config, profile
+from services.nsa import NsaConfig, Reason, Rule, apply_binding_event
+from tests.nsa.factories import Sim, binding, config, profile
 
 K = BindingEventKind
 DELAY_ONLY = [{"default": {"cost": 0, "delay": 1, "bandwidth": 0, "security": 0}}]
@@ -102,6 +102,40 @@ SCENARIOS = {
         start={1: {"rtt_ms": 20}, 2: {"rtt_ms": 200}},
         events=[*ticks(1, 4), B(5, 1, K.HANDOVER_STARTED), T(6), B(7, 1, K.COA_CHANGED), T(8)],
         expect={4: 1, 5: 2, 6: 2, 7: 1, 8: 1},
+        moves=2,
+    ),
+    # A real handover loses the old access network (carrier gone: link down) before the BU
+    # from the new one announces it: the link left for "down" is awaited once its handover
+    # starts and taken back when it completes, without the dwell and before the monitor's
+    # probes call it up (the BU/BA crossed it).
+    "link-down-then-handover-returns-when-it-completes": Scenario(
+        cfg=video_config(),
+        start={1: {"rtt_ms": 20}, 2: {"rtt_ms": 200}},
+        events=[L(5, 1, up=False), T(6), B(8, 1, K.HANDOVER_STARTED), B(8.5, 1, K.COA_CHANGED)],
+        expect={5: 2, 6: 2, 8: 2, 8.5: 1},
+        moves=2,
+    ),
+    # Without a handover, a link that went down and came back is an ordinary challenger.
+    "link-down-and-up-without-handover-waits-for-the-dwell": Scenario(
+        cfg=video_config(),
+        start={1: {"rtt_ms": 20}, 2: {"rtt_ms": 200}},
+        events=[L(5, 1, up=False), L(6, 1, up=True), *ticks(7, 16)],
+        expect={5: 2, 6: 2, 15: 2, 16: 1},
+        moves=2,
+    ),
+    # Back up by the ordinary rules, it is no longer "gone down": a later handover of it
+    # while the class waits out the dwell on the other link does not make it awaited.
+    "handover-after-the-link-came-back-is-not-awaited": Scenario(
+        cfg=video_config(),
+        start={1: {"rtt_ms": 20}, 2: {"rtt_ms": 200}},
+        events=[
+            L(5, 1, up=False),
+            L(6, 1, up=True),
+            B(8, 1, K.HANDOVER_STARTED),
+            B(9, 1, K.COA_CHANGED),
+            *ticks(10, 19),
+        ],
+        expect={5: 2, 8: 2, 9: 2, 18: 2, 19: 1},
         moves=2,
     ),
     "handover-completes-with-registered": Scenario(
@@ -289,3 +323,20 @@ def test_withdrawn_class_takes_the_default_path() -> None:
     assert last.reason is Reason.NO_ELIGIBLE_LINK
     assert "default path" in last.detail
     assert {v.rule for link in last.links for v in link.excluded_by} == {Rule.MAX_DELAY}
+
+
+def test_handover_started_and_completed_between_two_decisions_still_brings_it_back() -> None:
+    """The service decides once per batch of inputs: in the test bed the BU from the new
+    care-of address gives handover-started and coa-changed within a millisecond, so no
+    decision ever sees the binding in handover. The link that went down still comes back at
+    once, as a completed handover."""
+    sim = Sim(video_config())
+    sim.start(0, {1: {"rtt_ms": 20}, 2: {"rtt_ms": 200}})
+    sim.link(5, 1, up=False)
+    assert sim.bid() == 2
+    for kind in (K.HANDOVER_STARTED, K.COA_CHANGED):
+        sim.view, trigger = apply_binding_event(sim.view, binding(1, kind), 8.0)
+    back = sim.run(8.0, trigger).decision.explanation.for_class("video")
+    assert (back.reason, back.chosen_bid) == (Reason.HANDOVER_COMPLETED, 1)
+    assert sim.moves["video"] == 2
+    assert sim.enforced(5001) == (1, 1)

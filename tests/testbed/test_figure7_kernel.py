@@ -1,8 +1,9 @@
 """Figure 7 end to end on real packets: every service as its own process in its namespace, an
 HTTP stream CN -> MNN, and the traffic shift at every step read back from the MR's counters.
 
-The policies come through the SOAP gateway from the scenario's own steps (the paper's NSA
-stub) until the NSA service exists; then DECIDER becomes Decider.NSA and nothing else changes.
+Run twice: with the NSA service deciding (operator rules at t1 and t6, the monitor's link
+state and the binding events do the rest), and with the paper's NSA stub (the scenario's own
+steps deliver the policies through the SOAP gateway). Both must give the same traffic shifts.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from services.testbed.scenario import Decider
 
 pytestmark = [pytest.mark.kernel, pytest.mark.broker, pytest.mark.timeout(240)]
 
-DECIDER = Decider.SOAP  # Decider.NSA once `multinet nsa run` exists: the only line to change
 LIMIT_S = 180.0
 SHARE = 0.9  # of the stream's packets in each direction on the expected interface
 
@@ -49,14 +49,15 @@ def _time_of(
     raise AssertionError(f"no step {label or action} in the run")
 
 
+@pytest.mark.parametrize("decider", [Decider.NSA, Decider.SOAP], ids=lambda d: d.value)
 def test_figure7_runs_and_the_stream_follows_every_step(
-    broker: tuple[str, int], naming: Any, tmp_path: Path
+    decider: Decider, broker: tuple[str, int], naming: Any, tmp_path: Path
 ) -> None:
     loaded, path = scenario.load("figure7")
     options = RunOptions(
         scenario=loaded,
         scenario_file=path,
-        decider=DECIDER,
+        decider=decider,
         out=tmp_path / "run",
         prefix=naming.prefix,
     )
