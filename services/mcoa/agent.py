@@ -7,7 +7,8 @@ SIGKILL leaves the bindings to expire at the HA, which is what soft state is for
 
 An HA with `publish_events` also reads the top-level `[broker]` table and publishes its own
 binding events; its bus connection is made before entering --netns, from the namespace the
-agent was started in (the management side).
+agent was started in (the management side). So is the Prometheus endpoint (`metrics_listen`),
+opened first of all: an address that cannot be bound stops the agent at once.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from services.contracts.settings import BrokerSettings, apply_env, read_file, va
 from services.mcoa.config import McoaSettings
 from services.mcoa.ha import BusPublisher, HaAgent
 from services.mcoa.mr import MrAgent
+from services.metrics import MetricsListenError
 from services.wakeup import Stopper
 
 SECTION = "mcoa"
@@ -50,14 +52,23 @@ def run(
     """Run the agent of `settings.role` (in `netns_name` if given) until SIGTERM or `stopper`.
 
     Signal handlers are installed only when no `stopper` is passed (the main-thread case).
-    An HA with `publish_events` connects to `broker` (defaults if None) first, while still in
-    the namespace it was started in; only then does it enter `netns_name`.
+    The metrics endpoint (if `metrics_listen`; MetricsListenError when it cannot be bound)
+    and, for an HA with `publish_events`, the bus connection to `broker` (defaults if None)
+    are opened first, while still in the namespace the agent was started in; only then does
+    it enter `netns_name`.
     """
     publisher: BusPublisher | None = None
     if settings.ha is not None and settings.ha.publish_events:
         publisher = BusPublisher(settings.node, broker or BrokerSettings())
-        publisher.start()
+    # The constructors touch neither the kernel nor the network.
+    agent: MrAgent | HaAgent = (
+        MrAgent(settings) if settings.role == "mr" else HaAgent(settings, events=publisher)
+    )
+    agent.metrics.serve(settings.metrics_listen)
     try:
+        if publisher is not None:
+            agent.metrics.watch_client(publisher.client)
+            publisher.start()
         if netns_name is not None:
             netns.enter(netns_name)
         own = stopper is None
@@ -66,9 +77,6 @@ def run(
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, lambda _signum, _frame: stop.stop())
         try:
-            agent = (
-                MrAgent(settings) if settings.role == "mr" else HaAgent(settings, events=publisher)
-            )
             agent.run(stop)
         finally:
             if own:
@@ -76,6 +84,7 @@ def run(
     finally:
         if publisher is not None:
             publisher.close()
+        agent.metrics.close()
 
 
 def main(
@@ -99,6 +108,9 @@ def main(
     logsetup.configure(settings.node, level=log_level, json_lines=json_logs)
     try:
         run(settings, netns_name, broker=broker)
+    except MetricsListenError as exc:
+        print(f"node {settings.node}: {exc}", file=sys.stderr)
+        return 1
     except (KernelError, PermissionError) as exc:
         print(f"node {settings.node}: mcoa agent failed: {exc}", file=sys.stderr)
         return 1

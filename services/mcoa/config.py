@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from services.contracts.policy import NodeId
+from services.metrics import ListenAddress
 from services.mobility_events.codec import LIFETIME_UNIT_SECONDS, MAX_LIFETIME_UNITS
 
 _MAX_LIFETIME = LIFETIME_UNIT_SECONDS * MAX_LIFETIME_UNITS
@@ -137,6 +138,9 @@ class McoaSettings(_Frozen):
     decap_table: int = Field(default=999, ge=1, le=2**31 - 1)
     decap_rule_priority: int = Field(default=10, ge=1, le=31999)
     local_rule_priority: int = Field(default=32000, ge=1, le=32765)
+    metrics_listen: ListenAddress | None = Field(
+        default=None, description="HOST:PORT of the Prometheus /metrics endpoint; None: off"
+    )
     mr: MrSettings | None = None
     ha: HaSettings | None = None
 

@@ -11,6 +11,9 @@ so that BU registers anew). On stop every route and rule this agent owns is remo
 With `publish_events`, each cache change also becomes a `BindingEvent` (derived purely in
 `services.mcoa.events`), handed to an `EventSink` after the BA left; `BusPublisher` is the sink
 that publishes them with QoS 1 on the same topics as the mobility-events service.
+
+What it does is counted in `McoaHaMetrics` (BUs, BAs by status, expiries, bindings, pipes);
+`agent.run` serves them when `metrics_listen` is set.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ from services.mcoa.cache import (
 )
 from services.mcoa.cache import next_expiry as cache_next_expiry
 from services.mcoa.config import HaSettings, McoaSettings
+from services.metrics import McoaHaMetrics
 from services.mobility_events.codec import BindingUpdate, decode
 from services.mobility_events.errors import MobilityHeaderError
 from services.mobility_events.status import BaStatus, ba_status_name
@@ -141,6 +145,7 @@ class HaAgent:
         clock: Callable[[], float] = time.monotonic,
         events: EventSink | None = None,
         wall_clock: Callable[[], float] = time.time,
+        metrics: McoaHaMetrics | None = None,
     ) -> None:
         if settings.ha is None:
             raise ValueError("HaAgent needs settings with role ha")
@@ -150,6 +155,7 @@ class HaAgent:
         self._events = events
         self._wall_clock = wall_clock
         self._ids = self._ha.mr_ids()
+        self.metrics = McoaHaMetrics(settings.node) if metrics is None else metrics
         self.cache: dict[BindingKey, Binding] = {}
 
     def _emit(self, batch: Sequence[BindingEvent]) -> None:
@@ -203,7 +209,12 @@ class HaAgent:
         if wanted is None:
             return False
         pipes.ensure_routes(ipr, wanted)
+        self.metrics.pipes.set(sum(1 for route in wanted if route.segment is not None))
         return True
+
+    def _keep(self, cache: dict[BindingKey, Binding]) -> None:
+        self.cache = cache
+        self.metrics.set_bindings({"registered": len(cache)})
 
     def _setup(self, ipr: Any) -> None:
         s = self._settings
@@ -215,6 +226,7 @@ class HaAgent:
     def teardown(self, ipr: Any) -> None:
         """Remove every route and rule this agent owns (the local rule stays moved)."""
         pipes.ensure_routes(ipr, set())
+        self.metrics.pipes.set(0)
         pipes.ensure_rules(ipr, {self._settings.decap_rule_priority}, set())
 
     def _handle(self, ipr: Any, bu: BindingUpdate, source: IPv6Address, now: float) -> Decision:
@@ -231,7 +243,7 @@ class HaAgent:
                 bids = bu.binding_ids
                 ack = make_ack(bu, failed, 0, bids[0].bid if bids else None)
                 return Decision(failed, ack, dict(self.cache), decision.home)
-        self.cache = decision.cache
+        self._keep(decision.cache)
         return decision
 
     def _receive(self, ipr: Any, sock: socket.socket) -> None:
@@ -244,6 +256,7 @@ class HaAgent:
                 continue
             if not isinstance(message, BindingUpdate):
                 continue
+            self.metrics.updates_received.inc()
             started = self._clock()
             # A binding that ran out is gone before the BU is judged (a new BU registers anew).
             self._expire(ipr, started)
@@ -263,6 +276,8 @@ class HaAgent:
             )
             if decision.ack is not None:
                 mhsocket.send(sock, decision.ack, source)
+                self.metrics.acks_sent.labels(str(int(decision.ack.status))).inc()
+                self.metrics.handling_seconds.observe(self._clock() - started)
             if self._events is not None:
                 self._emit(
                     events.decision_events(
@@ -282,8 +297,9 @@ class HaAgent:
             return
         for b in gone:
             log.info("HA: binding of %s BID %d (CoA %s) expired", b.home, b.bid, b.care_of)
-        self.cache = kept
-        self._apply(ipr, self.cache)
+        self._apply(ipr, kept)
+        self._keep(kept)
+        self.metrics.expiries.inc(len(gone))
         if self._events is not None:
             self._emit(
                 events.expired_events(self._settings.node, self._ids, gone, self._wall_clock())

@@ -13,6 +13,9 @@ its mark) and the BUs leave by their own link; plus the End.DT6 decap of the car
 for the downlink pipe. The kernel is updated before the BU for a new address is sent, so the
 HA's pipe never points at an address we cannot decapsulate. On stop: deregister (lifetime 0),
 wait briefly for the BAs, remove what we own.
+
+What it does is counted in `McoaMrMetrics` (BUs by kind, BAs by status, registration round
+trips, link states, pipes); `agent.run` serves them when `metrics_listen` is set.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from pyroute2.netlink.rtnl import RTMGRP_IPV6_IFADDR, RTMGRP_LINK
 from services.mcoa import mhsocket, pipes
 from services.mcoa.config import LinkSettings, McoaSettings, MrSettings
 from services.mcoa.registration import Registration, Sequencer
+from services.metrics import McoaMrMetrics
 from services.mobility_events.codec import BindingAcknowledgement, BindingUpdate, decode
 from services.mobility_events.errors import MobilityHeaderError
 from services.wakeup import Stopper
@@ -91,7 +95,11 @@ class MrAgent:
     """Runs the mobile router in the calling thread until `stopper` is set."""
 
     def __init__(
-        self, settings: McoaSettings, *, clock: Callable[[], float] = time.monotonic
+        self,
+        settings: McoaSettings,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        metrics: McoaMrMetrics | None = None,
     ) -> None:
         if settings.mr is None:
             raise ValueError("MrAgent needs settings with role mr")
@@ -104,6 +112,9 @@ class MrAgent:
         }
         self._sockets: dict[int, socket.socket] = {}
         self._ifindex: dict[int, int] = {}
+        self.metrics = McoaMrMetrics(settings.node) if metrics is None else metrics
+        #: BID -> (sequence, sent at) of the last BU sent, to time the BA answering it.
+        self._sent: dict[int, tuple[int, float]] = {}
 
     @property
     def _priorities(self) -> set[int]:
@@ -118,8 +129,16 @@ class MrAgent:
         routes, rules = desired_state(self._settings, present)
         pipes.ensure_rules(ipr, self._priorities, rules)
         pipes.ensure_routes(ipr, routes)
+        self.metrics.pipes.set(sum(1 for route in routes if route.segment is not None))
 
-    def _send(self, bid: int, bu: BindingUpdate | None) -> None:
+    def _export_states(self) -> None:
+        counts: dict[str, int] = {}
+        for reg in self.registrations.values():
+            counts[reg.state] = counts.get(reg.state, 0) + 1
+        self.metrics.set_bindings(counts)
+
+    def _send(self, bid: int, bu: BindingUpdate | None, kind: str) -> None:
+        """Send `bu` (a `BU_KINDS` kind, for metrics) on BID `bid`'s link, if there is one."""
         sock = self._sockets.get(bid)
         if bu is None or sock is None:
             return
@@ -128,6 +147,8 @@ class MrAgent:
         except OSError as exc:
             log.warning("MR: BU seq %d on BID %d not sent: %s", bu.sequence, bid, exc)
             return
+        self._sent[bid] = (bu.sequence, self._clock())
+        self.metrics.updates_sent.labels("deregister" if bu.lifetime == 0 else kind).inc()
         log.info(
             "MR: BU seq %d BID %d CoA %s lifetime %d s sent",
             bu.sequence,
@@ -166,7 +187,8 @@ class MrAgent:
             reg = self.registrations[bid]
             if reg.care_of is not None and bid in self._ifindex:
                 _forget_next_hop(ipr, reg.link.gateway, self._ifindex[bid])
-            self._send(bid, reg.start(reg.care_of, now))
+            self._send(bid, reg.start(reg.care_of, now), "register")
+        self._export_states()
 
     def _on_ack(self, bid: int, ba: BindingAcknowledgement) -> None:
         ids = ba.binding_ids
@@ -174,6 +196,11 @@ class MrAgent:
         reg = self.registrations.get(target)
         if reg is None:
             return
+        now = self._clock()
+        self.metrics.acks_received.labels(str(int(ba.status))).inc()
+        sent = self._sent.get(target)
+        if ba.accepted and sent is not None and sent[0] == ba.sequence:
+            self.metrics.registration_seconds.observe(now - sent[1])
         log.info(
             "MR: BA seq %d BID %d status %d (%s) lifetime %d s",
             ba.sequence,
@@ -182,7 +209,7 @@ class MrAgent:
             ba.status_name,
             ba.lifetime_seconds,
         )
-        self._send(target, reg.on_ack(ba, self._clock()))
+        self._send(target, reg.on_ack(ba, now), "retransmit")
 
     def _receive(self, ready: set[int]) -> None:
         for bid, sock in list(self._sockets.items()):
@@ -205,7 +232,7 @@ class MrAgent:
         now = self._clock()
         for bid, reg in self.registrations.items():
             if reg.care_of is not None:
-                self._send(bid, reg.deregister(now))
+                self._send(bid, reg.deregister(now), "deregister")
         end = now + _DEREGISTER_WAIT
         while any(r.pending is not None for r in self.registrations.values()):
             left = end - self._clock()
@@ -238,14 +265,17 @@ class MrAgent:
                 self._receive(ready)
                 now = self._clock()
                 for bid, reg in self.registrations.items():
-                    self._send(bid, reg.tick(now))
+                    bu = reg.tick(now)
+                    self._send(bid, bu, "retransmit" if reg.attempts else "refresh")
                 if now >= resync_at:
                     self._reconcile(ipr)
                     resync_at = now + _RESYNC_SECONDS
+                self._export_states()
             self._deregister(poller)
         finally:
             try:
                 pipes.ensure_routes(ipr, set())
+                self.metrics.pipes.set(0)
                 pipes.ensure_rules(ipr, self._priorities, set())
             finally:
                 for sock in self._sockets.values():

@@ -128,6 +128,17 @@ class Registration:
         self.refresh_at = now + self.granted * self.mr.refresh_fraction
         return None
 
+    @property
+    def state(self) -> str:
+        """Where the binding stands, for metrics: `registered` (accepted, refreshes included),
+        `registering` (a BU in flight, no binding yet), `unregistered` (a care-of address but
+        no binding: refused or deregistered, waiting) or `no-care-of`."""
+        if self.registered:
+            return "registered"
+        if self.pending is not None:
+            return "registering"
+        return "no-care-of" if self.care_of is None else "unregistered"
+
     def deadline(self) -> float | None:
         """When `tick` next has something to do."""
         times = [t for t in (self.retry_at, self.refresh_at) if t is not None]

@@ -133,12 +133,21 @@ class McoaLab:
     def _addr(self, ns: str, dev: str, address: str) -> None:
         netns.run(ns, ["ip", "-6", "addr", "add", address, "dev", dev, "nodad"])
 
-    def write_config(self, role: str, *, lifetime: int = 60, topic_root: str | None = None) -> Path:
-        """The agent's settings; with `topic_root` the HA publishes its binding events there."""
+    def write_config(
+        self,
+        role: str,
+        *,
+        lifetime: int = 60,
+        topic_root: str | None = None,
+        metrics_port: int | None = None,
+    ) -> Path:
+        """The agent's settings; with `topic_root` the HA publishes its binding events there,
+        with `metrics_port` the agent serves /metrics on 127.0.0.1:`metrics_port`."""
+        metrics = "" if metrics_port is None else f'metrics_listen = "127.0.0.1:{metrics_port}"\n'
         if role == "ha":
             publish = "" if topic_root is None else "publish_events = true\n"
             body = (
-                '[mcoa]\nnode = "ha1"\nrole = "ha"\n'
+                f'[mcoa]\nnode = "ha1"\nrole = "ha"\n{metrics}'
                 f'[mcoa.ha]\nha_address = "{HA_ADDRESS}"\n{publish}'
                 "[[mcoa.ha.mobile_routers]]\n"
                 f'home_address = "{MR_HOME}"\nprefixes = ["2001:db8:ff::/48"]\n'
@@ -149,7 +158,7 @@ class McoaLab:
                 )
         else:
             body = (
-                '[mcoa]\nnode = "mr1"\nrole = "mr"\n'
+                f'[mcoa]\nnode = "mr1"\nrole = "mr"\n{metrics}'
                 f'[mcoa.mr]\nmr_id = "mr1"\nhome_address = "{MR_HOME}"\n'
                 f'ha_address = "{HA_ADDRESS}"\nprefixes = ["{MNP}"]\nlifetime = {lifetime}\n'
                 "links = [\n"
@@ -164,6 +173,12 @@ class McoaLab:
     def start(self, role: str, *, lifetime: int = 60) -> None:
         """Start one agent under `ip netns exec` (in its namespace, bus included)."""
         self._spawn(role, self.write_config(role, lifetime=lifetime), in_netns=True)
+
+    def start_metered(self, role: str, metrics_port: int, *, lifetime: int = 60) -> None:
+        """Start one agent serving /metrics on 127.0.0.1:`metrics_port`; it runs with --netns,
+        so the endpoint stays in our namespace (the management side)."""
+        config = self.write_config(role, lifetime=lifetime, metrics_port=metrics_port)
+        self._spawn(role, config, in_netns=False)
 
     def start_publishing_ha(self, topic_root: str) -> None:
         """Start the HA publishing its own binding events under `topic_root`; it runs with

@@ -145,3 +145,20 @@ def test_deregistration_has_lifetime_zero_and_no_refresh_after() -> None:
     reg.on_ack(_ack(bye, lifetime=0), 1.1)
     assert not reg.registered
     assert reg.deadline() is None
+
+
+def test_state_follows_the_exchange() -> None:
+    reg = _registration()
+    assert reg.state == "no-care-of"
+    sent = reg.start(COA1, 0)
+    assert sent is not None
+    assert reg.state == "registering"
+    reg.on_ack(_ack(sent), 0.1)
+    assert reg.state == "registered"
+    refresh = reg.tick(48.1)
+    assert refresh is not None
+    assert reg.state == "registered", "a refresh in flight keeps the binding"
+    reg.on_ack(_ack(refresh, status=BaStatus.NOT_AUTHORIZED_FOR_PREFIX), 48.2)
+    assert reg.state == "unregistered"
+    assert reg.start(None, 50) is None
+    assert reg.state == "no-care-of"

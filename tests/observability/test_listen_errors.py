@@ -52,3 +52,17 @@ def test_mobility_events_refuses_a_taken_metrics_port(taken_port: int, tmp_path:
     done = _run("mobility-events", config)
     assert done.returncode == 1, done.stderr
     assert f"node ha1: cannot serve metrics on 127.0.0.1:{taken_port}: " in done.stderr
+
+
+def test_the_mcoa_agent_refuses_a_taken_metrics_port(taken_port: int, tmp_path: Path) -> None:
+    config = tmp_path / "mcoa.toml"
+    config.write_text(
+        f'[mcoa]\nnode = "ha1"\nrole = "ha"\nmetrics_listen = "127.0.0.1:{taken_port}"\n'
+        '[mcoa.ha]\nha_address = "2001:db8:100::1"\n'
+        '[[mcoa.ha.mobile_routers]]\nhome_address = "2001:db8:100::2"\n'
+        'prefixes = ["2001:db8:ff::/64"]\n',
+        encoding="utf-8",
+    )
+    done = _run("mcoa-agent", config)
+    assert done.returncode == 1, done.stderr
+    assert f"node ha1: cannot serve metrics on 127.0.0.1:{taken_port}: " in done.stderr
