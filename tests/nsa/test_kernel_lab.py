@@ -24,7 +24,7 @@ from services.prem.lab import MNP6, Lab, send_udp
 from services.soap_gateway.config import GatewaySettings
 from services.soap_gateway.server import GatewayServer
 from tests.nsa.busbed import BusDriver, nsa_process, stop, tail, wait_until, write_settings
-from tests.nsa.test_gateway_e2e import node_namespace, worker_config
+from tests.nsa.chainbed import node_namespace, worker_config
 
 pytestmark = [pytest.mark.kernel, pytest.mark.broker]
 MR, HA_NODE, MR_NODE = "mr1", "ha1", "mr1"
@@ -76,8 +76,8 @@ def test_a_metrics_change_moves_a_real_packets_egress_bid(
     broker_settings = BrokerSettings(host=broker[0], port=broker[1], topic_root=topic_root)
     (tmp_path / "ha").mkdir()
     ha_config = write_config(lab, tmp_path / "ha", "nftables", topic_root)
-    mr_config = worker_config(tmp_path, MR_NODE, "mr", topic_root, 3000)
-    mr_namespace = node_namespace(make_netns, "mr", 3000)
+    mr_config = worker_config(tmp_path, MR_NODE, "mr", broker_settings)
+    mr_namespace = node_namespace(make_netns, "mr")
     gateway = GatewayServer(
         GatewaySettings.model_validate(
             {
