@@ -63,7 +63,7 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
         "--decider",
         choices=[d.value for d in Decider],
         help="soap: the scenario's own policies through the SOAP gateway (NSA stub); nsa: the "
-        "NSA service decides (default: nsa when `multinet nsa run` exists, else soap)",
+        "NSA service decides (default: nsa when the scenario allows it, else soap)",
     )
     run.add_argument("--backend", choices=["nftables", "iptables"], default="nftables")
     run.add_argument("--prefix", default="mtb", help="namespace name prefix (default mtb)")
@@ -154,14 +154,13 @@ def _run_bed(
     if broker is None:
         print(f"--broker {args.broker!r}: expected HOST:PORT", file=sys.stderr)
         return 2
-    from services.testbed import processes, runner
+    from services.testbed import runner
     from services.testbed.rundata import RunOptions
 
     try:
-        decider = runner.choose_decider(loaded, requested, processes.nsa_available())
-    except runner.NsaMissing as exc:
-        hint = "until it exists, run with --simulate to see the NSA core's decisions"
-        print(f"{exc}; {hint}", file=sys.stderr)
+        decider = runner.choose_decider(loaded, requested)
+    except runner.DeciderError as exc:
+        print(exc, file=sys.stderr)
         return 2
     options = RunOptions(
         scenario=loaded,

@@ -18,7 +18,6 @@ decapsulation rule; both BID pipes at the HA for the MR, i.e. both bindings regi
 
 from __future__ import annotations
 
-import subprocess
 import sys
 import urllib.request
 from pathlib import Path
@@ -34,14 +33,6 @@ from services.testbed.topology import Topology
 #: The NSA service's presence (node, service). An assumption until `multinet nsa run` exists.
 NSA_PRESENCE = (configs.NSA_NODE, "nsa")  # its retained decision for mr1 counts as well
 _CLI = (sys.executable, "-m", "services.cli")
-
-
-def nsa_available() -> bool:
-    """Whether this tree has the NSA service (`multinet nsa run`)."""
-    proc = subprocess.run(
-        [*_CLI, "nsa", "run", "--help"], capture_output=True, check=False, timeout=60
-    )
-    return proc.returncode == 0
 
 
 def _online(recorder: Recorder, node: str, service: str) -> Readiness:

@@ -41,25 +41,22 @@ DEFAULT_OUT = Path("/var/tmp/multinet-testbed")  # noqa: S108 - documented, root
 _READY_TIMEOUT_S = 40.0
 
 
-class NsaMissing(RuntimeError):  # noqa: N818 - the name reads as what happened
-    """The scenario needs the NSA service and this tree has none yet."""
+class DeciderError(ValueError):
+    """The scenario does not run with the requested decider."""
 
 
-def choose_decider(scenario: Scenario, requested: Decider | None, has_nsa: bool) -> Decider:
-    """The decider to use: the requested one, else the NSA when it exists and the scenario
-    allows it, else the SOAP stub. Raises NsaMissing when only the NSA would do."""
-    if requested is Decider.NSA or (requested is None and scenario.deciders == (Decider.NSA,)):
-        if not has_nsa:
-            raise NsaMissing(
-                f"scenario {scenario.name} needs the NSA service (`multinet nsa run`), which "
-                "this tree does not have yet"
-            )
-        return Decider.NSA
-    if requested is Decider.SOAP or not has_nsa or Decider.NSA not in scenario.deciders:
-        if Decider.SOAP not in scenario.deciders:
-            raise NsaMissing(f"scenario {scenario.name} cannot run with the SOAP stub")
-        return Decider.SOAP
-    return Decider.NSA
+def choose_decider(scenario: Scenario, requested: Decider | None) -> Decider:
+    """The requested decider, else the NSA when the scenario allows it, else the SOAP stub.
+    Raises DeciderError when the scenario does not list the requested one."""
+    if requested is None:
+        return Decider.NSA if Decider.NSA in scenario.deciders else Decider.SOAP
+    if requested not in scenario.deciders:
+        allowed = ", ".join(d.value for d in scenario.deciders)
+        raise DeciderError(
+            f"scenario {scenario.name} does not run with --decider {requested.value} "
+            f"(its deciders: {allowed})"
+        )
+    return requested
 
 
 def default_out(scenario: str) -> Path:

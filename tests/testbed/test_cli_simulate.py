@@ -80,15 +80,13 @@ def test_the_subcommand_hangs_under_multinet() -> None:
 
 
 def test_decider_choice() -> None:
-    from services.testbed.runner import NsaMissing, choose_decider
+    from services.testbed.runner import DeciderError, choose_decider
     from services.testbed.scenario import load
 
     figure7, _ = load("figure7")
     radio, _ = load("radio")
-    assert choose_decider(figure7, None, has_nsa=False) is Decider.SOAP
-    assert choose_decider(figure7, None, has_nsa=True) is Decider.NSA
-    assert choose_decider(figure7, Decider.SOAP, has_nsa=True) is Decider.SOAP
-    with pytest.raises(NsaMissing, match="multinet nsa run"):
-        choose_decider(radio, None, has_nsa=False)
-    with pytest.raises(NsaMissing):
-        choose_decider(figure7, Decider.NSA, has_nsa=False)
+    assert choose_decider(figure7, None) is Decider.NSA
+    assert choose_decider(figure7, Decider.SOAP) is Decider.SOAP
+    assert choose_decider(radio, None) is Decider.NSA
+    with pytest.raises(DeciderError, match="radio does not run with --decider soap"):
+        choose_decider(radio, Decider.SOAP)
