@@ -7,11 +7,17 @@ routers this replica does not own are dropped before anything is parsed (`routes
 
 The monitors' metrics (thousands a second) come over a connection of their own, in a process
 of their own (`metrics_receiver`).
+
+While the broker is away, a retained message (a router's decision) is not handed to paho,
+which would queue every one of them without bound; only the latest per topic is held, and
+sent when the connection is back: a retained topic's subscribers only ever get its last
+message anyway.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 
 import paho.mqtt.client as mqtt
 
@@ -41,6 +47,8 @@ class NsaBusLink:
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
         self.unroutable = 0
+        self._held: dict[str, bytes] = {}  # retained messages published while disconnected
+        self._held_lock = threading.Lock()
 
     def start(self, timeout_s: float = 10.0) -> None:
         """Connect (paho keeps retrying in the background when the broker is down)."""
@@ -52,7 +60,20 @@ class NsaBusLink:
         self.client.loop_stop()
 
     def publish(self, topic: str, payload: bytes, *, retain: bool) -> None:
-        """Publish at QoS 1 (paho queues it while disconnected)."""
+        """Publish at QoS 1; while disconnected, hold only the latest retained per topic."""
+        if retain:
+            with self._held_lock:  # checked under the lock that _on_connect flushes under
+                if not self.client.is_connected():
+                    self._held[topic] = payload
+                    return
+        self._send(topic, payload, retain=retain)
+
+    @property
+    def held(self) -> int:
+        """Retained messages waiting for the connection (one per topic at most)."""
+        return len(self._held)
+
+    def _send(self, topic: str, payload: bytes, *, retain: bool) -> None:
         info = self.client.publish(topic, payload, qos=1, retain=retain)
         if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
             log.warning("cannot publish on %s: %s", topic, mqtt.error_string(info.rc))
@@ -69,6 +90,12 @@ class NsaBusLink:
         filters = self.routes.filters()
         for start in range(0, len(filters), PER_SUBSCRIBE):
             client.subscribe([(topic, 1) for topic in filters[start : start + PER_SUBSCRIBE]])
+        with self._held_lock:
+            held, self._held = self._held, {}
+            for topic, payload in held.items():
+                self._send(topic, payload, retain=True)
+        if held:
+            log.info("replica %s: sent %d decisions held while disconnected", self.name, len(held))
 
     def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
         raw = self.routes.route(msg.topic, bytes(msg.payload))
