@@ -12,6 +12,9 @@ While the broker is away, a retained message (a router's decision) is not handed
 which would queue every one of them without bound; only the latest per topic is held, and
 sent when the connection is back: a retained topic's subscribers only ever get its last
 message anyway.
+
+The replica's presence (`node/<name>/presence/nsa`, retained) is online from each connection
+on, offline when it stops, and its last will says offline when it dies.
 """
 
 from __future__ import annotations
@@ -23,12 +26,14 @@ import paho.mqtt.client as mqtt
 
 from services import bus
 from services.contracts.settings import BrokerSettings
+from services.contracts.topics import Topics
 from services.nsa.inbox import Inbox
 from services.nsa.items import Item
 from services.nsa.routes import Routes
 
 log = logging.getLogger(__name__)
 
+SERVICE = "nsa"
 #: Topic filters per SUBSCRIBE packet (a partitioned replica has several per router).
 PER_SUBSCRIBE = 500
 
@@ -43,7 +48,13 @@ class NsaBusLink:
         self.name = name
         self.routes = routes
         self.inbox = inbox
-        self.client = bus.make_client(broker, bus.client_id("nsa", name, broker.topic_root))
+        self.presence = bus.Announcer(Topics(broker.topic_root), name, SERVICE)
+        self.client = bus.make_client(
+            broker,
+            bus.client_id(SERVICE, name, broker.topic_root),
+            will_topic=self.presence.topic,
+            will=self.presence.message(online=False),
+        )
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
         self.unroutable = 0
@@ -55,7 +66,13 @@ class NsaBusLink:
         bus.start(self.client, self.broker, timeout_s=timeout_s)
 
     def close(self) -> None:
-        """Disconnect and stop paho's thread."""
+        """Say offline, disconnect and stop paho's thread."""
+        if self.client.is_connected():
+            info = self.presence.publish(self.client, online=False)
+            try:
+                info.wait_for_publish(2.0)
+            except (RuntimeError, ValueError):
+                log.warning("replica %s: offline presence not sent", self.name)
         self.client.disconnect()
         self.client.loop_stop()
 
@@ -87,6 +104,9 @@ class NsaBusLink:
         props: object,
     ) -> None:
         log.info("replica %s: connected to the broker (%s)", self.name, reason)
+        if getattr(reason, "is_failure", False):
+            return
+        self.presence.publish(client, online=True)
         filters = self.routes.filters()
         for start in range(0, len(filters), PER_SUBSCRIBE):
             client.subscribe([(topic, 1) for topic in filters[start : start + PER_SUBSCRIBE]])

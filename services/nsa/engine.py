@@ -59,7 +59,7 @@ from services.nsa.inputs import (
     apply_metrics,
 )
 from services.nsa.materiality import tolerance
-from services.nsa.plan import acknowledge, greet, new_ledgers, plan
+from services.nsa.plan import MrLedgers, acknowledge, greet, new_ledgers, plan
 from services.nsa.routes import InputKind, Raw
 from services.nsa.settings import NsaServiceSettings, RouterEntry
 from services.nsa.slot import Slot, Stats, assignment, owing, spread
@@ -244,7 +244,7 @@ class Engine:
         if status.result == "fallback":
             active = ", ".join(f"{f.policy_id}->{f.active_bid}" for f in status.fallbacks)
             log.info("%s: node %s fell back on its own: %s", slot.router.id, node, active or "none")
-        slot.ledgers = acknowledge(slot.ledgers, status)
+        self._set_ledgers(slot, acknowledge(slot.ledgers, status))
         self._replan(slot)
 
     def _presence(self, node: str, presence: Presence, now: float) -> None:
@@ -258,7 +258,7 @@ class Engine:
             if greeted == slot.ledgers and not owing(greeted, node):
                 log.debug("%s: node %s at version %s", slot.router.id, node, presence.version)
                 continue
-            slot.ledgers = greeted
+            self._set_ledgers(slot, greeted)
             log.info(
                 "%s: node %s says hello at version %s, not the one it was known to hold: "
                 "full Install next",
@@ -364,6 +364,8 @@ class Engine:
             self.stats.decided.append(slot.oldest)
             slot.oldest = None
         self.stats.decisions += 1
+        if trigger.kind is not TriggerKind.START:
+            self.stats.moves += sum(1 for entry in decision.explanation.classes if entry.moved)
         if decision.wake_at is not None and decision.wake_at != slot.wake_at:
             slot.wake_at = decision.wake_at
             self._timers.push(decision.wake_at, TimerKind.WAKE, slot.router.id)
@@ -387,6 +389,14 @@ class Engine:
     def _replan(self, slot: Slot) -> None:
         slot.dirty = True
         self._to_deliver.add(slot.router.id)
+
+    def _set_ledgers(self, slot: Slot, ledgers: MrLedgers) -> None:
+        """Replace the router's ledgers, counting each node whose state fell in doubt."""
+        before = (slot.ledgers.ha, slot.ledgers.mr)
+        for old, new in zip(before, (ledgers.ha, ledgers.mr), strict=True):
+            if old is not None and new is not None and new.needs_resync and not old.needs_resync:
+                self.stats.resyncs += 1
+        slot.ledgers = ledgers
 
     # delivery -----------------------------------------------------------------------------
     def _deliver(self, slot: Slot, now: float) -> None:
@@ -426,7 +436,11 @@ class Engine:
     def _settle_call(self, slot: Slot, result: CallResult, now: float) -> None:
         call = result.call
         slot.call = None
-        slot.ledgers = settle(slot.ledgers, result)
+        self._set_ledgers(slot, settle(slot.ledgers, result))
+        if result.error is None:
+            self.stats.deliveries.update(reply.outcome for reply in result.replies)
+        else:
+            self.stats.deliveries["not-reached"] += len(call.messages())
         if result.applied:
             slot.failures, slot.retry_at = 0, 0.0
             if log.isEnabledFor(logging.INFO):

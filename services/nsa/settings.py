@@ -27,6 +27,7 @@ from services.contracts.settings import (
     validate_section,
     validation_problems,
 )
+from services.metrics import ListenAddress
 from services.nsa.config import (
     ApplicationProfile,
     NsaConfig,
@@ -127,6 +128,9 @@ class NsaServiceSettings(Frozen):
     retry_s: float = Field(default=1.0, gt=0, description="first back-off after a failed call")
     retry_max_s: float = Field(default=30.0, gt=0)
     queue_size: int = Field(default=50000, ge=100, le=10_000_000)
+    metrics_listen: ListenAddress | None = Field(
+        default=None, description="HOST:PORT of the Prometheus /metrics endpoint; None: off"
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> NsaServiceSettings:

@@ -62,8 +62,16 @@ class Stats:
     stale: int = 0
     immaterial: int = 0
     decisions: int = 0
+    #: classes whose links changed (a router's first decision not counted)
+    moves: int = 0
     calls: int = 0
     failed_calls: int = 0
+    #: node documents of calls by the answer: applied, refused, not-reached (also every
+    #: document of a call without an answer: a SOAP Fault, the gateway unreachable, a timeout)
+    deliveries: Counter[str] = field(default_factory=Counter)
+    #: times a node's state fell in doubt (a refusal, a lost answer, a hello at a version it was
+    #: not known to hold), so that its next document is a full Install
+    resyncs: int = 0
     #: metrics: send time -> handled (decided, or found immaterial), seconds
     input_latency: deque[float] = field(default_factory=lambda: deque(maxlen=SAMPLES))
     #: send time of the oldest input -> decided and planned, seconds
@@ -72,12 +80,15 @@ class Stats:
     handled: list[float] = field(default_factory=list)
     decided: list[float] = field(default_factory=list)
 
-    def batch_done(self, end: float) -> None:
-        """Close a batch: every input handled in it is done at `end`."""
+    def batch_done(self, end: float) -> list[float]:
+        """Close a batch: every input handled in it is done at `end`. Returns the latency of
+        each decision of the batch that answered an input."""
+        decided = [end - sent for sent in self.decided]
         self.input_latency.extend(end - sent for sent in self.handled)
-        self.decision_latency.extend(end - sent for sent in self.decided)
+        self.decision_latency.extend(decided)
         self.handled.clear()
         self.decided.clear()
+        return decided
 
 
 def assignment(state: MrState) -> dict[str, tuple[tuple[int, ...], tuple[int, ...]]]:

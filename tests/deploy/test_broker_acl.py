@@ -78,6 +78,11 @@ WRITES: list[tuple[str, str, bool]] = [
     ("nsa", T.preferences("mr1"), False),
     # The NSA's decisions and explanations (retained) are its own; nobody else writes them.
     ("nsa", T.decision("mr1"), True),
+    # Its presence (and will) as service `nsa` of the node named after the replica; no other
+    # service's presence.
+    ("nsa", T.presence("nsa-1", "nsa"), True),
+    ("nsa", T.presence("nsa-1", "prem"), False),
+    ("nsa", T.presence("ha1", "monitor"), False),
     ("mr1", T.decision("mr1"), False),
     ("operator", T.decision("mr1"), False),
     ("soap-gateway", T.policy("ha1"), True),
@@ -123,6 +128,7 @@ PUBLICATIONS: list[tuple[str, str]] = [
     ("operator", T.preferences("mr1")),
     ("operator", T.operator_rules()),
     ("nsa", T.decision("mr1")),
+    ("nsa", T.presence("nsa-1", "nsa")),
 ]
 
 #: The PREM workers' acknowledgements and presence: what the gateway reads.
@@ -146,6 +152,7 @@ READS: dict[str, list[str]] = {
         T.binding_event("mr1", 2),
         T.preferences("mr1"),
         T.operator_rules(),
+        T.presence("nsa-1", "nsa"),
     ],
     "soap-gateway": _PREM_REPORTS,
     "operator": [T.preferences("mr1"), T.operator_rules(), T.decision("mr1")],

@@ -1,0 +1,93 @@
+"""A real NSA replica (the `NsaService` `multinet nsa run` builds, dry-run delivery) exports
+what it decides, fed by real reports on the real broker; read from /metrics over HTTP.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from services.contracts.messages import BindingEventKind, Presence
+from services.contracts.settings import BrokerSettings
+from services.nsa.service import NsaService
+from services.nsa.settings import load_file
+from tests.nsa.busbed import BusDriver, wait_until, write_settings
+from tests.observability.scrape import Samples, free_port, scrape, wait_scrape
+
+pytestmark = pytest.mark.broker
+MR, HA_NODE = "mr1", "ha1"
+ROUTERS = [{"id": MR, "ha_node": HA_NODE, "mr_node": MR}]
+DELIVERIES = "multinet_nsa_deliveries_total"
+
+
+@pytest.fixture
+def driver(broker: tuple[str, int], topic_root: str) -> Iterator[BusDriver]:
+    bus_driver = BusDriver(BrokerSettings(host=broker[0], port=broker[1], topic_root=topic_root))
+    bus_driver.start_ticking()
+    yield bus_driver
+    bus_driver.close()
+
+
+def test_decisions_moves_deliveries_and_resyncs_reach_the_endpoint(
+    driver: BusDriver, tmp_path: Path
+) -> None:
+    port = free_port()
+    config = write_settings(
+        tmp_path / "nsa.yaml",
+        driver.broker,
+        ROUTERS,
+        nsa={
+            "decision": {"dwell_s": 0.0, "margin": 0.05},
+            "metrics_listen": f"127.0.0.1:{port}",
+        },
+    )
+    service = NsaService(config, load_file(config))
+    service.start()
+    try:
+        idle = wait_scrape(port, lambda s: s.get("multinet_broker_connected") == 1)
+        assert idle.labelled("multinet_service_info", service="nsa", node="nsa-test") == 1
+        assert idle["multinet_nsa_decisions_total"] == 0
+        assert idle["multinet_nsa_inbox_depth"] >= 0
+
+        driver.metrics(MR, 1, rtt_ms=20.0)
+        driver.metrics(MR, 2, rtt_ms=60.0)
+        for bid in (1, 2):
+            driver.binding(MR, bid, BindingEventKind.REGISTERED)
+        wait_until(lambda: driver.class_bid(MR) == 1, "a first decision")
+        first = wait_scrape(port, lambda s: s.labelled(DELIVERIES, result="applied") == 2)
+        assert first["multinet_nsa_decisions_total"] >= 1
+        assert first["multinet_nsa_moves_total"] == 0, "a first decision places, moves nothing"
+        assert first["multinet_nsa_decision_seconds_count"] >= 1
+        assert first.labelled("multinet_nsa_inputs_total", kind="metrics") >= 2
+        assert first.labelled("multinet_nsa_inputs_total", kind="binding-event") >= 2
+        assert first["multinet_nsa_resyncs_total"] == 0
+
+        driver.metrics(MR, 1, rtt_ms=400.0)  # BID 2 is better now: the class moves
+        wait_until(lambda: driver.class_bid(MR) == 2, "the move to BID 2")
+        moved = wait_scrape(port, lambda s: s.labelled(DELIVERIES, result="applied") == 4)
+        assert moved["multinet_nsa_moves_total"] == 1
+        assert moved["multinet_nsa_decisions_total"] > first["multinet_nsa_decisions_total"]
+
+        # A worker that lost its state says hello at a version it was not given: it is in
+        # doubt, and gets a full Install (both documents again, applied by the dry run).
+        hello = Presence(sender=HA_NODE, node=HA_NODE, service="prem", online=True, version=99)
+        driver.publish(driver.topics.presence(HA_NODE, "prem"), hello)
+        resynced = wait_scrape(port, lambda s: s.labelled(DELIVERIES, result="applied") == 6)
+        assert resynced["multinet_nsa_resyncs_total"] == 1
+        assert resynced.labelled(DELIVERIES, result="refused") == 0
+        assert resynced.labelled(DELIVERIES, result="not-reached") == 0
+        assert resynced["multinet_nsa_inbox_dropped_total"] == 0
+        answered = resynced["multinet_nsa_decision_seconds_count"]
+        assert answered >= 2, "the first decision and the move answered reports"
+        assert _bucket(resynced, "10.0") == answered
+    finally:
+        service.stop()
+    assert service.error is None
+    with pytest.raises(OSError):
+        scrape(port, timeout_s=1.0)  # the endpoint closes with the service
+
+
+def _bucket(samples: Samples, le: str) -> float:
+    return samples.labelled("multinet_nsa_decision_seconds_bucket", le=le)
