@@ -30,8 +30,8 @@ from services.testbed.scenario import Decider, StreamSpec
 from services.testbed.supervisor import Readiness, ServiceSpec
 from services.testbed.topology import Topology
 
-#: The NSA service's presence (node, service). An assumption until `multinet nsa run` exists.
-NSA_PRESENCE = (configs.NSA_NODE, "nsa")  # its retained decision for mr1 counts as well
+#: The NSA service's presence (node: its replica name, service).
+NSA_PRESENCE = (configs.NSA_NODE, "nsa")
 _CLI = (sys.executable, "-m", "services.cli")
 
 
@@ -39,17 +39,9 @@ def _online(recorder: Recorder, node: str, service: str) -> Readiness:
     return Readiness(f"presence of {service} on {node}", lambda: recorder.online(node, service))
 
 
-def _nsa_ready(recorder: Recorder, log: Path) -> Readiness:
-    """The NSA publishes no presence (yet): its retained presence or decision counts, else
-    the log line saying its bus connection is up."""
-    decision = f"{recorder.topics.root}/mr/{a.MOBILE_ROUTER}/decision"
-
-    def ready() -> bool:
-        if recorder.online(*NSA_PRESENCE) or recorder.heard_on(decision):
-            return True
-        return log.is_file() and b"connected to the broker" in log.read_bytes()
-
-    return Readiness(f"presence of {NSA_PRESENCE[1]} on {NSA_PRESENCE[0]}, or connected", ready)
+def _nsa_ready(recorder: Recorder) -> Readiness:
+    """The NSA is ready when its presence says online (published once its bus is up)."""
+    return _online(recorder, *NSA_PRESENCE)
 
 
 def _wsdl(url: str) -> Readiness:
@@ -162,7 +154,7 @@ def service_groups(
     ]
     if decider is Decider.NSA:
         nsa_file = configs.write(cfg / "nsa.yaml", configs.nsa_settings(run, nsa))
-        ready = _nsa_ready(recorder, run.run_dir / "logs" / "nsa.log")
+        ready = _nsa_ready(recorder)
         groups.append([service("nsa", ["nsa", "run"], nsa_file, "operator", ready)])
     decap_rule = ["ip", "-6", "rule", "show", "pref", "10"]
     groups.append(
