@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -29,7 +28,6 @@ from services.nsa import Reason
 from services.nsa.plan import NodeLedger, desired_policies
 from services.nsa.service import NsaService
 from services.nsa.settings import load_file
-from tests.conftest import _require
 from tests.faults.broker import OwnBroker
 from tests.nsa.busbed import wait_until, write_settings
 from tests.nsa.chainbed import HA_NODE, MR, MR_NODE, ROUTERS, Chain, running_chain
@@ -38,17 +36,6 @@ pytestmark = [pytest.mark.kernel, pytest.mark.broker]
 #: Each reconnect waits at most 1, 2, 4 s ... (jittered); the outage here is a few seconds.
 RECONNECT_S = 20.0
 DWELL_S = 3.0
-
-
-@pytest.fixture
-def own_broker() -> Iterator[OwnBroker]:
-    _require(shutil.which("mosquitto") is not None, "needs mosquitto")
-    own = OwnBroker()
-    own.start()
-    try:
-        yield own
-    finally:
-        own.remove()
 
 
 @pytest.fixture

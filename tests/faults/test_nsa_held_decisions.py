@@ -5,10 +5,8 @@ and sent when the connection is back, so `nsa explain` shows the current reasoni
 
 from __future__ import annotations
 
-import shutil
 import threading
 import time
-from collections.abc import Iterator
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -21,23 +19,11 @@ from services.nsa.inbox import Inbox
 from services.nsa.items import Item
 from services.nsa.routes import Routes
 from services.nsa.settings import RouterEntry
-from tests.conftest import _require
 from tests.faults.broker import OwnBroker
 from tests.nsa.busbed import wait_until
 
 pytestmark = [pytest.mark.broker]
 ROUTERS = tuple(RouterEntry(id=f"mr{i}", ha_node=f"ha{i}", mr_node=f"mrn{i}") for i in range(3))
-
-
-@pytest.fixture
-def own_broker() -> Iterator[OwnBroker]:
-    _require(shutil.which("mosquitto") is not None, "needs mosquitto")
-    own = OwnBroker()
-    own.start()
-    try:
-        yield own
-    finally:
-        own.remove()
 
 
 def _retained(settings: BrokerSettings, topics: list[str]) -> dict[str, bytes]:
