@@ -178,11 +178,8 @@ class Engine:
             self._rules(raw, now)
 
     def _metrics(self, slot: Slot, metrics: LinkMetrics, now: float) -> None:
-        last = slot.metrics_seen.get(metrics.bid)
-        if last is not None and metrics.timestamp < last:
-            self.stats.stale += 1
+        if not self._in_order(slot.metrics_seen, metrics.bid, metrics.timestamp):
             return
-        slot.metrics_seen[metrics.bid] = metrics.timestamp
         self.stats.handled.append(metrics.timestamp)
         if slot.trigger is None and slot.tolerance is not None:
             held = slot.unapplied.get(metrics.bid)
@@ -197,6 +194,15 @@ class Engine:
         view = self._view(slot)
         slot.view, trigger = apply_metrics(view, metrics, now)
         self._waiting(slot, trigger, now, metrics.timestamp)
+
+    def _in_order(self, seen: dict[int, float], bid: int, timestamp: float) -> bool:
+        """Record a link's newest send time; False (counted stale) for one older than it."""
+        last = seen.get(bid)
+        if last is not None and timestamp < last:
+            self.stats.stale += 1
+            return False
+        seen[bid] = timestamp
+        return True
 
     def _view(self, slot: Slot) -> MrView:
         """The router's view with the reports kept aside applied (in arrival order)."""
@@ -213,11 +219,8 @@ class Engine:
         return self._view(self.slots[mobile_router])
 
     def _link_state(self, slot: Slot, state: LinkState, now: float) -> None:
-        last = slot.state_seen.get(state.bid)
-        if last is not None and state.timestamp < last:
-            self.stats.stale += 1
+        if not self._in_order(slot.state_seen, state.bid, state.timestamp):
             return
-        slot.state_seen[state.bid] = state.timestamp
         slot.view, trigger = apply_link_state(self._view(slot), state, now)
         self._waiting(slot, trigger, now, state.timestamp)
 

@@ -10,7 +10,6 @@ endpoint, the HA's rules from its kernel.
 
 from __future__ import annotations
 
-import shutil
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -20,7 +19,6 @@ import pytest
 
 from services.contracts.policy import Install, Operation
 from services.prem.readback import expected_entries, read_table
-from tests.conftest import _require
 from tests.faults.broker import OwnBroker
 from tests.faults.procs import (
     Service,
@@ -76,11 +74,9 @@ class Deployment:
 
 @pytest.fixture
 def deployment(
-    make_netns: Callable[[str], str], topic_root: str, tmp_path: Path
+    own_broker: OwnBroker, make_netns: Callable[[str], str], topic_root: str, tmp_path: Path
 ) -> Iterator[Deployment]:
-    _require(shutil.which("mosquitto") is not None, "needs mosquitto")
-    own = OwnBroker()
-    own.start()
+    own = own_broker
     relay = Relay(own.port)
     ha_ns = bare_node(make_netns("ha"))
     mr_ns = bare_node(make_netns("mr"), table_base=3000)
@@ -125,7 +121,6 @@ def deployment(
         for service in services.values():
             service.stop()
         relay.close()
-        own.remove()
     for role, service in services.items():
         nodes = {record["node"] for record in service.records()}
         assert nodes == {"soap-gateway" if role == "gateway" else role}, service.text()[-2000:]

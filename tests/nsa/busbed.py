@@ -30,6 +30,7 @@ from services.contracts.messages import (
 from services.contracts.settings import BrokerSettings
 from services.contracts.topics import Topics
 from services.nsa.documents import DecisionRecord
+from services.process import stop
 
 TECH = {1: "wlan", 2: "lte", 3: "umts"}
 VIDEO = {
@@ -202,6 +203,17 @@ class BusDriver:
 
 
 @contextmanager
+def ticking_driver(broker: BrokerSettings) -> Iterator[BusDriver]:
+    """A BusDriver that re-publishes its routers' reports every 0.25 s, closed afterwards."""
+    driver = BusDriver(broker)
+    driver.start_ticking()
+    try:
+        yield driver
+    finally:
+        driver.close()
+
+
+@contextmanager
 def nsa_process(config: Path, log: Path) -> Iterator[subprocess.Popen[bytes]]:
     """`multinet nsa run --config` as its own process, logging to `log`."""
     with log.open("wb") as out:
@@ -224,17 +236,6 @@ def nsa_process(config: Path, log: Path) -> Iterator[subprocess.Popen[bytes]]:
             yield proc
         finally:
             stop(proc)
-
-
-def stop(proc: subprocess.Popen[Any], timeout_s: float = 10.0) -> int:
-    """SIGTERM, then SIGKILL after `timeout_s`."""
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            return proc.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-    return proc.wait()
 
 
 def tail(*logs: Path, chars: int = 3000) -> str:

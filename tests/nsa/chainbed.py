@@ -20,10 +20,11 @@ from services.contracts.policy import Forward
 from services.contracts.settings import BrokerSettings
 from services.prem.demo import worker_argv
 from services.prem.policyset import DesiredState
+from services.process import stop
 from services.soap_gateway.auth import hash_password
 from services.soap_gateway.config import GatewaySettings
 from services.soap_gateway.server import GatewayServer
-from tests.nsa.busbed import BusDriver, stop, tail
+from tests.nsa.busbed import BusDriver, tail
 
 MR, HA_NODE, MR_NODE = "mr1", "ha1", "mr1"
 ROUTERS = [{"id": MR, "ha_node": HA_NODE, "mr_node": MR_NODE}]

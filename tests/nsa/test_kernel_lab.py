@@ -21,9 +21,10 @@ from services.contracts.messages import BindingEventKind
 from services.contracts.settings import BrokerSettings
 from services.prem.demo import worker_argv, write_config
 from services.prem.lab import MNP6, Lab, send_udp
+from services.process import stop
 from services.soap_gateway.config import GatewaySettings
 from services.soap_gateway.server import GatewayServer
-from tests.nsa.busbed import BusDriver, nsa_process, stop, tail, wait_until, write_settings
+from tests.nsa.busbed import BusDriver, nsa_process, tail, wait_until, write_settings
 from tests.nsa.chainbed import node_namespace, worker_config
 
 pytestmark = [pytest.mark.kernel, pytest.mark.broker]

@@ -13,7 +13,14 @@ import pytest
 from services.contracts.messages import BindingEventKind
 from services.contracts.settings import BrokerSettings
 from services.nsa.partition import owner
-from tests.nsa.busbed import BusDriver, nsa_process, tail, wait_until, write_settings
+from tests.nsa.busbed import (
+    BusDriver,
+    nsa_process,
+    tail,
+    ticking_driver,
+    wait_until,
+    write_settings,
+)
 
 pytestmark = pytest.mark.broker
 ROUTERS = [{"id": f"mr{i}", "ha_node": f"ha{i}", "mr_node": f"mrn{i}"} for i in range(8)]
@@ -21,10 +28,8 @@ ROUTERS = [{"id": f"mr{i}", "ha_node": f"ha{i}", "mr_node": f"mrn{i}"} for i in 
 
 @pytest.fixture
 def driver(broker: tuple[str, int], topic_root: str) -> Iterator[BusDriver]:
-    bus_driver = BusDriver(BrokerSettings(host=broker[0], port=broker[1], topic_root=topic_root))
-    bus_driver.start_ticking()
-    yield bus_driver
-    bus_driver.close()
+    with ticking_driver(BrokerSettings(host=broker[0], port=broker[1], topic_root=topic_root)) as d:
+        yield d
 
 
 def test_two_replicas_split_the_routers_and_cover_them_all(

@@ -24,7 +24,14 @@ from services.contracts.settings import BrokerSettings
 from services.nsa import Reason
 from services.nsa.service import NsaService
 from services.nsa.settings import load_file
-from tests.nsa.busbed import BusDriver, nsa_process, tail, wait_until, write_settings
+from tests.nsa.busbed import (
+    BusDriver,
+    nsa_process,
+    tail,
+    ticking_driver,
+    wait_until,
+    write_settings,
+)
 
 pytestmark = pytest.mark.broker
 MR, MR_NODE, HA_NODE = "mr1", "mr1", "ha1"
@@ -43,10 +50,8 @@ def broker_settings(broker: tuple[str, int], topic_root: str) -> BrokerSettings:
 
 @pytest.fixture
 def driver(broker_settings: BrokerSettings) -> Iterator[BusDriver]:
-    bus_driver = BusDriver(broker_settings)
-    bus_driver.start_ticking()
-    yield bus_driver
-    bus_driver.close()
+    with ticking_driver(broker_settings) as d:
+        yield d
 
 
 @pytest.fixture

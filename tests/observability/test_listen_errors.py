@@ -28,41 +28,38 @@ def _run(command: str, config: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
 
 
-def test_the_monitor_refuses_a_taken_metrics_port(taken_port: int, tmp_path: Path) -> None:
-    config = tmp_path / "monitor.toml"
-    config.write_text(
-        f'[monitor]\nnode = "mr1"\nmetrics_listen = "127.0.0.1:{taken_port}"\n'
-        'links = [{ interface = "lo", bid = 1, technology = "ethernet" }]\n'
+#: command, its settings with a {listen} placeholder, the node its message names.
+SERVICES = {
+    "monitor": (
+        '[monitor]\nnode = "mr1"\nmetrics_listen = "{listen}"\n'
+        'links = [{{ interface = "lo", bid = 1, technology = "ethernet" }}]\n'
         "[broker]\nport = 1\n",
-        encoding="utf-8",
-    )
-    done = _run("monitor", config)
-    assert done.returncode == 1, done.stderr
-    assert f"node mr1: cannot serve metrics on 127.0.0.1:{taken_port}: " in done.stderr
-
-
-def test_mobility_events_refuses_a_taken_metrics_port(taken_port: int, tmp_path: Path) -> None:
-    config = tmp_path / "mobility.toml"
-    config.write_text(
-        f'[mobility_events]\nnode = "ha1"\nmetrics_listen = "127.0.0.1:{taken_port}"\n'
-        'mobile_routers = [{ id = "mr1", prefixes = ["2001:db8:aaaa::/48"] }]\n'
+        "mr1",
+    ),
+    "mobility-events": (
+        '[mobility_events]\nnode = "ha1"\nmetrics_listen = "{listen}"\n'
+        'mobile_routers = [{{ id = "mr1", prefixes = ["2001:db8:aaaa::/48"] }}]\n'
         "[broker]\nport = 1\n",
-        encoding="utf-8",
-    )
-    done = _run("mobility-events", config)
-    assert done.returncode == 1, done.stderr
-    assert f"node ha1: cannot serve metrics on 127.0.0.1:{taken_port}: " in done.stderr
-
-
-def test_the_mcoa_agent_refuses_a_taken_metrics_port(taken_port: int, tmp_path: Path) -> None:
-    config = tmp_path / "mcoa.toml"
-    config.write_text(
-        f'[mcoa]\nnode = "ha1"\nrole = "ha"\nmetrics_listen = "127.0.0.1:{taken_port}"\n'
+        "ha1",
+    ),
+    "mcoa-agent": (
+        '[mcoa]\nnode = "ha1"\nrole = "ha"\nmetrics_listen = "{listen}"\n'
         '[mcoa.ha]\nha_address = "2001:db8:100::1"\n'
         '[[mcoa.ha.mobile_routers]]\nhome_address = "2001:db8:100::2"\n'
         'prefixes = ["2001:db8:ff::/64"]\n',
-        encoding="utf-8",
-    )
-    done = _run("mcoa-agent", config)
+        "ha1",
+    ),
+}
+
+
+@pytest.mark.parametrize("command", list(SERVICES))
+def test_a_service_refuses_a_taken_metrics_port(
+    command: str, taken_port: int, tmp_path: Path
+) -> None:
+    settings, node = SERVICES[command]
+    listen = f"127.0.0.1:{taken_port}"
+    config = tmp_path / "service.toml"
+    config.write_text(settings.format(listen=listen), encoding="utf-8")
+    done = _run(command, config)
     assert done.returncode == 1, done.stderr
-    assert f"node ha1: cannot serve metrics on 127.0.0.1:{taken_port}: " in done.stderr
+    assert f"node {node}: cannot serve metrics on {listen}: " in done.stderr

@@ -13,7 +13,7 @@ from services.contracts.messages import BindingEventKind, Presence
 from services.contracts.settings import BrokerSettings
 from services.nsa.service import NsaService
 from services.nsa.settings import load_file
-from tests.nsa.busbed import BusDriver, wait_until, write_settings
+from tests.nsa.busbed import BusDriver, ticking_driver, wait_until, write_settings
 from tests.observability.scrape import Samples, free_port, scrape, wait_scrape
 
 pytestmark = pytest.mark.broker
@@ -24,10 +24,8 @@ DELIVERIES = "multinet_nsa_deliveries_total"
 
 @pytest.fixture
 def driver(broker: tuple[str, int], topic_root: str) -> Iterator[BusDriver]:
-    bus_driver = BusDriver(BrokerSettings(host=broker[0], port=broker[1], topic_root=topic_root))
-    bus_driver.start_ticking()
-    yield bus_driver
-    bus_driver.close()
+    with ticking_driver(BrokerSettings(host=broker[0], port=broker[1], topic_root=topic_root)) as d:
+        yield d
 
 
 def test_decisions_moves_deliveries_and_resyncs_reach_the_endpoint(
