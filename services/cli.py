@@ -318,10 +318,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     _nsa_parser(sub)
 
+    from services.doctor import add_subcommand as add_doctor
+
+    add_doctor(sub)
+
     from services.testbed.cli import add_subcommand as add_testbed
 
     add_testbed(sub)
 
+    _responder_parser(sub)
+    return parser
+
+
+def _responder_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     responder = sub.add_parser(
         "probe-responder",
         help="answer the monitor's UDP probes, optionally after a delay",
@@ -334,7 +343,6 @@ def build_parser() -> argparse.ArgumentParser:
     responder.add_argument("--interface", metavar="NAME", help="answer on this device only")
     responder.add_argument("--netns", metavar="NAME", help="serve in network namespace NAME")
     responder.set_defaults(func=_probe_responder_run)
-    return parser
 
 
 def _nsa_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
