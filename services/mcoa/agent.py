@@ -17,7 +17,7 @@ import signal
 import sys
 from pathlib import Path
 
-from services import netns
+from services import capabilities, netns
 from services.contracts.errors import ConfigError, InvalidInput, KernelError, Problem
 from services.contracts.settings import BrokerSettings, apply_env, read_file, validate_section
 from services.mcoa.config import McoaSettings
@@ -57,13 +57,19 @@ def run(
     are opened first, while still in the namespace the agent was started in; only then does
     it enter `netns_name`.
     """
+    # First of all, what this kernel can build: a missing kind ends the agent at once, naming
+    # the kernel option and what is there instead (MissingCapability, a KernelError).
+    caps = capabilities.probe()
+    agent: MrAgent | HaAgent
     publisher: BusPublisher | None = None
-    if settings.ha is not None and settings.ha.publish_events:
-        publisher = BusPublisher(settings.node, broker or BrokerSettings())
-    # The constructors touch neither the kernel nor the network.
-    agent: MrAgent | HaAgent = (
-        MrAgent(settings) if settings.role == "mr" else HaAgent(settings, events=publisher)
-    )
+    if settings.role == "mr":
+        agent = MrAgent(settings, kind=capabilities.choose_pipe_kind(settings.pipe, caps))
+    else:
+        offered = capabilities.offered_pipe_kinds(settings.pipe, caps)
+        if settings.ha is not None and settings.ha.publish_events:
+            publisher = BusPublisher(settings.node, broker or BrokerSettings())
+        # The constructors touch neither the kernel nor the network.
+        agent = HaAgent(settings, offered=offered, events=publisher)
     agent.metrics.serve(settings.metrics_listen)
     try:
         if publisher is not None:

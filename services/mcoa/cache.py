@@ -10,16 +10,18 @@ Status codes (RFC 6275 6.1.8, NEMO RFC 3963 4.2, MCoA RFC 5648 6.2) chosen here:
 164 no usable Binding Identifier; 168 more than one (bulk registration is not offered);
 169 the H flag of the BID (simultaneous home and foreign binding); 129 a care-of address
 inside the mobile network or equal to the HA address; 141 a zero-length prefix;
-142 a prefix the mobile router may not claim; 143 no prefix at all; 135 a sequence number not
-newer than the cached one for that BID.
+142 a prefix the mobile router may not claim; 143 no prefix at all, or a pipe kind the home
+agent does not offer (the BA then lists the kinds it offers; `pipe_option`); 135 a sequence
+number not newer than the cached one for that BID.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from ipaddress import IPv6Address, IPv6Network
 
+from services.mcoa import pipe_option
 from services.mcoa.config import HaSettings
 from services.mcoa.identity import home_address_of
 from services.mobility_events.codec import (
@@ -27,7 +29,7 @@ from services.mobility_events.codec import (
     BindingUpdate,
     lifetime_units,
 )
-from services.mobility_events.mh_options import BindingIdentifier
+from services.mobility_events.mh_options import BindingIdentifier, MobilityOption
 from services.mobility_events.status import BaStatus
 
 #: (home address, BID): one binding per care-of address of one mobile router.
@@ -35,6 +37,8 @@ BindingKey = tuple[IPv6Address, int]
 Cache = Mapping[BindingKey, "Binding"]
 
 _SEQUENCE_WINDOW = 1 << 15
+#: The pipe kind of a BU that names none: a plain NEMO mobile router's IPv6-in-IPv6 tunnel.
+LEGACY_KIND = "ip6tnl"
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +53,7 @@ class Binding:
     sequence: int
     lifetime: int
     expires_at: float
+    pipe_kind: str = LEGACY_KIND
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,11 +68,15 @@ class Decision:
 
 @dataclass(frozen=True, slots=True, order=True)
 class PipeRoute:
-    """A mobile network prefix routed into the pipe of one BID, towards one care-of address."""
+    """A mobile network prefix routed into the pipe of one binding (its BID, its mobile
+    router's home address, its kind), towards one care-of address."""
 
     table: int
     prefix: IPv6Network
     care_of: IPv6Address
+    bid: int
+    home: IPv6Address
+    kind: str
 
 
 def sequence_newer(candidate: int, last: int) -> bool:
@@ -76,10 +85,15 @@ def sequence_newer(candidate: int, last: int) -> bool:
 
 
 def make_ack(
-    bu: BindingUpdate, status: int, lifetime: int, bid: int | None
+    bu: BindingUpdate,
+    status: int,
+    lifetime: int,
+    bid: int | None,
+    *,
+    extra: tuple[MobilityOption, ...] = (),
 ) -> BindingAcknowledgement:
     """The BA answering `bu` (R flag set; the BID option echoes `bid` with the status)."""
-    options = () if bid is None else (BindingIdentifier(bid, status=status),)
+    options = (() if bid is None else (BindingIdentifier(bid, status=status),)) + extra
     return BindingAcknowledgement(
         status=status,
         sequence=bu.sequence,
@@ -90,9 +104,15 @@ def make_ack(
 
 
 def _reject(
-    bu: BindingUpdate, cache: Cache, status: int, home: IPv6Address | None, bid: int | None = None
+    bu: BindingUpdate,
+    cache: Cache,
+    status: int,
+    home: IPv6Address | None,
+    bid: int | None = None,
+    *,
+    extra: tuple[MobilityOption, ...] = (),
 ) -> Decision:
-    return Decision(status, make_ack(bu, status, 0, bid), dict(cache), home)
+    return Decision(status, make_ack(bu, status, 0, bid, extra=extra), dict(cache), home)
 
 
 def _prefix_status(
@@ -108,10 +128,19 @@ def _prefix_status(
     return None
 
 
-def decide(  # noqa: PLR0911 - one early return per refusal, in RFC order, reads best
-    settings: HaSettings, cache: Cache, bu: BindingUpdate, source: IPv6Address, now: float
+def decide(  # noqa: PLR0911, PLR0912 - one early return per refusal, in RFC order, reads best
+    settings: HaSettings,
+    cache: Cache,
+    bu: BindingUpdate,
+    source: IPv6Address,
+    now: float,
+    *,
+    offered: Collection[str] = (LEGACY_KIND,),
 ) -> Decision:
-    """Validate one BU against the settings and the cache; return the BA and the new cache."""
+    """Validate one BU against the settings and the cache; return the BA and the new cache.
+
+    `offered` are the pipe kinds this home agent can build; a BU asking for another one is
+    refused with 143 and the BA lists `offered`."""
     home = home_address_of(bu.options)
     if not bu.home_registration:
         return _reject(bu, cache, BaStatus.HOME_REGISTRATION_NOT_SUPPORTED, home)
@@ -147,6 +176,10 @@ def decide(  # noqa: PLR0911 - one early return per refusal, in RFC order, reads
     if bu.lifetime == 0:
         new.pop((home, bid), None)
         return Decision(BaStatus.ACCEPTED, make_ack(bu, BaStatus.ACCEPTED, 0, bid), new, home)
+    kind = pipe_option.kind_of(bu.options) or LEGACY_KIND
+    if kind not in offered:
+        extra = (pipe_option.offered_option(offered),)
+        return _reject(bu, cache, BaStatus.FORWARDING_SETUP_FAILED, home, bid, extra=extra)
     prefixes = tuple(p.network for p in bu.prefixes)
     refused = _prefix_status(prefixes, known.prefixes)
     if refused is not None:
@@ -156,9 +189,10 @@ def decide(  # noqa: PLR0911 - one early return per refusal, in RFC order, reads
     units = min(bu.lifetime, lifetime_units(settings.max_lifetime))
     seconds = units * 4
     new[(home, bid)] = Binding(
-        home, bid, care_of, prefixes, option.priority, bu.sequence, seconds, now + seconds
+        home, bid, care_of, prefixes, option.priority, bu.sequence, seconds, now + seconds, kind
     )
-    answer = make_ack(bu, BaStatus.ACCEPTED, units, bid) if bu.ack else None
+    confirm = (pipe_option.kind_option(kind),)
+    answer = make_ack(bu, BaStatus.ACCEPTED, units, bid, extra=confirm) if bu.ack else None
     return Decision(BaStatus.ACCEPTED, answer, new, home)
 
 
@@ -185,5 +219,7 @@ def desired_pipes(cache: Cache, table_base: int) -> set[PipeRoute]:
         binding = cache[key]
         table = table_base + binding.bid
         for prefix in binding.prefixes:
-            chosen[(table, prefix)] = PipeRoute(table, prefix, binding.care_of)
+            chosen[(table, prefix)] = PipeRoute(
+                table, prefix, binding.care_of, binding.bid, binding.home, binding.pipe_kind
+            )
     return set(chosen.values())

@@ -10,9 +10,9 @@ this agent fills.
 from __future__ import annotations
 
 from ipaddress import IPv6Address, IPv6Network
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from services.contracts.policy import NodeId
 from services.metrics import ListenAddress
@@ -23,6 +23,19 @@ _MAX_LIFETIME = LIFETIME_UNIT_SECONDS * MAX_LIFETIME_UNITS
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+def _whole_units(seconds: int) -> int:
+    """A lifetime the wire can carry as it is: RFC 6275 sends lifetimes in 4 s units, and a
+    silent rounding (10 s sent as 8 s) would make bindings run out earlier than configured."""
+    if seconds % LIFETIME_UNIT_SECONDS:
+        down = seconds - seconds % LIFETIME_UNIT_SECONDS
+        raise ValueError(
+            f"{seconds} s is not a multiple of {LIFETIME_UNIT_SECONDS} s (Binding Updates carry "
+            f"lifetimes in {LIFETIME_UNIT_SECONDS} s units): use {down} or "
+            f"{down + LIFETIME_UNIT_SECONDS}"
+        )
+    return seconds
 
 
 class LinkSettings(_Frozen):
@@ -44,7 +57,9 @@ class MrSettings(_Frozen):
     ha_address: IPv6Address
     prefixes: tuple[IPv6Network, ...] = Field(min_length=1)
     links: tuple[LinkSettings, ...] = Field(min_length=1)
-    lifetime: int = Field(default=60, ge=LIFETIME_UNIT_SECONDS, le=_MAX_LIFETIME)
+    lifetime: Annotated[int, AfterValidator(_whole_units)] = Field(
+        default=60, ge=LIFETIME_UNIT_SECONDS, le=_MAX_LIFETIME
+    )
     refresh_fraction: float = Field(default=0.8, gt=0.1, lt=1.0)
     retransmit_initial: float = Field(default=1.0, gt=0.0, le=10.0)
     retransmit_max: int = Field(default=3, ge=0, le=10)
@@ -100,7 +115,9 @@ class HaSettings(_Frozen):
 
     ha_address: IPv6Address
     mobile_routers: tuple[KnownMr, ...] = Field(min_length=1)
-    max_lifetime: int = Field(default=3600, ge=LIFETIME_UNIT_SECONDS, le=_MAX_LIFETIME)
+    max_lifetime: Annotated[int, AfterValidator(_whole_units)] = Field(
+        default=3600, ge=LIFETIME_UNIT_SECONDS, le=_MAX_LIFETIME
+    )
     publish_events: bool = Field(
         default=False,
         description="publish a binding event per binding cache change on the bus (the "
@@ -131,8 +148,18 @@ class McoaSettings(_Frozen):
 
     node: NodeId
     role: Literal["mr", "ha"]
-    pipe: Literal["srv6"] = Field(
-        default="srv6", description="only SRv6 encap.red pipes are implemented (see pipes.py)"
+    pipe: Literal["auto", "ip6tnl", "seg6", "vxlan"] = Field(
+        default="auto",
+        description="the pipe kind (services/mcoa/pipe_kinds.py): auto takes the first of "
+        "ip6tnl, seg6, vxlan that this kernel has; an HA with auto accepts each of them",
+    )
+    vxlan_port: int = Field(default=4789, ge=1, le=65535, description="UDP port of VXLAN pipes")
+    pipe_mtu: int | None = Field(
+        default=None,
+        ge=1280,
+        le=65535,
+        description="MTU of VXLAN pipe devices; None: the underlay's MTU minus 70 bytes (the "
+        "MR: each link's MTU; the HA: 1500)",
     )
     table_base: int = Field(default=1000, ge=1, le=2**31 - 70000)
     decap_table: int = Field(default=999, ge=1, le=2**31 - 1)
@@ -143,6 +170,14 @@ class McoaSettings(_Frozen):
     )
     mr: MrSettings | None = None
     ha: HaSettings | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _old_pipe_name(cls, data: Any) -> Any:
+        """Files from before pipe kinds said `pipe = "srv6"`: that is `seg6` now."""
+        if isinstance(data, dict) and data.get("pipe") == "srv6":
+            return {**data, "pipe": "seg6"}
+        return data
 
     @model_validator(mode="after")
     def _role_section(self) -> McoaSettings:

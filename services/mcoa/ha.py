@@ -2,8 +2,10 @@
 
 One thread, one poll loop: a raw MH socket bound to the HA address and a stop pipe. Each BU
 goes through the pure `cache.decide`; when the cache changes, the kernel is reconciled to
-`desired_pipes` (idempotent, verified) before the BA leaves, so an accepted BA means the pipe
-exists. A care-of address the HA cannot route to is refused with 143 (forwarding setup
+the pipes of the bindings (`pipe_kinds.ha_state`, applied by `kernel.apply_state`:
+idempotent, verified) before the BA leaves, so an accepted BA means the pipe exists. The HA
+offers the pipe kinds its setting allows and its kernel has; a BU asking for another kind,
+or from a care-of address the HA cannot route to, is refused with 143 (forwarding setup
 failed) and the old binding stays. Bindings run out on their own clock (`expire`), and the
 routes go with them (a binding that ran out is dropped before the next BU is judged,
 so that BU registers anew). On stop every route and rule this agent owns is removed.
@@ -34,7 +36,7 @@ from services.contracts.errors import KernelError
 from services.contracts.messages import BindingEvent, encode
 from services.contracts.settings import BrokerSettings
 from services.contracts.topics import Topics
-from services.mcoa import events, mhsocket, pipes
+from services.mcoa import events, kernel, mhsocket, pipe_kinds, pipe_option, pipes
 from services.mcoa.cache import (
     Binding,
     BindingKey,
@@ -136,12 +138,16 @@ class BusPublisher:
 
 
 class HaAgent:
-    """Runs the home agent in the calling thread until `stopper` is set."""
+    """Runs the home agent in the calling thread until `stopper` is set.
+
+    `offered` are the pipe kinds it builds (in order of preference), found by the caller
+    from the setting and the kernel (`capabilities.offered_pipe_kinds`)."""
 
     def __init__(
         self,
         settings: McoaSettings,
         *,
+        offered: tuple[str, ...],
         clock: Callable[[], float] = time.monotonic,
         events: EventSink | None = None,
         wall_clock: Callable[[], float] = time.time,
@@ -151,12 +157,19 @@ class HaAgent:
             raise ValueError("HaAgent needs settings with role ha")
         self._settings = settings
         self._ha: HaSettings = settings.ha
+        self.offered = offered
         self._clock = clock
         self._events = events
         self._wall_clock = wall_clock
         self._ids = self._ha.mr_ids()
         self.metrics = McoaHaMetrics(settings.node) if metrics is None else metrics
         self.cache: dict[BindingKey, Binding] = {}
+        #: The kernel state last applied and verified (None: unknown, check everything).
+        self._applied: pipe_kinds.KernelState | None = None
+
+    @property
+    def _priorities(self) -> set[int]:
+        return {self._settings.decap_rule_priority}
 
     def _emit(self, batch: Sequence[BindingEvent]) -> None:
         if self._events is None or not batch:
@@ -166,50 +179,63 @@ class HaAgent:
         except Exception:  # a bus problem must not take the home agent down
             log.exception("HA: could not hand over %d binding event(s)", len(batch))
 
-    def _endpoint_oif(self, ipr: Any) -> int:
-        """The device for the End.DT6 route of the HA address.
+    def _endpoint_dev(self, ipr: Any) -> str:
+        """The device for the End.DT6 route of the HA address (SRv6 only).
 
         The kernel turns a route via loopback into a reject route, so when the HA address sits
         on `lo` (the usual place) the first non-loopback device that is up carries the route;
         End.DT6 with a table ignores the device otherwise.
         """
+        if pipe_kinds.SEG6 not in self.offered:
+            return ""
+        names = pipes.device_names(ipr)
         for msg in ipr.get_addr(family=socket.AF_INET6):
             index = int(msg["index"])
             if (
                 IPv6Address(msg.get_attr("IFA_ADDRESS")) == self._ha.ha_address
                 and index != _LOOPBACK_INDEX
             ):
-                return index
+                return names[index]
         for msg in sorted(ipr.get_links(), key=lambda m: int(m["index"])):
             if int(msg["flags"]) & _IFF_UP and not int(msg["flags"]) & _IFF_LOOPBACK:
-                return int(msg["index"])
+                return str(msg.get_attr("IFLA_IFNAME"))
         raise KernelError("decap route", "no non-loopback device is up")
 
     def _desired(
         self, ipr: Any, cache: dict[BindingKey, Binding], *, strict: bool
-    ) -> set[pipes.RouteSpec] | None:
-        """Routes for `cache`; an unreachable care-of address gives None if `strict`, else
-        its pipe is left out until a later resync finds a way there."""
+    ) -> pipe_kinds.KernelState | None:
+        """The kernel state for `cache`; an unreachable care-of address gives None if
+        `strict`, else its pipe is left out until a later resync finds a way there."""
         s = self._settings
-        wanted = pipes.decap_specs(s.decap_table, [self._ha.ha_address], self._endpoint_oif(ipr))
-        for pipe in desired_pipes(cache, s.table_base):
-            oif = pipes.oif_towards(ipr, pipe.care_of)
-            if oif is None:
-                if strict:
-                    return None
-                log.warning("HA: no route to care-of address %s, pipe left out", pipe.care_of)
-                continue
-            wanted.add(pipes.RouteSpec(pipe.table, pipe.prefix, oif, segment=pipe.care_of))
-        return wanted
+        wanted = desired_pipes(cache, s.table_base)
+        names = pipes.device_names(ipr) if wanted else {}
+        towards = {p.care_of: pipes.dev_towards(ipr, p.care_of, names) for p in wanted}
+        unreachable = sorted(c for c, dev in towards.items() if dev is None)
+        if unreachable and strict:
+            return None
+        for care_of in unreachable:
+            log.warning("HA: no route to care-of address %s, pipe left out", care_of)
+        reachable = [p for p in wanted if towards[p.care_of] is not None]
+        return pipe_kinds.ha_state(s, self.offered, self._endpoint_dev(ipr), reachable, towards)
 
-    def _apply(self, ipr: Any, cache: dict[BindingKey, Binding], *, strict: bool = False) -> bool:
-        """Reconcile the kernel to `cache`; False (nothing changed) if `strict` and a care-of
-        address is unreachable."""
+    def _apply(
+        self,
+        ipr: Any,
+        cache: dict[BindingKey, Binding],
+        *,
+        strict: bool = False,
+        full: bool = False,
+    ) -> bool:
+        """Reconcile the kernel to `cache` (`full`: every part checked again, not only what
+        differs from the last applied state); False (nothing changed) if `strict` and a
+        care-of address is unreachable."""
         wanted = self._desired(ipr, cache, strict=strict)
         if wanted is None:
             return False
-        pipes.ensure_routes(ipr, wanted)
-        self.metrics.pipes.set(sum(1 for route in wanted if route.segment is not None))
+        known, self._applied = (None if full else self._applied), None
+        kernel.apply_state(ipr, wanted, self._priorities, known)
+        self._applied = wanted
+        self.metrics.pipes.set(wanted.pipes)
         return True
 
     def _keep(self, cache: dict[BindingKey, Binding]) -> None:
@@ -217,20 +243,26 @@ class HaAgent:
         self.metrics.set_bindings({"registered": len(cache)})
 
     def _setup(self, ipr: Any) -> None:
-        s = self._settings
-        pipes.move_local_rule(ipr, s.local_rule_priority)
-        rule = pipes.decap_rule(s.decap_table, s.decap_rule_priority)
-        pipes.ensure_rules(ipr, {s.decap_rule_priority}, {rule})
+        if pipe_kinds.uses_decap_rule(self.offered):
+            pipes.move_local_rule(ipr, self._settings.local_rule_priority)
         self._apply(ipr, self.cache)
 
     def teardown(self, ipr: Any) -> None:
-        """Remove every route and rule this agent owns (the local rule stays moved)."""
-        pipes.ensure_routes(ipr, set())
+        """Remove every device, route and rule this agent owns (the local rule stays moved)."""
+        kernel.remove_all(ipr, self._priorities)
         self.metrics.pipes.set(0)
-        pipes.ensure_rules(ipr, {self._settings.decap_rule_priority}, set())
 
     def _handle(self, ipr: Any, bu: BindingUpdate, source: IPv6Address, now: float) -> Decision:
-        decision = decide(self._ha, self.cache, bu, source, now)
+        decision = decide(self._ha, self.cache, bu, source, now, offered=self.offered)
+        if decision.status == BaStatus.FORWARDING_SETUP_FAILED and decision.ack is not None:
+            asked = pipe_option.kind_of(bu.options)
+            if pipe_option.offered_in(decision.ack.options) is not None:
+                log.warning(
+                    "HA: BU from %s asks for pipe kind %s, this home agent offers %s: refused",
+                    source,
+                    asked or f"{pipe_kinds.IP6TNL} (no pipe-kind option: a plain NEMO router)",
+                    ", ".join(self.offered),
+                )
         if decision.status == BaStatus.ACCEPTED and decision.cache != self.cache:
             try:
                 ok = self._apply(ipr, decision.cache, strict=True)
@@ -311,7 +343,11 @@ class HaAgent:
         sock = mhsocket.open_mh(self._ha.ha_address)
         try:
             self._setup(ipr)
-            log.info("HA: serving on %s", self._ha.ha_address)
+            log.info(
+                "HA: serving on %s (pipe kinds offered: %s)",
+                self._ha.ha_address,
+                ", ".join(self.offered),
+            )
             poller = select.poll()
             poller.register(sock.fileno(), select.POLLIN)
             poller.register(stopper.fileno(), select.POLLIN)
@@ -328,7 +364,7 @@ class HaAgent:
                 self._expire(ipr, now)
                 if now >= resync_at:
                     # An admin down deletes routes through the device: put them back.
-                    self._apply(ipr, self.cache)
+                    self._apply(ipr, self.cache, full=True)
                     resync_at = now + _RESYNC_SECONDS
         finally:
             try:

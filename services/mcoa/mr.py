@@ -5,14 +5,15 @@ socket per link (bound to that link's care-of address and device, reopened when 
 changes), and the stop pipe. Registration decisions live in `registration.Registration`; this
 module only feeds it events and the clock and sends what it returns.
 
-Kernel state kept per link that has a care-of address (BID n, table `table_base + n`):
-`default encap seg6 mode encap.red segs <HA> dev <link>` (the uplink pipe the PREM's fwmark
-rules lead to), `<HA>/128 via <gateway> dev <link>` in the same table, and the rule
-`from <CoA> to <HA> lookup <table>` before the fwmark rules, so the outer packet (which keeps
-its mark) and the BUs leave by their own link; plus the End.DT6 decap of the care-of address
-for the downlink pipe. The kernel is updated before the BU for a new address is sent, so the
-HA's pipe never points at an address we cannot decapsulate. On stop: deregister (lifetime 0),
-wait briefly for the BAs, remove what we own.
+Kernel state kept per link that has a care-of address (BID n, table `table_base + n`;
+`pipe_kinds.mr_link`): the pipe of the MR's kind as the table's default route (the uplink
+pipe the PREM's fwmark rules lead to), `<HA>/128 via <gateway> dev <link>` in the same table,
+and the rule `from <CoA> to <HA> lookup <table>` before the fwmark rules, so the outer packet
+(which keeps its mark) and the BUs leave by their own link; plus what the kind needs to
+receive the downlink pipe. The kernel is updated before the BU for a new address is sent, so
+the HA's pipe never points at an address we cannot receive on. Every BU names the kind; a home
+agent that does not offer it refuses with 143 and says what it offers, which is logged. On
+stop: deregister (lifetime 0), wait briefly for the BAs, remove what we own.
 
 What it does is counted in `McoaMrMetrics` (BUs by kind, BAs by status, registration round
 trips, link states, pipes); `agent.run` serves them when `metrics_listen` is set.
@@ -26,15 +27,15 @@ import select
 import socket
 import time
 from collections.abc import Callable, Iterable
-from ipaddress import IPv6Address, IPv6Network
+from ipaddress import IPv6Address
 from typing import Any
 
 from pyroute2 import IPRoute, IPRSocket
 from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.rtnl import RTMGRP_IPV6_IFADDR, RTMGRP_LINK
 
-from services.mcoa import mhsocket, pipes
-from services.mcoa.config import LinkSettings, McoaSettings, MrSettings
+from services.mcoa import kernel, mhsocket, pipe_kinds, pipe_option, pipes
+from services.mcoa.config import McoaSettings, MrSettings
 from services.mcoa.registration import Registration, Sequencer
 from services.metrics import McoaMrMetrics
 from services.mobility_events.codec import BindingAcknowledgement, BindingUpdate, decode
@@ -73,31 +74,16 @@ def global_addresses(ipr: Any) -> dict[int, list[IPv6Address]]:
     return out
 
 
-def desired_state(
-    settings: McoaSettings, links: Iterable[tuple[LinkSettings, int, IPv6Address]]
-) -> tuple[set[pipes.RouteSpec], set[pipes.RuleSpec]]:
-    """Routes and rules for the links that have (ifindex, care-of address) now."""
-    mr = settings.mr
-    assert mr is not None
-    ha = IPv6Network(mr.ha_address)
-    routes: set[pipes.RouteSpec] = set()
-    rules = {pipes.decap_rule(settings.decap_table, settings.decap_rule_priority)}
-    for link, oif, care_of in links:
-        table = settings.table_of(link.bid)
-        routes.add(pipes.RouteSpec(table, ha, oif, gateway=link.gateway))
-        routes.add(pipes.RouteSpec(table, IPv6Network("::/0"), oif, segment=mr.ha_address))
-        routes |= pipes.decap_specs(settings.decap_table, [care_of], oif)
-        rules.add(pipes.RuleSpec(mr.source_rule_priority, table, IPv6Network(care_of), ha))
-    return routes, rules
-
-
 class MrAgent:
-    """Runs the mobile router in the calling thread until `stopper` is set."""
+    """Runs the mobile router in the calling thread until `stopper` is set, building pipes of
+    `kind` (found by the caller from the setting and the kernel:
+    `capabilities.choose_pipe_kind`)."""
 
     def __init__(
         self,
         settings: McoaSettings,
         *,
+        kind: str,
         clock: Callable[[], float] = time.monotonic,
         metrics: McoaMrMetrics | None = None,
     ) -> None:
@@ -105,13 +91,17 @@ class MrAgent:
             raise ValueError("MrAgent needs settings with role mr")
         self._settings = settings
         self._mr: MrSettings = settings.mr
+        self.kind = kind
         self._clock = clock
         seq = Sequencer()
         self.registrations = {
-            link.bid: Registration(self._mr, link, seq) for link in self._mr.links
+            link.bid: Registration(self._mr, link, seq, kind) for link in self._mr.links
         }
         self._sockets: dict[int, socket.socket] = {}
         self._ifindex: dict[int, int] = {}
+        self._mtu: dict[int, int] = {}
+        #: The kernel state last applied and verified (None: unknown, check everything).
+        self._applied: pipe_kinds.KernelState | None = None
         self.metrics = McoaMrMetrics(settings.node) if metrics is None else metrics
         #: BID -> (sequence, sent at) of the last BU sent, to time the BA answering it.
         self._sent: dict[int, tuple[int, float]] = {}
@@ -120,16 +110,18 @@ class MrAgent:
     def _priorities(self) -> set[int]:
         return {self._settings.decap_rule_priority, self._mr.source_rule_priority}
 
-    def _reconcile(self, ipr: Any) -> None:
+    def _reconcile(self, ipr: Any, *, full: bool = False) -> None:
+        """Bring the kernel to the links' pipes (`full`: check every part again)."""
         present = [
-            (reg.link, self._ifindex[bid], reg.care_of)
+            pipe_kinds.MrLink(reg.link, reg.care_of, self._mtu.get(bid, 1500))
             for bid, reg in self.registrations.items()
             if reg.care_of is not None and bid in self._ifindex
         ]
-        routes, rules = desired_state(self._settings, present)
-        pipes.ensure_rules(ipr, self._priorities, rules)
-        pipes.ensure_routes(ipr, routes)
-        self.metrics.pipes.set(sum(1 for route in routes if route.segment is not None))
+        state = pipe_kinds.mr_state(self._settings, self.kind, present)
+        known, self._applied = (None if full else self._applied), None
+        kernel.apply_state(ipr, state, self._priorities, known)
+        self._applied = state
+        self.metrics.pipes.set(state.pipes)
 
     def _export_states(self) -> None:
         counts: dict[str, int] = {}
@@ -159,15 +151,17 @@ class MrAgent:
 
     def _refresh_addresses(self, ipr: Any, poller: select.poll) -> None:
         """Re-read interfaces and addresses; re-register every link whose CoA changed."""
-        indexes = {str(m.get_attr("IFLA_IFNAME")): int(m["index"]) for m in ipr.get_links()}
+        links = {str(m.get_attr("IFLA_IFNAME")): m for m in ipr.get_links()}
         addresses = global_addresses(ipr)
         changed: list[int] = []
         for bid, reg in self.registrations.items():
-            index = indexes.get(reg.link.interface)
-            if index is None:
+            msg = links.get(reg.link.interface)
+            index: int | None = None
+            if msg is None:
                 self._ifindex.pop(bid, None)
             else:
-                self._ifindex[bid] = index
+                index = self._ifindex[bid] = int(msg["index"])
+                self._mtu[bid] = int(msg.get_attr("IFLA_MTU"))
             new = choose_care_of(reg.care_of, addresses.get(index, []) if index else [])
             if new != reg.care_of or (new is not None and bid not in self._sockets):
                 changed.append(bid)
@@ -209,6 +203,15 @@ class MrAgent:
             ba.status_name,
             ba.lifetime_seconds,
         )
+        offered = pipe_option.offered_in(ba.options)
+        if offered is not None:
+            log.error(
+                "MR: the HA refused BID %d: this router builds %s pipes, the HA offers %s; "
+                "set the same `pipe` on both ends (multinet doctor shows what each kernel has)",
+                target,
+                self.kind,
+                ", ".join(offered) or "none",
+            )
         self._send(target, reg.on_ack(ba, now), "retransmit")
 
     def _receive(self, ready: set[int]) -> None:
@@ -248,7 +251,9 @@ class MrAgent:
         poller = select.poll()
         try:
             events.bind(groups=RTMGRP_IPV6_IFADDR | RTMGRP_LINK)
-            pipes.move_local_rule(ipr, self._settings.local_rule_priority)
+            if pipe_kinds.uses_decap_rule([self.kind]):
+                pipes.move_local_rule(ipr, self._settings.local_rule_priority)
+            log.info("MR: pipe kind %s", self.kind)
             poller.register(events.fileno(), select.POLLIN)
             poller.register(stopper.fileno(), select.POLLIN)
             self._refresh_addresses(ipr, poller)
@@ -268,15 +273,14 @@ class MrAgent:
                     bu = reg.tick(now)
                     self._send(bid, bu, "retransmit" if reg.attempts else "refresh")
                 if now >= resync_at:
-                    self._reconcile(ipr)
+                    self._reconcile(ipr, full=True)
                     resync_at = now + _RESYNC_SECONDS
                 self._export_states()
             self._deregister(poller)
         finally:
             try:
-                pipes.ensure_routes(ipr, set())
+                kernel.remove_all(ipr, self._priorities)
                 self.metrics.pipes.set(0)
-                pipes.ensure_rules(ipr, self._priorities, set())
             finally:
                 for sock in self._sockets.values():
                     sock.close()

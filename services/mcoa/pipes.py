@@ -1,23 +1,26 @@
-"""The bit pipes in the kernel: SRv6 encap.red routes, End.DT6 decap, and their rules.
+"""The kernel edge of the bit pipes: routes and policy rules the MCoA agent owns.
 
-One pipe per BID is an SRv6 `encap.red` route with one segment, i.e. plain IPv6-in-IPv6 from
-one end to the other (KERNEL.md; no ip6tnl here). The receiving end decapsulates with a
-`seg6local End.DT6` route for its own endpoint address in a decap table; one rule
-`ipproto 41 lookup <decap table>` leads there, before the `local` rule, which is moved from
-pref 0 to `local_rule_priority` so it can be passed. (KERNEL.md adds `to <address>` to the
-rule; the decap table already holds exactly our endpoint addresses, so a miss falls through
-to the next rule and one rule serves every care-of address as it changes.)
+What a pipe is made of depends on its kind (`pipe_kinds`: SRv6 routes, VXLAN or ip6tnl
+devices); this module only makes the kernel hold a desired set of routes and rules, and reads
+them back. A route names its device by name (`dev`), so desired state can mention a tunnel
+device before it exists; names are resolved when the routes are applied.
 
-Two consequences to know. End.DT6 with a table routes the inner packet by the main table
-alone, so a destination held only in the local table (an MNP address on the MR's own `lo`) is
-not reached: mobile network nodes sit behind an interface. And with `local` moved to 32000,
-the PREM's fwmark rules (20000) come before it: a marked packet for one of the node's own
-addresses would be routed into a pipe, so marks must only be set on transit traffic.
+Route encapsulations we write and read back: SRv6 `encap.red` with one segment (plain
+IPv6-in-IPv6 from one end to the other), `seg6local End.DT6` (decapsulation into the main
+table) and `encap ip6 id VNI dst A src B` through a flow-based VXLAN device. pyroute2 0.9.7
+knows neither the `encap.red` mode name nor the `ip6` encap: `_enable_encap_red` and
+`lwt_ip6.install` teach it both.
+
+SRv6 has two consequences to know. End.DT6 with a table routes the inner packet by the main
+table alone, so a destination held only in the local table (an MNP address on the MR's own
+`lo`) is not reached: mobile network nodes sit behind an interface. And its decap rule must
+come before the `local` rule, which `move_local_rule` moves from pref 0 to
+`local_rule_priority`; the PREM's fwmark rules (20000) then come before it too, so marks must
+only be set on transit traffic.
 
 Ownership: routes carry protocol `RTPROT_MCOA`, rules sit at our priorities; nothing else is
 read or changed. Every change is idempotent (`replace`, "not found" on delete is success) and
-verified by reading back. pyroute2 0.9.7 does not know the `encap.red` mode name, so
-`_enable_encap_red` registers it (kernel value SEG6_IPTUN_MODE_ENCAP_RED = 3) in its table.
+verified by reading back.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.rtnl.rtmsg import rtmsg_base
 
 from services.contracts.errors import KernelError
+from services.mcoa import lwt_ip6
 from services.netlink_common import dump
 
 log = logging.getLogger(__name__)
@@ -54,25 +58,59 @@ def _enable_encap_red() -> None:
 
 
 _enable_encap_red()
+lwt_ip6.install()
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True, slots=True)
+class Seg6Encap:
+    """SRv6 `encap.red` with one segment: an outer IPv6 header towards `segment`."""
+
+    segment: IPv6Address
+
+
+@dataclass(frozen=True, slots=True)
+class Seg6Decap:
+    """`seg6local End.DT6`: strip the outer header, route the inner packet by `table`."""
+
+    table: int = MAIN_TABLE
+
+
+@dataclass(frozen=True, slots=True)
+class Ip6Encap:
+    """`encap ip6 id VNI dst A src B` through a flow-based VXLAN device."""
+
+    vni: int
+    dst: IPv6Address
+    src: IPv6Address | None = None
+
+
+Encap = Seg6Encap | Seg6Decap | Ip6Encap
+
+
+@dataclass(frozen=True, slots=True)
 class RouteSpec:
-    """One route we own: plain (`gateway` or on-link), into a pipe (`segment`), or a decap."""
+    """One route we own: on `dev` (by name), via `gateway` or on-link, maybe encapsulated."""
 
     table: int
     dst: IPv6Network
-    oif: int
+    dev: str
     gateway: IPv6Address | None = None
-    segment: IPv6Address | None = None
-    decap: bool = False
+    encap: Encap | None = None
 
     @property
     def key(self) -> tuple[int, IPv6Network]:
         return self.table, self.dst
 
+    @property
+    def is_pipe(self) -> bool:
+        """Whether this route leads into a pipe (not a decapsulation, not the underlay)."""
+        return isinstance(self.encap, Seg6Encap | Ip6Encap) or self.dev.startswith(("mnvx", "mn6"))
 
-@dataclass(frozen=True, order=True)
+    def sort_key(self) -> tuple[int, IPv6Network, str, str, str]:
+        return self.table, self.dst, self.dev, str(self.gateway), repr(self.encap)
+
+
+@dataclass(frozen=True)
 class RuleSpec:
     """One IPv6 policy rule we own (at one of our priorities)."""
 
@@ -81,6 +119,10 @@ class RuleSpec:
     src: IPv6Network | None = None
     dst: IPv6Network | None = None
     ip_proto: int = 0
+    iif: str | None = None
+
+    def sort_key(self) -> tuple[int, int, str, str, int, str]:
+        return self.priority, self.table, str(self.src), str(self.dst), self.ip_proto, str(self.iif)
 
 
 def _attr(msg: Any, name: str, default: Any = None) -> Any:
@@ -95,45 +137,74 @@ def _network(msg: Any, attr: str, length_field: str) -> IPv6Network | None:
     return IPv6Network((address, int(msg[length_field])), strict=False)
 
 
-def _route_of(msg: Any) -> RouteSpec:
-    table = int(_attr(msg, "RTA_TABLE", msg["table"]))
-    dst = _network(msg, "RTA_DST", "dst_len") or IPv6Network("::/0")
-    gateway = msg.get_attr("RTA_GATEWAY")
+def _encap_of(msg: Any) -> Encap | None:
     encap_type = msg.get_attr("RTA_ENCAP_TYPE")
-    segment = None
     if encap_type == _ENCAP_SEG6:
         srh = msg.get_attr("RTA_ENCAP").get_attr("SEG6_IPTUNNEL_SRH")
-        segment = IPv6Address(srh["segs"][0])
+        return Seg6Encap(IPv6Address(srh["segs"][0]))
+    if encap_type == _ENCAP_SEG6LOCAL:
+        return Seg6Decap()  # the only decapsulation we write: End.DT6 into main
+    if encap_type == lwt_ip6.LWTUNNEL_ENCAP_IP6:
+        info = msg.get_attr("RTA_ENCAP")
+        src = info.get_attr("LWTUNNEL_IP6_SRC")
+        return Ip6Encap(
+            int(info.get_attr("LWTUNNEL_IP6_ID")),
+            IPv6Address(info.get_attr("LWTUNNEL_IP6_DST")),
+            None if src is None or IPv6Address(src) == IPv6Address("::") else IPv6Address(src),
+        )
+    return None
+
+
+def _route_of(msg: Any, names: dict[int, str]) -> RouteSpec:
+    gateway = msg.get_attr("RTA_GATEWAY")
+    oif = int(_attr(msg, "RTA_OIF", 0))
     return RouteSpec(
-        table=table,
-        dst=dst,
-        oif=int(_attr(msg, "RTA_OIF", 0)),
+        table=int(_attr(msg, "RTA_TABLE", msg["table"])),
+        dst=_network(msg, "RTA_DST", "dst_len") or IPv6Network("::/0"),
+        dev=names.get(oif, f"#{oif}"),
         gateway=None if gateway is None else IPv6Address(gateway),
-        segment=segment,
-        decap=encap_type == _ENCAP_SEG6LOCAL,
+        encap=_encap_of(msg),
     )
 
 
-def read_routes(ipr: Any) -> set[RouteSpec]:
-    """Every IPv6 route with our protocol, in any table (an independent read-back)."""
+def device_names(ipr: Any) -> dict[int, str]:
+    """ifindex -> name of every device in this namespace."""
+    links = dump("links", ipr.get_links)
+    return {int(m["index"]): str(m.get_attr("IFLA_IFNAME")) for m in links}
+
+
+def read_routes(ipr: Any, names: dict[int, str] | None = None) -> set[RouteSpec]:
+    """Every IPv6 route with our protocol, in any table (an independent read-back);
+    `names` (ifindex -> name) saves a link dump when the caller has one."""
+    names = device_names(ipr) if names is None else names
     msgs = dump("routes", lambda: ipr.route("dump", family=socket.AF_INET6))
-    return {_route_of(m) for m in msgs if int(m["proto"]) == RTPROT_MCOA}
+    return {_route_of(m, names) for m in msgs if int(m["proto"]) == RTPROT_MCOA}
 
 
-def _route_fields(spec: RouteSpec) -> dict[str, Any]:
+def _encap_fields(encap: Encap | None) -> dict[str, Any]:
+    if isinstance(encap, Seg6Encap):
+        return {"type": "seg6", "mode": "encap.red", "segs": [str(encap.segment)]}
+    if isinstance(encap, Seg6Decap):
+        return {"type": "seg6local", "action": "End.DT6", "table": encap.table}
+    if isinstance(encap, Ip6Encap):
+        return {"type": "ip6", "id": encap.vni, "dst": encap.dst, "src": encap.src}
+    return {}
+
+
+def _route_fields(spec: RouteSpec, indexes: dict[str, int]) -> dict[str, Any]:
+    if spec.dev not in indexes:
+        raise KernelError(f"route {spec}", f"no device {spec.dev}")
     fields: dict[str, Any] = {
         "family": socket.AF_INET6,
         "dst": str(spec.dst),
         "table": spec.table,
-        "oif": spec.oif,
+        "oif": indexes[spec.dev],
         "proto": RTPROT_MCOA,
     }
     if spec.gateway is not None:
         fields["gateway"] = str(spec.gateway)
-    if spec.segment is not None:
-        fields["encap"] = {"type": "seg6", "mode": "encap.red", "segs": [str(spec.segment)]}
-    if spec.decap:
-        fields["encap"] = {"type": "seg6local", "action": "End.DT6", "table": MAIN_TABLE}
+    if spec.encap is not None:
+        fields["encap"] = _encap_fields(spec.encap)
     return fields
 
 
@@ -143,35 +214,43 @@ def plan_routes(
     """(to delete, to replace): replace is atomic per (table, prefix), so a pipe never gaps."""
     wanted = {spec.key: spec for spec in desired}
     present = set(actual)
-    remove = sorted(s for s in present if s.key not in wanted)
-    replace = sorted(s for s in wanted.values() if s not in present)
+    remove = sorted((s for s in present if s.key not in wanted), key=RouteSpec.sort_key)
+    replace = sorted((s for s in wanted.values() if s not in present), key=RouteSpec.sort_key)
     return remove, replace
 
 
-def ensure_routes(ipr: Any, desired: set[RouteSpec]) -> bool:
-    """Make our routes exactly `desired`; True if anything changed. Verified by a re-read."""
-    remove, replace = plan_routes(desired, read_routes(ipr))
+def ensure_routes(ipr: Any, desired: set[RouteSpec], names: dict[int, str] | None = None) -> bool:
+    """Make our routes exactly `desired`; True if anything changed. Verified by a re-read.
+    `names` (ifindex -> name, current) saves link dumps when the caller has one."""
+    names = device_names(ipr) if names is None else names
+    remove, replace = plan_routes(desired, read_routes(ipr, names))
+    indexes = {name: index for index, name in names.items()}
     for spec in replace:
         try:
-            ipr.route("replace", **_route_fields(spec))
+            ipr.route("replace", **_route_fields(spec, indexes))
         except NetlinkError as exc:
             raise KernelError(f"route replace {spec}", str(exc), exc.code) from exc
     for spec in remove:
-        fields = {k: v for k, v in _route_fields(spec).items() if k != "encap"}
+        fields: dict[str, Any] = {
+            "family": socket.AF_INET6,
+            "dst": str(spec.dst),
+            "table": spec.table,
+            "proto": RTPROT_MCOA,
+        }
         try:
             ipr.route("del", **fields)
         except NetlinkError as exc:
             if exc.code not in (errno.ESRCH, errno.ENOENT):
                 raise KernelError(f"route del {spec}", str(exc), exc.code) from exc
-    actual = read_routes(ipr)
+    if not (remove or replace):
+        return False
+    actual = read_routes(ipr, names)
     if actual != desired:
-        raise KernelError(
-            "ensure routes",
-            f"read back: missing {sorted(desired - actual)}, unexpected {sorted(actual - desired)}",
-        )
-    if remove or replace:
-        log.info("pipes: removed %d routes, replaced %d", len(remove), len(replace))
-    return bool(remove or replace)
+        missing = sorted(desired - actual, key=RouteSpec.sort_key)
+        unexpected = sorted(actual - desired, key=RouteSpec.sort_key)
+        raise KernelError("ensure routes", f"read back: missing {missing}, unexpected {unexpected}")
+    log.info("pipes: removed %d routes, replaced %d", len(remove), len(replace))
+    return True
 
 
 def _rule_of(msg: Any) -> RuleSpec:
@@ -181,6 +260,7 @@ def _rule_of(msg: Any) -> RuleSpec:
         src=_network(msg, "FRA_SRC", "src_len"),
         dst=_network(msg, "FRA_DST", "dst_len"),
         ip_proto=int(_attr(msg, "FRA_IP_PROTO", 0)),
+        iif=msg.get_attr("FRA_IIFNAME"),
     )
 
 
@@ -202,6 +282,8 @@ def _rule_fields(spec: RuleSpec) -> dict[str, Any]:
             fields[f"{name}_len"] = net.prefixlen
     if spec.ip_proto:
         fields["ip_proto"] = spec.ip_proto
+    if spec.iif is not None:
+        fields["iifname"] = spec.iif
     return fields
 
 
@@ -220,16 +302,17 @@ def _rule(ipr: Any, command: str, spec: RuleSpec) -> None:
 def ensure_rules(ipr: Any, priorities: set[int], desired: set[RuleSpec]) -> bool:
     """Make the rules at `priorities` exactly `desired` (adds before deletes); verify."""
     actual = read_rules(ipr, priorities)
-    for spec in sorted(desired - actual):
+    if actual == desired:
+        return False
+    for spec in sorted(desired - actual, key=RuleSpec.sort_key):
         _rule(ipr, "add", spec)
-    for spec in sorted(actual - desired):
+    for spec in sorted(actual - desired, key=RuleSpec.sort_key):
         _rule(ipr, "del", spec)
     after = read_rules(ipr, priorities)
     if after != desired:
-        raise KernelError(
-            "ensure rules",
-            f"read back: missing {sorted(desired - after)}, unexpected {sorted(after - desired)}",
-        )
+        missing = sorted(desired - after, key=RuleSpec.sort_key)
+        unexpected = sorted(after - desired, key=RuleSpec.sort_key)
+        raise KernelError("ensure rules", f"read back: missing {missing}, unexpected {unexpected}")
     return actual != desired
 
 
@@ -242,9 +325,9 @@ def move_local_rule(ipr: Any, priority: int) -> None:
         raise KernelError("move local rule", f"no local rule at priority {priority}")
 
 
-def decap_specs(table: int, addresses: Iterable[IPv6Address], oif: int) -> set[RouteSpec]:
+def decap_specs(table: int, addresses: Iterable[IPv6Address], dev: str) -> set[RouteSpec]:
     """End.DT6 routes for our own pipe endpoints: the inner packet is then routed by main."""
-    return {RouteSpec(table, IPv6Network(a), oif, decap=True) for a in addresses}
+    return {RouteSpec(table, IPv6Network(a), dev, encap=Seg6Decap()) for a in addresses}
 
 
 def decap_rule(table: int, priority: int) -> RuleSpec:
@@ -252,8 +335,17 @@ def decap_rule(table: int, priority: int) -> RuleSpec:
     return RuleSpec(priority=priority, table=table, ip_proto=socket.IPPROTO_IPV6)
 
 
-def oif_towards(ipr: Any, address: IPv6Address) -> int | None:
-    """The device the main routing reaches `address` by, or None when it is unreachable."""
+def from_pipe_rule(dev: str, priority: int) -> RuleSpec:
+    """Packets that came out of pipe device `dev` are routed by the main table, whatever
+    their mark: what End.DT6 does for SRv6. Without it a packet leaving a VXLAN or ip6tnl pipe
+    at the MR could carry a mark for a BID (a policy whose selector also matches the other
+    direction) and be sent straight back into a pipe."""
+    return RuleSpec(priority=priority, table=MAIN_TABLE, iif=dev)
+
+
+def dev_towards(ipr: Any, address: IPv6Address, names: dict[int, str]) -> str | None:
+    """The device (named from `names`, ifindex -> name) the main routing reaches `address`
+    by, or None when it is unreachable."""
     try:
         answer = ipr.route("get", dst=str(address), family=socket.AF_INET6)
     except NetlinkError:
@@ -261,5 +353,5 @@ def oif_towards(ipr: Any, address: IPv6Address) -> int | None:
     for msg in answer:
         oif = msg.get_attr("RTA_OIF")
         if oif is not None:
-            return int(oif)
+            return names.get(int(oif))
     return None

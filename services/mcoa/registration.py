@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from ipaddress import IPv6Address
 
+from services.mcoa import pipe_option
 from services.mcoa.config import LinkSettings, MrSettings
 from services.mcoa.identity import identifier_option
 from services.mobility_events.codec import (
@@ -28,13 +29,21 @@ from services.mobility_events.status import BaStatus
 
 
 def build_bu(
-    mr: MrSettings, link: LinkSettings, care_of: IPv6Address, sequence: int, lifetime: int
+    mr: MrSettings,
+    link: LinkSettings,
+    care_of: IPv6Address,
+    sequence: int,
+    lifetime: int,
+    *,
+    kind: str | None = None,
 ) -> BindingUpdate:
-    """A NEMO home registration (flags A, H, R; K clear) of one BID, `lifetime` in seconds."""
+    """A NEMO home registration (flags A, H, R; K clear) of one BID, `lifetime` in seconds,
+    naming pipe kind `kind` (none: a plain NEMO BU, which means IPv6-in-IPv6)."""
     options: tuple[MobilityOption, ...] = (
         identifier_option(mr.home_address),
         *(MobileNetworkPrefix(p.network_address, p.prefixlen) for p in mr.prefixes),
         BindingIdentifier(link.bid, priority=link.priority, care_of=care_of),
+        *(() if kind is None else (pipe_option.kind_option(kind),)),
     )
     return BindingUpdate(
         sequence=sequence & 0xFFFF,
@@ -68,6 +77,7 @@ class Registration:
     mr: MrSettings
     link: LinkSettings
     seq: Sequencer
+    pipe_kind: str | None = None
     care_of: IPv6Address | None = None
     pending: int | None = None
     pending_lifetime: int = 0
@@ -86,7 +96,9 @@ class Registration:
         self.pending_lifetime = lifetime
         backoff = self.mr.retransmit_initial * 2 ** min(self.attempts, self.mr.retransmit_max)
         self.retry_at = now + backoff
-        return build_bu(self.mr, self.link, self.care_of, self.pending, lifetime)
+        return build_bu(
+            self.mr, self.link, self.care_of, self.pending, lifetime, kind=self.pipe_kind
+        )
 
     def start(self, care_of: IPv6Address | None, now: float) -> BindingUpdate | None:
         """Begin (or restart) registering `care_of`; None when the link has no address."""

@@ -35,6 +35,7 @@ from services.mobility_events.mh_options import (
     Pad1,
     PadN,
     UnknownOption,
+    VendorSpecific,
 )
 
 __all__ = [
@@ -53,6 +54,7 @@ __all__ = [
     "PadN",
     "Reason",
     "UnknownOption",
+    "VendorSpecific",
     "checksum",
     "decode",
     "encode",

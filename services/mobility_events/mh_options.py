@@ -1,4 +1,5 @@
-"""Mobility options (RFC 6275 6.2, NEMO RFC 3963 4.3, MCoA RFC 5648 6.1): types and wire form.
+"""Mobility options (RFC 6275 6.2, NEMO RFC 3963 4.3, MCoA RFC 5648 6.1, vendor-specific
+RFC 5094): types and wire form.
 
 Options are type-length-value items after the fixed part of a message. The ones a NEMO home
 agent with multiple care-of addresses needs are parsed into typed values; any other type is
@@ -21,12 +22,16 @@ PAD1 = 0
 PADN = 1
 ALTERNATE_COA = 3
 MOBILE_NETWORK_PREFIX = 6
+VENDOR_SPECIFIC = 19
 BINDING_IDENTIFIER = 35
 
 #: Option types this module parses; an `UnknownOption` must not use one of them.
-KNOWN_TYPES = frozenset({PAD1, PADN, ALTERNATE_COA, MOBILE_NETWORK_PREFIX, BINDING_IDENTIFIER})
+KNOWN_TYPES = frozenset(
+    {PAD1, PADN, ALTERNATE_COA, MOBILE_NETWORK_PREFIX, VENDOR_SPECIFIC, BINDING_IDENTIFIER}
+)
 
 _BID_FIXED = struct.Struct("!HBB")  # BID, status, H flag | BID-PRI
+_VENDOR_FIXED = struct.Struct("!IB")  # vendor id (IANA enterprise number), sub-type
 _H_FLAG = 0x80
 _PRIORITY_MASK = 0x7F
 
@@ -113,6 +118,25 @@ class BindingIdentifier:
 
 
 @dataclass(frozen=True, slots=True)
+class VendorSpecific:
+    """A Vendor-Specific Mobility Option (RFC 5094 3): a vendor's IANA enterprise number, a
+    sub-type the vendor defines, and that sub-type's data (up to 250 octets)."""
+
+    vendor_id: int
+    sub_type: int
+    data: bytes = b""
+
+    ALIGN: ClassVar[tuple[int, int]] = (4, 2)
+
+    def to_bytes(self) -> bytes:
+        _check_range("VendorSpecific vendor_id", self.vendor_id, 0xFFFFFFFF)
+        _check_range("VendorSpecific sub_type", self.sub_type, 0xFF)
+        _check_range("VendorSpecific data length", len(self.data), 0xFF - _VENDOR_FIXED.size)
+        head = bytes((VENDOR_SPECIFIC, _VENDOR_FIXED.size + len(self.data)))
+        return head + _VENDOR_FIXED.pack(self.vendor_id, self.sub_type) + self.data
+
+
+@dataclass(frozen=True, slots=True)
 class UnknownOption:
     """An option type this codec does not interpret, kept byte for byte."""
 
@@ -130,7 +154,13 @@ class UnknownOption:
 
 
 MobilityOption = (
-    Pad1 | PadN | AlternateCareOfAddress | MobileNetworkPrefix | BindingIdentifier | UnknownOption
+    Pad1
+    | PadN
+    | AlternateCareOfAddress
+    | MobileNetworkPrefix
+    | BindingIdentifier
+    | VendorSpecific
+    | UnknownOption
 )
 
 _O = TypeVar("_O")
@@ -242,7 +272,17 @@ def _alternate_coa(
     return AlternateCareOfAddress(IPv6Address(bytes(data[first : first + 16])))
 
 
+def _vendor_specific(data: Buffer, first: int, olen: int, at: int, mh_type: int) -> VendorSpecific:
+    if olen < _VENDOR_FIXED.size:
+        raise _bad_length(mh_type, at, "Vendor-Specific", olen, "5 or more")
+    vendor_id, sub_type = _VENDOR_FIXED.unpack_from(data, first)
+    return VendorSpecific(
+        vendor_id, sub_type, bytes(data[first + _VENDOR_FIXED.size : first + olen])
+    )
+
+
 _PARSERS: dict[int, _Parser] = {
+    VENDOR_SPECIFIC: _vendor_specific,
     BINDING_IDENTIFIER: _binding_identifier,
     MOBILE_NETWORK_PREFIX: _mobile_network_prefix,
     ALTERNATE_COA: _alternate_coa,

@@ -6,10 +6,11 @@
 ```
 The HA address 2001:db8:100::1 sits on the HA's loopback; the mobile network prefix
 2001:db8:ff::/64 is the MR's m0 link, with the MNN at 2001:db8:ff::1. (Not on the MR's
-loopback: End.DT6 routes the inner packet by the main table alone, where a local-only address
-has no route.) The HA's main table has no route to the MNP: only the
-BID tables, filled by the agent, lead there. Agents run as subprocesses under `ip netns exec`,
-so SIGTERM and SIGKILL reach them as in production.
+loopback: SRv6's End.DT6 routes the inner packet by the main table alone, where a local-only
+address has no route.) The HA's main table has no route to the MNP: only the BID tables,
+filled by the agent, lead there. Agents run as subprocesses under `ip netns exec`, so SIGTERM
+and SIGKILL reach them as in production; both build pipes of the lab's `pipe` kind, and every
+wait (`McoaLab.wait`) fails at once when an agent has exited.
 """
 
 from __future__ import annotations
@@ -18,12 +19,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from services import netns
+from tests.waiting import Watched
+from tests.waiting import wait_for as _wait_for
 
 HA_ADDRESS = "2001:db8:100::1"
 MR_HOME = "2001:db8:100::2"
@@ -35,13 +37,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def wait_for(what: str, check: Callable[[], bool], timeout: float, step: float = 0.01) -> float:
-    """Poll `check` until true; return the seconds it took, fail with `what` at the deadline."""
-    start = time.monotonic()
-    while not check():
-        if time.monotonic() - start > timeout:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(step)
-    return time.monotonic() - start
+    """Poll `check` until true (no process to watch: prefer `McoaLab.wait`)."""
+    return _wait_for(what, check, timeout, step=step)
 
 
 @dataclass
@@ -50,6 +47,7 @@ class McoaLab:
 
     make: Callable[[str], str]
     workdir: Path
+    pipe: str = "auto"
     cn: str = ""
     ha: str = ""
     mr: str = ""
@@ -147,7 +145,7 @@ class McoaLab:
         if role == "ha":
             publish = "" if topic_root is None else "publish_events = true\n"
             body = (
-                f'[mcoa]\nnode = "ha1"\nrole = "ha"\n{metrics}'
+                f'[mcoa]\nnode = "ha1"\nrole = "ha"\npipe = "{self.pipe}"\n{metrics}'
                 f'[mcoa.ha]\nha_address = "{HA_ADDRESS}"\n{publish}'
                 "[[mcoa.ha.mobile_routers]]\n"
                 f'home_address = "{MR_HOME}"\nprefixes = ["2001:db8:ff::/48"]\n'
@@ -158,7 +156,7 @@ class McoaLab:
                 )
         else:
             body = (
-                f'[mcoa]\nnode = "mr1"\nrole = "mr"\n{metrics}'
+                f'[mcoa]\nnode = "mr1"\nrole = "mr"\npipe = "{self.pipe}"\n{metrics}'
                 f'[mcoa.mr]\nmr_id = "mr1"\nhome_address = "{MR_HOME}"\n'
                 f'ha_address = "{HA_ADDRESS}"\nprefixes = ["{MNP}"]\nlifetime = {lifetime}\n'
                 "links = [\n"
@@ -206,8 +204,20 @@ class McoaLab:
     def log(self, role: str) -> str:
         return (self.workdir / f"{role}.log").read_text(errors="replace")
 
+    def watched(self) -> list[Watched]:
+        """The agents started so far, for waits that must fail when one has exited."""
+        return [
+            Watched(f"{role} agent", proc, self.workdir / f"{role}.log")
+            for role, proc in self.procs.items()
+        ]
+
+    def wait(self, what: str, check: Callable[[], bool], timeout: float) -> float:
+        """Poll `check` until true; fail at once, with its log, if an agent has exited."""
+        return _wait_for(what, check, timeout, watch=self.watched())
+
     def signal(self, role: str, sig: signal.Signals) -> int:
-        proc = self.procs[role]
+        """Send `sig` to an agent and wait for it to end (it is no longer watched)."""
+        proc = self.procs.pop(role)
         proc.send_signal(sig)
         return proc.wait(timeout=10)
 
@@ -219,6 +229,31 @@ class McoaLab:
 
     def routes(self, ns: str, table: int) -> str:
         return netns.run(ns, ["ip", "-6", "route", "show", "table", str(table)], check=False)
+
+    def ha_far_end(self, bid: int) -> str | None:
+        """The care-of address the HA's pipe for `bid` leads to, read with `ip` (independent
+        of the agent's own code), whatever the pipe kind."""
+        for line in self.routes(self.ha, TABLE_BASE + bid).splitlines():
+            words = line.split()
+            if not words or words[0] != MNP:
+                continue
+            if "seg6" in words:  # encap seg6 mode encap.red segs 1 [ COA ]
+                return line.split("[")[1].split("]")[0].strip()
+            if "ip6" in words and "dst" in words:  # encap ip6 id BID src HA dst COA
+                return words[words.index("dst") + 1]
+            if "dev" in words:  # ip6tnl: a device per binding, `link/tunnel6 HA peer COA`
+                dev = words[words.index("dev") + 1]
+                link = netns.run(self.ha, ["ip", "-d", "link", "show", dev], check=False).split()
+                return link[link.index("peer") + 1] if "peer" in link else None
+        return None
+
+    def pipe_devices(self, ns: str) -> list[str]:
+        """The names of pipe devices (`mnvx*`, `mn6*`) in `ns`, read with `ip`."""
+        names = [
+            line.split(": ")[1].split("@")[0]
+            for line in netns.run(ns, ["ip", "-o", "link"]).splitlines()
+        ]
+        return sorted(n for n in names if n.startswith(("mnvx", "mn6")))
 
     def tx_packets(self, ns: str, dev: str) -> int:
         return int(netns.run(ns, ["cat", f"/sys/class/net/{dev}/statistics/tx_packets"]))

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import signal
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
 
@@ -19,19 +17,15 @@ from services import netns
 from services.contracts.messages import BindingEventKind
 from services.contracts.settings import BrokerSettings
 from services.mobility_events.lab import EventListener
-from tests.mcoa.lab import McoaLab, wait_for
+from tests.mcoa.lab import McoaLab
 
 pytestmark = [pytest.mark.kernel, pytest.mark.broker]
 
 
 @pytest.fixture
-def lab(make_netns: Callable[[str], str], tmp_path: Path) -> Iterator[McoaLab]:
-    built = McoaLab(make_netns, tmp_path)
-    built.build()
-    try:
-        yield built
-    finally:
-        built.stop_all()
+def lab(mcoa_lab: McoaLab) -> McoaLab:
+    """The MCoA lab (pipes of this kernel's auto kind)."""
+    return mcoa_lab
 
 
 def test_ha_agent_publishes_its_binding_events(
@@ -41,7 +35,7 @@ def test_ha_agent_publishes_its_binding_events(
     try:
         lab.start_publishing_ha(topic_root)
         listener.wait_online("ha1")
-        wait_for("HA listening", lambda: "serving on" in lab.log("ha"), 10)
+        lab.wait("HA listening", lambda: "serving on" in lab.log("ha"), 10)
         lab.start("mr")
         arrivals = [listener.wait_for(BindingEventKind.REGISTERED, bid, 10) for bid in (1, 2)]
         assert {a.event.care_of_address for a in arrivals} == {"2001:db8:1::2", "2001:db8:2::2"}

@@ -8,7 +8,6 @@ coa-changed event within 200 ms of the address change.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -17,19 +16,15 @@ from services import netns
 from services.contracts.messages import BindingEventKind
 from services.contracts.settings import BrokerSettings
 from services.mobility_events.lab import EventListener, service_process
-from tests.mcoa.lab import MNP, McoaLab, wait_for
+from tests.mcoa.lab import MNP, McoaLab
 
 pytestmark = [pytest.mark.kernel, pytest.mark.broker]
 
 
 @pytest.fixture
-def lab(make_netns: Callable[[str], str], tmp_path: Path) -> Iterator[McoaLab]:
-    built = McoaLab(make_netns, tmp_path)
-    built.build()
-    try:
-        yield built
-    finally:
-        built.stop_all()
+def lab(mcoa_lab: McoaLab) -> McoaLab:
+    """The MCoA lab (pipes of this kernel's auto kind)."""
+    return mcoa_lab
 
 
 def _events_config(path: Path, topic_root: str) -> Path:
@@ -51,7 +46,7 @@ def test_agent_signalling_becomes_binding_events(
         with service_process(_events_config(tmp_path, topic_root), lab.ha, tmp_path / "ev.log"):
             listener.wait_online("ha1")
             lab.start("ha")
-            wait_for("HA listening", lambda: "serving on" in lab.log("ha"), 10)
+            lab.wait("HA listening", lambda: "serving on" in lab.log("ha"), 10)
             lab.start("mr")
             registered = {
                 listener.wait_for(BindingEventKind.REGISTERED, bid, 10).event.care_of_address

@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import signal
 import time
-from collections.abc import Callable, Iterator
 from ipaddress import IPv6Address
-from pathlib import Path
 
 import pytest
 from pyroute2 import IPRoute
 
 from services import netns
-from services.mcoa import pipes
+from services.mcoa import devices, pipes
 from services.prem.lab import send_udp
-from tests.mcoa.lab import CN, MNN, TABLE_BASE, McoaLab, wait_for
+from tests.mcoa.lab import CN, MNN, MNP, TABLE_BASE, McoaLab
 
 pytestmark = pytest.mark.kernel
 
@@ -25,20 +23,22 @@ NEW_COA = IPv6Address("2001:db8:1::3")
 
 
 @pytest.fixture
-def lab(make_netns: Callable[[str], str], tmp_path: Path) -> Iterator[McoaLab]:
-    built = McoaLab(make_netns, tmp_path)
-    built.build()
-    try:
-        yield built
-    finally:
-        built.stop_all()
+def lab(mcoa_lab_each_kind: McoaLab) -> McoaLab:
+    """The MCoA lab (once per pipe kind this kernel has)."""
+    return mcoa_lab_each_kind
 
 
-def _segment(lab: McoaLab, bid: int) -> str | None:
-    """The care-of address the HA's pipe for `bid` points at, read with `ip` (independent)."""
-    for line in lab.routes(lab.ha, TABLE_BASE + bid).splitlines():
-        if line.startswith("2001:db8:ff::/64") and "encap seg6 mode encap.red" in line:
-            return line.split("[")[1].split("]")[0].strip()
+def far_end(ipr: IPRoute, table: int) -> IPv6Address | None:
+    """Where the HA's pipe in `table` leads, from a netlink read-back of any pipe kind."""
+    tunnels = {name: spec.remote for name, (_i, spec, _up) in devices.read_devices(ipr).items()}
+    for route in pipes.read_routes(ipr):
+        if route.table != table or str(route.dst) != MNP:
+            continue
+        if isinstance(route.encap, pipes.Seg6Encap):
+            return route.encap.segment
+        if isinstance(route.encap, pipes.Ip6Encap):
+            return route.encap.dst
+        return tunnels.get(route.dev)
     return None
 
 
@@ -56,20 +56,19 @@ def _move_and_time(mr_ns: str, old: str, table: int, care_of: IPv6Address) -> fl
             removed = time.monotonic()
         deadline = removed + 2.0
         while time.monotonic() < deadline:
-            for spec in pipes.read_routes(ha):
-                if spec.table == table and spec.segment == care_of:
-                    return time.monotonic() - removed
+            if far_end(ha, table) == care_of:
+                return time.monotonic() - removed
             time.sleep(0.001)
     raise AssertionError(f"table {table} never pointed at {care_of}")
 
 
 def _start_registered(lab: McoaLab, **mr_config: int) -> None:
     lab.start("ha")
-    wait_for("HA listening", lambda: "serving on" in lab.log("ha"), 10)
+    lab.wait("HA listening", lambda: "serving on" in lab.log("ha"), 10)
     lab.start("mr", **mr_config)
-    wait_for("BID 1 pipe", lambda: _segment(lab, 1) == "2001:db8:1::2", 5)
-    wait_for("BID 2 pipe", lambda: _segment(lab, 2) == "2001:db8:2::2", 5)
-    wait_for("both BAs", lambda: lab.log("mr").count("status 0 (Binding Update accepted)") >= 2, 5)
+    lab.wait("BID 1 pipe", lambda: lab.ha_far_end(1) == "2001:db8:1::2", 5)
+    lab.wait("BID 2 pipe", lambda: lab.ha_far_end(2) == "2001:db8:2::2", 5)
+    lab.wait("both BAs", lambda: lab.log("mr").count("status 0 (Binding Update accepted)") >= 2, 5)
 
 
 def _send_marked(lab: McoaLab, port: int) -> tuple[int, int, int]:
@@ -77,7 +76,7 @@ def _send_marked(lab: McoaLab, port: int) -> tuple[int, int, int]:
     before = (lab.tx_packets(lab.ha, "h1"), lab.tx_packets(lab.ha, "h2"), lab.udp_no_ports())
     netns.call_in(lab.cn, send_udp, MNN, port, PACKETS)
     try:
-        wait_for(
+        lab.wait(
             "delivery at the MNN", lambda: lab.udp_no_ports() - before[2] >= PACKETS * DELIVERED, 5
         )
     except AssertionError as exc:
@@ -112,7 +111,7 @@ def test_two_bids_register_carry_marked_traffic_and_follow_a_move(lab: McoaLab) 
         before = {dev: lab.tx_packets(lab.mr, dev) for dev in ("m1", "m2")}
         at_cn = lab.udp_no_ports(lab.cn)
         netns.call_in(lab.mnn, send_udp, CN, port, PACKETS)
-        wait_for(
+        lab.wait(
             "uplink delivery",
             lambda at=at_cn: lab.udp_no_ports(lab.cn) - at >= PACKETS * DELIVERED,  # type: ignore[misc]
             5,
@@ -125,9 +124,9 @@ def test_two_bids_register_carry_marked_traffic_and_follow_a_move(lab: McoaLab) 
     took = netns.call_in(lab.ha, _move_and_time, lab.mr, "2001:db8:1::2", 1001, NEW_COA)
     print(f"CoA change -> HA pipe updated in {took * 1000:.1f} ms")
     assert 0 < took < 0.2, f"the HA's pipe followed the move after {took * 1000:.0f} ms"
-    assert _segment(lab, 1) == str(NEW_COA)
-    assert _segment(lab, 2) == "2001:db8:2::2"
-    wait_for("BA for the new CoA", lambda: "CoA 2001:db8:1::3" in lab.log("mr"), 2)
+    assert lab.ha_far_end(1) == str(NEW_COA)
+    assert lab.ha_far_end(2) == "2001:db8:2::2"
+    lab.wait("BA for the new CoA", lambda: "CoA 2001:db8:1::3" in lab.log("mr"), 2)
     # The HA has just met 2001:db8:1::3: resolve it, or a burst overflows the ND queue.
     netns.run(lab.ha, ["ping", "-c", "1", "-W", "2", "2001:db8:1::3"], check=False)
     h1, _h2, _delivered = _send_marked(lab, 5001)
@@ -135,17 +134,19 @@ def test_two_bids_register_carry_marked_traffic_and_follow_a_move(lab: McoaLab) 
 
     # SIGTERM: the MR deregisters both BIDs and removes its own state; the HA drops the pipes.
     assert lab.signal("mr", signal.SIGTERM) == 0
-    wait_for("pipes gone", lambda: _segment(lab, 1) is None and _segment(lab, 2) is None, 2)
+    lab.wait("pipes gone", lambda: lab.ha_far_end(1) is None and lab.ha_far_end(2) is None, 2)
     assert "proto 147" not in lab.routes(lab.mr, TABLE_BASE + 1)
+    assert lab.pipe_devices(lab.mr) == []
     assert lab.signal("ha", signal.SIGTERM) == 0
     assert "proto 147" not in lab.routes(lab.ha, 999)
+    assert lab.pipe_devices(lab.ha) == []
 
 
 def test_killed_mr_bindings_expire_and_routes_go(lab: McoaLab) -> None:
     _start_registered(lab, lifetime=4)
     killed = time.monotonic()
     lab.signal("mr", signal.SIGKILL)
-    wait_for("expiry", lambda: _segment(lab, 1) is None and _segment(lab, 2) is None, 10)
+    lab.wait("expiry", lambda: lab.ha_far_end(1) is None and lab.ha_far_end(2) is None, 10)
     waited = time.monotonic() - killed
     print(f"SIGKILL -> pipes removed after {waited:.2f} s (lifetime 4 s)")
     assert 1.0 < waited < 6.0, f"bindings expired {waited:.1f} s after the kill"

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from services.mcoa import pipe_option
 from services.mcoa.cache import (
     Binding,
     BindingKey,
@@ -25,6 +26,7 @@ from services.mobility_events.mh_options import (
     MobileNetworkPrefix,
     MobilityOption,
     UnknownOption,
+    VendorSpecific,
 )
 from services.mobility_events.status import BaStatus
 from tests.mcoa.factories import COA1, COA2, HA, HOME, MNP, bu, ha_settings
@@ -76,8 +78,8 @@ def test_two_bids_are_two_bindings() -> None:
     cache = _accepted(cache, 2, bid=2, coa=COA2)
     assert {k[1] for k in cache} == {1, 2}
     assert desired_pipes(cache, 1000) == {
-        PipeRoute(1001, MNP, COA1),
-        PipeRoute(1002, MNP, COA2),
+        PipeRoute(1001, MNP, COA1, 1, HOME, "ip6tnl"),
+        PipeRoute(1002, MNP, COA2, 2, HOME, "ip6tnl"),
     }
 
 
@@ -85,7 +87,7 @@ def test_a_new_care_of_address_replaces_the_binding() -> None:
     cache = _accepted({}, 1, coa=COA1)
     moved = IPv6Address("2001:db8:1::3")
     cache = _accepted(cache, 2, coa=moved)
-    assert desired_pipes(cache, 1000) == {PipeRoute(1001, MNP, moved)}
+    assert desired_pipes(cache, 1000) == {PipeRoute(1001, MNP, moved, 1, HOME, "ip6tnl")}
 
 
 @pytest.mark.parametrize(
@@ -247,6 +249,57 @@ def test_desired_pipes_one_route_per_prefix() -> None:
     message = dataclasses.replace(bu(1), options=_options(OWN, second, BID1))
     decision = decide(settings, {}, message, COA1, now=0)
     assert desired_pipes(decision.cache, 1000) == {
-        PipeRoute(1001, MNP, COA1),
-        PipeRoute(1001, IPv6Network("2001:db8:ff:1::/64"), COA1),
+        PipeRoute(1001, MNP, COA1, 1, HOME, "ip6tnl"),
+        PipeRoute(1001, IPv6Network("2001:db8:ff:1::/64"), COA1, 1, HOME, "ip6tnl"),
     }
+
+
+def _with_kind(message: BindingUpdate, kind: str) -> BindingUpdate:
+    return dataclasses.replace(message, options=(*message.options, pipe_option.kind_option(kind)))
+
+
+def test_a_bu_without_pipe_option_asks_for_ip6tnl_as_plain_nemo_does() -> None:
+    offered = ("ip6tnl", "vxlan")
+    accepted = decide(ha_settings(), {}, bu(1), COA1, now=0, offered=offered)
+    assert accepted.status == BaStatus.ACCEPTED
+    assert accepted.cache[(HOME, 1)].pipe_kind == "ip6tnl"
+    refused = decide(ha_settings(), {}, bu(1), COA1, now=0, offered=("vxlan",))
+    assert refused.status == BaStatus.FORWARDING_SETUP_FAILED
+
+
+def test_the_pipe_kind_asked_for_is_built_and_confirmed_in_the_ba() -> None:
+    decision = decide(
+        ha_settings(), {}, _with_kind(bu(1), "vxlan"), COA1, now=0, offered=("seg6", "vxlan")
+    )
+    assert decision.status == BaStatus.ACCEPTED
+    assert decision.cache[(HOME, 1)].pipe_kind == "vxlan"
+    (pipe,) = desired_pipes(decision.cache, 1000)
+    assert pipe.kind == "vxlan"
+    assert decision.ack is not None
+    assert pipe_option.kind_of(decision.ack.options) == "vxlan"
+
+
+def test_a_kind_not_offered_is_refused_with_143_naming_what_is_offered() -> None:
+    cache = _accepted({}, 1)
+    decision = decide(
+        ha_settings(), cache, _with_kind(bu(2), "seg6"), COA1, now=1, offered=("ip6tnl", "vxlan")
+    )
+    assert decision.status == BaStatus.FORWARDING_SETUP_FAILED
+    assert decision.cache == cache  # the binding that was there stays
+    assert decision.ack is not None
+    assert pipe_option.offered_in(decision.ack.options) == ("ip6tnl", "vxlan")
+    # On the wire and back: the refusal still says what the HA offers.
+    again = decode(encode(decision.ack))
+    assert pipe_option.offered_in(again.options) == ("ip6tnl", "vxlan")
+
+
+def test_a_garbled_kind_is_refused_and_never_echoed_raw() -> None:
+    message = dataclasses.replace(
+        bu(1), options=(*bu(1).options, VendorSpecific(pipe_option.VENDOR_ID, 1, b"vx\n\xff" * 20))
+    )
+    decision = decide(ha_settings(), {}, message, COA1, now=0, offered=("vxlan",))
+    assert decision.status == BaStatus.FORWARDING_SETUP_FAILED
+    shown = pipe_option.kind_of(message.options)
+    assert shown is not None
+    assert shown.isprintable()
+    assert len(shown) <= 32

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from services.contracts.errors import ConfigError
 from services.mcoa.agent import load
 from services.mcoa.config import McoaSettings
-from tests.mcoa.factories import mcoa_settings, mr_settings
+from tests.mcoa.factories import ha_settings, mcoa_settings, mr_settings
 
 
 def test_table_convention_matches_the_prem() -> None:
@@ -38,16 +38,32 @@ def test_unknown_keys_and_duplicate_bids_are_refused() -> None:
         mr_settings(links=[{"interface": "m1", "bid": 1}, {"interface": "m1", "bid": 2}])
 
 
-def test_only_srv6_pipes() -> None:
-    with pytest.raises(ValidationError):
+def _pipe(value: object) -> McoaSettings:
+    return McoaSettings.model_validate(
+        {"node": "n", "role": "mr", "pipe": value, "mr": mr_settings().model_dump(mode="json")}
+    )
+
+
+def test_pipe_kinds_auto_by_default_and_the_old_srv6_name_still_read() -> None:
+    assert _pipe("auto").pipe == "auto"
+    assert (
         McoaSettings.model_validate(
-            {
-                "node": "n",
-                "role": "mr",
-                "pipe": "vxlan",
-                "mr": mr_settings().model_dump(mode="json"),
-            }
-        )
+            {"node": "n", "role": "mr", "mr": mr_settings().model_dump(mode="json")}
+        ).pipe
+        == "auto"
+    )
+    assert {_pipe(kind).pipe for kind in ("ip6tnl", "seg6", "vxlan")} == {"ip6tnl", "seg6", "vxlan"}
+    assert _pipe("srv6").pipe == "seg6"
+    with pytest.raises(ValidationError, match="pipe"):
+        _pipe("gre")
+
+
+@pytest.mark.parametrize("seconds", [10, 61, 3602])
+def test_lifetimes_the_wire_cannot_carry_are_refused_not_rounded(seconds: int) -> None:
+    with pytest.raises(ValidationError, match=f"{seconds} s is not a multiple of 4 s"):
+        mr_settings(lifetime=seconds)
+    with pytest.raises(ValidationError, match="multiple of 4 s"):
+        ha_settings(max_lifetime=seconds)
 
 
 def test_frozen() -> None:

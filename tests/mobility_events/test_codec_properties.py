@@ -23,6 +23,7 @@ from services.mobility_events import (
     MobilityHeaderError,
     MobilityOption,
     UnknownOption,
+    VendorSpecific,
     checksum,
     decode,
     encode,
@@ -61,6 +62,7 @@ options: st.SearchStrategy[MobilityOption] = st.one_of(
         priority=st.integers(0, 127),
         care_of=st.none() | st.ip_addresses(v=4) | v6,
     ),
+    st.builds(VendorSpecific, st.integers(0, 0xFFFFFFFF), u8, st.binary(max_size=250)),
     st.builds(
         UnknownOption,
         st.integers(2, 255).filter(lambda t: t not in KNOWN_TYPES),

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from prometheus_client.parser import text_string_to_metric_families
+
+from tests.waiting import Watched, check_alive
 
 
 @dataclass(frozen=True)
@@ -45,12 +47,21 @@ def scrape(port: int, host: str = "127.0.0.1", *, timeout_s: float = 5.0) -> Sam
     return Samples(values)
 
 
-def wait_scrape(port: int, check: Callable[[Samples], bool], *, timeout_s: float = 15.0) -> Samples:
-    """Scrape until `check` holds (the endpoint may not be up yet); fail with the last scrape."""
+def wait_scrape(
+    port: int,
+    check: Callable[[Samples], bool],
+    *,
+    timeout_s: float = 15.0,
+    watch: Iterable[Watched] = (),
+) -> Samples:
+    """Scrape until `check` holds (the endpoint may not be up yet); fail with the last scrape,
+    or at once when a process of `watch` (the one serving the metrics) has exited."""
     deadline = time.monotonic() + timeout_s
     last: Samples | None = None
     error: OSError | None = None
+    watched = tuple(watch)
     while time.monotonic() < deadline:
+        check_alive(watched, f"metrics on port {port}")
         try:
             last = scrape(port)
         except OSError as exc:

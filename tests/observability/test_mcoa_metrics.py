@@ -10,8 +10,6 @@ pipes go with them.
 from __future__ import annotations
 
 import signal
-from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
 
@@ -32,13 +30,9 @@ LIFETIME = 4
 
 
 @pytest.fixture
-def lab(make_netns: Callable[[str], str], tmp_path: Path) -> Iterator[McoaLab]:
-    built = McoaLab(make_netns, tmp_path)
-    built.build()
-    try:
-        yield built
-    finally:
-        built.stop_all()
+def lab(mcoa_lab: McoaLab) -> McoaLab:
+    """The MCoA lab (pipes of this kernel's auto kind)."""
+    return mcoa_lab
 
 
 def _value(samples: Samples, name: str, **labels: str) -> float:
@@ -54,6 +48,7 @@ def test_registration_pipes_acks_and_expiry_are_counted(lab: McoaLab) -> None:
         lambda s: (
             s.get(BINDINGS, state="registering") == 2 and _value(s, SENT, kind="retransmit") >= 2
         ),
+        watch=lab.watched(),
     )
     assert alone.labelled(SENT, kind="register") == 2
     assert alone.labelled(BINDINGS, state="registered") == 0
@@ -68,6 +63,7 @@ def test_registration_pipes_acks_and_expiry_are_counted(lab: McoaLab) -> None:
             s.get(BINDINGS, state="registered") == 2
             and _value(s, "multinet_mcoa_registration_seconds_count") >= 2
         ),
+        watch=lab.watched(),
     )
     assert registered.labelled(BINDINGS, state="registering") == 0
     assert registered.labelled(ACKS_IN, status=ACCEPTED) >= 2
@@ -75,6 +71,7 @@ def test_registration_pipes_acks_and_expiry_are_counted(lab: McoaLab) -> None:
     ha = wait_scrape(
         ha_port,
         lambda s: s.get(BINDINGS, state="registered") == 2 and s.get(PIPES) == 2,
+        watch=lab.watched(),
     )
     assert ha.labelled(ACKS_OUT, status=ACCEPTED) >= 2
     assert ha[RECEIVED] >= 2
@@ -84,7 +81,9 @@ def test_registration_pipes_acks_and_expiry_are_counted(lab: McoaLab) -> None:
     assert ha.get("multinet_broker_connected") is None, "this HA publishes no events"
 
     # Refreshed before the lifetime runs out: the HA answers each one.
-    refreshed = wait_scrape(mr_port, lambda s: _value(s, SENT, kind="refresh") >= 2)
+    refreshed = wait_scrape(
+        mr_port, lambda s: _value(s, SENT, kind="refresh") >= 2, watch=lab.watched()
+    )
     assert refreshed.labelled(BINDINGS, state="registered") == 2
     wait_scrape(ha_port, lambda s: _value(s, ACKS_OUT, status=ACCEPTED) >= 4)
 
