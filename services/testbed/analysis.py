@@ -238,6 +238,7 @@ def analyse(data: RunData) -> dict[str, Any]:
         "decider": options.decider.value,
         "topic_root": data.topic_root,
         "backend": options.backend,
+        "pipe_kind": data.pipe_kind,
         "failure": data.failure,
         "duration_s": round(data.ended - data.t0, 3) if data.t0 else None,
         "steps": step_rows(data) if data.t0 else [],

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 
+from services.capabilities import PIPE_KINDS, MissingCapability
 from services.contracts.errors import InvalidInput
 from services.contracts.settings import BrokerSettings
 from services.testbed.scenario import Decider, Scenario
@@ -66,6 +67,13 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
         "NSA service decides (default: nsa when the scenario allows it, else soap)",
     )
     run.add_argument("--backend", choices=["nftables", "iptables"], default="nftables")
+    run.add_argument(
+        "--pipe",
+        choices=["auto", *PIPE_KINDS],
+        default="auto",
+        help="the pipe kind between HA and MR (auto: the first of ip6tnl, seg6, vxlan this "
+        "kernel has; `multinet doctor` shows which)",
+    )
     run.add_argument("--prefix", default="mtb", help="namespace name prefix (default mtb)")
     run.add_argument("--broker", default="127.0.0.1:1883", metavar="HOST:PORT")
     run.set_defaults(testbed_func=_run)
@@ -171,6 +179,7 @@ def _run_bed(
         prefix=args.prefix,
         backend=args.backend,
         broker=broker,
+        pipe=args.pipe,
     )
     # Both end the run through its clean-up path (SIGINT explicitly too: a shell starts a
     # background job with SIGINT ignored, and Ctrl-C must still tear the test bed down).
@@ -181,6 +190,9 @@ def _run_bed(
     except KeyboardInterrupt:
         print("interrupted: the test bed was torn down", file=sys.stderr)
         return 130
+    except MissingCapability as exc:
+        print(f"multinet testbed: {exc}", file=sys.stderr)
+        return 2
     return _outputs(data)
 
 

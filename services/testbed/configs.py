@@ -38,6 +38,7 @@ class RunSettings:
     broker_port: int = 1883
     soap_port: int = 8080
     backend: str = "nftables"
+    pipe: str = "vxlan"
 
     @property
     def gateway_url(self) -> str:
@@ -82,6 +83,7 @@ def mcoa(run: RunSettings, role: str) -> dict[str, Any]:
         section: dict[str, Any] = {
             "node": a.HA_NODE,
             "role": "ha",
+            "pipe": run.pipe,
             "table_base": a.TABLE_BASE,
             "ha": {
                 "ha_address": a.HA_ADDRESS,
@@ -94,6 +96,7 @@ def mcoa(run: RunSettings, role: str) -> dict[str, Any]:
         section = {
             "node": a.MR_NODE,
             "role": "mr",
+            "pipe": run.pipe,
             "table_base": a.TABLE_BASE,
             "mr": {
                 "mr_id": a.MOBILE_ROUTER,

@@ -59,7 +59,7 @@ def draw(result: dict[str, Any], path: Path) -> Path | None:
     ax.set_ylim(0, top * 1.22)
     ax.set_title(
         f"{result.get('scenario')}: HTTP stream CN -> MNN on the MR's egress interfaces "
-        f"({result.get('decider')} decider)",
+        f"({result.get('decider')} decider, {result.get('pipe_kind') or '?'} pipes)",
         fontsize=10,
     )
     ax.legend(loc="upper right", fontsize=8, ncol=2)

@@ -12,8 +12,8 @@ needs: workers before the NSA (so its first Install reaches them), the NSA and m
 before the MR registers (so the NSA hears the bindings being registered).
 
 Readiness: a retained presence (Topics.presence(node, service)) saying online for the bus
-services, the WSDL answering for the gateway, and the kernel for the MCoA agents (the HA's
-decapsulation rule; both BID pipes at the HA for the MR, i.e. both bindings registered).
+services, the WSDL answering for the gateway, and for the MCoA agents the HA's log saying it
+serves and the kernel holding both BID pipes at the HA for the MR (both bindings registered).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import sys
 import urllib.request
 from pathlib import Path
 
+from services.mcoa.pipes import RTPROT_MCOA
 from services.nsa import NsaConfig
 from services.testbed import addressing as a
 from services.testbed import configs
@@ -63,12 +64,25 @@ def _pipes_registered(bed: Topology) -> Readiness:
     def both() -> bool:
         for link in a.MR_LINKS:
             table = str(a.TABLE_BASE + link.bid)
-            routes = bed.run("ha", ["ip", "-6", "route", "show", "table", table], check=False)
-            if "encap seg6" not in routes:
+            argv = ["ip", "-6", "route", "show", "table", table, "proto", str(RTPROT_MCOA)]
+            if not bed.run("ha", argv, check=False).strip():
                 return False
         return True
 
     return Readiness("a pipe per BID at the HA (both bindings registered)", both)
+
+
+def _logged(path: Path, needle: str) -> Readiness:
+    """Ready once the service's log says `needle` (for a service with no other sign: the HA's
+    MCoA agent with kinds that need no rule before their first binding)."""
+
+    def said() -> bool:
+        try:
+            return needle in path.read_text(errors="replace")
+        except FileNotFoundError:
+            return False
+
+    return Readiness(f"{needle!r} in {path.name}", said)
 
 
 def _listening(bed: Topology, node: str, port: int) -> Readiness:
@@ -156,7 +170,6 @@ def service_groups(
         nsa_file = configs.write(cfg / "nsa.yaml", configs.nsa_settings(run, nsa))
         ready = _nsa_ready(recorder)
         groups.append([service("nsa", ["nsa", "run"], nsa_file, "operator", ready)])
-    decap_rule = ["ip", "-6", "rule", "show", "pref", "10"]
     groups.append(
         [
             service(
@@ -171,7 +184,7 @@ def service_groups(
                 ["mcoa-agent", "--role", "ha"],
                 files["mcoa-ha"],
                 "ha",
-                _kernel(bed, "ha", decap_rule, "lookup"),
+                _logged(run.run_dir / "logs" / "mcoa-agent-ha.log", "HA: serving on"),
             ),
             service(
                 "monitor@mr",

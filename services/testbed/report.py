@@ -76,7 +76,7 @@ def table(result: dict[str, Any]) -> str:
     """The timeline table and the run's summary as text."""
     lines = [
         f"scenario {result['scenario']} ({result['decider']} decider, "
-        f"{result['backend']} back end)",
+        f"{result['backend']} back end, {result.get('pipe_kind') or '?'} pipes)",
         f"{'step':5} {'t (s)':>7}  {'event':62} measured (after the step's reference)",
     ]
     for row in result["steps"]:

@@ -25,6 +25,8 @@ class RunOptions:
     prefix: str = "mtb"
     backend: str = "nftables"
     broker: BrokerSettings = field(default_factory=BrokerSettings)
+    #: The pipe setting asked for (`auto` or a kind); the run resolves it once.
+    pipe: str = "auto"
 
 
 @dataclass
@@ -44,3 +46,5 @@ class RunData:
     tcp_after: dict[str, int] = field(default_factory=dict)
     tcp_connection: str = ""
     failure: str | None = None
+    #: The pipe kind every node of this run builds (probed once, the same at both ends).
+    pipe_kind: str = ""

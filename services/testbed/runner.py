@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from services import netns
+from services import capabilities, netns
 from services.prem.demo import ensure_broker
 from services.testbed import addressing as a
 from services.testbed import processes, tcpstats
@@ -81,9 +81,20 @@ def down(prefix: str = "mtb") -> list[str]:
     return ended + [f"namespace {name}" for name in existed]
 
 
+def pipe_kind(requested: str, say: Callable[[str], None] = print) -> str:
+    """The pipe kind of a run: probed once, then written into every node's settings, so both
+    ends of each binding build the same kind. MissingCapability (naming the kernel option
+    and what there is instead) when the kernel cannot build the requested one."""
+    caps = capabilities.probe()
+    kind = capabilities.choose_pipe_kind(requested, caps)
+    say(f"pipe kind: {kind} (asked: {requested}; this kernel has: {', '.join(caps.pipe_kinds())})")
+    return kind
+
+
 def prepare(options: RunOptions, say: Callable[[str], None] = print) -> Live:
-    """Everything before the services: the broker, the run directory and its settings, the
-    removal of any leftover of an earlier run, and the namespaces."""
+    """Everything before the services: the pipe kind, the broker, the run directory and its
+    settings, the removal of any leftover of an earlier run, and the namespaces."""
+    kind = pipe_kind(options.pipe, say)
     ensure_broker(options.broker.host, options.broker.port)
     topic_root = f"testbed-{uuid.uuid4().hex[:8]}/multinet/v1"
     out = options.out
@@ -96,6 +107,7 @@ def prepare(options: RunOptions, say: Callable[[str], None] = print) -> Live:
         broker_port=options.broker.port,
         soap_port=free_port(),
         backend=options.backend,
+        pipe=kind,
     )
     registry = registry_path(options.prefix)
     kill_recorded(registry)
@@ -112,7 +124,7 @@ def prepare(options: RunOptions, say: Callable[[str], None] = print) -> Live:
             bed.ns("mr"), [link.interface for link in a.MR_LINKS], period_s=FINE_PERIOD_S
         ),
         supervisor=Supervisor(out / "logs", registry),
-        data=RunData(options=options, topic_root=topic_root),
+        data=RunData(options=options, topic_root=topic_root, pipe_kind=kind),
         say=say,
     )
 

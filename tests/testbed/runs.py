@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from services import netns
+from services import capabilities, netns
 from services.testbed import analysis, plot, report, runner, scenario
 from services.testbed.addressing import Naming
 from services.testbed.conditions import deltas
@@ -18,14 +18,20 @@ SHARE = 0.9  # of the stream's packets in each direction on the expected interfa
 
 
 def run_scenario(
-    name: str, decider: Decider, naming: Naming, out: Path
+    name: str, decider: Decider, naming: Naming, out: Path, pipe: str = "auto"
 ) -> tuple[Any, RunOptions, RunData, dict[str, Any]]:
-    """Run a shipped scenario as `multinet testbed run` does; check the run's own promises:
-    no failure, within LIMIT_S, nothing left behind. Returns (scenario, options, data, result).
+    """Run a shipped scenario as `multinet testbed run` does, with pipes of kind `pipe`; check
+    the run's own promises: no failure, within LIMIT_S, nothing left behind, the pipe kind
+    named in the result. Returns (scenario, options, data, result).
     """
     loaded, path = scenario.load(name)
     options = RunOptions(
-        scenario=loaded, scenario_file=path, decider=decider, out=out, prefix=naming.prefix
+        scenario=loaded,
+        scenario_file=path,
+        decider=decider,
+        out=out,
+        prefix=naming.prefix,
+        pipe=pipe,
     )
     lines: list[str] = []
     started = time.monotonic()
@@ -41,6 +47,8 @@ def run_scenario(
     assert not any(netns.exists(n) for n in naming.all()), "namespaces left behind"
     assert (options.out / "result.json").is_file()
     assert (options.out / "timeline.txt").is_file()
+    assert result["pipe_kind"] in (capabilities.PIPE_KINDS if pipe == "auto" else (pipe,))
+    assert f"{result['pipe_kind']} pipes" in (options.out / "timeline.txt").read_text()
     return loaded, options, data, result
 
 
