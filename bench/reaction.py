@@ -21,7 +21,13 @@ target:
   PREM statuses that follow (the NSA moving the class off the link in handover), or, when the
   NSA had nothing to change, to its decision record. Target p99 < 250 ms.
 
-    sudo .venv/bin/python -m bench.reaction [--count 50] [--only a,b,c] [--out DIR]
+- (p) the forwarding rate through one pipe of each kind this kernel has, beside plain
+  routing (`bench.pipes`).
+
+Every test bed uses the pipe kind `--pipe` asks for (default auto: the first this kernel has);
+the output and `reaction.json` name it.
+
+    sudo .venv/bin/python -m bench.reaction [--count 50] [--only a,b,c,p] [--pipe auto] [--out DIR]
 
 Writes `reaction.json` (percentiles and every sample) to --out, beside each part's run
 directory (logs and configs of every service).
@@ -48,7 +54,8 @@ from typing import Any
 
 import yaml
 
-from services import netns
+from bench import pipes as pipes_bench
+from services import capabilities, netns
 from services.contracts.messages import LinkMetrics, PolicyStatus, encode
 from services.nsa import NsaConfig
 from services.testbed import access, runner
@@ -217,7 +224,7 @@ def udp_stream(ns: str) -> Iterator[None]:
 # Test beds ----------------------------------------------------------------------------------
 
 
-def _options(name: str, decider: Decider, nsa: NsaConfig, out: Path) -> RunOptions:
+def _options(name: str, decider: Decider, nsa: NsaConfig, out: Path, pipe: str) -> RunOptions:
     scenario = Scenario(
         name=name, deciders=(decider,), nsa=nsa, steps=(Step(at=0, note="driven by the bench"),)
     )
@@ -225,7 +232,7 @@ def _options(name: str, decider: Decider, nsa: NsaConfig, out: Path) -> RunOptio
     path = out / "bench-scenario.yaml"
     path.write_text(yaml.safe_dump(scenario.model_dump(mode="json")), encoding="utf-8")
     return RunOptions(
-        scenario=scenario, scenario_file=path, decider=decider, out=out, prefix="mtbb"
+        scenario=scenario, scenario_file=path, decider=decider, out=out, prefix="mtbb", pipe=pipe
     )
 
 
@@ -305,9 +312,9 @@ def _wait_for(
 # The measures -------------------------------------------------------------------------------
 
 
-def measure_b(count: int, out: Path, say: Callable[[str], None]) -> list[float]:
+def measure_b(count: int, out: Path, say: Callable[[str], None], pipe: str) -> list[float]:
     """Carrier loss on eth1 -> first packets on eth0 (PREM fallback), `count` times."""
-    options = _options("reaction-b", Decider.SOAP, NsaConfig(), out)
+    options = _options("reaction-b", Decider.SOAP, NsaConfig(), out, pipe)
     samples: list[float] = []
     with runner.session(options, say, skip=frozenset({"http-server@cn"})) as live:
         SoapStub(live.settings.gateway_url).call(
@@ -377,10 +384,10 @@ class MetricsPlayer:
         self._thread.join(2)
 
 
-def measure_a(count: int, out: Path, say: Callable[[str], None]) -> list[float]:
+def measure_a(count: int, out: Path, say: Callable[[str], None], pipe: str) -> list[float]:
     """eth1's RTT over the class's bound and back, `count` times each way: from publishing
     the metrics to both nodes applying the document that moves the class."""
-    options = _options("reaction-a", Decider.NSA, _nsa_config({"max_delay_ms": 100}), out)
+    options = _options("reaction-a", Decider.NSA, _nsa_config({"max_delay_ms": 100}), out, pipe)
     samples: list[float] = []
     skip = frozenset({"http-server@cn", "monitor@mr"})
     with runner.session(options, say, skip=skip) as live:
@@ -406,9 +413,9 @@ def measure_a(count: int, out: Path, say: Callable[[str], None]) -> list[float]:
     return samples
 
 
-def measure_c(count: int, out: Path, say: Callable[[str], None]) -> list[float]:
+def measure_c(count: int, out: Path, say: Callable[[str], None], pipe: str) -> list[float]:
     """eth1's care-of address changes -> the NSA's reaction enforced (or decided)."""
-    options = _options("reaction-c", Decider.NSA, _nsa_config({}), out)
+    options = _options("reaction-c", Decider.NSA, _nsa_config({}), out, pipe)
     samples: list[float] = []
     addresses = (a.care_of("ar2", 3), a.care_of("ar2", 2))
     with runner.session(options, say, skip=frozenset({"http-server@cn"})) as live:
@@ -473,7 +480,15 @@ def _quiet(line: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench.reaction", description=__doc__.split("\n")[0])
     parser.add_argument("--count", type=int, default=50)
-    parser.add_argument("--only", default="a,b,c", help="comma-separated parts (a, b, c)")
+    parser.add_argument(
+        "--only", default="a,b,c,p", help="comma-separated parts (a, b, c; p: bench.pipes)"
+    )
+    parser.add_argument(
+        "--pipe",
+        choices=["auto", *capabilities.PIPE_KINDS],
+        default="auto",
+        help="pipe kind of the test beds (auto: the first this kernel has)",
+    )
     default_out = Path(f"/tmp/multinet-reaction-{os.getpid()}")
     parser.add_argument("--out", type=Path, default=default_out, help="run directories")
     args = parser.parse_args(argv)
@@ -481,13 +496,23 @@ def main(argv: list[str] | None = None) -> int:
         print("bench.reaction needs root (it builds the test bed in namespaces)", file=sys.stderr)
         return 2
     parts = [p.strip() for p in args.only.split(",") if p.strip()]
+    try:
+        kind = runner.pipe_kind(args.pipe)
+    except capabilities.MissingCapability as exc:
+        print(f"bench.reaction: {exc}", file=sys.stderr)
+        return 2
     results: dict[str, Any] = {}
+    forwarding: dict[str, Any] | None = None
     measures = {"a": measure_a, "b": measure_b, "c": measure_c}
     for part in parts:
-        print(f"({part}) {TITLES[part]}: {args.count} repetitions ...")
+        if part == "p":
+            print("(p) forwarding through one pipe, per pipe kind this kernel has ...")
+            forwarding = pipes_bench.measure(seconds=2.0, reps=3, senders=2)
+            continue
+        print(f"({part}) {TITLES[part]}: {args.count} repetitions ({kind} pipes) ...")
         out = args.out / f"{part}-{uuid.uuid4().hex[:6]}"
         try:
-            samples = measures[part](args.count, out, _quiet)
+            samples = measures[part](args.count, out, _quiet, kind)
         except (RuntimeError, TimeoutError) as exc:  # a dead service, a missed deadline
             print(f"({part}) failed: {exc}\n  run directory: {out}")
             results[part] = {"failed": str(exc)[:2000], "run_dir": str(out)}
@@ -498,7 +523,8 @@ def main(argv: list[str] | None = None) -> int:
             "samples_ms": [round(x * 1000, 2) for x in samples],
         }
     failed = False
-    print(f"\n{'part':5} {'what':50} {'p50':>9} {'p99':>9} {'max':>9} {'target p99':>11}")
+    print(f"\nreaction times on the test bed with {kind} pipes:")
+    print(f"{'part':5} {'what':50} {'p50':>9} {'p99':>9} {'max':>9} {'target p99':>11}")
     for part, row in results.items():
         if "failed" in row:
             failed = True
@@ -511,9 +537,13 @@ def main(argv: list[str] | None = None) -> int:
             f"({part})  {TITLES[part]:50} {row['p50_ms']:7.1f}ms {row['p99_ms']:7.1f}ms "
             f"{row['max_ms']:7.1f}ms {'<':>3}{row['target_p99_ms']:5.0f} ms {verdict}"
         )
+    if forwarding is not None:
+        print("\n(p) forwarding through one pipe (small UDP datagrams, median pkt/s):")
+        print(pipes_bench.table(forwarding))
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / "reaction.json"
-    path.write_text(json.dumps({"count": args.count, "results": results}, indent=1) + "\n")
+    document = {"count": args.count, "pipe_kind": kind, "results": results, "pipes": forwarding}
+    path.write_text(json.dumps(document, indent=1) + "\n")
     print(f"\nwritten: {path}")
     return 1 if failed else 0
 

@@ -5,7 +5,7 @@ cd "$(dirname "$0")/.."
 
 need_apt=()
 for pair in iptables:iptables nft:nftables ipset:ipset ip:iproute2 mosquitto:mosquitto \
-            ping:iputils-ping openssl:openssl; do
+            ping:iputils-ping openssl:openssl tshark:tshark; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || need_apt+=("${pair#*:}")
 done
 command -v cc >/dev/null 2>&1 || need_apt+=(gcc)  # python-iptables builds a small C wrapper
