@@ -25,6 +25,7 @@ from services.prem.backends.nftables import NftablesBackend
 from services.prem.config import PremSettings
 from services.prem.flowtable import FlowTable, compile_policies
 from services.prem.reconcile import Changes, plan
+from tests.features import need_backend
 
 pytestmark = pytest.mark.kernel
 
@@ -49,6 +50,7 @@ _IPTABLES_WRITTEN = (
 )
 def backend_name(request: pytest.FixtureRequest) -> str:
     name: str = request.param
+    need_backend(name)
     return name
 
 

@@ -8,11 +8,14 @@ import sys
 
 import pytest
 
+from tests.features import need_backend
+
 pytestmark = [pytest.mark.kernel, pytest.mark.broker]
 
 
 @pytest.mark.parametrize("backend", ["nftables", "iptables"])
 def test_demo_moves_the_flow_as_it_says(backend: str, broker: tuple[str, int]) -> None:
+    need_backend(backend)
     proc = subprocess.run(
         [sys.executable, "-m", "services.cli", "prem", "demo", "--backend", backend],
         capture_output=True,

@@ -26,8 +26,15 @@ from services.prem.backends.iptables import IptablesBackend
 from services.prem.config import PremSettings
 from services.prem.flowtable import FlowRule, FlowTable, compile_policies
 from services.prem.reconcile import Changes, plan
+from tests.features import need_backend
 
 pytestmark = pytest.mark.kernel
+
+
+@pytest.fixture(autouse=True)
+def _xtables() -> None:
+    need_backend("iptables")
+
 
 SETTINGS = PremSettings.model_validate(
     {

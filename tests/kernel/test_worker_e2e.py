@@ -27,6 +27,7 @@ from services.contracts.settings import BrokerSettings
 from services.prem.client import PolicyClient
 from services.prem.demo import worker_argv, write_config
 from services.prem.lab import MNP4, MNP6, Lab, send_udp
+from tests.features import need_backend
 from tests.prem.factories import message, udp_to
 
 pytestmark = [pytest.mark.kernel, pytest.mark.broker]
@@ -101,6 +102,7 @@ def running(
 ) -> Iterator[Running]:
     if os.geteuid() != 0:
         pytest.skip("needs root") if os.environ.get("CI") != "true" else pytest.fail("needs root")
+    need_backend(str(request.param))
     lab = Lab()
     lab.build()
     client = PolicyClient(BrokerSettings(host=broker[0], port=broker[1], topic_root=topic_root))
