@@ -7,15 +7,13 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
-import pytest
 import yaml
 
 from services import bus
@@ -31,6 +29,7 @@ from services.contracts.settings import BrokerSettings
 from services.contracts.topics import Topics
 from services.nsa.documents import DecisionRecord
 from services.process import stop
+from tests.waiting import Watched, wait_for
 
 TECH = {1: "wlan", 2: "lte", 3: "umts"}
 VIDEO = {
@@ -40,13 +39,16 @@ VIDEO = {
 DELAY_ONLY = [{"default": {"cost": 0, "delay": 1, "bandwidth": 0, "security": 0}}]
 
 
-def wait_until(check: Callable[[], bool], what: str, timeout_s: float = 20.0) -> None:
-    """Poll `check` until it holds; fail naming `what` at the deadline."""
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.05)
+def wait_until(
+    check: Callable[[], bool],
+    what: str,
+    timeout_s: float = 20.0,
+    *,
+    watch: Iterable[Watched] = (),
+) -> None:
+    """Poll `check` until it holds; fail naming `what` at the deadline, or at once (with its
+    log) when a process of `watch` has exited."""
+    wait_for(what, check, timeout_s, watch=watch, step=0.05)
 
 
 def write_settings(
@@ -211,6 +213,11 @@ def ticking_driver(broker: BrokerSettings) -> Iterator[BusDriver]:
         yield driver
     finally:
         driver.close()
+
+
+def watched_nsa(proc: subprocess.Popen[bytes], log: Path) -> list[Watched]:
+    """The NSA process for `wait_until(..., watch=...)`."""
+    return [Watched("nsa", proc, log)]
 
 
 @contextmanager

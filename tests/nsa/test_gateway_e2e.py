@@ -18,7 +18,7 @@ from services.contracts import policy_xml
 from services.contracts.messages import BindingEventKind
 from services.contracts.settings import BrokerSettings
 from services.nsa import Reason
-from tests.nsa.busbed import nsa_process, wait_until, write_settings
+from tests.nsa.busbed import nsa_process, wait_until, watched_nsa, write_settings
 from tests.nsa.chainbed import MR, MR_NODE, ROUTERS, Chain, running_chain
 
 pytestmark = [pytest.mark.kernel, pytest.mark.broker]
@@ -49,7 +49,12 @@ def test_metrics_to_decision_to_gateway_to_both_workers(chain: Chain, tmp_path: 
         driver.metrics(MR_NODE, 2, rtt_ms=60.0)
         for bid in (1, 2):
             driver.binding(MR, bid, BindingEventKind.REGISTERED)
-        wait_until(chain.both_on(1), "video on BID 1 at both workers\n" + chain.logs(), 30)
+        wait_until(
+            chain.both_on(1),
+            "video on BID 1 at both workers\n" + chain.logs(),
+            30,
+            watch=watched_nsa(nsa, tmp_path / "nsa.log"),
+        )
 
         # 2. BID 1 degrades: after the dwell time both workers move video to BID 2.
         driver.metrics(MR_NODE, 1, rtt_ms=250.0)

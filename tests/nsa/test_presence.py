@@ -20,7 +20,7 @@ from services.contracts.settings import BrokerSettings
 from services.contracts.topics import Topics
 from services.nsa.service import NsaService
 from services.nsa.settings import load_file
-from tests.nsa.busbed import nsa_process, tail, wait_until, write_settings
+from tests.nsa.busbed import nsa_process, tail, wait_until, watched_nsa, write_settings
 
 pytestmark = pytest.mark.broker
 ROUTERS = [{"id": "mr1", "ha_node": "ha1", "mr_node": "mr1"}]
@@ -101,7 +101,12 @@ def test_a_replica_killed_without_a_word_goes_offline_by_its_will(
     config = write_settings(tmp_path / "nsa.yaml", broker_settings, ROUTERS)
     log = tmp_path / "nsa.log"
     with nsa_process(config, log) as proc:
-        wait_until(lambda: watch.online() is True, "the online presence", 30)
+        wait_until(
+            lambda: watch.online() is True,
+            "the online presence",
+            30,
+            watch=watched_nsa(proc, log),
+        )
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
         wait_until(lambda: watch.online() is False, f"the last will\n{tail(log)}")

@@ -30,6 +30,7 @@ from tests.nsa.busbed import (
     tail,
     ticking_driver,
     wait_until,
+    watched_nsa,
     write_settings,
 )
 
@@ -168,7 +169,9 @@ def test_sighup_reloads_and_a_bad_file_keeps_the_running_settings(
     log = tmp_path / "nsa.log"
     with nsa_process(config, log) as proc:
         _start_links(driver)
-        wait_until(lambda: driver.class_bid(MR) == 1, "a first decision", 30)
+        wait_until(
+            lambda: driver.class_bid(MR) == 1, "a first decision", 30, watch=watched_nsa(proc, log)
+        )
         good = yaml.safe_load(config.read_text())
         config.write_text("nsa: {mobile_routers: [}\n")  # not YAML
         proc.send_signal(signal.SIGHUP)
