@@ -37,7 +37,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.rtnl.rtmsg import rtmsg_base
 
 from services.contracts.errors import KernelError
-from services.mcoa import lwt_ip6
+from services.mcoa import devices, lwt_ip6
 from services.netlink_common import dump
 
 log = logging.getLogger(__name__)
