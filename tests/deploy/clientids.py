@@ -54,8 +54,10 @@ def load(path: Path) -> list[Rule]:
 
 
 def ids_for(rules: list[Rule], user: str) -> list[str]:
-    """The client ids `user` may use, one per rule that applies to it."""
-    return [rule.example(user) for rule in rules if rule.user in (None, user)]
+    """The client ids `user` may use, one per rule that applies to it: its own lines first,
+    then the patterns."""
+    own = [rule.example(user) for rule in rules if rule.user == user]
+    return own + [rule.example(user) for rule in rules if rule.user is None]
 
 
 def allowed(rules: list[Rule], user: str, clientid: str) -> bool:

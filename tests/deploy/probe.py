@@ -126,6 +126,10 @@ class Probe:
         if sock is not None:
             sock.close()
 
+    def disconnected_now(self) -> bool:
+        """Whether the broker closed the connection (a condition for `pump`)."""
+        return self.disconnected
+
     def pump(self, done: Callable[[], bool], *, what: str, deadline_s: float = DEADLINE_S) -> None:
         """Run the client's network loop until `done()` or the deadline (AssertionError)."""
         deadline = monotonic() + deadline_s
