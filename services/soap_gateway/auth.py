@@ -199,29 +199,40 @@ class Authenticator:
             return Verdict(Outcome.ACCEPTED, entry[1], name)
         now = time.monotonic() if now is None else now
         token = hmac.new(self._key, name.encode() + b"\0" + password, hashlib.sha256).digest()
+        # Checked before waiting for the password check, and again once it may start: the
+        # failures of the requests that waited before it count.
         refused = self._throttled(name, address, token, now)
         if refused is not None:
             return refused
-        matched = self._matches(entry[0] if entry is not None else self._dummy, password)
-        if matched is None:
+        return self._verify(entry, name, password, mac, (address, token, now))
+
+    def _verify(
+        self,
+        entry: tuple[PasswordHash, Caller] | None,
+        name: str,
+        password: bytes,
+        mac: bytes,
+        failure: tuple[str, bytes, float],
+    ) -> Verdict:
+        """The PBKDF2 check, one at a time (so logins hold one core at most), recording a
+        failure (address, token, time) or remembering a verified password."""
+        address, token, now = failure
+        if not self._hashing.acquire(timeout=HASH_WAIT_S):
             return Verdict(Outcome.BUSY, None, name, 1.0)
+        try:
+            refused = self._throttled(name, address, token, now)
+            if refused is not None:
+                return refused
+            self.hashes += 1
+            matched = (entry[0] if entry is not None else self._dummy).matches(password)
+        finally:
+            self._hashing.release()
         with self._lock:
             if entry is None or not matched:
                 self._throttle.failed(address, token, now)
                 return Verdict(Outcome.INVALID, None, name)
             self._verified[name] = mac
         return Verdict(Outcome.ACCEPTED, entry[1], name)
-
-    def _matches(self, stored: PasswordHash, password: bytes) -> bool | None:
-        """The PBKDF2 check, one at a time (so logins hold one core at most); None when none
-        could start within `HASH_WAIT_S`."""
-        if not self._hashing.acquire(timeout=HASH_WAIT_S):
-            return None
-        try:
-            self.hashes += 1
-            return stored.matches(password)
-        finally:
-            self._hashing.release()
 
     def _throttled(self, name: str, address: str, token: bytes, now: float) -> Verdict | None:
         """The refusal that costs no password check, if any: the address is throttled, or
