@@ -281,34 +281,41 @@ def form_problem(body: bytes) -> tuple[str, str] | None:
     if not body.strip():
         # spyne raises StopIteration on an empty body instead of answering.
         return "Client.EmptyRequest", "the request body is empty: expected a SOAP envelope"
-    nul = body.find(b"\x00")
-    if nul >= 0:
-        return (
-            "Client.NotUtf8",
-            f"the request body holds a NUL byte (offset {nul}): only UTF-8 is accepted "
-            "(UTF-16 or UTF-32 text is refused)",
-        )
-    try:
-        body.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        # A byte scan for a DTD is only meaningful on UTF-8 (UTF-16 would hide one).
-        return (
-            "Client.NotUtf8",
-            f"the request body is not UTF-8 (offset {exc.start}): only UTF-8 is accepted",
-        )
-    declared = _DECLARED_ENCODING.match(body.removeprefix(b"\xef\xbb\xbf"))
-    encoding = declared.group(1).decode("utf-8") if declared is not None else "utf-8"
-    if encoding.lower() != "utf-8":
-        return (
-            "Client.NotUtf8",
-            f"the request declares encoding {_printable(encoding)!r}: only UTF-8 is accepted",
-        )
+    not_utf8 = encoding_problem(body)
+    if not_utf8 is not None:
+        return "Client.NotUtf8", not_utf8
     for marker in _FORBIDDEN:
         if marker in body:
             return (
                 "Client.DTDNotAllowed",
                 f"{marker.decode()} is not allowed: a SOAP message carries no DTD or entities",
             )
+    return None
+
+
+def encoding_problem(body: bytes) -> str | None:
+    """Why `body` is not UTF-8 through and through, or None. The byte scan for a DTD is only
+    meaningful on UTF-8: UTF-16 text of ASCII characters is valid UTF-8 with a NUL after
+    every character, and would hide `<!DOCTYPE` from it."""
+    if body.startswith((b"\xff\xfe", b"\xfe\xff", b"\x00\x00\xfe\xff")):
+        return (
+            "the request body starts with a UTF-16 or UTF-32 byte order mark: only UTF-8 is "
+            "accepted"
+        )
+    nul = body.find(b"\x00")
+    if nul >= 0:
+        return (
+            f"the request body holds a NUL byte (offset {nul}): only UTF-8 is accepted "
+            "(UTF-16 or UTF-32 text is refused)"
+        )
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return f"the request body is not UTF-8 (offset {exc.start}): only UTF-8 is accepted"
+    declared = _DECLARED_ENCODING.match(body.removeprefix(b"\xef\xbb\xbf"))
+    encoding = declared.group(1).decode("utf-8") if declared is not None else "utf-8"
+    if encoding.lower() != "utf-8":
+        return f"the request declares encoding {_printable(encoding)!r}: only UTF-8 is accepted"
     return None
 
 
