@@ -13,8 +13,10 @@ from __future__ import annotations
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -171,3 +173,28 @@ def _eventually(condition: Callable[[], bool], what: str, deadline_s: float = 5.
     while not condition():
         assert time.monotonic() < deadline, what
         time.sleep(0.05)
+
+
+def test_the_broker_does_not_start_with_a_broken_rules_file(clientid_plugin: Path) -> None:
+    directory = Path(tempfile.mkdtemp(prefix="multinet-clientids-"))
+    try:
+        directory.chmod(0o755)
+        (directory / "clientids").write_text("user mr1\nclientid prem-*-x\n", encoding="utf-8")
+        # mosquitto loads plugins after dropping root: everything readable by its user.
+        plugin = directory / clientid_plugin.name
+        shutil.copyfile(clientid_plugin, plugin)
+        conf = directory / "mosquitto.conf"
+        conf.write_text(
+            "listener 0 127.0.0.1\nallow_anonymous false\n"
+            f"plugin {plugin}\nplugin_opt_clientid_file {directory / 'clientids'}\n",
+            encoding="utf-8",
+        )
+        for path in directory.iterdir():
+            path.chmod(0o644)
+        done = subprocess.run(
+            ["mosquitto", "-c", str(conf)], capture_output=True, text=True, timeout=10, check=False
+        )
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+    assert done.returncode != 0
+    assert "clientids:2: 'prem-*-x' has a '*' that is not the last character" in done.stderr
