@@ -5,10 +5,15 @@ cd "$(dirname "$0")/.."
 
 need_apt=()
 for pair in iptables:iptables nft:nftables ipset:ipset ip:iproute2 mosquitto:mosquitto \
-            ping:iputils-ping openssl:openssl tshark:tshark; do
+            mosquitto_pub:mosquitto-clients ping:iputils-ping openssl:openssl \
+            wsdl2h:gsoap tshark:tshark; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || need_apt+=("${pair#*:}")
 done
 command -v cc >/dev/null 2>&1 || need_apt+=(gcc)  # python-iptables builds a small C wrapper
+# The broker's client-id plugin (deploy/mosquitto/plugin) and the gSOAP test client.
+[ -f /usr/include/mosquitto_broker.h ] || need_apt+=(mosquitto-dev)
+[ -f /usr/include/mosquitto.h ] || need_apt+=(libmosquitto-dev)
+[ -f /usr/include/stdsoap2.h ] || need_apt+=(libgsoap-dev)
 python3 -c 'import ensurepip, venv' 2>/dev/null || need_apt+=(python3-venv)
 [ -f "$(python3 -c 'import sysconfig; print(sysconfig.get_paths()["include"])')/Python.h" ] \
   || need_apt+=(python3-dev)

@@ -147,9 +147,16 @@ def _no_delay(client: object, userdata: object, sock: object) -> None:
 
 
 def connect_properties(settings: BrokerSettings) -> Properties:
-    """CONNECT properties: keep the session (and queued QoS 1 messages) for a while offline."""
+    """CONNECT properties: keep the session (and queued QoS 1 messages) for a while offline,
+    and announce the largest packet this client accepts, so that the broker never sends it
+    (and it never reads into memory) anything larger.
+
+    MQTT 3.1.1 has no properties: a 3.1.1 client (the NSA's metrics connection) announces
+    nothing and relies on the broker's own `max_packet_size`, which bounds every message
+    anyone can publish."""
     props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
     props.SessionExpiryInterval = settings.session_expiry_s
+    props.MaximumPacketSize = settings.max_packet_bytes
     return props
 
 

@@ -27,7 +27,7 @@ from services.monitor.config import MonitorSettings
 from services.monitor.probe import DEFAULT_PROBE_PORT
 from services.nsa.settings import NsaServiceSettings
 from services.prem.config import PremSettings
-from services.soap_gateway.config import GatewaySettings
+from services.soap_gateway.config import GatewaySettings, StandaloneSoapSettings
 
 #: Settings sections each service reads, validated by `check-config`.
 SECTIONS: dict[str, type[BaseModel]] = {
@@ -37,6 +37,7 @@ SECTIONS: dict[str, type[BaseModel]] = {
     "mcoa": McoaSettings,
     "monitor": MonitorSettings,
     "nsa": NsaServiceSettings,
+    "standalone": StandaloneSoapSettings,
 }
 
 
@@ -139,7 +140,15 @@ def _standalone_settings(
         print(f"--soap-listen {listen!r}: expected HOST:PORT", file=sys.stderr)
         return 2
     try:
-        return standalone_settings(settings, host, int(port), udp_port=args.soap_udp)
+        soap = validate_section(
+            StandaloneSoapSettings, apply_env(read_file(args.config)), "standalone"
+        )
+    except InvalidInput as exc:
+        for problem in exc.problems:
+            print(f"{args.config}: {problem}", file=sys.stderr)
+        return 2
+    try:
+        return standalone_settings(settings, host, int(port), udp_port=args.soap_udp, soap=soap)
     except ValidationError as exc:
         for error in exc.errors():
             print(f"standalone SOAP settings: {error['loc'][0]}: {error['msg']}", file=sys.stderr)

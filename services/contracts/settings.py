@@ -19,6 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from services.contracts.errors import ConfigError, Problem
+from services.contracts.limits import MAX_PACKET_BYTES
 from services.contracts.topics import DEFAULT_ROOT
 
 ENV_PREFIX = "MULTINET_"
@@ -39,6 +40,9 @@ class BrokerSettings(BaseModel):
     keepalive_s: int = Field(default=30, ge=5, le=3600)
     topic_root: str = DEFAULT_ROOT
     session_expiry_s: int = Field(default=86400, ge=0)
+    #: The MQTT 5 maximum packet size this client announces at CONNECT: the broker sends it
+    #: nothing larger (it drops such a message for this client instead).
+    max_packet_bytes: int = Field(default=MAX_PACKET_BYTES, ge=1024, le=268_435_455)
 
 
 def read_file(path: Path) -> dict[str, Any]:

@@ -21,11 +21,14 @@ import hmac
 import secrets
 import sys
 import threading
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from enum import Enum
 from typing import TYPE_CHECKING
 
 from services.contracts.errors import MultinetError
+from services.soap_gateway.throttle import LoginThrottle
 
 if TYPE_CHECKING:
     from services.soap_gateway.config import CallerSettings
@@ -36,6 +39,8 @@ SCHEME = "pbkdf2_sha256"
 DEFAULT_ITERATIONS = 600_000
 MIN_ITERATIONS = 1_000
 REALM = "multinet"
+#: How long a login waits for the one password check that may run at a time.
+HASH_WAIT_S = 10.0
 #: Where the WSGI layer leaves the authenticated `Caller` for the SOAP service.
 ENVIRON_KEY = "multinet.caller"
 
@@ -112,15 +117,43 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
+class Outcome(Enum):
+    """How an `Authorization` header was judged."""
+
+    ACCEPTED = "accepted"
+    MISSING = "missing"  # no header: a client's usual first try
+    INVALID = "invalid"  # malformed, unknown name or wrong password
+    THROTTLED = "throttled"  # too many failures from this address: not even checked
+    BUSY = "busy"  # no password check could start in time
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The outcome, the caller when accepted, the claimed user-id (for the log) and, when
+    throttled or busy, when to try again."""
+
+    outcome: Outcome
+    caller: Caller | None = None
+    claimed: str | None = None
+    retry_after_s: float = 0.0
+
+
 class Authenticator:
     """Checks `Authorization: Basic ...` headers against the configured callers.
 
     PBKDF2 is slow on purpose, so a password once verified is remembered as an HMAC under a
     key that lives only in this process; later calls compare that in constant time. Unknown
     names cost a full PBKDF2 too, so the answer's timing does not tell which names exist.
+
+    Wrong passwords cannot hold the CPU: failures are remembered per source address and per
+    credentials (`throttle.LoginThrottle`), and only one password check runs at a time, so
+    unauthenticated requests use at most one core however many arrive; a verified caller
+    never waits for it.
     """
 
-    def __init__(self, callers: Iterable[CallerSettings]) -> None:
+    def __init__(
+        self, callers: Iterable[CallerSettings], throttle: LoginThrottle | None = None
+    ) -> None:
         self._callers = {
             c.name: (
                 PasswordHash.parse(c.password_hash),
@@ -137,33 +170,81 @@ class Authenticator:
         self._key = secrets.token_bytes(32)
         self._verified: dict[str, bytes] = {}
         self._lock = threading.Lock()
+        self._throttle = throttle or LoginThrottle()
+        self._hashing = threading.Semaphore(1)
+        #: Password checks (PBKDF2) run so far: what a login costs, for tests and operators.
+        self.hashes = 0
 
     @property
     def enabled(self) -> bool:
         """Whether any caller is configured (with none, every call is let through)."""
         return bool(self._callers)
 
-    def authenticate(self, header: str | None) -> Caller | None:
-        """The caller an `Authorization` header proves, or None (missing, malformed, wrong)."""
+    def authenticate(self, header: str | None, address: str = "") -> Caller | None:
+        """The caller an `Authorization` header proves, or None (missing, malformed, wrong,
+        throttled)."""
+        return self.check(header, address).caller
+
+    def check(self, header: str | None, address: str, now: float | None = None) -> Verdict:
+        """Judge an `Authorization` header sent from `address` (at `now`, monotonic)."""
         credentials = parse_basic(header)
         if credentials is None:
-            return None
+            return Verdict(Outcome.MISSING if header is None else Outcome.INVALID)
         name, password = credentials
         entry = self._callers.get(name)
-        if entry is None:
-            self._dummy.matches(password)
-            return None
-        stored, caller = entry
         mac = hmac.new(self._key, password, hashlib.sha256).digest()
         with self._lock:
             known = self._verified.get(name)
-        if known is not None and hmac.compare_digest(known, mac):
-            return caller
-        if not stored.matches(password):
-            return None
+        if entry is not None and known is not None and hmac.compare_digest(known, mac):
+            return Verdict(Outcome.ACCEPTED, entry[1], name)
+        now = time.monotonic() if now is None else now
+        token = hmac.new(self._key, name.encode() + b"\0" + password, hashlib.sha256).digest()
+        # Checked before waiting for the password check, and again once it may start: the
+        # failures of the requests that waited before it count.
+        refused = self._throttled(name, address, token, now)
+        if refused is not None:
+            return refused
+        return self._verify(entry, name, password, mac, (address, token, now))
+
+    def _verify(
+        self,
+        entry: tuple[PasswordHash, Caller] | None,
+        name: str,
+        password: bytes,
+        mac: bytes,
+        failure: tuple[str, bytes, float],
+    ) -> Verdict:
+        """The PBKDF2 check, one at a time (so logins hold one core at most), recording a
+        failure (address, token, time) or remembering a verified password."""
+        address, token, now = failure
+        if not self._hashing.acquire(timeout=HASH_WAIT_S):
+            return Verdict(Outcome.BUSY, None, name, 1.0)
+        try:
+            refused = self._throttled(name, address, token, now)
+            if refused is not None:
+                return refused
+            self.hashes += 1
+            matched = (entry[0] if entry is not None else self._dummy).matches(password)
+        finally:
+            self._hashing.release()
         with self._lock:
+            if entry is None or not matched:
+                self._throttle.failed(address, token, now)
+                return Verdict(Outcome.INVALID, None, name)
             self._verified[name] = mac
-        return caller
+        return Verdict(Outcome.ACCEPTED, entry[1], name)
+
+    def _throttled(self, name: str, address: str, token: bytes, now: float) -> Verdict | None:
+        """The refusal that costs no password check, if any: the address is throttled, or
+        these very credentials failed a moment ago."""
+        with self._lock:
+            wait = self._throttle.retry_after(address, now)
+            if wait is not None:
+                return Verdict(Outcome.THROTTLED, None, name, wait)
+            if self._throttle.known_failure(token, now):
+                self._throttle.failed(address, token, now)
+                return Verdict(Outcome.INVALID, None, name)
+        return None
 
 
 def parse_basic(header: str | None) -> tuple[str, bytes] | None:

@@ -124,3 +124,33 @@ class GatewaySettings(BaseModel):
             found.setdefault(router.ha_node)
             found.setdefault(router.mr_node)
         return tuple(found)
+
+
+class StandaloneSoapSettings(BaseModel):
+    """The `[standalone]` table of a PREM worker's settings file: who may call the SOAP service
+    of `multinet prem run --standalone`, in the gateway's very format (`callers`, each
+    naming the mobile routers it may address: this node's, or "*"), and its TLS files.
+
+    Without callers the daemon accepts anyone who reaches it, and says so loudly at start."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    callers: tuple[CallerSettings, ...] = ()
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+
+
+def access_warnings(settings: GatewaySettings, *, tls: bool, what: str) -> list[str]:
+    """What a SOAP server must warn about at start: no authentication at all, or passwords
+    over a channel without TLS. `what` names the server in the messages."""
+    if not settings.callers:
+        return [
+            f"{what}: NO AUTHENTICATION: no callers are configured, so anyone who can reach "
+            f"{settings.host}:{settings.port} may change the policies it enforces"
+        ]
+    if not tls:
+        return [
+            f"{what}: callers are configured but TLS is not (tls_cert, tls_key): their "
+            "passwords cross the network in clear text"
+        ]
+    return []

@@ -21,13 +21,25 @@ from cheroot.ssl.builtin import BuiltinSSLAdapter
 from services.contracts.settings import BrokerSettings
 from services.metrics import GatewayMetrics
 from services.soap_gateway.buslink import BusLink
-from services.soap_gateway.config import GatewaySettings
+from services.soap_gateway.config import GatewaySettings, access_warnings
 from services.soap_gateway.metered import MeteredCore
 from services.soap_gateway.tracker import Tracker
 from services.soap_gateway.udp import UdpServer
 from services.soap_gateway.wsgi import make_wsgi_app
 
 log = logging.getLogger(__name__)
+
+
+def ssl_adapter(settings: GatewaySettings) -> BuiltinSSLAdapter | None:
+    """cheroot's TLS for `tls_cert` and `tls_key`, or None when they are not set."""
+    if settings.tls_cert is None or settings.tls_key is None:
+        return None
+    try:
+        return BuiltinSSLAdapter(str(settings.tls_cert), str(settings.tls_key))
+    except OSError as exc:  # ssl.SSLError is one too
+        raise OSError(
+            f"cannot load tls_cert {settings.tls_cert} and tls_key {settings.tls_key}: {exc}"
+        ) from exc
 
 
 class GatewayServer:
@@ -49,15 +61,7 @@ class GatewayServer:
         )
         self.http.max_request_body_size = 2 * settings.max_body_bytes
         self.http.max_request_header_size = 64 * 1024
-        if settings.tls_cert is not None and settings.tls_key is not None:
-            try:
-                adapter = BuiltinSSLAdapter(str(settings.tls_cert), str(settings.tls_key))
-            except OSError as exc:  # ssl.SSLError is one too
-                raise OSError(
-                    f"cannot load tls_cert {settings.tls_cert} and tls_key {settings.tls_key}: "
-                    f"{exc}"
-                ) from exc
-            self.http.ssl_adapter = adapter
+        self.http.ssl_adapter = ssl_adapter(settings)
         # SOAP over UDP runs the very WSGI stack the HTTP server runs (udp.py).
         self.udp: UdpServer | None = None
         if settings.udp_port is not None:
@@ -78,20 +82,11 @@ class GatewayServer:
 
     def start(self) -> None:
         """Connect to the broker, bind, and serve HTTP in a named background thread."""
-        if self.settings.callers and self.http.ssl_adapter is None:
-            log.warning(
-                "gateway %s: callers are configured but TLS is not (tls_cert, tls_key): "
-                "their passwords cross the network in clear text",
-                self.settings.name,
-            )
-        elif not self.settings.callers:
-            log.warning(
-                "gateway %s: no callers configured, authentication is off: anyone who can "
-                "reach %s:%d may deliver policies",
-                self.settings.name,
-                self.settings.host,
-                self.settings.port,
-            )
+        tls = self.http.ssl_adapter is not None
+        for warning in access_warnings(
+            self.settings, tls=tls, what=f"gateway {self.settings.name}"
+        ):
+            log.warning("%s", warning)
         # Objects made so far (schemas, the WSDL, pydantic models) live as long as the process:
         # keep them out of the collector's full passes, which would stall every call.
         gc.freeze()

@@ -138,8 +138,9 @@ def _caller(ctx: Any) -> Caller | None:
     return caller if isinstance(caller, Caller) else None
 
 
-def _unauthorised(exc: NotAuthorisedError, operation: str) -> Fault:
-    log.warning("gateway: refused a %s call: %s", operation, exc)
+def _unauthorised(exc: NotAuthorisedError) -> Fault:
+    # Logged with the caller and its address by the WSGI stack (wsgi.RefusalLog), like every
+    # refusal.
     return Fault(faultcode=exc.code, faultstring=str(exc))
 
 
@@ -151,11 +152,8 @@ def _deliver(
             operation, mobile_router, downlink, uplink, caller=_caller(ctx)
         )
     except NotAuthorisedError as exc:
-        raise _unauthorised(exc, operation) from exc
+        raise _unauthorised(exc) from exc
     except CallRefused as exc:
-        log.info(
-            "gateway: refused a %s call for %r: %s %s", operation, mobile_router, exc.code, exc
-        )
         raise Fault(faultcode=exc.code.value, faultstring=str(exc)) from exc
     except BusUnavailableError as exc:
         raise Fault(faultcode="Server.BusUnavailable", faultstring=str(exc)) from exc
@@ -189,7 +187,7 @@ class PolicyGateway(ServiceBase):  # type: ignore[misc]
         try:
             states = _core(ctx).status(mobile_router, caller=_caller(ctx))
         except NotAuthorisedError as exc:
-            raise _unauthorised(exc, "status") from exc
+            raise _unauthorised(exc) from exc
         except CallRefused as exc:
             raise Fault(faultcode=exc.code.value, faultstring=str(exc)) from exc
         return [_status(s) for s in states]

@@ -20,8 +20,12 @@ How the two-document operations map here. The daemon is one node of one mobile r
 
 Everything else is checked as the gateway checks it (document, operation, node, mobile
 router, direction) before anything reaches the enforcer, and the enforcer refuses a stale
-version with its reasons. Authentication and TLS are not offered in this mode yet: listen on
-a management address only.
+version with its reasons.
+
+Callers authenticate as at the gateway (HTTP Basic, the same `callers` table, failed logins
+throttled), from the `[standalone]` table of the worker's settings file
+(`config.StandaloneSoapSettings`), with optional TLS. Without callers anyone who reaches the
+daemon may change its node's policies, and it says so loudly when it starts.
 """
 
 from __future__ import annotations
@@ -48,7 +52,7 @@ from services.prem.linkwatch import LinkWatcher
 from services.prem.node import Fatal, Stop, Usability, start_enforcement
 from services.soap_gateway.auth import Caller
 from services.soap_gateway.checks import CallRefused, Delivery, FaultCode, PartProblem
-from services.soap_gateway.config import GatewaySettings
+from services.soap_gateway.config import GatewaySettings, StandaloneSoapSettings, access_warnings
 from services.soap_gateway.core import (
     BusUnavailableError,
     GatewayCore,
@@ -57,6 +61,7 @@ from services.soap_gateway.core import (
     Outcome,
     Publisher,
 )
+from services.soap_gateway.server import ssl_adapter
 from services.soap_gateway.tracker import Tracker
 from services.soap_gateway.udp import UdpServer
 from services.soap_gateway.wsgi import make_wsgi_app
@@ -78,9 +83,16 @@ class ListenError(MultinetError):
 
 
 def standalone_settings(
-    prem: PremSettings, host: str, port: int, *, udp_port: int | None = None
+    prem: PremSettings,
+    host: str,
+    port: int,
+    *,
+    udp_port: int | None = None,
+    soap: StandaloneSoapSettings | None = None,
 ) -> GatewaySettings:
-    """Gateway settings for a daemon serving only `prem`'s node, limits taken from `prem`."""
+    """Gateway settings for a daemon serving only `prem`'s node, limits taken from `prem`,
+    callers and TLS from `soap` (the `[standalone]` table)."""
+    soap = soap or StandaloneSoapSettings()
     own, peer = prem.node, prem.peer_node or UNKNOWN_PEER
     ha, mr = (own, peer) if prem.role is Role.HA else (peer, own)
     return GatewaySettings.model_validate(
@@ -93,6 +105,9 @@ def standalone_settings(
             "max_body_bytes": min(64 * 1024 * 1024, 2 * prem.limits.max_document_bytes),
             "max_policies": prem.limits.max_policies,
             "mobile_routers": [{"id": prem.mobile_router, "ha_node": ha, "mr_node": mr}],
+            "callers": soap.callers,
+            "tls_cert": soap.tls_cert,
+            "tls_key": soap.tls_key,
         }
     )
 
@@ -263,6 +278,7 @@ class StandaloneWorker:
         )
         self.http.max_request_body_size = 2 * settings.max_body_bytes
         self.http.max_request_header_size = 64 * 1024
+        self.http.ssl_adapter = ssl_adapter(settings)
         self.udp: UdpServer | None = None
         if settings.udp_port is not None:
             self.udp = UdpServer(
@@ -312,6 +328,11 @@ class StandaloneWorker:
         """Bind, enter the node's namespace, enforce, answer calls until `stop()`."""
         enforcer: Enforcer | None = None
         address = f"{self.settings.host}:{self.settings.port}"
+        tls = self.http.ssl_adapter is not None
+        for warning in access_warnings(
+            self.settings, tls=tls, what=f"node {self.prem.node} (standalone SOAP)"
+        ):
+            log.warning("%s", warning)
         try:
             self.http.prepare()
         except OSError as exc:
@@ -353,11 +374,12 @@ class StandaloneWorker:
                 self.udp.start()
             log.info(
                 "node %s: standalone (%s back end), version %d enforced, %d rules reconciled; "
-                "serving SOAP on http://%s:%d/ (WSDL at ?wsdl)",
+                "serving SOAP on %s://%s:%d/ (WSDL at ?wsdl)",
                 self.prem.node,
                 enforcer.backend.name,
                 enforcer.state.version,
                 changed,
+                "https" if tls else "http",
                 self.settings.host,
                 self.port,
             )

@@ -1,9 +1,10 @@
 """A private mosquitto running the SHIPPED deploy/mosquitto configuration.
 
 The test copy differs from the shipped file only where it must: the listener port (a free one,
-on 127.0.0.1) and the paths of the password file, ACL, persistence directory and, when the TLS
-listener is switched on, its certificate files. Every other line, and the ACL itself, is the
-shipped text.
+on 127.0.0.1) and the paths of the password file, ACL, client-id rules, client-id plugin
+(built from its shipped source for the test), persistence directory and, when the TLS listener
+is switched on, its certificate files. Every other line, the ACL and the client-id rules
+themselves are the shipped text.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from pathlib import Path
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 SHIPPED_CONF = DEPLOY / "mosquitto" / "mosquitto.conf"
 SHIPPED_ACL = DEPLOY / "mosquitto" / "acl"
+SHIPPED_CLIENTIDS = DEPLOY / "mosquitto" / "clientids"
+PLUGIN_SOURCE = DEPLOY / "mosquitto" / "plugin" / "multinet_clientid.c"
 PASSWD_HELPER = DEPLOY / "mosquitto" / "make_passwd.py"
 
 _TLS_START = "# --- TLS listener"
@@ -53,11 +56,41 @@ def mosquitto_version() -> str:
     return found.group(1) if found else "unknown"
 
 
-def rewrite_conf(text: str, *, port: int, directory: Path, tls: TlsFiles | None = None) -> str:
+def build_plugin(directory: Path) -> Path:
+    """Compile the shipped client-id plugin into `directory` (needs cc and Debian's
+    mosquitto-dev and libmosquitto-dev headers)."""
+    target = directory / "multinet_clientid.so"
+    done = subprocess.run(
+        [
+            "cc",
+            "-shared",
+            "-fPIC",
+            "-O2",
+            "-Wall",
+            "-Wextra",
+            "-Werror",
+            "-o",
+            str(target),
+            str(PLUGIN_SOURCE),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"cannot build {PLUGIN_SOURCE.name}:\n{done.stderr}")
+    return target
+
+
+def rewrite_conf(
+    text: str, *, port: int, directory: Path, plugin: Path, tls: TlsFiles | None = None
+) -> str:
     """The shipped configuration with the test's port and paths (and the TLS block on)."""
     paths = {
         "password_file": str(directory / "passwd"),
         "acl_file": str(directory / "acl"),
+        "plugin": str(plugin),
+        "plugin_opt_clientid_file": str(directory / "clientids"),
         "persistence_location": f"{directory / 'data'}/",
     }
     if tls is not None:
@@ -83,9 +116,10 @@ def rewrite_conf(text: str, *, port: int, directory: Path, tls: TlsFiles | None 
         if key in paths:
             line = f"{key} {paths[key]}"
             rewritten[key] = rewritten.get(key, 0) + 1
-        elif key == "listener" and value in listeners:
-            line = f"listener {listeners[value]} 127.0.0.1"
-            rewritten[f"listener {value}"] = rewritten.get(f"listener {value}", 0) + 1
+        elif key == "listener" and value.split(" ")[0] in listeners:
+            shipped_port = value.split(" ")[0]
+            line = f"listener {listeners[shipped_port]} 127.0.0.1"
+            rewritten[f"listener {shipped_port}"] = rewritten.get(f"listener {shipped_port}", 0) + 1
         out.append(line)
     expected = dict.fromkeys(paths, 1) | {f"listener {value}": 1 for value in listeners}
     assert rewritten == expected, (
@@ -141,18 +175,23 @@ def _listening(port: int) -> bool:
 def start_broker(
     directory: Path,
     passwd: Path,
+    plugin: Path,
     *,
     tls_certificate: tuple[Path, Path] | None = None,
     timeout_s: float = 10.0,
 ) -> RunningBroker:
-    """Copy the shipped ACL and the given password file into `directory`, write the rewritten
-    configuration there, start mosquitto and wait until it accepts connections.
+    """Copy the shipped ACL and client-id rules and the given password file into `directory`,
+    write the rewritten configuration there (with `plugin`, the built client-id plugin), start
+    mosquitto and wait until it accepts connections.
 
     `tls_certificate` (a self-signed certificate and its key) switches the shipped TLS
     listener on, the certificate serving as its own CA.
     """
     port = free_port()
     shutil.copyfile(SHIPPED_ACL, directory / "acl")
+    shutil.copyfile(SHIPPED_CLIENTIDS, directory / "clientids")
+    # The broker loads it as its own user (after dropping root), from its own directory.
+    shutil.copyfile(plugin, directory / plugin.name)
     shutil.copyfile(passwd, directory / "passwd")
     (directory / "data").mkdir()
     tls: TlsFiles | None = None
@@ -164,15 +203,21 @@ def start_broker(
     conf = directory / "mosquitto.conf"
     conf.write_text(
         rewrite_conf(
-            SHIPPED_CONF.read_text(encoding="utf-8"), port=port, directory=directory, tls=tls
+            SHIPPED_CONF.read_text(encoding="utf-8"),
+            port=port,
+            directory=directory,
+            plugin=directory / plugin.name,
+            tls=tls,
         ),
         encoding="utf-8",
     )
     _hand_to_broker_user(directory)
     log = directory / "broker.log"
     with log.open("wb") as out:
+        # Line-buffered, so the log holds every line as soon as mosquitto writes it (stdio
+        # would keep up to 4 KiB of a redirected stdout).
         process = subprocess.Popen(
-            ["mosquitto", "-c", str(conf)], stdout=out, stderr=subprocess.STDOUT
+            ["stdbuf", "-oL", "mosquitto", "-c", str(conf)], stdout=out, stderr=subprocess.STDOUT
         )
     broker = RunningBroker(port=port, tls=tls, directory=directory, process=process, log=log)
     deadline = time.monotonic() + timeout_s

@@ -7,8 +7,9 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -16,9 +17,12 @@ import pytest
 from services.contracts.messages import Envelope
 from services.contracts.settings import BrokerSettings
 from tests.conftest import _require
+from tests.deploy import clientids
 from tests.deploy.brokerproc import (
     PASSWD_HELPER,
+    SHIPPED_CLIENTIDS,
     RunningBroker,
+    build_plugin,
     mosquitto_version,
     start_broker,
 )
@@ -71,6 +75,18 @@ def broker_users(tmp_path_factory: pytest.TempPathFactory) -> Users:
 
 
 @pytest.fixture(scope="session")
+def clientid_plugin(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The shipped client-id plugin, compiled once for the session."""
+    _require(shutil.which("cc") is not None, "needs a C compiler for the client-id plugin")
+    _require(
+        Path("/usr/include/mosquitto_broker.h").exists()
+        and Path("/usr/include/mosquitto.h").exists(),
+        "needs the mosquitto plugin headers (Debian: mosquitto-dev, libmosquitto-dev)",
+    )
+    return build_plugin(tmp_path_factory.mktemp("clientid-plugin"))
+
+
+@pytest.fixture(scope="session")
 def broker_version() -> str:
     """The version of the mosquitto under test."""
     return mosquitto_version()
@@ -83,6 +99,20 @@ class SecuredBroker:
     running: RunningBroker
     users: Users
     probes: list[Probe]
+    #: Client ids handed out so far, so that two connections never share one.
+    taken: set[str] = field(default_factory=set)
+
+    def client_id(self, user: str | None) -> str:
+        """A client id of `user` (deploy/mosquitto/clientids) no probe uses yet; for a user
+        without any (anonymous, unknown), a fresh id of no one."""
+        rules = clientids.load(SHIPPED_CLIENTIDS)
+        choices = ids_for_user(rules, user)
+        if user is not None and user in self.users.passwords:
+            free = [c for c in choices if c not in self.taken]
+            assert free, f"every client id of {user} is in use: {sorted(self.taken)}"
+            self.taken.add(free[0])
+            return free[0]
+        return f"nobody-{uuid.uuid4().hex[:8]}"
 
     def settings(
         self, user: str | None, password: str | None = None, *, tls: bool = False
@@ -110,10 +140,19 @@ class SecuredBroker:
         tls: bool = False,
         will_topic: str | None = None,
         will: Envelope | None = None,
+        client_id: str | None = None,
+        persistent: bool = False,
     ) -> Probe:
-        """A client, not connected yet, closed at teardown."""
+        """A client, not connected yet, closed at teardown; its client id is one of its user's
+        unless `client_id` is given."""
         settings = self.settings(user, password, tls=tls)
-        probe = Probe(settings, will_topic=will_topic, will=will)
+        probe = Probe(
+            settings,
+            client_id=client_id or self.client_id(user),
+            will_topic=will_topic,
+            will=will,
+            persistent=persistent,
+        )
         self.probes.append(probe)
         return probe
 
@@ -125,6 +164,11 @@ class SecuredBroker:
         return probe
 
 
+def ids_for_user(rules: list[clientids.Rule], user: str | None) -> list[str]:
+    """The ids of `user` in `rules` (none for an anonymous client)."""
+    return [] if user is None else clientids.ids_for(rules, user)
+
+
 def _broker_directory() -> Path:
     """A directory the broker's own user can enter: pytest's base directory is private (0700)
     to root, and a root-started mosquitto reads its files as the `mosquitto` user."""
@@ -133,7 +177,7 @@ def _broker_directory() -> Path:
 
 @pytest.fixture
 def make_secured_broker(
-    broker_users: Users,
+    broker_users: Users, clientid_plugin: Path
 ) -> Iterator[Callable[..., SecuredBroker]]:
     """Factory: start a private broker (optionally with the TLS listener on); all stopped at
     teardown, after their clients."""
@@ -141,7 +185,10 @@ def make_secured_broker(
 
     def make(*, tls_certificate: tuple[Path, Path] | None = None) -> SecuredBroker:
         running = start_broker(
-            _broker_directory(), broker_users.passwd, tls_certificate=tls_certificate
+            _broker_directory(),
+            broker_users.passwd,
+            clientid_plugin,
+            tls_certificate=tls_certificate,
         )
         broker = SecuredBroker(running, broker_users, [])
         started.append(broker)

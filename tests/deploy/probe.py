@@ -45,14 +45,20 @@ class Probe:
         self,
         settings: BrokerSettings,
         *,
+        client_id: str | None = None,
         will_topic: str | None = None,
         will: Envelope | None = None,
+        persistent: bool = False,
     ) -> None:
-        self.settings = settings.model_copy(update={"session_expiry_s": 0})
+        # A persistent client keeps its session (and queued QoS 1 messages) across
+        # connections, as the services do; the others start clean and leave nothing behind.
+        self.persistent = persistent
+        self.settings = settings.model_copy(update={"session_expiry_s": 600 if persistent else 0})
         user = settings.username or "anonymous"
+        self.client_id = client_id or f"acl-test-{user}-{uuid.uuid4().hex[:8]}"
         self.client = bus.make_client(
             self.settings,
-            f"acl-test-{user}-{uuid.uuid4().hex[:8]}",
+            self.client_id,
             will_topic=will_topic,
             will=will,
         )
@@ -68,12 +74,15 @@ class Probe:
         self.client.on_message = self._on_message
 
     def connect(self) -> ReasonCode:
-        """Send CONNECT (clean start) and return the CONNACK's reason code."""
+        """Send CONNECT (a clean start unless persistent) and return the CONNACK's reason
+        code. A persistent probe may connect again after `close()`."""
+        self.connack = None
+        self.disconnected = False
         self.client.connect(
             self.settings.host,
             self.settings.port,
             keepalive=self.settings.keepalive_s,
-            clean_start=True,
+            clean_start=not self.persistent,
             properties=bus.connect_properties(self.settings),
         )
         self.pump(lambda: self.connack is not None, what="CONNACK")
@@ -116,6 +125,10 @@ class Probe:
         sock = self.client.socket()
         if sock is not None:
             sock.close()
+
+    def disconnected_now(self) -> bool:
+        """Whether the broker closed the connection (a condition for `pump`)."""
+        return self.disconnected
 
     def pump(self, done: Callable[[], bool], *, what: str, deadline_s: float = DEADLINE_S) -> None:
         """Run the client's network loop until `done()` or the deadline (AssertionError)."""

@@ -31,6 +31,13 @@ from tests.deploy.probe import NOT_AUTHORIZED, Probe, Received, pump_all
 pytestmark = pytest.mark.broker
 
 T = Topics()  # the shipped ACL is written for the default root, multinet/v1
+
+
+def dead_letter(node: str, service: str) -> str:
+    """Where `service` of `node` publishes the messages it could not handle."""
+    return f"{T.root}/node/{node}/dead-letter/{service}"
+
+
 GRANTED_QOS_1 = 0x01
 
 #: (user, topic, may write). Every row is one real QoS 1 PUBLISH and its PUBACK.
@@ -89,6 +96,19 @@ WRITES: list[tuple[str, str, bool]] = [
     ("soap-gateway", T.policy("mr1"), True),
     ("soap-gateway", T.status("ha1"), False),
     ("soap-gateway", T.binding_event("mr1", 1), False),
+    # Dead letters: each service writes its own node's, nobody another's; the operator
+    # reads them.
+    ("ha1", dead_letter("ha1", "prem"), True),
+    ("mr1", dead_letter("mr1", "monitor"), True),
+    ("mr1", dead_letter("ha1", "prem"), False),
+    ("mobility-ha", dead_letter("ha1", "mobility-events"), True),
+    ("mobility-ha", dead_letter("ha1", "mcoa-ha"), True),
+    ("mobility-ha", dead_letter("ha1", "prem"), False),
+    ("nsa", dead_letter("nsa-1", "nsa"), True),
+    ("nsa", dead_letter("nsa-1", "prem"), False),
+    ("soap-gateway", dead_letter("soap-gateway", "soap-gateway"), True),
+    ("soap-gateway", dead_letter("ha1", "prem"), False),
+    ("operator", dead_letter("ha1", "prem"), False),
     # The operator writes preferences and rules, nothing that reaches a worker.
     ("operator", T.preferences("mr1"), True),
     ("operator", T.operator_rules(), True),
@@ -129,6 +149,7 @@ PUBLICATIONS: list[tuple[str, str]] = [
     ("operator", T.operator_rules()),
     ("nsa", T.decision("mr1")),
     ("nsa", T.presence("nsa-1", "nsa")),
+    ("ha1", dead_letter("ha1", "prem")),
 ]
 
 #: The PREM workers' acknowledgements and presence: what the gateway reads.
@@ -155,7 +176,12 @@ READS: dict[str, list[str]] = {
         T.presence("nsa-1", "nsa"),
     ],
     "soap-gateway": _PREM_REPORTS,
-    "operator": [T.preferences("mr1"), T.operator_rules(), T.decision("mr1")],
+    "operator": [
+        T.preferences("mr1"),
+        T.operator_rules(),
+        T.decision("mr1"),
+        dead_letter("ha1", "prem"),
+    ],
     "mobility-ha": [],
 }
 
@@ -176,7 +202,12 @@ BARRIERS: dict[str, tuple[str, str]] = {
 def test_read_permissions(secured_broker: SecuredBroker, reader: str) -> None:
     listener = secured_broker.connect(reader)
     assert listener.subscribe(f"{T.root}/#").value == GRANTED_QOS_1, "granted, filtered later"
-    writers = {user: secured_broker.connect(user) for user, _ in PUBLICATIONS}
+    # One connection per user (each has only so many client ids); the reader writes through
+    # its listening one, which receives what the reader may read, its own publications too.
+    writers = {
+        user: listener if user == reader else secured_broker.connect(user)
+        for user in dict.fromkeys(user for user, _ in PUBLICATIONS)
+    }
     for user, topic in PUBLICATIONS:
         assert not writers[user].publish(topic, b"x").is_failure, (user, topic)
     barrier_user, barrier_topic = BARRIERS[reader]
@@ -306,7 +337,7 @@ def test_nsa_replicas_share_the_metrics_and_the_acl_holds_for_shared_subscriptio
     spy = secured_broker.connect("mr1")
     assert spy.subscribe(f"$share/spy/{T.policy('ha1')}").value == GRANTED_QOS_1
     spy.subscribe(T.policy("mr1"))
-    nsa = secured_broker.connect("nsa")
+    nsa = replicas[0]
     assert not nsa.publish(T.policy("ha1"), b"for ha1").is_failure
     assert not nsa.publish(T.policy("mr1"), b"for mr1").is_failure
     assert spy.wait_for(b"for mr1") == [Received(T.policy("mr1"), b"for mr1")]

@@ -23,11 +23,19 @@ import pytest
 import yaml
 
 from services.cli import build_parser
-from tests.deploy.brokerproc import DEPLOY, PASSWD_HELPER, SHIPPED_ACL, SHIPPED_CONF
+from tests.deploy.brokerproc import (
+    DEPLOY,
+    PASSWD_HELPER,
+    SHIPPED_ACL,
+    SHIPPED_CLIENTIDS,
+    SHIPPED_CONF,
+)
 from tests.deploy.conftest import password_variable
 
 REPO = DEPLOY.parent
 COMPOSE = DEPLOY / "compose.yaml"
+#: The broker container's configuration: SHIPPED_CONF listening on the compose network.
+COMPOSE_CONF = DEPLOY / "mosquitto" / "compose.conf"
 DOCKERFILE = DEPLOY / "Dockerfile"
 
 #: Every role of DESIGN.md's deployment section.
@@ -234,9 +242,14 @@ def test_the_dockerfile_copies_only_what_exists() -> None:
 def test_the_broker_runs_the_shipped_configuration() -> None:
     command = _command("broker")
     assert command[:1] == ["-c"], f"broker command {command}"
-    assert _bind_source("broker", command[1]) == SHIPPED_CONF
-    directives = _conf_directives()
+    assert _bind_source("broker", command[1]) == COMPOSE_CONF
+    directives = _conf_directives(COMPOSE_CONF)
     assert _bind_source("broker", directives["acl_file"]) == SHIPPED_ACL
+    assert _bind_source("broker", directives["plugin_opt_clientid_file"]) == SHIPPED_CLIENTIDS
+    copies = [line.split() for line in _dockerfile_stages()["broker"] if line.startswith("COPY ")]
+    assert ["COPY", "--from=broker-plugin", "/src/multinet_clientid.so", directives["plugin"]] in (
+        copies
+    ), "the broker image holds the client-id plugin where the configuration loads it"
     assert _bind_source("broker", directives["password_file"]) == DEPLOY / "mosquitto" / "passwd"
     data = [m for m in _mounts("broker") if m["type"] == "volume"]
     assert [m["target"].rstrip("/") for m in data] == [
@@ -289,10 +302,28 @@ def _dockerfile_stages() -> dict[str, list[str]]:
     return stages
 
 
-def _conf_directives() -> dict[str, str]:
+def test_the_compose_configuration_is_the_shipped_one_but_for_the_listener() -> None:
+    """compose.conf binds the plain listener to every interface of the broker container's own
+    namespace; the shipped mosquitto.conf to the loopback. Nothing else may differ."""
+    shipped, compose = _conf_lines(SHIPPED_CONF), _conf_lines(COMPOSE_CONF)
+    assert "listener 1883 127.0.0.1" in shipped, "the broker listens on the loopback by default"
+    assert "listener 1883" in compose
+    assert [line for line in shipped if line != "listener 1883 127.0.0.1"] == [
+        line for line in compose if line != "listener 1883"
+    ]
+
+
+def _conf_lines(path: Path) -> list[str]:
+    return [
+        line
+        for line in path.read_text(encoding="utf-8").splitlines()
+        if line and not line.startswith("#")
+    ]
+
+
+def _conf_directives(path: Path = SHIPPED_CONF) -> dict[str, str]:
     directives: dict[str, str] = {}
-    for line in SHIPPED_CONF.read_text(encoding="utf-8").splitlines():
-        if line and not line.startswith("#"):
-            key, _, value = line.partition(" ")
-            directives.setdefault(key, value)
+    for line in _conf_lines(path):
+        key, _, value = line.partition(" ")
+        directives.setdefault(key, value)
     return directives
