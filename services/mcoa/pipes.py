@@ -177,7 +177,7 @@ def read_routes(ipr: Any, names: dict[int, str] | None = None) -> set[RouteSpec]
     """Every IPv6 route with our protocol, in any table (an independent read-back);
     `names` (ifindex -> name) saves a link dump when the caller has one."""
     names = device_names(ipr) if names is None else names
-    msgs = dump("routes", lambda: ipr.route("dump", family=socket.AF_INET6))
+    msgs = dump("routes", lambda: ipr.route("dump", family=socket.AF_INET6, proto=RTPROT_MCOA))
     return {_route_of(m, names) for m in msgs if int(m["proto"]) == RTPROT_MCOA}
 
 
