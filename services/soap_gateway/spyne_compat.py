@@ -5,8 +5,9 @@ spyne 2.14.0 (the last release, 2022) vendors six 1.14.0 as `spyne.util.six`. Th
 calls, so spyne's own `from spyne.util.six.moves.collections_abc import ...` fails there. The
 vendored module itself loads fine: only these submodules are missing. Python looks a module up
 in `sys.modules` before any hook (and without importing its parents), so registering the
-standard library's modules under the names spyne asks for is enough. These are the same modules
-the hook hands out on Python 3.11, so this runs on every Python: one path, tested everywhere.
+standard library's modules under the names spyne asks for is enough. On Python 3.11 the hook
+hands out the same classes and functions from these very modules, so this runs on every Python:
+one path, tested everywhere. ruff refuses an import of spyne outside this package (TID251).
 
 spyne also imports `cgi` (for `cgi.parse_header`), which Python 3.13 removed; the project then
 depends on `legacy-cgi` (see pyproject.toml, a marker on the Python version), nothing here.
@@ -15,6 +16,7 @@ Nothing else of spyne is patched. When it can go: spyne's repository updated its
 in December 2023 (arskom/spyne issue 700, pull request 704), but no release carries it yet
 (2.14.0 is the newest on PyPI). Once one does, pin it, then delete this module, its import in
 `__init__.py` and the `legacy-cgi` dependency if that release no longer imports `cgi`.
+tests/soap_gateway/test_spyne_compat.py fails on 3.12+ the day spyne imports without it.
 """
 
 from __future__ import annotations
