@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 need_apt=()
 for pair in iptables:iptables nft:nftables ipset:ipset ip:iproute2 mosquitto:mosquitto \
             mosquitto_pub:mosquitto-clients ping:iputils-ping openssl:openssl \
-            wsdl2h:gsoap tshark:tshark; do
+            wsdl2h:gsoap tshark:tshark sysctl:procps; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || need_apt+=("${pair#*:}")
 done
 command -v cc >/dev/null 2>&1 || need_apt+=(gcc)  # python-iptables builds a small C wrapper
@@ -25,10 +25,30 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 
-if [ ! -x .venv/bin/python ]; then
-  python3 -m venv .venv
+# The venv is built from the system's python3 (Debian 12: 3.11, Ubuntu 24.04: 3.12, Debian 13:
+# 3.13) into .venv; SETUP_PYTHON and SETUP_VENV choose others (CI tests a second Python).
+python=${SETUP_PYTHON:-python3}
+venv=${SETUP_VENV:-.venv}
+which_python='import sys; print(sys.implementation.name, "%d.%d" % sys.version_info[:2])'
+found=$("$python" -c "$which_python" 2>/dev/null) || found="not a working Python"
+case "$found" in
+  "cpython 3.11" | "cpython 3.12" | "cpython 3.13") ;;  # as pyproject.toml's requires-python
+  *)
+    echo "setup.sh: multinet runs on CPython 3.11, 3.12 and 3.13; '$python' is $found." >&2
+    echo "Install one (Debian 12's python3 is 3.11, Ubuntu 24.04's 3.12, Debian 13's 3.13) or" >&2
+    echo "name one: SETUP_PYTHON=/path/to/python3.X bash scripts/setup.sh" >&2
+    exit 1
+    ;;
+esac
+# A venv built from another Python (python3 changed with a distribution upgrade) is rebuilt.
+if [ -x "$venv/bin/python" ] && [ "$("$venv/bin/python" -c "$which_python")" != "$found" ]; then
+  echo "setup.sh: $venv was built from another Python; rebuilding it from $python ($found)" >&2
+  rm -rf "$venv"
 fi
-.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev]'
+if [ ! -x "$venv/bin/python" ]; then
+  "$python" -m venv "$venv"
+fi
+"$venv/bin/python" -m pip install -q --disable-pip-version-check -e '.[dev]'
 
 # The tests and the demo need a broker on 127.0.0.1:1883: start one if none answers.
 if ! (exec 3<>/dev/tcp/127.0.0.1/1883) 2>/dev/null; then

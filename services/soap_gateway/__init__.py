@@ -25,3 +25,6 @@ workers'.
 Not in this part (to be filed): scheme 2 (downlink only, the HA mapping the uplink set),
 SOAP over UDP, standalone mode (no broker), authentication of SOAP callers, the benchmark.
 """
+
+# Before any module of this package imports spyne (Python 3.12+; see the module).
+from services.soap_gateway import spyne_compat as _spyne_compat  # noqa: F401
