@@ -203,8 +203,9 @@ def _check_encoding(data: bytes) -> None:
 
     Only UTF-8 keeps the byte scan for DOCTYPE and ENTITY meaningful: UTF-16 text hides them
     from it (a NUL byte beside every ASCII character), and UTF-16LE of ASCII characters is
-    valid UTF-8 too, so decoding alone does not tell; its NUL bytes do. A declared `encoding=` other than UTF-8
-    would make libxml2 reinterpret the bytes after the scan, so it is refused as well.
+    valid UTF-8 too, so decoding alone does not tell; its NUL bytes do. A declared `encoding=`
+    other than UTF-8 would make libxml2 reinterpret the bytes after the scan, so it is refused
+    as well.
     """
     for bom, name in _FOREIGN_BOMS:
         if data.startswith(bom):

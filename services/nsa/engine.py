@@ -10,7 +10,9 @@ Per router, in order:
   once per batch (`settle`), however many arrived. A metrics report inside the last
   decision's tolerance (`materiality`) is applied but not decided on, and so is a binding
   event that leaves the binding's status as it was (a refresh). Reports older than the last
-  one of their link are dropped (QoS 0 can reorder across reconnects).
+  one of their link are dropped (QoS 0 can reorder across reconnects), and a report sent more
+  than `MAX_AHEAD_S` ahead of our clock is refused (it would make the link's next reports
+  look stale).
 - After a restart the NSA knows no bindings (binding events are not retained), and a link
   without a live binding is not eligible. So a router is first decided once every measured
   link has had a binding event and `first_period_s` has passed since its first input (so
@@ -36,7 +38,7 @@ from typing import Protocol
 
 from pydantic import ValidationError
 
-from services.contracts.errors import InvalidInput
+from services.contracts.errors import InvalidInput, Problem
 from services.contracts.messages import (
     BindingEvent,
     LinkMetrics,
@@ -68,6 +70,9 @@ from services.nsa.summary import summarise
 from services.nsa.timers import TimerKind, Timers
 
 log = logging.getLogger(__name__)
+
+#: How far ahead of our clock a report's send time may be (clocks of different hosts differ).
+MAX_AHEAD_S = 300.0
 
 #: Added to the call timeout before a call without an answer counts as lost.
 DEADLINE_GRACE_S = 5.0
@@ -178,7 +183,7 @@ class Engine:
             self._rules(raw, now)
 
     def _metrics(self, slot: Slot, metrics: LinkMetrics, now: float) -> None:
-        if not self._in_order(slot.metrics_seen, metrics.bid, metrics.timestamp):
+        if not self._in_order(slot.metrics_seen, metrics.bid, metrics.timestamp, now):
             return
         self.stats.handled.append(metrics.timestamp)
         if slot.trigger is None and slot.tolerance is not None:
@@ -195,8 +200,19 @@ class Engine:
         slot.view, trigger = apply_metrics(view, metrics, now)
         self._waiting(slot, trigger, now, metrics.timestamp)
 
-    def _in_order(self, seen: dict[int, float], bid: int, timestamp: float) -> bool:
-        """Record a link's newest send time; False (counted stale) for one older than it."""
+    def _in_order(self, seen: dict[int, float], bid: int, timestamp: float, now: float) -> bool:
+        """Record a link's newest send time; False (counted stale) for one older than it.
+
+        A send time further ahead of our clock than `MAX_AHEAD_S` is refused (InvalidInput):
+        recorded, it would make every later report of the link look stale until then.
+        """
+        if timestamp > now + MAX_AHEAD_S:
+            problem = Problem(
+                f"sent at {timestamp:.3f}, {timestamp - now:.0f} s ahead of this replica's "
+                f"clock (more than {MAX_AHEAD_S:.0f} s): the sender's clock is wrong",
+                field="timestamp",
+            )
+            raise InvalidInput([problem])
         last = seen.get(bid)
         if last is not None and timestamp < last:
             self.stats.stale += 1
@@ -219,7 +235,7 @@ class Engine:
         return self._view(self.slots[mobile_router])
 
     def _link_state(self, slot: Slot, state: LinkState, now: float) -> None:
-        if not self._in_order(slot.state_seen, state.bid, state.timestamp):
+        if not self._in_order(slot.state_seen, state.bid, state.timestamp, now):
             return
         slot.view, trigger = apply_link_state(self._view(slot), state, now)
         self._waiting(slot, trigger, now, state.timestamp)
