@@ -38,6 +38,7 @@ from typing import Protocol
 
 from pydantic import ValidationError
 
+from services.contracts.echo import FIELD_LIMIT, echo
 from services.contracts.errors import InvalidInput, Problem
 from services.contracts.messages import (
     BindingEvent,
@@ -145,7 +146,11 @@ class Engine:
 
     # inputs -------------------------------------------------------------------------------
     def accept(self, raw: Raw, now: float) -> None:
-        """Parse one bus message and apply it; refused input is logged with its topic."""
+        """Parse one bus message and apply it; refused input is logged with its topic.
+
+        What the log repeats of the input (a field path made of the payload's own keys) is
+        echoed (`services.contracts.echo`): a key may hold a newline that would forge a line.
+        """
         self.stats.inputs[raw.kind.value] += 1
         try:
             self._accept(raw, now)
@@ -156,14 +161,14 @@ class Engine:
             log.warning(
                 "refused a malformed %s on %s: %s: %s (%d problem(s))",
                 raw.kind.value,
-                raw.topic,
-                where,
-                first["msg"],
+                echo(raw.topic),
+                echo(where, FIELD_LIMIT),
+                echo(first["msg"]),
                 exc.error_count(),
             )
         except InvalidInput as exc:
             self.stats.refused += 1
-            log.warning("refused a %s on %s: %s", raw.kind.value, raw.topic, exc)
+            log.warning("refused a %s on %s: %s", raw.kind.value, echo(raw.topic), exc)
 
     def _accept(self, raw: Raw, now: float) -> None:
         kind = raw.kind

@@ -19,6 +19,7 @@ from prometheus_client import Counter
 from pydantic import ValidationError
 
 from services import bus
+from services.contracts.echo import echo
 from services.contracts.messages import PolicyStatus, Presence, decode
 from services.contracts.settings import BrokerSettings
 from services.contracts.topics import Topics
@@ -100,7 +101,8 @@ class BusLink:
         try:
             self._take(msg.topic, payload)
         except ValidationError as exc:
-            log.warning("gateway: ignored a malformed message on %s: %s", msg.topic, exc)
+            # The error repeats the payload's keys and values: echoed, it cannot forge a line.
+            log.warning("gateway: ignored a malformed message on %s: %s", msg.topic, echo(str(exc)))
         except Exception as exc:
             kind = "status" if msg.topic in self._statuses else "presence"
             self.dead_letters.post(source=msg.topic, input_kind=kind, payload=payload, error=exc)

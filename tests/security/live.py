@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import queue
+import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -97,8 +98,12 @@ class LetterBox:
         self.client = bus.make_client(broker, f"letters-{uuid.uuid4().hex[:8]}")
         self.client.on_message = self._on_message
         topic = f"{broker.topic_root}/node/+/dead-letter/+"
+        subscribed = threading.Event()
         self.client.on_connect = lambda c, *_: c.subscribe(topic, qos=1)
+        self.client.on_subscribe = lambda *_: subscribed.set()
         bus.start(self.client, broker)
+        if not subscribed.wait(10):
+            raise TimeoutError("cannot subscribe to the dead letters")
 
     def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
         try:

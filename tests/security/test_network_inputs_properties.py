@@ -63,8 +63,11 @@ def test_every_captured_packet_is_decoded_or_dropped_and_observed(
     received: list[tuple[IPv6Address, IPv6Address, bytes]],
 ) -> None:
     path, view = _Capture(), _view()
-    for n, (src, dst, data) in enumerate(received):
-        path.capture._deliver(1000.0 + n, src, dst, memoryview(data))
+    try:
+        for n, (src, dst, data) in enumerate(received):
+            path.capture._deliver(1000.0 + n, src, dst, memoryview(data))
+    finally:
+        path.capture.stop()  # never started; closes its wake-up pipe
     assert path.undecodable == []
     stats = path.capture.stats
     assert stats.decoded + stats.malformed == len(received)
