@@ -54,11 +54,19 @@ def dead_letter(
         source=source,
         input=input_kind,
         error=type(error).__name__,
-        reason=str(error) or type(error).__name__,
+        reason=describe(error),
         payload_bytes=len(payload),
         payload_sha256=hashlib.sha256(payload).hexdigest(),
         payload_head=base64.b64encode(payload[:HEAD_BYTES]).decode("ascii"),
     )
+
+
+def describe(error: BaseException) -> str:
+    """The exception's message (its type when it has none, or when even that fails)."""
+    try:
+        return str(error) or type(error).__name__
+    except Exception:
+        return type(error).__name__
 
 
 class DeadLetters:
@@ -93,7 +101,7 @@ class DeadLetters:
             echo(source, 200),
             self.topic,
             type(error).__name__,
-            echo(str(error)),
+            echo(describe(error)),
             exc_info=error,
         )
         try:

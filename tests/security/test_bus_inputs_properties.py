@@ -26,7 +26,7 @@ from tests.nsa.enginebed import TOPICS, Bed, make_bed
 from tests.nsa.factories import HA_NODE, MR, MR_NODE
 from tests.security.strategies import INPUT_KINDS, bus_payloads
 
-SETTINGS = settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 #: Where each input kind arrives for the bed's router (mr1: HA ha1, MR node mr1-prem).
 NSA_TOPICS = {
@@ -119,7 +119,7 @@ def gateway_inputs(draw: st.DrawFn) -> tuple[str, bytes]:
 
 
 @settings(
-    max_examples=1500,
+    max_examples=1000,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )

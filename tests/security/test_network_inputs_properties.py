@@ -22,7 +22,7 @@ from services.monitor.probe import decode_udp_probe, parse_echo_reply
 from services.monitor.responder import answer_for, reply_source
 from tests.security.strategies import COAS, addresses, conversations, packets
 
-SETTINGS = settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 MOBILITY = MobilityEventsSettings.model_validate(
     {
