@@ -103,6 +103,13 @@ class ServiceMetrics:
             "multinet_service", "The service and node this process serves.", registry=self.registry
         )
         info.info({"service": service, "node": node})
+        self.dead_letters = Counter(
+            "multinet_dead_letters",
+            "Inputs set aside on the service's dead-letter topic because handling them raised, "
+            "by kind of input.",
+            ["input"],
+            registry=self.registry,
+        )
         self.exporter: Exporter | None = None
 
     def watch_client(self, client: mqtt.Client) -> None:
@@ -142,6 +149,7 @@ REFUSAL_REASONS = (
     "over-limit",
     "invalid-document",
     "kernel",
+    "not-handled",
 )
 _FIELD_REASONS = {
     "version": "stale-version",
@@ -162,6 +170,8 @@ def refusal_reason(refusal: Refusal) -> str:
     text = refusal.reason
     if text.startswith(("kernel:", "fallback failed")):
         return "kernel"
+    if text.startswith("not handled:"):
+        return "not-handled"
     if any(marker in text for marker in _CONFLICTS):
         return "conflict"
     if "over the limit" in text:

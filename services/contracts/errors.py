@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from services.contracts.echo import FIELD_LIMIT, ID_LIMIT, REASON_LIMIT, echo
+
 
 class MultinetError(Exception):
     """Base of every error multinet raises on purpose."""
@@ -15,12 +17,24 @@ class MultinetError(Exception):
 
 @dataclass(frozen=True)
 class Problem:
-    """One reason for refusing input: where it is and why."""
+    """One reason for refusing input: where it is and why.
+
+    The texts are echoes (`services.contracts.echo`): a policy id or reason that repeats the
+    refused input is kept printable and short, so that a Problem can always be logged, put in
+    a status message or a SOAP Fault, whatever the input was.
+    """
 
     reason: str
     policy_id: str | None = None
     field: str | None = None
     line: int | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "reason", echo(self.reason, REASON_LIMIT))
+        if self.policy_id is not None:
+            object.__setattr__(self, "policy_id", echo(self.policy_id, ID_LIMIT))
+        if self.field is not None:
+            object.__setattr__(self, "field", echo(self.field, FIELD_LIMIT))
 
     def __str__(self) -> str:
         where = []

@@ -8,19 +8,24 @@ from __future__ import annotations
 
 import time
 from enum import StrEnum
-from typing import Literal, TypeVar
+from typing import Annotated, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
+from services.contracts.echo import FIELD_LIMIT, ID_LIMIT, REASON_LIMIT, echo
 from services.contracts.policy import Bid, Direction, NodeId, PolicyId
 
 SCHEMA_VERSION = 1  # the value of Envelope.schema_version this code writes
 
 
 class Envelope(BaseModel):
-    """Fields every message carries: schema version, sender node, send time and sequence."""
+    """Fields every message carries: schema version, sender node, send time and sequence.
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    Numbers are finite: JSON parsers accept `Infinity` and `NaN`, and one message with an
+    infinite timestamp would make every later one of its link look stale forever.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     schema_version: Literal[1] = 1
     sender: NodeId
@@ -84,15 +89,46 @@ class BindingEvent(Envelope):
     status_name: str | None = None
 
 
+def _echoed(limit: int) -> BeforeValidator:
+    """Any string becomes its echo before validation, so the field never refuses a string."""
+
+    def to_echo(value: object) -> object:
+        return echo(value, limit) if isinstance(value, str) else value
+
+    return BeforeValidator(to_echo)
+
+
+#: Texts that repeat untrusted input (`services.contracts.echo`): printable ASCII, bounded.
+EchoedReason = Annotated[str, _echoed(REASON_LIMIT)]
+EchoedId = Annotated[str, _echoed(ID_LIMIT)]
+EchoedField = Annotated[str, _echoed(FIELD_LIMIT)]
+
+
 class Refusal(BaseModel):
-    """Why a message or one of its entries was refused."""
+    """Why a message or one of its entries was refused.
+
+    `policy_id` echoes the id as the document spelled it, which may be exactly what was
+    refused (`a;b`, 65 characters, a newline): it is an echo, not a `PolicyId`, so building
+    the refusal can never fail on it.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    reason: str
-    policy_id: PolicyId | None = None
-    field: str | None = None
+    reason: EchoedReason
+    policy_id: EchoedId | None = None
+    field: EchoedField | None = None
     line: int | None = None
+
+
+class StatusWarning(BaseModel):
+    """Something about an applied message the sender should know (a policy that can never
+    match); the message was applied all the same."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    reason: EchoedReason
+    policy_id: EchoedId | None = None
+    field: EchoedField | None = None
 
 
 class FallbackState(BaseModel):
@@ -119,6 +155,7 @@ class PolicyStatus(Envelope):
     deleted: int = Field(default=0, ge=0)
     replaced: int = Field(default=0, ge=0)
     refusals: tuple[Refusal, ...] = ()
+    warnings: tuple[StatusWarning, ...] = ()
     fallbacks: tuple[FallbackState, ...] = ()
     elapsed_ms: float = Field(default=0.0, ge=0)
     backend: str = ""
@@ -132,6 +169,26 @@ class Presence(Envelope):
     service: str
     online: bool
     version: int | None = Field(default=None, ge=0)
+
+
+class DeadLetter(Envelope):
+    """An input whose handling raised where it should have answered: set aside, not retried.
+
+    A service acknowledges such an input (so that the broker does not redeliver it for ever),
+    publishes this on `Topics.dead_letter(node, service)` and goes on. The head of the payload
+    travels with it (base64), enough to reproduce the failure from a small input.
+    """
+
+    kind: Literal["dead-letter"] = "dead-letter"
+    node: NodeId
+    service: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
+    source: EchoedReason = Field(description="the topic, or where else the input came from")
+    input: EchoedField = Field(description="what kind of input it was (policy, status, ...)")
+    error: EchoedField = Field(description="the exception's type")
+    reason: EchoedReason
+    payload_bytes: int = Field(ge=0)
+    payload_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    payload_head: str = Field(description="base64 of the payload's first bytes")
 
 
 MessageT = TypeVar("MessageT", bound=Envelope)

@@ -2,8 +2,9 @@
 
 Documents arrive from the SOAP interface and the bus, so they are untrusted. `parse` refuses
 anything beyond our vocabulary before it can cost memory or reach a file: no DTD, no entities,
-no processing instructions, UTF-8 only, a byte limit before parsing and a policy-count limit
-before building models. The XSD (`policy.xsd`) fixes structure and value ranges; the pydantic
+no processing instructions, UTF-8 only (no other byte-order mark, no NUL byte, no other
+`encoding=` declared), a byte limit before parsing and a policy-count limit before building
+models. The XSD (`policy.xsd`) fixes structure and value ranges; the pydantic
 models add the cross-field rules. Every refusal is a `PolicyDocumentError` whose problems name
 the line, the policy id and the field, so a sender can fix its document without guessing.
 """
@@ -46,6 +47,24 @@ _MAX_PROBLEMS = 20
 
 #: The ", line L, column C" that lxml appends to a syntax error; the line is reported apart.
 _POSITION = re.compile(r", line \d+, column \d+$")
+
+#: Byte-order marks of the encodings libxml2 would switch to (UTF-32 first: its little-endian
+#: mark starts with UTF-16's).
+_FOREIGN_BOMS = (
+    (b"\x00\x00\xfe\xff", "UTF-32 (big-endian)"),
+    (b"\xff\xfe\x00\x00", "UTF-32 (little-endian)"),
+    (b"\xfe\xff", "UTF-16 (big-endian)"),
+    (b"\xff\xfe", "UTF-16 (little-endian)"),
+)
+_UTF8_BOM = b"\xef\xbb\xbf"
+#: An XML declaration is short; one that does not end within this many bytes is libxml2's to
+#: refuse.
+_DECLARATION_BYTES = 1024
+_ENCODING = re.compile(rb"""\sencoding\s*=\s*(["'])(.*?)\1""", re.DOTALL)
+
+#: A value quoted in a schema error longer than this is shortened (the reason stays readable).
+_QUOTED_LIMIT = 60
+_QUOTED = re.compile(rf"'([^']{{{_QUOTED_LIMIT + 1},}})'")
 
 #: Model field names as the document spells them, so problems speak the sender's language.
 _XML_NAMES = {
@@ -94,6 +113,7 @@ def _hardened_parser() -> etree.XMLParser:
     time so that text split by a comment reads as one value, as the XSD sees it.
     """
     return etree.XMLParser(
+        encoding="utf-8",  # whatever the document declares (refused before parsing anyway)
         resolve_entities=False,
         no_network=True,
         load_dtd=False,
@@ -152,12 +172,7 @@ def _parse_tree(data: bytes, *, max_bytes: int) -> etree._Element:
     """Parse with every XML feature we do not use refused, before and after parsing."""
     if len(data) > max_bytes:
         raise _refuse(f"document is {len(data)} bytes, over the limit of {max_bytes} bytes")
-    try:
-        data.decode("utf-8")
-    except UnicodeDecodeError as error:
-        # Only UTF-8 keeps the byte scan below meaningful (UTF-16 would hide a DOCTYPE).
-        line = _line_at(data, error.start)
-        raise _refuse("document is not UTF-8 encoded", line=line) from None
+    _check_encoding(data)
     for marker in (b"<!DOCTYPE", b"<!ENTITY"):
         at = data.find(marker)
         if at >= 0:
@@ -183,6 +198,41 @@ def _parse_tree(data: bytes, *, max_bytes: int) -> etree._Element:
     return root
 
 
+def _check_encoding(data: bytes) -> None:
+    """Refuse anything but UTF-8 before libxml2 sees it.
+
+    Only UTF-8 keeps the byte scan for DOCTYPE and ENTITY meaningful: UTF-16 text hides them
+    from it (a NUL byte beside every ASCII character), and UTF-16LE of ASCII characters is
+    valid UTF-8 too, so decoding alone does not tell; its NUL bytes do. A declared `encoding=`
+    other than UTF-8 would make libxml2 reinterpret the bytes after the scan, so it is refused
+    as well.
+    """
+    for bom, name in _FOREIGN_BOMS:
+        if data.startswith(bom):
+            raise _refuse(f"document is not UTF-8: it starts with a {name} byte-order mark")
+    nul = data.find(b"\0")
+    if nul >= 0:
+        raise _refuse(
+            "document is not UTF-8: it contains a NUL byte (UTF-16 or UTF-32 text?), and XML "
+            "allows no NUL character",
+            line=_line_at(data, nul),
+        )
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise _refuse("document is not UTF-8 encoded", line=_line_at(data, error.start)) from None
+    head = data.removeprefix(_UTF8_BOM)
+    if not head.startswith(b"<?xml"):
+        return
+    end = head.find(b"?>", 0, _DECLARATION_BYTES)
+    found = _ENCODING.search(head, 0, end) if end >= 0 else None
+    if found is None:
+        return
+    declared = found.group(2).decode("utf-8")
+    if declared.lower().replace("-", "").replace("_", "") != "utf8":
+        raise _refuse(f"document is not UTF-8: it declares encoding {declared!r}", line=1)
+
+
 def _check_policy_count(root: etree._Element, limit: int) -> None:
     """Count before validating, so an oversized batch never costs schema or model work."""
     entries = itertools.islice(root.iter(_q("policy"), _q("delete")), limit + 1)
@@ -201,12 +251,24 @@ def _check_schema(root: etree._Element) -> None:
     raise _refusal(problems or [Problem("document does not match the schema")])
 
 
+_ATTRIBUTE = re.compile(r"attribute '([A-Za-z-]+)'")
+
+
+def _shorten_quoted(match: re.Match[str]) -> str:
+    value = match.group(1)
+    return f"'{value[: _QUOTED_LIMIT - 20]}...' ({len(value)} characters)"
+
+
 def _schema_problem(root: etree._Element, entry: _LogEntry) -> Problem:
-    reason = entry.message.replace(f"{{{NAMESPACE}}}", "")
+    # libxml2 quotes the refused value whole; a long one would crowd out the explanation.
+    reason = _QUOTED.sub(_shorten_quoted, entry.message.replace(f"{{{NAMESPACE}}}", ""))
     element = _element_at(root, entry.path)
     if element is None:
         return Problem(reason, line=entry.line)
     policy_id, field = _where(element)
+    attribute = _ATTRIBUTE.search(reason)
+    if field is None and attribute is not None:
+        field = attribute.group(1)  # an attribute of the policy itself: `id`, `priority`
     return Problem(reason, policy_id=policy_id, field=field, line=entry.line)
 
 

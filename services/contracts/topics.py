@@ -39,6 +39,12 @@ class Topics:
         node (prem, monitor, mobility-events, ...) never overwrite each other."""
         return f"{self.root}/node/{_segment(node, 'node')}/presence/{_segment(service, 'service')}"
 
+    def dead_letter(self, node: str, service: str) -> str:
+        """Inputs one service of a node could not handle (`DeadLetter`, QoS 1, not retained):
+        set aside and acknowledged, so that the service goes on with the next one."""
+        node_part, service_part = _segment(node, "node"), _segment(service, "service")
+        return f"{self.root}/node/{node_part}/dead-letter/{service_part}"
+
     def link_metrics(self, node: str, interface: str) -> str:
         """Periodic metrics of one access link."""
         return (

@@ -17,9 +17,11 @@ Two sockets, both opened by `start()` in the namespace current at that moment:
   outgoing packet once for its taps: switch it off where only one direction matters.
 
 Malformed headers are counted (here, in `DECODE_STATS` and by `on_malformed`, which gets the
-error with its reason) and dropped, never raised. The
-callback runs in the capture thread: keep it short (put the message on a queue). An error
-raised by the callback or by the sockets ends the thread and goes to `on_error`.
+error with its reason) and dropped, never raised. A packet on which the decoder itself fails
+(any other exception: a decoder bug, not a malformed header) is counted as `undecodable` and
+handed to `on_undecodable` with the packet, and the capture goes on: one packet must not end
+it. The callbacks run in the capture thread: keep them short (put the message on a queue).
+An error raised by `on_message` or by the sockets ends the thread and goes to `on_error`.
 """
 
 from __future__ import annotations
@@ -44,6 +46,8 @@ log = logging.getLogger(__name__)
 
 #: (receive time, packet source, packet destination, decoded message)
 OnMessage = Callable[[float, IPv6Address, IPv6Address, Message], None]
+#: (the Mobility Header's bytes, packet source, what the decoder raised)
+OnUndecodable = Callable[[bytes, IPv6Address, Exception], None]
 
 _ETH_P_ALL = 0x0003
 _ETH_P_IPV6 = 0x86DD
@@ -82,6 +86,7 @@ class CaptureStats:
     decoded: int = 0
     malformed: int = 0
     truncated: int = 0
+    undecodable: int = 0
 
 
 def _attach_filter(sock: socket.socket) -> None:
@@ -131,6 +136,7 @@ class MhCapture:
         outgoing: bool = False,
         on_error: Callable[[BaseException], None] | None = None,
         on_malformed: Callable[[MobilityHeaderError], None] | None = None,
+        on_undecodable: OnUndecodable | None = None,
         name: str = "mh-capture",
         node: str = "-",
     ) -> None:
@@ -138,6 +144,7 @@ class MhCapture:
         self._outgoing = outgoing
         self._on_error = on_error
         self._on_malformed = on_malformed
+        self._on_undecodable = on_undecodable
         self._node = node
         self.stats = CaptureStats()
         self._raw: socket.socket | None = None
@@ -262,6 +269,13 @@ class MhCapture:
             log.debug("node %s: malformed MH from %s: %s", self._node, src, exc)
             if self._on_malformed is not None:
                 self._on_malformed(exc)
+            return
+        except Exception as exc:
+            self.stats.undecodable += 1
+            if self._on_undecodable is not None:
+                self._on_undecodable(bytes(data), src, exc)
+            else:
+                log.exception("node %s: the decoder failed on a packet from %s", self._node, src)
             return
         self.stats.decoded += 1
         self._on_message(now, src, dst, message)

@@ -5,6 +5,10 @@ message and counts it); paho's thread talks to the broker; the main thread owns 
 `BindingView`, feeds it each message and a `tick` every `tick_interval_s`, and publishes every
 returned event with QoS 1 on `Topics.binding_event(mr, bid)`.
 
+A packet the decoder fails on (other than as malformed), or a message whose observation
+raises, is set aside on the node's dead-letter topic (`services.deadletter`) and the service
+goes on: signalling from the network must never end it.
+
     python -m services.mobility_events.service --config FILE [--netns NAME]
 
 is a stand-in for the CLI entry point (`run` is what the CLI calls).
@@ -29,6 +33,7 @@ from services.contracts.errors import InvalidInput
 from services.contracts.messages import BindingEvent, encode
 from services.contracts.settings import BrokerSettings, ServiceFile, load_service_file
 from services.contracts.topics import Topics
+from services.deadletter import DeadLetters
 from services.metrics import MetricsListenError, MobilityEventsMetrics
 from services.mobility_events.bindings import BindingView
 from services.mobility_events.capture import MhCapture
@@ -95,6 +100,9 @@ class MobilityEventsService:
         self.client.on_connect = self._on_connect
         self.metrics = MobilityEventsMetrics(settings.node, tuple(r.value for r in Reason))
         self.metrics.watch_client(self.client)
+        self.dead_letters = DeadLetters(
+            self.client, self.topics, settings.node, SERVICE, self.metrics.dead_letters
+        )
 
     def run(self) -> None:
         """Connect, enter the namespace, capture and publish until `stop()`."""
@@ -110,6 +118,7 @@ class MobilityEventsService:
             outgoing=self.settings.capture_outgoing,
             on_error=self._on_fatal,
             on_malformed=self._on_malformed,
+            on_undecodable=self._on_undecodable,
             name=f"{SERVICE}-capture",
             node=self.settings.node,
         )
@@ -149,11 +158,25 @@ class MobilityEventsService:
                     "Mobility Header capture failed; exiting so the supervisor restarts us"
                 ) from item.error
             if item is not None:
-                self._publish_events(self.view.observe(item.now, item.src, item.dst, item.message))
+                self._observe(item)
             mono = time.monotonic()
             if mono >= next_tick:
                 self._publish_events(self.view.tick(time.time()))
                 next_tick = max(next_tick + interval, mono)
+
+    def _observe(self, item: _Observed) -> None:
+        """Feed one message to the view; if that raises, the message becomes a dead letter."""
+        try:
+            events = self.view.observe(item.now, item.src, item.dst, item.message)
+        except Exception as exc:
+            self.dead_letters.post(
+                source=f"mobility header from {item.src} to {item.dst}",
+                input_kind="mobility-message",
+                payload=repr(item.message).encode(),
+                error=exc,
+            )
+            return
+        self._publish_events(events)
 
     def _shutdown(self) -> None:
         if self.capture is not None:
@@ -183,6 +206,15 @@ class MobilityEventsService:
 
     def _on_malformed(self, error: MobilityHeaderError) -> None:
         self.metrics.decode_errors.labels(error.reason.value).inc()
+
+    def _on_undecodable(self, data: bytes, src: IPv6Address, error: Exception) -> None:
+        # Runs in the capture thread; publishing, counting and logging are thread-safe.
+        self.dead_letters.post(
+            source=f"mobility header from {src}",
+            input_kind="mobility-header",
+            payload=data,
+            error=error,
+        )
 
     def _on_connect(
         self,

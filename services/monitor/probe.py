@@ -26,8 +26,10 @@ full 32-bit value, so `drain()` returns exactly the `seq` that `send()` was give
 Errors. Opening a prober that cannot work (unknown interface, source address not configured,
 no privilege for raw sockets) raises `KernelError`. Once open, network errors never raise:
 `send()` returns False and `drain()` returns what it could read; the caller counts the
-unanswered probe as lost. A prober bound to an interface survives the interface being
-deleted and created again under the same name: after a failed send it binds to the name again.
+unanswered probe as lost. A datagram the parser fails on (a parser bug: malformed replies
+are simply not ours) is ignored and handed to `on_undecodable`, never raised. A prober
+bound to an interface survives the interface being deleted and created again under the same
+name: after a failed send it binds to the name again.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ import logging
 import secrets
 import socket
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum, StrEnum
 from typing import Protocol, Self
@@ -239,10 +242,21 @@ class Prober(Protocol):
         ...
 
 
+#: (the datagram, what the parser raised on it)
+OnUndecodable = Callable[[bytes, Exception], None]
+
+
 class _SocketProber:
     """What both kinds share: sending, draining, re-binding, closing."""
 
-    def __init__(self, target: ProbeTarget, ident: int, sock: socket.socket) -> None:
+    def __init__(
+        self,
+        target: ProbeTarget,
+        ident: int,
+        sock: socket.socket,
+        on_undecodable: OnUndecodable | None = None,
+    ) -> None:
+        self._on_undecodable = on_undecodable
         self._target = target
         self._ident = ident
         self._sock = sock
@@ -301,12 +315,22 @@ class _SocketProber:
             except OSError as exc:
                 log.debug("probe socket to %s: %s", self._describe(), exc)
                 break
-            seq = self._answer(data) if self._from_target(sender) else None
+            try:
+                seq = self._answer(data) if self._from_target(sender) else None
+            except Exception as exc:
+                seq = None
+                self._undecodable(data, exc)
             if seq is None:
                 self._ignored += 1
             else:
                 seqs.append(seq)
         return seqs
+
+    def _undecodable(self, data: bytes, error: Exception) -> None:
+        if self._on_undecodable is not None:
+            self._on_undecodable(data, error)
+        else:
+            log.error("probe socket to %s: parser failed: %r", self._describe(), error)
 
     def close(self) -> None:
         """Close the socket (a second call does nothing)."""
@@ -392,20 +416,23 @@ class UdpProber(_SocketProber):
         return super()._from_target(sender) and sender[1] == self._target.port
 
 
-def open_prober(target: ProbeTarget, *, ident: int) -> Prober:
+def open_prober(
+    target: ProbeTarget, *, ident: int, on_undecodable: OnUndecodable | None = None
+) -> Prober:
     """Open the probe socket for `target` in the current network namespace.
 
     `ident` goes into every probe (ICMP: 0..65535, UDP: 0..2**32 - 1); give each monitored
-    link its own. Raises `KernelError` naming the interface or address when the socket cannot
-    be opened or bound, and ValueError for an `ident` out of range.
+    link its own. `on_undecodable` gets a datagram the parser failed on. Raises `KernelError`
+    naming the interface or address when the socket cannot be opened or bound, and ValueError
+    for an `ident` out of range.
     """
     limit = ICMP_IDENT_LIMIT if target.kind == ProbeKind.ICMP else UDP_IDENT_LIMIT
     if not 0 <= ident < limit:
         raise ValueError(f"{target.kind} ident must be 0..{limit - 1}, got {ident}")
     sock = _open_socket(target)
     if target.kind == ProbeKind.ICMP:
-        return IcmpProber(target, ident, sock)
-    return UdpProber(target, ident, sock)
+        return IcmpProber(target, ident, sock, on_undecodable)
+    return UdpProber(target, ident, sock, on_undecodable)
 
 
 def _open_socket(target: ProbeTarget) -> socket.socket:

@@ -9,6 +9,10 @@ paho's thread only talks to the broker.
 Per link and round (every `interval_s`): send a probe, read the interface counters and the radio,
 publish the metrics if the period is due. Link state is published (retained, QoS 1) on every
 change; metrics (QoS 0, latest wins) every period and at once on a material change.
+
+The monitor reads no bus topic; what it reads from the network are probe replies. A reply the
+parser fails on is set aside on the node's dead-letter topic (`services.deadletter`) and the
+loop goes on.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from services.contracts.errors import ConfigError, Problem
 from services.contracts.messages import Envelope, LinkMetrics, LinkState, encode
 from services.contracts.settings import BrokerSettings
 from services.contracts.topics import Topics
+from services.deadletter import DeadLetters
 from services.metrics import MonitorMetrics
 from services.monitor.config import LinkConfig, MonitorSettings, RadioSource
 from services.monitor.link import LinkTracker, Radio
@@ -103,6 +108,9 @@ class MonitorService:
         self.client.on_connect = self._on_connect
         self.metrics = MonitorMetrics(settings.node)
         self.metrics.watch_client(self.client)
+        self.dead_letters = DeadLetters(
+            self.client, self.topics, settings.node, SERVICE, self.metrics.dead_letters
+        )
 
     @property
     def node(self) -> str:
@@ -202,7 +210,15 @@ class MonitorService:
             del self._by_fd[link.prober.fileno()]
             link.prober.close()
             link.prober = None
-        link.prober = open_prober(target, ident=link.ident)
+        interface = link.config.interface
+
+        def undecodable(data: bytes, error: Exception) -> None:
+            source = f"probe reply on {interface}"
+            self.dead_letters.post(
+                source=source, input_kind="probe-reply", payload=data, error=error
+            )
+
+        link.prober = open_prober(target, ident=link.ident, on_undecodable=undecodable)
         link.bound_index = state.index
         self._by_fd[link.prober.fileno()] = link
         self._poll.register(link.prober.fileno(), select.POLLIN)

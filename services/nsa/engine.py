@@ -10,7 +10,9 @@ Per router, in order:
   once per batch (`settle`), however many arrived. A metrics report inside the last
   decision's tolerance (`materiality`) is applied but not decided on, and so is a binding
   event that leaves the binding's status as it was (a refresh). Reports older than the last
-  one of their link are dropped (QoS 0 can reorder across reconnects).
+  one of their link are dropped (QoS 0 can reorder across reconnects), and a report sent more
+  than `MAX_AHEAD_S` ahead of our clock is refused (it would make the link's next reports
+  look stale).
 - After a restart the NSA knows no bindings (binding events are not retained), and a link
   without a live binding is not eligible. So a router is first decided once every measured
   link has had a binding event and `first_period_s` has passed since its first input (so
@@ -36,7 +38,8 @@ from typing import Protocol
 
 from pydantic import ValidationError
 
-from services.contracts.errors import InvalidInput
+from services.contracts.echo import FIELD_LIMIT, echo
+from services.contracts.errors import InvalidInput, Problem
 from services.contracts.messages import (
     BindingEvent,
     LinkMetrics,
@@ -68,6 +71,9 @@ from services.nsa.summary import summarise
 from services.nsa.timers import TimerKind, Timers
 
 log = logging.getLogger(__name__)
+
+#: How far ahead of our clock a report's send time may be (clocks of different hosts differ).
+MAX_AHEAD_S = 300.0
 
 #: Added to the call timeout before a call without an answer counts as lost.
 DEADLINE_GRACE_S = 5.0
@@ -140,7 +146,11 @@ class Engine:
 
     # inputs -------------------------------------------------------------------------------
     def accept(self, raw: Raw, now: float) -> None:
-        """Parse one bus message and apply it; refused input is logged with its topic."""
+        """Parse one bus message and apply it; refused input is logged with its topic.
+
+        What the log repeats of the input (a field path made of the payload's own keys) is
+        echoed (`services.contracts.echo`): a key may hold a newline that would forge a line.
+        """
         self.stats.inputs[raw.kind.value] += 1
         try:
             self._accept(raw, now)
@@ -151,14 +161,14 @@ class Engine:
             log.warning(
                 "refused a malformed %s on %s: %s: %s (%d problem(s))",
                 raw.kind.value,
-                raw.topic,
-                where,
-                first["msg"],
+                echo(raw.topic),
+                echo(where, FIELD_LIMIT),
+                echo(first["msg"]),
                 exc.error_count(),
             )
         except InvalidInput as exc:
             self.stats.refused += 1
-            log.warning("refused a %s on %s: %s", raw.kind.value, raw.topic, exc)
+            log.warning("refused a %s on %s: %s", raw.kind.value, echo(raw.topic), exc)
 
     def _accept(self, raw: Raw, now: float) -> None:
         kind = raw.kind
@@ -178,7 +188,7 @@ class Engine:
             self._rules(raw, now)
 
     def _metrics(self, slot: Slot, metrics: LinkMetrics, now: float) -> None:
-        if not self._in_order(slot.metrics_seen, metrics.bid, metrics.timestamp):
+        if not self._in_order(slot.metrics_seen, metrics.bid, metrics.timestamp, now):
             return
         self.stats.handled.append(metrics.timestamp)
         if slot.trigger is None and slot.tolerance is not None:
@@ -195,8 +205,19 @@ class Engine:
         slot.view, trigger = apply_metrics(view, metrics, now)
         self._waiting(slot, trigger, now, metrics.timestamp)
 
-    def _in_order(self, seen: dict[int, float], bid: int, timestamp: float) -> bool:
-        """Record a link's newest send time; False (counted stale) for one older than it."""
+    def _in_order(self, seen: dict[int, float], bid: int, timestamp: float, now: float) -> bool:
+        """Record a link's newest send time; False (counted stale) for one older than it.
+
+        A send time further ahead of our clock than `MAX_AHEAD_S` is refused (InvalidInput):
+        recorded, it would make every later report of the link look stale until then.
+        """
+        if timestamp > now + MAX_AHEAD_S:
+            problem = Problem(
+                f"sent at {timestamp:.3f}, {timestamp - now:.0f} s ahead of this replica's "
+                f"clock (more than {MAX_AHEAD_S:.0f} s): the sender's clock is wrong",
+                field="timestamp",
+            )
+            raise InvalidInput([problem])
         last = seen.get(bid)
         if last is not None and timestamp < last:
             self.stats.stale += 1
@@ -219,7 +240,7 @@ class Engine:
         return self._view(self.slots[mobile_router])
 
     def _link_state(self, slot: Slot, state: LinkState, now: float) -> None:
-        if not self._in_order(slot.state_seen, state.bid, state.timestamp):
+        if not self._in_order(slot.state_seen, state.bid, state.timestamp, now):
             return
         slot.view, trigger = apply_link_state(self._view(slot), state, now)
         self._waiting(slot, trigger, now, state.timestamp)

@@ -14,8 +14,11 @@ Threads and who owns what:
 - the main thread only waits and turns signals into inbox items: SIGHUP reloads the settings
   file (a bad file is refused whole and the running settings stay), SIGTERM/SIGINT stop.
 
-An unexpected exception in any of them ends the process with an error (the supervisor
-restarts it); the workers keep enforcing their policies meanwhile.
+A bus input whose handling raises (beyond the refusals the engine logs) is set aside on the
+replica's dead-letter topic (`services.deadletter`) and the decision thread goes on: retained
+inputs come back at every restart, so ending the process for one would stop the replica for
+good. Any other unexpected exception ends the process with an error (the supervisor restarts
+it); the workers keep enforcing their policies meanwhile.
 """
 
 from __future__ import annotations
@@ -33,8 +36,9 @@ from types import FrameType
 from services.contracts.errors import InvalidInput
 from services.contracts.messages import encode
 from services.contracts.topics import Topics
+from services.deadletter import DeadLetters
 from services.metrics import DELIVERY_RESULTS, MetricsListenError, NsaCounts, NsaMetrics
-from services.nsa.buslink import NsaBusLink
+from services.nsa.buslink import SERVICE, NsaBusLink
 from services.nsa.calls import Call, CallResult
 from services.nsa.configstore import ConfigStore
 from services.nsa.delivery import make_delivery
@@ -84,6 +88,9 @@ class NsaService:
         )
         self.metrics = NsaMetrics(settings.name, self._counts)
         self.metrics.watch_client(self.link.client)
+        self.dead_letters = DeadLetters(
+            self.link.client, self.topics, settings.name, SERVICE, self.metrics.dead_letters
+        )
         self.metrics_listen = settings.metrics_listen
         self._thread: threading.Thread | None = None
         self.error: BaseException | None = None
@@ -208,7 +215,7 @@ class NsaService:
 
     def _handle(self, item: Item, now: float) -> bool:
         if isinstance(item, Raw):
-            self.engine.accept(item, now)
+            self._accept(item, now)
         elif isinstance(item, CallResult):
             self.engine.delivered(item, now)
         elif isinstance(item, Reload):
@@ -218,6 +225,15 @@ class NsaService:
         else:
             raise RuntimeError("a delivery thread failed") from item.error
         return True
+
+    def _accept(self, raw: Raw, now: float) -> None:
+        """One bus input; if its handling raises, it becomes a dead letter, not a crash."""
+        try:
+            self.engine.accept(raw, now)
+        except Exception as exc:
+            self.dead_letters.post(
+                source=raw.topic, input_kind=raw.kind.value, payload=raw.payload, error=exc
+            )
 
     def _reload(self, now: float) -> None:
         try:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from services.contracts import policy_xml
 from services.contracts.errors import InvalidInput, KernelError, Problem
-from services.contracts.messages import PolicyStatus, Refusal
+from services.contracts.messages import PolicyStatus, Refusal, StatusWarning
 from services.contracts.policy import PolicyMessage, mirror_message
 from services.prem import store
 from services.prem.backends.base import Backend
@@ -108,6 +108,13 @@ class Enforcer:
             outcome.replaced,
             (self.clock() - started) * 1000,
         )
+        for warning in outcome.warnings:
+            log.warning(
+                "node %s: version %d applied with a warning: %s",
+                self.settings.node,
+                outcome.state.version,
+                warning,
+            )
         status = self._status(
             "applied",
             started,
@@ -115,6 +122,10 @@ class Enforcer:
             inserted=outcome.inserted,
             deleted=outcome.deleted,
             replaced=outcome.replaced,
+            warnings=tuple(
+                StatusWarning(reason=w.reason, policy_id=w.policy_id, field=w.field)
+                for w in outcome.warnings
+            ),
         )
         return Reply(status, self._mirror(message))
 
@@ -183,6 +194,7 @@ class Enforcer:
         deleted: int = 0,
         replaced: int = 0,
         refusals: tuple[Refusal, ...] = (),
+        warnings: tuple[StatusWarning, ...] = (),
     ) -> PolicyStatus:
         self.sequence += 1
         return PolicyStatus(
@@ -198,6 +210,7 @@ class Enforcer:
             deleted=deleted,
             replaced=replaced,
             refusals=refusals,
+            warnings=warnings,
             fallbacks=fallback_states(self.state.policies, self.unusable),
             elapsed_ms=(self.clock() - started) * 1000,
             backend=self.backend.name,

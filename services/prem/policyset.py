@@ -6,6 +6,7 @@ object is never modified, so a refused message leaves nothing behind.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -18,6 +19,7 @@ from services.contracts.policy import (
     NodeId,
     Policy,
     PolicyMessage,
+    Selector,
     Update,
 )
 from services.prem.config import PremSettings
@@ -46,6 +48,8 @@ class Outcome:
     inserted: int = 0
     deleted: int = 0
     replaced: int = 0
+    #: Applied all the same, but the sender should know (`shadowed`).
+    warnings: tuple[Problem, ...] = ()
 
 
 def apply_message(
@@ -105,7 +109,45 @@ def apply_message(
         inserted=inserted,
         deleted=deleted,
         replaced=replaced,
+        warnings=shadowed(policies),
     )
+
+
+#: More shadowed policies than this are summarised in one last warning.
+MAX_WARNINGS = 20
+
+
+def shadowed(policies: tuple[Policy, ...]) -> tuple[Problem, ...]:
+    """Policies that can never match: same priority and same selector as one whose id sorts
+    first, which takes every packet (ties go by id, `Policy.sort_key`).
+
+    Such a set is applied (a sender may mean it, e.g. while moving a flow between ids), but
+    the status says which policy is dead and why, instead of one of them silently never
+    matching. `policies` is in precedence order.
+    """
+    # Hashing a selector costs microseconds (its addresses); a priority only one policy has
+    # cannot tie, so most policies of a large set are skipped for the price of an int.
+    shared = {p for p, n in Counter(p.priority for p in policies).items() if n > 1}
+    first: dict[tuple[int, Selector], str] = {}
+    found: list[Problem] = []
+    for policy in policies:
+        if policy.priority not in shared:
+            continue
+        key = (policy.priority, policy.selector)
+        winner = first.setdefault(key, policy.id)
+        if winner != policy.id:
+            found.append(
+                Problem(
+                    f"never matches: policy {winner!r} has the same priority ({policy.priority}) "
+                    "and the same selector, and takes precedence (ties go to the lower id)",
+                    policy.id,
+                    "selector",
+                )
+            )
+    if len(found) > MAX_WARNINGS:
+        hidden = len(found) - MAX_WARNINGS
+        found = [*found[:MAX_WARNINGS], Problem(f"{hidden} more shadowed policies not shown")]
+    return tuple(found)
 
 
 def is_redelivery(state: DesiredState, message: PolicyMessage, digest: str) -> bool:

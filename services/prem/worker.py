@@ -3,7 +3,14 @@
 Threads: paho's network thread only queues incoming documents; the link watcher only queues
 usability changes; the main thread takes both from one bounded queue and does all the work,
 so the enforcer never runs twice at once. A document is acknowledged to the broker (QoS 1,
-manual ack) only after it was applied or refused, so a crash in between means redelivery.
+manual ack) only after it was applied, refused or set aside as a dead letter, so a crash in
+between means redelivery.
+
+A document whose handling raises (a bug the refusals did not foresee) is the document's
+fault, not the worker's: it is set aside on the node's dead-letter topic, answered with a
+`refused` status, acknowledged, and the kernel is reconciled back to the enforced state. Only
+when that reconciliation fails too does the worker exit (its own invariant is broken); the
+document was acknowledged by then, so the restarted worker is not stuck behind it.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ from dataclasses import dataclass
 from types import FrameType
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from services import bus, netns
 from services.contracts import policy_xml
@@ -22,6 +30,7 @@ from services.contracts.errors import Problem
 from services.contracts.messages import Envelope, PolicyStatus, encode
 from services.contracts.settings import BrokerSettings
 from services.contracts.topics import Topics
+from services.deadletter import DeadLetters
 from services.metrics import PremMetrics
 from services.prem import routing
 from services.prem.config import PremSettings
@@ -44,7 +53,10 @@ class _Document:
 #: Why a retained policy document is refused. The broker hands a retained message to every new
 #: subscription, so the worker would get it again at each reconnect, long after newer versions:
 #: a replay the version check catches only while the enforced version is known (not after the
-#: state file was lost). Policy documents are never published retained.
+#: state file was lost). Policy documents are never published retained. The worker subscribes
+#: with MQTT 5's Retain As Published, so the flag also tells a document published retained
+#: just now (without it, the broker clears the flag on delivery to existing subscriptions, and
+#: the document would be applied; the broker would still replay it later).
 RETAINED = Problem(
     "retained policy document: the broker replays it at every subscription; policy documents "
     "must be published with retain off",
@@ -80,6 +92,9 @@ class PremWorker:
         self.watcher: LinkWatcher | None = None
         self.metrics = PremMetrics(settings.node)
         self.metrics.watch_client(self.client)
+        self.dead_letters = DeadLetters(
+            self.client, self.topics, settings.node, "prem", self.metrics.dead_letters
+        )
         #: The version the last retained presence announced.
         self._announced: int | None = None
 
@@ -128,6 +143,11 @@ class PremWorker:
                     self._publish_status(status)
                     self._record(status)
                 continue
+            self._document(enforcer, item)
+
+    def _document(self, enforcer: Enforcer, item: _Document) -> None:
+        """Answer one document (applied, refused, or set aside), then acknowledge it."""
+        try:
             reply = (
                 Reply(enforcer.refuse(RETAINED)) if item.retained else enforcer.handle(item.payload)
             )
@@ -136,13 +156,41 @@ class PremWorker:
                 document = policy_xml.render(reply.forward)
                 self.client.publish(self.topics.policy(reply.forward.node), document, qos=1)
             self._publish_status(reply.status)
-            if reply.status.version != self._announced:
-                # The retained presence is what a gateway or NSA replica that starts later
-                # reads first: it must carry the version enforced now, not the one at start.
-                self._publish_presence(online=True)
-            if item.qos > 0:
-                self.client.ack(item.mid, item.qos)
-            self._record(reply.status)
+        except Exception as exc:
+            self.dead_letters.post(
+                source=self.topics.policy(self.settings.node),
+                input_kind="policy",
+                payload=item.payload,
+                error=exc,
+            )
+            self._ack(item)  # before anything else can fail: never redelivered
+            status = self._recover(enforcer, exc)
+        else:
+            self._ack(item)
+            status = reply.status
+        if status.version != self._announced:
+            # The retained presence is what a gateway or NSA replica that starts later
+            # reads first: it must carry the version enforced now, not the one at start.
+            self._publish_presence(online=True)
+        self._record(status)
+
+    def _ack(self, item: _Document) -> None:
+        if item.qos > 0:
+            self.client.ack(item.mid, item.qos)
+
+    def _recover(self, enforcer: Enforcer, error: Exception) -> PolicyStatus:
+        """After a document set aside: the kernel back to the enforced state, and a refusal,
+        so that a caller waiting for this node gets an answer."""
+        # Whatever the handling changed before it raised is undone; if this fails, the worker's
+        # own state is in doubt and it ends, for its supervisor to restart it.
+        enforcer.reconcile()
+        problem = Problem(
+            f"not handled: {type(error).__name__} while handling the document; nothing "
+            f"changed, the document is set aside on {self.dead_letters.topic}"
+        )
+        status = enforcer.refuse(problem)
+        self._publish_status(status)
+        return status
 
     def _record(self, status: PolicyStatus | None) -> None:
         """Metrics after a status (or at start): counters, latency, what is enforced now."""
@@ -190,7 +238,8 @@ class PremWorker:
         props: object,
     ) -> None:
         log.info("node %s: connected to broker (%s)", self.settings.node, reason)
-        client.subscribe(self.topics.policy(self.settings.node), qos=1)
+        options = SubscribeOptions(qos=1, retainAsPublished=True)
+        client.subscribe(self.topics.policy(self.settings.node), options=options)
         if self.enforcer is not None:
             self._publish_presence(online=True)
 

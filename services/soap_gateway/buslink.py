@@ -3,6 +3,10 @@
 It subscribes to the status and presence topics of exactly the configured nodes. Its session
 is not kept across restarts (expiry 0): statuses queued while the gateway was down answer no
 waiting call, and the retained presences give the current picture on every connect.
+
+A malformed status or presence is ignored (logged); one whose handling raises anyway is set
+aside on the gateway's dead-letter topic: an exception escaping paho's callback would end
+paho's network thread, and with it every delivery of the gateway.
 """
 
 from __future__ import annotations
@@ -11,12 +15,15 @@ import logging
 from collections.abc import Iterable
 
 import paho.mqtt.client as mqtt
+from prometheus_client import Counter
 from pydantic import ValidationError
 
 from services import bus
+from services.contracts.echo import echo
 from services.contracts.messages import PolicyStatus, Presence, decode
 from services.contracts.settings import BrokerSettings
 from services.contracts.topics import Topics
+from services.deadletter import DeadLetters
 from services.soap_gateway.tracker import Tracker
 
 log = logging.getLogger(__name__)
@@ -32,6 +39,7 @@ class BusLink:
         nodes: Iterable[str],
         tracker: Tracker,
         *,
+        dead_letter_counter: Counter,
         publish_timeout_s: float = 5.0,
     ) -> None:
         self.broker = broker.model_copy(update={"session_expiry_s": 0})
@@ -46,6 +54,9 @@ class BusLink:
         )
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
+        self.dead_letters = DeadLetters(
+            self.client, self.topics, name, "soap-gateway", dead_letter_counter
+        )
 
     def start(self, timeout_s: float = 10.0) -> None:
         """Connect (paho keeps retrying in the background if the broker is not up yet)."""
@@ -88,14 +99,21 @@ class BusLink:
     def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
         payload = bytes(msg.payload)
         try:
-            if msg.topic in self._statuses:
-                status = decode(PolicyStatus, payload)
-                if status.node == self._statuses[msg.topic]:
-                    self.tracker.on_status(status)
-            elif msg.topic in self._presences:
-                presence = decode(Presence, payload)
-                # Other services of the node may announce themselves on the same topic.
-                if presence.node == self._presences[msg.topic] and presence.service == "prem":
-                    self.tracker.on_presence(presence)
+            self._take(msg.topic, payload)
         except ValidationError as exc:
-            log.warning("gateway: ignored a malformed message on %s: %s", msg.topic, exc)
+            # The error repeats the payload's keys and values: echoed, it cannot forge a line.
+            log.warning("gateway: ignored a malformed message on %s: %s", msg.topic, echo(str(exc)))
+        except Exception as exc:
+            kind = "status" if msg.topic in self._statuses else "presence"
+            self.dead_letters.post(source=msg.topic, input_kind=kind, payload=payload, error=exc)
+
+    def _take(self, topic: str, payload: bytes) -> None:
+        if topic in self._statuses:
+            status = decode(PolicyStatus, payload)
+            if status.node == self._statuses[topic]:
+                self.tracker.on_status(status)
+        elif topic in self._presences:
+            presence = decode(Presence, payload)
+            # Other services of the node may announce themselves on the same topic.
+            if presence.node == self._presences[topic] and presence.service == "prem":
+                self.tracker.on_presence(presence)

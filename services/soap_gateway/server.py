@@ -48,8 +48,14 @@ class GatewayServer:
     def __init__(self, settings: GatewaySettings, broker: BrokerSettings) -> None:
         self.settings = settings
         self.tracker = Tracker()
-        self.link = BusLink(broker, settings.name, settings.nodes(), self.tracker)
         self.metrics = GatewayMetrics(settings.name)
+        self.link = BusLink(
+            broker,
+            settings.name,
+            settings.nodes(),
+            self.tracker,
+            dead_letter_counter=self.metrics.dead_letters,
+        )
         self.metrics.watch_client(self.link.client)
         self.core = MeteredCore(settings, self.tracker, self.link, self.metrics)
         self.http: Any = wsgi.Server(

@@ -248,6 +248,37 @@ def test_empty_and_garbage_input() -> None:
     assert "not UTF-8" in only(refused(b"\xff\xfe\x00<")).reason
 
 
+def _utf16(data: bytes) -> bytes:
+    return data.decode().replace('encoding="UTF-8"', 'encoding="UTF-16"').encode("utf-16-le")
+
+
+@pytest.mark.parametrize(
+    ("data", "words"),
+    [
+        # UTF-16LE of ASCII characters is valid UTF-8; its NUL bytes give it away.
+        (_utf16(document("<flush/>")), "contains a NUL byte"),
+        (b"\xff\xfe" + _utf16(document("<flush/>")), "UTF-16 (little-endian) byte-order mark"),
+        (document("<flush/>").decode().encode("utf-16-be"), "contains a NUL byte"),
+        (document("<flush/>").decode().encode("utf-32"), "UTF-32 (little-endian) byte-order"),
+        (document("<flush/>").replace(b"UTF-8", b"UTF-16"), "declares encoding 'UTF-16'"),
+        (document("<flush/>").replace(b"UTF-8", b"latin1"), "declares encoding 'latin1'"),
+        (document("<flush/>").replace(b"<flush/>", b"<flush/>\0"), "contains a NUL byte"),
+    ],
+    ids=["utf-16le", "utf-16le-bom", "utf-16be", "utf-32", "declared-utf-16", "latin1", "nul"],
+)
+def test_anything_but_utf_8_is_refused_before_parsing(data: bytes, words: str) -> None:
+    problem = only(refused(data))
+    assert problem.reason.startswith("document is not UTF-8")
+    assert words in problem.reason
+
+
+@pytest.mark.parametrize("declared", ["UTF-8", "utf-8", "utf8", "UTF_8"])
+def test_utf_8_may_be_declared_in_any_spelling(declared: str) -> None:
+    data = document("<flush/>").replace(b"UTF-8", declared.encode())
+    assert parse(data).operation.kind == "flush"
+    assert parse(b"\xef\xbb\xbf" + data).operation.kind == "flush"
+
+
 def test_doctype_is_refused_before_parsing() -> None:
     data = b'<?xml version="1.0"?>\n<!DOCTYPE policy-message>\n' + document("<flush/>")[22:]
     problem = only(refused(data))

@@ -120,19 +120,20 @@ def test_replays_and_misaddressed_documents_are_refused_and_change_nothing(node:
     assert node.state_file.read_bytes() == state
 
 
-def test_a_retained_document_is_not_replayed_to_a_worker_that_lost_its_state(
-    node: Node, tmp_path: Path
-) -> None:
+def test_a_retained_document_is_refused_when_published_and_when_replayed(node: Node) -> None:
     # Someone publishes a policy retained (the ACL lets no node do that, but a publisher may
-    # misbehave): live subscribers get it as a normal delivery, and it applies.
+    # misbehave). MQTT 5 clears the retain flag on delivery to existing subscriptions unless
+    # they asked for Retain As Published; the worker does, so even this fresh delivery is
+    # recognised and refused, as the README says.
     retained = _install(3, *ENFORCED)
-    assert node.deliver(retained, retain=True).result == "applied"
-    assert node.kernel().by_policy() == expected_entries(ENFORCED)
-    # The worker's durable state is lost (a new container without its volume) and it restarts:
-    # the broker hands the retained document to its new subscription. Version 0 is enforced, so
-    # only the retained flag tells this replay from a new document.
+    _refused(node.deliver(retained, retain=True), "retain", "retained policy document")
+    assert node.kernel().by_policy() == {}
+    assert node.refusals("retained") == 1
+    # The broker keeps the document and hands it to every new subscription: the worker
+    # restarts (its state lost, version 0 enforced), and only the retained flag tells this
+    # replay from a new document.
     node.worker.stop()
-    node.state_file.unlink()
+    node.state_file.unlink(missing_ok=True)
     node.worker.start()
     node.client.wait_online("ha1", timeout_s=20)
     _refused(node.client.next_status("ha1", timeout_s=15), "retain", "retained policy document")

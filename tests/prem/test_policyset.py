@@ -111,3 +111,26 @@ def test_install_counts_only_what_changes(tmp_path: Path) -> None:
     changed = Install(policies=(udp_to("a", 1000, 3), udp_to("c", 3000, 2)))
     out = apply_message(state, message(2, changed), settings(tmp_path))
     assert (out.inserted, out.deleted, out.replaced) == (1, 1, 1)
+
+
+def test_a_policy_tied_with_an_earlier_id_on_priority_and_selector_is_reported(
+    tmp_path: Path,
+) -> None:
+    tied = (udp_to("b", 5001, 1, priority=7), udp_to("a", 5001, 2, priority=7))
+    apart = (udp_to("c", 5001, 1, priority=8), udp_to("d", 5002, 1, priority=7))
+    out = apply_message(
+        DesiredState(node="ha1"), message(1, Install(policies=tied + apart)), settings(tmp_path)
+    )
+    # 'a' sorts first and takes every packet; 'c' only loses on priority, 'd' selects others.
+    assert [(w.policy_id, w.field) for w in out.warnings] == [("b", "selector")]
+    assert "'a'" in out.warnings[0].reason
+    assert [p.id for p in out.state.policies] == ["a", "b", "d", "c"]
+
+
+def test_many_shadowed_policies_are_summarised(tmp_path: Path) -> None:
+    copies = tuple(udp_to(f"p{n:02}", 5001, 1) for n in range(30))
+    out = apply_message(
+        DesiredState(node="ha1"), message(1, Install(policies=copies)), settings(tmp_path)
+    )
+    assert len(out.warnings) == 21
+    assert out.warnings[-1].reason == "9 more shadowed policies not shown"
