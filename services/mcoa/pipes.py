@@ -104,7 +104,7 @@ class RouteSpec:
     @property
     def is_pipe(self) -> bool:
         """Whether this route leads into a pipe (not a decapsulation, not the underlay)."""
-        return isinstance(self.encap, Seg6Encap | Ip6Encap) or self.dev.startswith(("mnvx", "mn6"))
+        return isinstance(self.encap, Seg6Encap | Ip6Encap) or devices.owned(self.dev)
 
     def sort_key(self) -> tuple[int, IPv6Network, str, str, str]:
         return self.table, self.dst, self.dev, str(self.gateway), repr(self.encap)
