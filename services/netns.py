@@ -63,7 +63,7 @@ def veth(ns_a: str, a: str, ns_b: str, b: str, index: int, *, peer_mac: str | No
     """A veth pair `a` (in ns_a, ifindex `index`) <-> `b` (in ns_b, ifindex `index + 1`), up.
 
     Unique ifindexes matter: with equal indexes in two namespaces, carrier changes are batched
-    and reach netlink listeners about a second late (KERNEL.md).
+    and reach netlink listeners about a second late (docs/kernel.md).
     """
     mac = ["address", peer_mac] if peer_mac is not None else []
     run(

@@ -1,6 +1,6 @@
 """How a Binding Update names its mobile router when no Home Address option can be sent.
 
-This kernel has no Mobile IPv6 (KERNEL.md): a Home Address destination option is dropped by
+This kernel has no Mobile IPv6 (docs/kernel.md): a Home Address destination option is dropped by
 the receiver, so BUs leave from the care-of address bare. The mobile router therefore names
 itself with a Mobile Node Identifier option (RFC 4283, option type 8, subtype 1 = NAI) whose
 value is its home address in text form. Lab convention, shared by both ends of this package;

@@ -1,7 +1,7 @@
 """Raw IPv6 sockets for the Mobility Header (protocol 135): the only signalling I/O here.
 
 The kernel fills the MH checksum (offset 4) when it is sent as zero and checks it on receive
-(KERNEL.md), so `encode` without addresses is all a sender needs. A mobile router opens one
+(docs/kernel.md), so `encode` without addresses is all a sender needs. A mobile router opens one
 socket per link, bound to that link's care-of address and device, so each BU leaves by its own
 link from its own address and the BA to that address comes back on the same socket.
 """

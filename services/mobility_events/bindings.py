@@ -8,7 +8,7 @@ never looks like a registration. Every step returns the events it caused as a li
 sends them: the service publishes, tests compare lists.
 
 Who the mobile router is: BUs here are sent from the care-of address without a Home Address
-option (KERNEL.md), so the packet does not name the home address. The caller passes an
+option (docs/kernel.md), so the packet does not name the home address. The caller passes an
 `Identify` policy; the default, `MnpIdentity`, recognises the router by the Mobile Network
 Prefix options of the BU (configured MR id -> prefixes), then by a configured care-of address.
 

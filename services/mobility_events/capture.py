@@ -11,7 +11,7 @@ Two sockets, both opened by `start()` in the namespace current at that moment:
   packets whose next header is 135 (loopback excluded, as the raw socket already sees those):
   the home agent's own BAs, the router's own BUs. Raw sockets never see what the node sends,
   so without it one node sees only half of each exchange. It only parses MH directly after the
-  IPv6 header, which is all this kernel can send (no HAO or type 2 routing header, KERNEL.md).
+  IPv6 header, which is all this kernel can send (no HAO or type 2 routing header, docs/kernel.md).
   Outgoing packets reach only ETH_P_ALL taps, so the filter runs (in the kernel, a few
   instructions) on every packet the node sends or receives, and the kernel clones each
   outgoing packet once for its taps: switch it off where only one direction matters.

@@ -13,7 +13,7 @@ copies; it counts every outcome in `DECODE_STATS`.
 The checksum covers an IPv6 pseudo-header (RFC 6275 6.1.1, RFC 2460 8.1). When the packet
 carries a Home Address option the pseudo-header source is the home address, which only the
 caller knows, so addresses are arguments. Raw sockets on Linux fill in the checksum when it is
-sent as zero (see KERNEL.md), which is what `encode` does without addresses.
+sent as zero (see docs/kernel.md), which is what `encode` does without addresses.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Settings of the mobility-events service (the `[mobility_events]` table).
 
 The service must know which mobile router a Binding Update belongs to, and the packets here do
-not say (no Home Address option, KERNEL.md): each router is declared with its Mobile Network
+not say (no Home Address option, docs/kernel.md): each router is declared with its Mobile Network
 Prefixes, which its BUs carry, and optionally fixed care-of addresses for BUs without a prefix
 option.
 """

@@ -6,7 +6,7 @@
 ```
 The service captures in the HA namespace: BUs from the MR arrive on its raw socket, the BAs
 the HA sends leave through its packet tap. Signalling is sent through raw protocol-135
-sockets with a zero checksum, which the kernel fills in (KERNEL.md). Used by the kernel tests
+sockets with a zero checksum, which the kernel fills in (docs/kernel.md). Used by the kernel tests
 and the latency benchmark; every command is an argument list.
 """
 

@@ -40,7 +40,7 @@ _SYSCTLS = (
     "net.ipv6.conf.all.keep_addr_on_down=1",
     "net.ipv6.conf.all.accept_dad=0",
     "net.ipv6.conf.default.accept_dad=0",
-)  # unique ifindexes per lab link pair (KERNEL.md)
+)  # unique ifindexes per lab link pair (docs/kernel.md)
 
 
 def mr_address(link: int) -> IPv6Address:

@@ -276,7 +276,7 @@ class LinkEvents:
     """Watched interfaces' state from rtnetlink events, for a caller's own poll loop.
 
     Construct it in the thread that will call its methods, inside the network namespace to
-    watch: an IPRoute made in another thread never returned events here (KERNEL.md), so every
+    watch: an IPRoute made in another thread never returned events here (docs/kernel.md), so every
     method but `close` refuses another thread. The constructor subscribes to link and address
     events first and dumps second, so no change falls between the two; events queued meanwhile
     are replayed by the first `drain()` and end in the same state. If the socket buffer overflows,

@@ -1,7 +1,7 @@
 """The UDP probe responder the project ships: it echoes probe datagrams, optionally late.
 
 Why it exists: the link monitor's UDP probes need an echo at the far end, and this kernel has
-no netem (KERNEL.md), so a link's delay is emulated here: every answer leaves `delay` after
+no netem (docs/kernel.md), so a link's delay is emulated here: every answer leaves `delay` after
 its request arrived.
 
 Not a reflector. Only well-formed probe *requests* (`services.monitor.probe`) are answered,

@@ -122,5 +122,5 @@ class Naming:
 
     def ifindex_base(self) -> int:
         """First ifindex of this bed's veth pairs: unique per prefix, so two beds' links do
-        not share indexes (equal indexes delay carrier events by about 1 s, KERNEL.md)."""
+        not share indexes (equal indexes delay carrier events by about 1 s, docs/kernel.md)."""
         return 5000 + (zlib.crc32(self.prefix.encode()) % 4000) * 16

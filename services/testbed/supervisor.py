@@ -7,7 +7,8 @@ a second build, `multinet testbed down` or a later run find and end processes a 
 `--keep` run left behind, without ever signalling a process that merely reused a pid.
 
 A service that exits while the run needs it is an error: `check_alive` raises `ServiceDied`
-with the end of its log, and the runner fails loudly (STYLE.md practice 7).
+with the end of its log, and the runner fails loudly: a service that dies is a broken run,
+never something to wait out.
 """
 
 from __future__ import annotations

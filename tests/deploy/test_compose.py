@@ -38,7 +38,7 @@ COMPOSE = DEPLOY / "compose.yaml"
 COMPOSE_CONF = DEPLOY / "mosquitto" / "compose.conf"
 DOCKERFILE = DEPLOY / "Dockerfile"
 
-#: Every role of DESIGN.md's deployment section.
+#: Every role of the deployment (docs/architecture.md).
 ROLES = {"broker", "nsa", "soap_gateway", "prem-ha", "prem-mr", "monitor", "mobility_events"}
 
 #: The workers that act on their node's kernel, and the capabilities each needs: PREM programs

@@ -5,7 +5,7 @@ rename, counters, buffer overflow).
 Kernel scenarios run in a `call_in` child inside the watched namespace, because `LinkEvents`
 must be made in the thread and namespace it reads; the veth peer sits in a second namespace,
 so "carrier loss" is the far end going down, as when a modem drops. Every veth end gets an
-ifindex of its own (KERNEL.md: equal indexes batch carrier changes by about a second).
+ifindex of its own (docs/kernel.md: equal indexes batch carrier changes by about a second).
 """
 
 from __future__ import annotations

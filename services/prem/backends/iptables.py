@@ -24,7 +24,7 @@ first is rebuilt from what was read before `apply` and committed again. The rema
 that restoring commit fails too, the two families disagree until the next reconciliation, and
 the error says so.
 
-Cost: rules are matched linearly (about 20-30 ns per rule per packet, see KERNEL.md); an ipset
+Cost: rules are matched linearly (about 20-30 ns per rule per packet, see docs/kernel.md); an ipset
 or nft map would make it O(1). Good enough for this first version; prefer the nftables back end
 for large tables.
 
