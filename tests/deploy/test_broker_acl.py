@@ -33,11 +33,6 @@ pytestmark = pytest.mark.broker
 T = Topics()  # the shipped ACL is written for the default root, multinet/v1
 
 
-def dead_letter(node: str, service: str) -> str:
-    """Where `service` of `node` publishes the messages it could not handle."""
-    return f"{T.root}/node/{node}/dead-letter/{service}"
-
-
 GRANTED_QOS_1 = 0x01
 
 #: (user, topic, may write). Every row is one real QoS 1 PUBLISH and its PUBACK.
@@ -98,17 +93,17 @@ WRITES: list[tuple[str, str, bool]] = [
     ("soap-gateway", T.binding_event("mr1", 1), False),
     # Dead letters: each service writes its own node's, nobody another's; the operator
     # reads them.
-    ("ha1", dead_letter("ha1", "prem"), True),
-    ("mr1", dead_letter("mr1", "monitor"), True),
-    ("mr1", dead_letter("ha1", "prem"), False),
-    ("mobility-ha", dead_letter("ha1", "mobility-events"), True),
-    ("mobility-ha", dead_letter("ha1", "mcoa-ha"), True),
-    ("mobility-ha", dead_letter("ha1", "prem"), False),
-    ("nsa", dead_letter("nsa-1", "nsa"), True),
-    ("nsa", dead_letter("nsa-1", "prem"), False),
-    ("soap-gateway", dead_letter("soap-gateway", "soap-gateway"), True),
-    ("soap-gateway", dead_letter("ha1", "prem"), False),
-    ("operator", dead_letter("ha1", "prem"), False),
+    ("ha1", T.dead_letter("ha1", "prem"), True),
+    ("mr1", T.dead_letter("mr1", "monitor"), True),
+    ("mr1", T.dead_letter("ha1", "prem"), False),
+    ("mobility-ha", T.dead_letter("ha1", "mobility-events"), True),
+    ("mobility-ha", T.dead_letter("ha1", "mcoa-ha"), True),
+    ("mobility-ha", T.dead_letter("ha1", "prem"), False),
+    ("nsa", T.dead_letter("nsa-1", "nsa"), True),
+    ("nsa", T.dead_letter("nsa-1", "prem"), False),
+    ("soap-gateway", T.dead_letter("soap-gateway", "soap-gateway"), True),
+    ("soap-gateway", T.dead_letter("ha1", "prem"), False),
+    ("operator", T.dead_letter("ha1", "prem"), False),
     # The operator writes preferences and rules, nothing that reaches a worker.
     ("operator", T.preferences("mr1"), True),
     ("operator", T.operator_rules(), True),
@@ -149,7 +144,7 @@ PUBLICATIONS: list[tuple[str, str]] = [
     ("operator", T.operator_rules()),
     ("nsa", T.decision("mr1")),
     ("nsa", T.presence("nsa-1", "nsa")),
-    ("ha1", dead_letter("ha1", "prem")),
+    ("ha1", T.dead_letter("ha1", "prem")),
 ]
 
 #: The PREM workers' acknowledgements and presence: what the gateway reads.
@@ -180,7 +175,7 @@ READS: dict[str, list[str]] = {
         T.preferences("mr1"),
         T.operator_rules(),
         T.decision("mr1"),
-        dead_letter("ha1", "prem"),
+        T.dead_letter("ha1", "prem"),
     ],
     "mobility-ha": [],
 }

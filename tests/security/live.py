@@ -84,8 +84,16 @@ def snapshot(namespace: str) -> Snapshot:
         json.dumps(item, sort_keys=True) for item in listing["nftables"] if "metainfo" not in item
     )
     rules = "".join(netns.run(namespace, ["ip", f, "rule", "show"]) for f in ("-4", "-6"))
+    # Sorted: the kernel lists routes of equal standing (two links' link-local addresses in the
+    # local table) in an order that may change between two reads of the same state.
     routes = "".join(
-        netns.run(namespace, ["ip", f, "route", "show", "table", "all"]) for f in ("-4", "-6")
+        sorted(
+            line + "\n"
+            for f in ("-4", "-6")
+            for line in netns.run(
+                namespace, ["ip", f, "route", "show", "table", "all"]
+            ).splitlines()
+        )
     )
     return Snapshot(ruleset, rules, routes)
 
