@@ -172,7 +172,7 @@ def blast(bed: Bed, seconds: float, senders: int) -> tuple[float, float]:
 
 def measure(seconds: float, reps: int, senders: int) -> dict[str, object]:
     """Every kind this kernel has and `plain`, interleaved per repetition; medians."""
-    caps = capabilities.probe()
+    caps = capabilities.probe(capabilities.PIPE_KINDS)
     kinds = caps.pipe_kinds()
     bed = build(f"mnpipe{os.getpid()}")
     samples: dict[str, list[tuple[float, float]]] = {k: [] for k in ("plain", *kinds)}

@@ -268,7 +268,8 @@ class Capabilities:
     note: str = ""
 
     def check(self, name: str) -> Check:
-        """The check of feature `name` (KeyError for a name that is not a feature)."""
+        """The check of feature `name` (KeyError for a name that is not a feature or was not
+        part of this probe)."""
         for check in self.checks:
             if check.feature.name == name:
                 return check
@@ -347,7 +348,20 @@ def _run(prefix: Sequence[str], argv: Sequence[str]) -> str | None:
     return said[0] if said else f"{argv[0]} exited with status {proc.returncode}"
 
 
-def _try(prefix: Sequence[str], features: Iterable[Feature]) -> tuple[Check, ...]:
+def _with_needs(names: Iterable[str]) -> tuple[Feature, ...]:
+    """The features named and every feature they need, in `FEATURES` order (a feature's steps
+    may build on what an earlier one made: `nft dup` adds a rule to the `nf_tables` table)."""
+    wanted: set[str] = set()
+    todo = list(names)
+    while todo:
+        name = todo.pop()
+        if name not in wanted:
+            wanted.add(name)
+            todo.extend(_BY_NAME[name].needs)
+    return tuple(f for f in FEATURES if f.name in wanted)
+
+
+def _try(prefix: Sequence[str], features: Sequence[Feature]) -> tuple[Check, ...]:
     checks: dict[str, Check] = {}
     setup_error = next((e for step in _SETUP if (e := _run(prefix, step)) is not None), None)
     checks["veth"] = Check(_BY_NAME["veth"], setup_error is None, setup_error or "")
@@ -360,23 +374,24 @@ def _try(prefix: Sequence[str], features: Iterable[Feature]) -> tuple[Check, ...
             continue
         error = next((e for step in feature.steps if (e := _run(prefix, step)) is not None), None)
         checks[feature.name] = Check(feature, error is None, error or "")
-    return tuple(checks[f.name] for f in FEATURES)
+    return tuple(checks[f.name] for f in features)
 
 
 def _scratch_name() -> str:
     return f"mncap-{os.getpid()}-{os.urandom(2).hex()}"
 
 
-def run_probe() -> Capabilities:
-    """Try every feature now (prefer `probe()`, which does it once per process)."""
+def run_probe(names: Iterable[str] | None = None) -> Capabilities:
+    """Try the features named (and what they need), or every feature, now (prefer `probe()`,
+    which remembers the answer for the rest of the process)."""
+    features = FEATURES if names is None else _with_needs(names)
     started = time.monotonic()
     kernel = f"{platform.release()} ({platform.machine()})"
     name = _scratch_name()
     made = _run((), ("ip", "netns", "add", name))
     if made is None:
         try:
-            prefix = ("ip", "netns", "exec", name)
-            checks = _try(prefix, FEATURES)
+            checks = _try(("ip", "netns", "exec", name), features)
         finally:
             _run((), ("ip", "netns", "del", name))
         return Capabilities(kernel, checks, True, time.monotonic() - started)
@@ -384,7 +399,7 @@ def run_probe() -> Capabilities:
     for step in _CLEANUP:
         _run((), step)
     try:
-        checks = _try((), FEATURES)
+        checks = _try((), features)
     finally:
         for step in _CLEANUP:
             _run((), step)
@@ -392,6 +407,8 @@ def run_probe() -> Capabilities:
 
 
 @functools.cache
-def probe() -> Capabilities:
-    """What this kernel can do, tried once per process and then remembered."""
-    return run_probe()
+def probe(names: tuple[str, ...] | None = None) -> Capabilities:
+    """What this kernel can do, tried once per process and then remembered: every feature, or
+    only those named (and what they need; the agents ask for `PIPE_KINDS` alone, which takes
+    a fraction of the whole probe). `Capabilities.check` knows only the features tried."""
+    return run_probe(names)

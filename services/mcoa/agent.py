@@ -59,7 +59,7 @@ def run(
     """
     # First of all, what this kernel can build: a missing kind ends the agent at once, naming
     # the kernel option and what is there instead (MissingCapability, a KernelError).
-    caps = capabilities.probe()
+    caps = capabilities.probe(capabilities.PIPE_KINDS)
     agent: MrAgent | HaAgent
     publisher: BusPublisher | None = None
     if settings.role == "mr":

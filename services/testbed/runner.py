@@ -85,7 +85,7 @@ def pipe_kind(requested: str, say: Callable[[str], None] = print) -> str:
     """The pipe kind of a run: probed once, then written into every node's settings, so both
     ends of each binding build the same kind. MissingCapability (naming the kernel option
     and what there is instead) when the kernel cannot build the requested one."""
-    caps = capabilities.probe()
+    caps = capabilities.probe(capabilities.PIPE_KINDS)
     kind = capabilities.choose_pipe_kind(requested, caps)
     say(f"pipe kind: {kind} (asked: {requested}; this kernel has: {', '.join(caps.pipe_kinds())})")
     return kind
