@@ -18,28 +18,24 @@ from __future__ import annotations
 
 import logging
 import queue
-import signal
 import sys
 import time
 from dataclasses import dataclass
 from ipaddress import IPv6Address
 from pathlib import Path
-from types import FrameType
 
-import paho.mqtt.client as mqtt
-
-from services import bus, netns
+from services import netns
 from services.contracts.errors import InvalidInput
 from services.contracts.messages import BindingEvent, encode
 from services.contracts.settings import BrokerSettings, ServiceFile, load_service_file
 from services.contracts.topics import Topics
-from services.deadletter import DeadLetters
 from services.metrics import MetricsListenError, MobilityEventsMetrics
 from services.mobility_events.bindings import BindingView
 from services.mobility_events.capture import MhCapture
 from services.mobility_events.codec import Message
 from services.mobility_events.config import MobilityEventsSettings
 from services.mobility_events.errors import MobilityHeaderError, Reason
+from services.runtime import ServiceBus, on_signals
 
 log = logging.getLogger(__name__)
 SERVICE = "mobility-events"
@@ -90,27 +86,19 @@ class MobilityEventsService:
         self.dropped = 0
         self.published = 0
         self.capture: MhCapture | None = None
-        self.presence = bus.Announcer(self.topics, settings.node, SERVICE)
-        self.client = bus.make_client(
-            broker,
-            bus.client_id(SERVICE, settings.node, broker.topic_root),
-            will_topic=self.presence.topic,
-            will=self.presence.message(online=False),
-        )
-        self.client.on_connect = self._on_connect
         self.metrics = MobilityEventsMetrics(settings.node, tuple(r.value for r in Reason))
-        self.metrics.watch_client(self.client)
-        self.dead_letters = DeadLetters(
-            self.client, self.topics, settings.node, SERVICE, self.metrics.dead_letters
+        self.bus = ServiceBus(
+            service=SERVICE, node=settings.node, broker=broker, metrics=self.metrics
         )
+        self.client = self.bus.client
+        self.dead_letters = self.bus.dead_letters
 
     def run(self) -> None:
         """Connect, enter the namespace, capture and publish until `stop()`."""
         # The bus connection stays in the namespace we started in (management side); the
         # capture sockets are opened after `enter`, in the observed node's namespace. The
         # metrics endpoint stays on the management side too.
-        self.metrics.serve(self.settings.metrics_listen)
-        bus.start(self.client, self.broker)
+        self.bus.start(self.settings.metrics_listen)
         if self.netns_name is not None:
             netns.enter(self.netns_name)
         self.capture = MhCapture(
@@ -123,7 +111,7 @@ class MobilityEventsService:
             node=self.settings.node,
         )
         self.capture.start()
-        self.presence.publish(self.client, online=True)
+        self.bus.online()
         log.info(
             "node %s: observing Mobility Headers%s for %d mobile router(s)",
             self.settings.node,
@@ -181,10 +169,7 @@ class MobilityEventsService:
     def _shutdown(self) -> None:
         if self.capture is not None:
             self.capture.stop()
-        self.presence.publish(self.client, online=False)
-        self.client.disconnect()
-        self.client.loop_stop()
-        self.metrics.close()
+        self.bus.close()
         log.info(
             "node %s: stopped (%d events published, %d messages dropped, view %s)",
             self.settings.node,
@@ -215,18 +200,6 @@ class MobilityEventsService:
             payload=data,
             error=error,
         )
-
-    def _on_connect(
-        self,
-        client: mqtt.Client,
-        userdata: object,
-        flags: mqtt.ConnectFlags,
-        reason: object,
-        props: object,
-    ) -> None:
-        log.info("node %s: connected to broker (%s)", self._node, reason)
-        if self.capture is not None:
-            self.presence.publish(self.client, online=True)
 
     def _publish_events(self, events: list[BindingEvent]) -> None:
         for event in events:
@@ -259,13 +232,7 @@ def run(
 ) -> None:
     """Serve until SIGTERM or SIGINT; capture in `netns_name` when given, bus where we are."""
     service = MobilityEventsService(settings, broker, netns_name=netns_name)
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        log.info("node %s: signal %d, stopping", settings.node, signum)
-        service.stop()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    on_signals(settings.node, service.stop)
     service.run()
 
 
