@@ -84,17 +84,17 @@ def snapshot(namespace: str) -> Snapshot:
         json.dumps(item, sort_keys=True) for item in listing["nftables"] if "metainfo" not in item
     )
     rules = "".join(netns.run(namespace, ["ip", f, "rule", "show"]) for f in ("-4", "-6"))
-    # Sorted: the kernel lists routes of equal standing (two links' link-local addresses in the
-    # local table) in an order that may change between two reads of the same state.
-    routes = "".join(
-        sorted(
-            line + "\n"
-            for f in ("-4", "-6")
-            for line in netns.run(
-                namespace, ["ip", f, "route", "show", "table", "all"]
-            ).splitlines()
-        )
-    )
+    # Sorted, and without the routes the kernel makes for addresses (`proto kernel`): those
+    # come and go on the kernel's own timetable (a link-local address finishing its set-up
+    # between two reads) and are never the worker's; and routes of equal standing may be
+    # listed in another order by two reads of the same state.
+    listed = [
+        line
+        for f in ("-4", "-6")
+        for line in netns.run(namespace, ["ip", f, "route", "show", "table", "all"]).splitlines()
+        if "proto kernel" not in line
+    ]
+    routes = "".join(line + "\n" for line in sorted(listed))
     return Snapshot(ruleset, rules, routes)
 
 
