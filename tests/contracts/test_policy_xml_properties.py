@@ -20,17 +20,15 @@ from services.contracts.policy import (
     AddressRange,
     Direction,
     Drop,
-    Flush,
     Forward,
-    Install,
     IPAddress,
     Policy,
     PolicyMessage,
     PortRange,
     Selector,
-    Update,
 )
 from services.contracts.policy_xml import NAMESPACE, parse, render, validate_xsd
+from tests import policy_strategies
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -103,21 +101,7 @@ def policies(policy_id: str) -> st.SearchStrategy[Policy]:
     )
 
 
-@st.composite
-def operations(draw: st.DrawFn) -> Install | Update | Flush:
-    kind = draw(st.sampled_from(["install", "update", "flush"]))
-    ids = draw(st.lists(policy_ids, max_size=6, unique=True))
-    if kind == "flush":
-        return Flush()
-    if kind == "install":
-        return Install(policies=tuple(draw(policies(i)) for i in ids))
-    lists = draw(st.lists(st.sampled_from("dri"), min_size=len(ids), max_size=len(ids)))
-    chosen = list(zip(lists, ids, strict=True))
-    return Update(
-        delete=tuple(i for which, i in chosen if which == "d"),
-        replace=tuple(draw(policies(i)) for which, i in chosen if which == "r"),
-        insert=tuple(draw(policies(i)) for which, i in chosen if which == "i"),
-    )
+operations = policy_strategies.operations(st.lists(policy_ids, max_size=6, unique=True), policies)
 
 
 @st.composite
@@ -128,7 +112,7 @@ def messages(draw: st.DrawFn) -> PolicyMessage:
         mobile_router=draw(node_ids),
         direction=direction,
         version=draw(st.integers(1, 2**63 - 1)),
-        operation=draw(operations()),
+        operation=draw(operations),
         symmetric=direction is Direction.DOWNLINK and draw(st.booleans()),
     )
 

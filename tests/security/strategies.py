@@ -30,13 +30,10 @@ from services.contracts.messages import (
 from services.contracts.policy import (
     Direction,
     Drop,
-    Flush,
     Forward,
-    Install,
     Policy,
     PolicyMessage,
     Selector,
-    Update,
 )
 from services.mobility_events.codec import BindingAcknowledgement, BindingUpdate, Message, encode
 from services.mobility_events.mh_options import (
@@ -44,6 +41,7 @@ from services.mobility_events.mh_options import (
     BindingIdentifier,
     MobileNetworkPrefix,
 )
+from tests import policy_strategies
 from tests.contracts.test_policy_xml_properties import TOKENS, selectors
 from tests.mobility_events.test_codec_properties import damaged
 from tests.mobility_events.test_codec_properties import messages as mh_messages
@@ -78,22 +76,13 @@ def policies(policy_id: str) -> st.SearchStrategy[Policy]:
     )
 
 
-@st.composite
-def operations(draw: st.DrawFn) -> Install | Update | Flush:
-    """An Install, Update or Flush over a few ids, BIDs the node may or may not declare."""
-    kind = draw(st.sampled_from(["install", "install", "update", "flush"]))
-    ids = draw(st.lists(_ids, max_size=4, unique=True))
-    if kind == "flush":
-        return Flush()
-    if kind == "install":
-        return Install(policies=tuple(draw(policies(i)) for i in ids))
-    which = draw(st.lists(st.sampled_from("dri"), min_size=len(ids), max_size=len(ids)))
-    chosen = list(zip(which, ids, strict=True))
-    return Update(
-        delete=tuple(i for w, i in chosen if w == "d"),
-        replace=tuple(draw(policies(i)) for w, i in chosen if w == "r"),
-        insert=tuple(draw(policies(i)) for w, i in chosen if w == "i"),
-    )
+#: An Install (drawn twice as often), Update or Flush over a few ids, BIDs the node may or may
+#: not declare.
+operations = policy_strategies.operations(
+    st.lists(_ids, max_size=4, unique=True),
+    policies,
+    kinds=("install", "install", "update", "flush"),
+)
 
 
 @st.composite
@@ -104,7 +93,7 @@ def node_messages(draw: st.DrawFn) -> PolicyMessage:
         mobile_router="mr1",
         direction=Direction.DOWNLINK,
         version=PLACEHOLDER,
-        operation=draw(operations()),
+        operation=draw(operations),
     )
 
 
