@@ -33,7 +33,7 @@ from services.contracts.messages import (
     PolicyStatus,
     Refusal,
 )
-from services.mobility_events.status import BaStatus
+from services.mobility_header.status import BaStatus
 
 #: Seconds; from a sub-millisecond memory apply to a multi-second iptables install.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)

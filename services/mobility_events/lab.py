@@ -33,8 +33,8 @@ from services import bus, netns
 from services.contracts.messages import BindingEvent, BindingEventKind, Presence, decode
 from services.contracts.settings import BrokerSettings
 from services.contracts.topics import Topics
-from services.mobility_events.codec import IPPROTO_MH, BindingAcknowledgement, BindingUpdate, encode
-from services.mobility_events.mh_options import BindingIdentifier, MobileNetworkPrefix
+from services.mobility_header.codec import IPPROTO_MH, BindingAcknowledgement, BindingUpdate, encode
+from services.mobility_header.mh_options import BindingIdentifier, MobileNetworkPrefix
 from services.process import stop
 
 HA_ADDRESS = IPv6Address("2001:db8:ff::1")

@@ -32,9 +32,9 @@ from services.contracts.topics import Topics
 from services.metrics import MetricsListenError, MobilityEventsMetrics
 from services.mobility_events.bindings import BindingView
 from services.mobility_events.capture import MhCapture
-from services.mobility_events.codec import Message
 from services.mobility_events.config import MobilityEventsSettings
-from services.mobility_events.errors import MobilityHeaderError, Reason
+from services.mobility_header.codec import Message
+from services.mobility_header.errors import MobilityHeaderError, Reason
 from services.runtime import ServiceBus, on_signals
 
 log = logging.getLogger(__name__)
