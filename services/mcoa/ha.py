@@ -48,7 +48,7 @@ from services.mcoa.cache import (
 )
 from services.mcoa.cache import next_expiry as cache_next_expiry
 from services.mcoa.config import HaSettings, McoaSettings
-from services.metrics import McoaHaMetrics
+from services.mcoa.metrics import McoaHaMetrics
 from services.mobility_header.codec import BindingUpdate, decode
 from services.mobility_header.errors import MobilityHeaderError
 from services.mobility_header.status import BaStatus, ba_status_name

@@ -29,10 +29,11 @@ from services.contracts.errors import InvalidInput
 from services.contracts.messages import BindingEvent, encode
 from services.contracts.settings import BrokerSettings, ServiceFile, load_service_file
 from services.contracts.topics import Topics
-from services.metrics import MetricsListenError, MobilityEventsMetrics
+from services.metrics import MetricsListenError
 from services.mobility_events.bindings import BindingView
 from services.mobility_events.capture import MhCapture
 from services.mobility_events.config import MobilityEventsSettings
+from services.mobility_events.metrics import MobilityEventsMetrics
 from services.mobility_header.codec import Message
 from services.mobility_header.errors import MobilityHeaderError, Reason
 from services.runtime import ServiceBus, on_signals

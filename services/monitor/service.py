@@ -37,9 +37,9 @@ from services.contracts.messages import Envelope, LinkMetrics, LinkState, encode
 from services.contracts.settings import BrokerSettings
 from services.contracts.topics import Topics
 from services.deadletter import DeadLetters
-from services.metrics import MonitorMetrics
 from services.monitor.config import LinkConfig, MonitorSettings, RadioSource
 from services.monitor.link import LinkTracker, Radio
+from services.monitor.metrics import MonitorMetrics
 from services.monitor.netlink import InterfaceState, LinkEvents
 from services.monitor.probe import Prober, open_prober
 from services.monitor.radio import Nl80211Radio, RadioUnavailable
