@@ -24,12 +24,12 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.broker import free_port
 from services import netns
 from services.contracts.settings import BrokerSettings
 from services.mobility_events.lab import MobilityLab
 from services.mobility_events.lab import write_config as mobility_config
 from services.monitor.lab import MonitorLab
+from services.ports import free_port
 from services.prem.demo import worker_argv
 from services.prem.lab import Lab
 from services.process import stop

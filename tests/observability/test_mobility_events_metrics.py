@@ -25,8 +25,9 @@ from services.mobility_events.lab import (
     raw_socket_in,
     write_config,
 )
+from services.ports import free_port
 from tests.faults.procs import Service
-from tests.observability.scrape import free_port, wait_scrape
+from tests.observability.scrape import wait_scrape
 
 pytestmark = [pytest.mark.kernel, pytest.mark.broker]
 EVENTS = "multinet_mobility_events_published_total"

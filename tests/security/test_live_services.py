@@ -38,9 +38,10 @@ from services.mobility_events.lab import (
 )
 from services.nsa.service import NsaService
 from services.nsa.settings import load_file
+from services.ports import free_port
 from tests.conftest import _require
 from tests.nsa.busbed import BusDriver, wait_until, write_settings
-from tests.observability.scrape import free_port, scrape
+from tests.observability.scrape import scrape
 from tests.security.strategies import INPUT_KINDS, bus_payloads, packets
 
 SAMPLE = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
