@@ -28,7 +28,7 @@ from services.contracts.policy import (
     Selector,
     Update,
 )
-from services.mobility_events.lab import COA1, COA2, Signaller
+from labs.mobility_events import COA1, COA2, Signaller
 
 SOAP_ENV = "http://schemas.xmlsoap.org/soap/envelope/"
 GW = "urn:multinet:soap-gateway:1"

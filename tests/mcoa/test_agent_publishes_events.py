@@ -16,7 +16,7 @@ import pytest
 from services import netns
 from services.contracts.messages import BindingEventKind
 from services.contracts.settings import BrokerSettings
-from services.mobility_events.lab import EventListener
+from labs.mobility_events import EventListener
 from tests.mcoa.lab import McoaLab
 
 pytestmark = [pytest.mark.kernel, pytest.mark.broker]

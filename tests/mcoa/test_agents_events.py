@@ -15,7 +15,7 @@ import pytest
 from services import netns
 from services.contracts.messages import BindingEventKind
 from services.contracts.settings import BrokerSettings
-from services.mobility_events.lab import EventListener, service_process
+from labs.mobility_events import EventListener, service_process
 from tests.mcoa.lab import MNP, McoaLab
 
 pytestmark = [pytest.mark.kernel, pytest.mark.broker]

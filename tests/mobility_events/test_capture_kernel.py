@@ -15,7 +15,7 @@ import pytest
 
 from services import netns
 from services.mobility_events.capture import MhCapture
-from services.mobility_events.lab import COA1, HA_ADDRESS, MobilityLab, Signaller, raw_socket_in
+from labs.mobility_events import COA1, HA_ADDRESS, MobilityLab, Signaller, raw_socket_in
 from services.mobility_header import DECODE_STATS, BindingAcknowledgement, BindingUpdate
 from services.mobility_header.codec import Message
 

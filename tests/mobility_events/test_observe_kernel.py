@@ -17,7 +17,7 @@ import pytest
 
 from services.contracts.messages import BindingEventKind
 from services.contracts.settings import BrokerSettings
-from services.mobility_events.lab import (
+from labs.mobility_events import (
     COA1,
     COA2,
     HA_NODE,

@@ -18,7 +18,7 @@ import pytest
 from services import netns
 from services.contracts.messages import LinkMetrics, LinkState, Presence
 from services.contracts.settings import BrokerSettings
-from services.monitor.lab import (
+from labs.monitor import (
     BusRecorder,
     MonitorLab,
     ar_address,

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from services.contracts.settings import BrokerSettings
-from services.monitor.lab import MonitorLab, monitor_lab
+from labs.monitor import MonitorLab, monitor_lab
 from services.ports import free_port
 from tests.faults.procs import Service
 from tests.observability.scrape import Samples, wait_scrape

@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from services.contracts.messages import BindingEventKind, LinkState
 from services.contracts.settings import BrokerSettings
 from services.contracts.topics import Topics
-from services.mobility_events.lab import (
+from labs.mobility_events import (
     COA1,
     HA_ADDRESS,
     HA_NODE,
