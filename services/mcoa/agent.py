@@ -22,6 +22,7 @@ from services.contracts.errors import ConfigError, InvalidInput, KernelError, Pr
 from services.contracts.settings import BrokerSettings, apply_env, read_file, validate_section
 from services.mcoa.config import McoaSettings
 from services.mcoa.ha import BusPublisher, HaAgent
+from services.mcoa.metrics import McoaHaMetrics
 from services.mcoa.mr import MrAgent
 from services.metrics import MetricsListenError
 from services.wakeup import Stopper
@@ -66,14 +67,14 @@ def run(
         agent = MrAgent(settings, kind=capabilities.choose_pipe_kind(settings.pipe, caps))
     else:
         offered = capabilities.offered_pipe_kinds(settings.pipe, caps)
+        metrics = McoaHaMetrics(settings.node)
         if settings.ha is not None and settings.ha.publish_events:
-            publisher = BusPublisher(settings.node, broker or BrokerSettings())
+            publisher = BusPublisher(settings.node, broker or BrokerSettings(), metrics)
         # The constructors touch neither the kernel nor the network.
-        agent = HaAgent(settings, offered=offered, events=publisher)
+        agent = HaAgent(settings, offered=offered, events=publisher, metrics=metrics)
     agent.metrics.serve(settings.metrics_listen)
     try:
         if publisher is not None:
-            agent.metrics.watch_client(publisher.client)
             publisher.start()
         if netns_name is not None:
             netns.enter(netns_name)
