@@ -26,8 +26,6 @@ import tempfile
 import uuid
 from pathlib import Path
 
-from services.contracts.messages import BindingEventKind
-from services.contracts.settings import BrokerSettings
 from labs.mobility_events import (
     COA1,
     COA2,
@@ -38,6 +36,8 @@ from labs.mobility_events import (
     service_process,
     write_config,
 )
+from services.contracts.messages import BindingEventKind
+from services.contracts.settings import BrokerSettings
 
 
 def _wait(listen: EventListener, kind: BindingEventKind, log: Path) -> float:

@@ -35,9 +35,9 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from bench.broker import tuned_broker
+from labs.monitor import BusRecorder, monitor_lab, monitor_process
 from services.contracts.messages import LinkMetrics, LinkState
 from services.contracts.settings import BrokerSettings
-from labs.monitor import BusRecorder, monitor_lab, monitor_process
 
 CPU_TARGET_PERCENT = 0.5
 LATENCY_TARGET_MS = 20.0

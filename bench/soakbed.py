@@ -24,11 +24,11 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from services import netns
-from services.contracts.settings import BrokerSettings
 from labs.mobility_events import MobilityLab
 from labs.mobility_events import write_config as mobility_config
 from labs.monitor import MonitorLab
+from services import netns
+from services.contracts.settings import BrokerSettings
 from services.ports import free_port
 from services.prem.demo import worker_argv
 from services.prem.lab import Lab

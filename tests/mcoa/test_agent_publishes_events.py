@@ -13,10 +13,10 @@ import time
 
 import pytest
 
+from labs.mobility_events import EventListener
 from services import netns
 from services.contracts.messages import BindingEventKind
 from services.contracts.settings import BrokerSettings
-from labs.mobility_events import EventListener
 from tests.mcoa.lab import McoaLab
 
 pytestmark = [pytest.mark.kernel, pytest.mark.broker]

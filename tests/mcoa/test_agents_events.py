@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from labs.mobility_events import EventListener, service_process
 from services import netns
 from services.contracts.messages import BindingEventKind
 from services.contracts.settings import BrokerSettings
-from labs.mobility_events import EventListener, service_process
 from tests.mcoa.lab import MNP, McoaLab
 
 pytestmark = [pytest.mark.kernel, pytest.mark.broker]

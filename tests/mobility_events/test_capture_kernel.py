@@ -13,9 +13,9 @@ from ipaddress import IPv6Address
 
 import pytest
 
+from labs.mobility_events import COA1, HA_ADDRESS, MobilityLab, Signaller, raw_socket_in
 from services import netns
 from services.mobility_events.capture import MhCapture
-from labs.mobility_events import COA1, HA_ADDRESS, MobilityLab, Signaller, raw_socket_in
 from services.mobility_header import DECODE_STATS, BindingAcknowledgement, BindingUpdate
 from services.mobility_header.codec import Message
 

@@ -15,8 +15,6 @@ from pathlib import Path
 
 import pytest
 
-from services.contracts.messages import BindingEventKind
-from services.contracts.settings import BrokerSettings
 from labs.mobility_events import (
     COA1,
     COA2,
@@ -29,6 +27,8 @@ from labs.mobility_events import (
     service_process,
     write_config,
 )
+from services.contracts.messages import BindingEventKind
+from services.contracts.settings import BrokerSettings
 
 pytestmark = [pytest.mark.kernel, pytest.mark.broker]
 K = BindingEventKind

@@ -13,8 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from services.contracts.messages import BindingEventKind
-from services.contracts.settings import BrokerSettings
 from labs.mobility_events import (
     COA1,
     HA_ADDRESS,
@@ -25,6 +23,8 @@ from labs.mobility_events import (
     raw_socket_in,
     write_config,
 )
+from services.contracts.messages import BindingEventKind
+from services.contracts.settings import BrokerSettings
 from services.ports import free_port
 from tests.faults.procs import Service
 from tests.observability.scrape import wait_scrape

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from services.contracts.settings import BrokerSettings
 from labs.monitor import MonitorLab, monitor_lab
+from services.contracts.settings import BrokerSettings
 from services.ports import free_port
 from tests.faults.procs import Service
 from tests.observability.scrape import Samples, wait_scrape

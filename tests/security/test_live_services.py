@@ -21,9 +21,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from services.contracts.messages import BindingEventKind, LinkState
-from services.contracts.settings import BrokerSettings
-from services.contracts.topics import Topics
 from labs.mobility_events import (
     COA1,
     HA_ADDRESS,
@@ -36,6 +33,9 @@ from labs.mobility_events import (
     raw_socket_in,
     service_process,
 )
+from services.contracts.messages import BindingEventKind, LinkState
+from services.contracts.settings import BrokerSettings
+from services.contracts.topics import Topics
 from services.nsa.service import NsaService
 from services.nsa.settings import load_file
 from services.ports import free_port
