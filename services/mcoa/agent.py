@@ -13,7 +13,6 @@ opened first of all: an address that cannot be bound stops the agent at once.
 
 from __future__ import annotations
 
-import signal
 import sys
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from services.mcoa.ha import BusPublisher, HaAgent
 from services.mcoa.metrics import McoaHaMetrics
 from services.mcoa.mr import MrAgent
 from services.metrics import MetricsListenError
+from services.runtime import on_signals
 from services.wakeup import Stopper
 
 SECTION = "mcoa"
@@ -81,8 +81,7 @@ def run(
         own = stopper is None
         stop = Stopper() if stopper is None else stopper
         if own:
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                signal.signal(sig, lambda _signum, _frame: stop.stop())
+            on_signals(settings.node, stop.stop)
         try:
             agent.run(stop)
         finally:
