@@ -17,7 +17,7 @@ import sys
 import time
 from ipaddress import IPv4Address, IPv6Address
 
-from services.mobility_events import (
+from services.mobility_header import (
     AlternateCareOfAddress,
     BindingAcknowledgement,
     BindingIdentifier,

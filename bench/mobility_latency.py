@@ -1,7 +1,7 @@
 """Latency from a Binding Update/Acknowledgement on the wire to its event on the broker.
 
 The real mobility-events service runs in its own process, capturing in the HA namespace of a
-two-namespace lab (`services/mobility_events/lab.py`); the MR namespace sends real BUs through
+two-namespace lab (`labs/mobility_events.py`); the MR namespace sends real BUs through
 a raw protocol-135 socket and the HA namespace answers with real BAs. Measured per exchange:
 
 - BA: from `sendto` of the BA to the arrival of the `refreshed` event (same CoA re-registered),
@@ -26,9 +26,7 @@ import tempfile
 import uuid
 from pathlib import Path
 
-from services.contracts.messages import BindingEventKind
-from services.contracts.settings import BrokerSettings
-from services.mobility_events.lab import (
+from labs.mobility_events import (
     COA1,
     COA2,
     HA_NODE,
@@ -38,6 +36,8 @@ from services.mobility_events.lab import (
     service_process,
     write_config,
 )
+from services.contracts.messages import BindingEventKind
+from services.contracts.settings import BrokerSettings
 
 
 def _wait(listen: EventListener, kind: BindingEventKind, log: Path) -> float:

@@ -1,7 +1,7 @@
 """The link monitor's cost and speed: CPU per monitored link, and carrier loss to subscriber.
 
 Part 1, CPU: the real `multinet monitor` process watches L links of a namespace lab
-(`services/monitor/lab.py`, ICMPv6 probes to each access router) at 1 Hz and at 10 Hz. Its CPU
+(`labs/monitor.py`, ICMPv6 probes to each access router) at 1 Hz and at 10 Hz. Its CPU
 time (user + system, from /proc) over a measuring window, divided by the window and by L, is
 the cost per link. The first seconds (imports, start-up) are left out of the window. Runs with
 1 link and with L links are made side by side, so the fixed cost of the process shows up as the
@@ -35,9 +35,9 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from bench.broker import tuned_broker
+from labs.monitor import BusRecorder, monitor_lab, monitor_process
 from services.contracts.messages import LinkMetrics, LinkState
 from services.contracts.settings import BrokerSettings
-from services.monitor.lab import BusRecorder, monitor_lab, monitor_process
 
 CPU_TARGET_PERCENT = 0.5
 LATENCY_TARGET_MS = 20.0

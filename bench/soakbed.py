@@ -4,8 +4,8 @@
   namespace; BID 2's link (b2) is the one that flaps.
 - A bare namespace for the MR's worker (memory back end; both BID tables have a route).
 - The gateway (`multinet soap-gateway`), which every policy change goes through.
-- Monitor lab (`services/monitor/lab.py`): the monitor probes two links; link 1 flaps.
-- Mobility lab (`services/mobility_events/lab.py`): mobility_events captures in the HA
+- Monitor lab (`labs/monitor.py`): the monitor probes two links; link 1 flaps.
+- Mobility lab (`labs/mobility_events.py`): mobility_events captures in the HA
   namespace while the bench sends Binding Updates and Acknowledgements.
 
 Every service runs as its own process with `--log-json` and a metrics endpoint; every command
@@ -24,12 +24,12 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.broker import free_port
+from labs.mobility_events import MobilityLab
+from labs.mobility_events import write_config as mobility_config
+from labs.monitor import MonitorLab
 from services import netns
 from services.contracts.settings import BrokerSettings
-from services.mobility_events.lab import MobilityLab
-from services.mobility_events.lab import write_config as mobility_config
-from services.monitor.lab import MonitorLab
+from services.ports import free_port
 from services.prem.demo import worker_argv
 from services.prem.lab import Lab
 from services.process import stop

@@ -15,6 +15,7 @@ from xml.sax.saxutils import escape
 from lxml import etree
 
 from bench.soakbed import Bed
+from labs.mobility_events import COA1, COA2, Signaller
 from services import netns
 from services.contracts import policy_xml
 from services.contracts.policy import (
@@ -28,7 +29,6 @@ from services.contracts.policy import (
     Selector,
     Update,
 )
-from services.mobility_events.lab import COA1, COA2, Signaller
 
 SOAP_ENV = "http://schemas.xmlsoap.org/soap/envelope/"
 GW = "urn:multinet:soap-gateway:1"

@@ -24,7 +24,6 @@ from services.mcoa.config import McoaSettings
 from services.metrics import MetricsListenError
 from services.mobility_events.config import MobilityEventsSettings
 from services.monitor.config import MonitorSettings
-from services.monitor.probe import DEFAULT_PROBE_PORT
 from services.nsa.settings import NsaServiceSettings
 from services.prem.config import PremSettings
 from services.soap_gateway.config import GatewaySettings, StandaloneSoapSettings
@@ -282,48 +281,17 @@ def build_parser() -> argparse.ArgumentParser:
     _service_options(gateway)
     gateway.set_defaults(func=_soap_gateway_run)
 
-    events = sub.add_parser(
-        "mobility-events",
-        help="binding events from observed Binding Updates/Acknowledgements, to MQTT",
-        description="Capture Binding Updates and Acknowledgements (raw protocol-135 socket, and "
-        "outgoing ones on a packet socket), keep the binding view per (mobile router, BID) and "
-        "publish registered / refreshed / coa-changed / handover-started / deregistered / "
-        "expired / rejected events. Settings: the [mobility_events] and [broker] tables.",
-    )
-    _service_options(events)
-    events.add_argument("--netns", metavar="NAME", help="capture in network namespace NAME")
-    events.add_argument("--check", action="store_true", help="validate the settings and exit")
-    events.set_defaults(func=_mobility_events_run)
+    from services.mobility_events.cli import add_subcommand as add_mobility_events
 
-    agent = sub.add_parser(
-        "mcoa-agent",
-        help="the test bed's MCoA agent: Binding Updates from the MR, bindings and pipes at the HA",
-        description="Play the MCoA-enabled NEMO daemon this kernel lacks: the MR side registers "
-        "one care-of address per link (BU with a BID option), the HA side answers BAs and keeps "
-        "one routing table and SRv6 pipe per BID. Settings: the [mcoa] table.",
-    )
-    _service_options(agent)
-    agent.add_argument("--role", choices=["mr", "ha"], help="check the file's role is this one")
-    agent.add_argument("--netns", metavar="NAME", help="run in network namespace NAME")
-    agent.set_defaults(func=_mcoa_agent_run)
+    add_mobility_events(sub)
 
-    monitor = sub.add_parser(
-        "monitor",
-        help="the link monitor: link state, probes, counters and radio of each access link, "
-        "to MQTT",
-        description="Watch every configured link of this node: carrier, admin state and "
-        "addresses from netlink events; RTT, jitter and loss from ICMPv6 or UDP probes bound to "
-        "the link; bit rates from interface counters; radio values from nl80211 or a trace. "
-        "Publishes link state (retained) on every change and metrics every period and on a "
-        "material change. Settings: the [monitor] and [broker] tables.",
-    )
-    _service_options(monitor)
-    monitor.add_argument("--netns", metavar="NAME", help="watch the links of namespace NAME")
-    monitor.add_argument(
-        "--fast", action="store_true", help="probe every fast_interval_s (default 100 ms)"
-    )
-    monitor.add_argument("--check", action="store_true", help="validate the settings and exit")
-    monitor.set_defaults(func=_monitor_run)
+    from services.mcoa.cli import add_subcommand as add_mcoa_agent
+
+    add_mcoa_agent(sub)
+
+    from services.monitor.cli import add_subcommand as add_monitor
+
+    add_monitor(sub)
 
     _nsa_parser(sub)
 
@@ -335,23 +303,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_testbed(sub)
 
-    _responder_parser(sub)
+    from services.monitor.cli import add_responder_subcommand
+
+    add_responder_subcommand(sub)
     return parser
-
-
-def _responder_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    responder = sub.add_parser(
-        "probe-responder",
-        help="answer the monitor's UDP probes, optionally after a delay",
-        description="Echo the monitor's UDP probe datagrams (and nothing else) after --delay-ms, "
-        "so a link's measured RTT can be given a known delay on a kernel without netem.",
-    )
-    responder.add_argument("--listen", default="::", metavar="ADDRESS", help="default ::")
-    responder.add_argument("--port", type=int, default=DEFAULT_PROBE_PORT)
-    responder.add_argument("--delay-ms", type=float, default=0.0, help="added to every answer")
-    responder.add_argument("--interface", metavar="NAME", help="answer on this device only")
-    responder.add_argument("--netns", metavar="NAME", help="serve in network namespace NAME")
-    responder.set_defaults(func=_probe_responder_run)
 
 
 def _nsa_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -394,57 +349,6 @@ def _nsa_explain(args: argparse.Namespace) -> int:
     from services.nsa.explain_cli import explain
 
     return explain(args.config, args.mobile_router, timeout_s=args.timeout)
-
-
-def _monitor_run(args: argparse.Namespace) -> int:
-    from services.monitor.main import main as monitor_main
-
-    return monitor_main(
-        args.config,
-        args.netns,
-        check=args.check,
-        fast=args.fast,
-        log_level=args.log_level,
-        json_logs=args.log_json,
-    )
-
-
-def _probe_responder_run(args: argparse.Namespace) -> int:
-    from services.monitor.responder import ResponderSettings, serve_forever
-
-    try:
-        settings = ResponderSettings(
-            address=args.listen,
-            port=args.port,
-            delay_ms=args.delay_ms,
-            interface=args.interface,
-        )
-    except ValidationError as exc:
-        for error in exc.errors():
-            print(f"probe-responder: {error['loc'][0]}: {error['msg']}", file=sys.stderr)
-        return 2
-    if args.netns is not None:
-        if not netns.exists(args.netns):
-            print(f"network namespace {args.netns!r} does not exist", file=sys.stderr)
-            return 2
-        netns.enter(args.netns)
-    return serve_forever(settings)
-
-
-def _mcoa_agent_run(args: argparse.Namespace) -> int:
-    from services.mcoa.agent import main as mcoa_main
-
-    return mcoa_main(
-        args.config, args.role, args.netns, log_level=args.log_level, json_logs=args.log_json
-    )
-
-
-def _mobility_events_run(args: argparse.Namespace) -> int:
-    from services.mobility_events.service import main as mobility_events_main
-
-    return mobility_events_main(
-        args.config, args.netns, check=args.check, log_level=args.log_level, json_logs=args.log_json
-    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -11,7 +11,6 @@ Instrumentation happens at the edge (workers, service loops, the SOAP layer); th
 
 from __future__ import annotations
 
-import math
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -26,14 +25,7 @@ from prometheus_client.registry import Collector
 from pydantic import AfterValidator
 
 from services.contracts.errors import MultinetError
-from services.contracts.messages import (
-    BindingEventKind,
-    LinkMetrics,
-    LinkState,
-    PolicyStatus,
-    Refusal,
-)
-from services.mobility_events.status import BaStatus
+from services.contracts.messages import PolicyStatus, Refusal
 
 #: Seconds; from a sub-millisecond memory apply to a multi-second iptables install.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
@@ -275,181 +267,6 @@ class GatewayMetrics(ServiceMetrics):
         self.delivery_seconds = Histogram(
             "multinet_gateway_delivery_seconds",
             "Time from a valid call to every node's answer (or the deadline).",
-            buckets=LATENCY_BUCKETS,
-            registry=reg,
-        )
-
-
-# --- monitor ---------------------------------------------------------------------------------
-
-
-def _seconds(milliseconds: float | None) -> float:
-    return math.nan if milliseconds is None else milliseconds / 1000
-
-
-class MonitorMetrics(ServiceMetrics):
-    """The link monitor's view of each link, as last published."""
-
-    def __init__(self, node: str) -> None:
-        super().__init__("monitor", node)
-        reg = self.registry
-        labels = ["interface", "bid"]
-        self.link_up = Gauge(
-            "multinet_monitor_link_up", "1 if the link is up, else 0.", labels, registry=reg
-        )
-        self.rtt = Gauge(
-            "multinet_monitor_rtt_seconds", "Probe round-trip time.", labels, registry=reg
-        )
-        self.jitter = Gauge(
-            "multinet_monitor_jitter_seconds", "Probe RTT jitter.", labels, registry=reg
-        )
-        self.loss = Gauge(
-            "multinet_monitor_loss_ratio", "Probe loss over the window.", labels, registry=reg
-        )
-        self.published = Counter(
-            "multinet_monitor_messages_published",
-            "Messages published, by kind (link-state, link-metrics).",
-            ["kind"],
-            registry=reg,
-        )
-        for kind in ("link-state", "link-metrics"):
-            self.published.labels(kind)
-
-    def record(self, message: LinkState | LinkMetrics) -> None:
-        """Account for one published message."""
-        labels = (message.interface, str(message.bid))
-        self.published.labels(message.kind).inc()
-        if isinstance(message, LinkState):
-            self.link_up.labels(*labels).set(1 if message.up else 0)
-            return
-        self.rtt.labels(*labels).set(_seconds(message.rtt_ms))
-        self.jitter.labels(*labels).set(_seconds(message.jitter_ms))
-        self.loss.labels(*labels).set(math.nan if message.loss is None else message.loss)
-
-
-# --- mobility events -------------------------------------------------------------------------
-
-
-class MobilityEventsMetrics(ServiceMetrics):
-    """Binding events published and Mobility Headers that could not be decoded."""
-
-    def __init__(self, node: str, decode_reasons: tuple[str, ...]) -> None:
-        super().__init__("mobility-events", node)
-        reg = self.registry
-        self.events = Counter(
-            "multinet_mobility_events_published",
-            "Binding events published, by kind.",
-            ["event"],
-            registry=reg,
-        )
-        for kind in BindingEventKind:
-            self.events.labels(kind.value)
-        self.decode_errors = Counter(
-            "multinet_mobility_events_decode_errors",
-            "Mobility Headers dropped as malformed, by reason.",
-            ["reason"],
-            registry=reg,
-        )
-        for reason in decode_reasons:
-            self.decode_errors.labels(reason)
-        self.dropped = Counter(
-            "multinet_mobility_events_dropped",
-            "Decoded messages dropped because the work queue was full.",
-            registry=reg,
-        )
-
-
-# --- MCoA agent ------------------------------------------------------------------------------
-
-#: `multinet_mcoa_bindings{state}` at the mobile router: one per link (`Registration.state`).
-MR_BINDING_STATES = ("registered", "registering", "unregistered", "no-care-of")
-#: Values of `multinet_mcoa_binding_updates_sent_total{kind}`.
-BU_KINDS = ("register", "refresh", "retransmit", "deregister")
-
-
-def _status_counter(name: str, doc: str, registry: CollectorRegistry) -> Counter:
-    """A counter by BA status (the number: bounded, and what the RFCs and logs name)."""
-    counter = Counter(name, doc, ["status"], registry=registry)
-    for status in BaStatus:
-        counter.labels(str(int(status)))
-    return counter
-
-
-class McoaMetrics(ServiceMetrics):
-    """What both sides of the MCoA agent export: bindings by state and the pipes installed."""
-
-    def __init__(self, service: str, node: str, states: tuple[str, ...]) -> None:
-        super().__init__(service, node)
-        self.states = states
-        self.bindings = Gauge(
-            "multinet_mcoa_bindings",
-            "Bindings by state (HA: its binding cache; MR: each link's registration).",
-            ["state"],
-            registry=self.registry,
-        )
-        for state in states:
-            self.bindings.labels(state)
-        self.pipes = Gauge(
-            "multinet_mcoa_pipes",
-            "BID pipes installed: SRv6 encap routes this agent holds in the BID tables.",
-            registry=self.registry,
-        )
-
-    def set_bindings(self, counts: Mapping[str, int]) -> None:
-        """Each state's count (a state not in `counts` is 0)."""
-        for state in self.states:
-            self.bindings.labels(state).set(counts.get(state, 0))
-
-
-class McoaHaMetrics(McoaMetrics):
-    """The home agent: BUs in, BAs out by status, bindings that ran out, handling time."""
-
-    def __init__(self, node: str) -> None:
-        super().__init__("mcoa-ha", node, ("registered",))
-        reg = self.registry
-        self.updates_received = Counter(
-            "multinet_mcoa_binding_updates_received",
-            "Binding Updates received and decoded.",
-            registry=reg,
-        )
-        self.acks_sent = _status_counter(
-            "multinet_mcoa_binding_acks_sent", "Binding Acknowledgements sent, by status.", reg
-        )
-        self.expiries = Counter(
-            "multinet_mcoa_binding_expiries",
-            "Bindings that ran out without a refresh.",
-            registry=reg,
-        )
-        self.handling_seconds = Histogram(
-            "multinet_mcoa_bu_handling_seconds",
-            "From a Binding Update's arrival to its BA sent: cache decision and kernel pipes.",
-            buckets=LATENCY_BUCKETS,
-            registry=reg,
-        )
-
-
-class McoaMrMetrics(McoaMetrics):
-    """The mobile router: BUs out by kind, BAs in by status, registration round trips."""
-
-    def __init__(self, node: str) -> None:
-        super().__init__("mcoa-mr", node, MR_BINDING_STATES)
-        reg = self.registry
-        self.updates_sent = Counter(
-            "multinet_mcoa_binding_updates_sent",
-            "Binding Updates sent, by kind (register, refresh, retransmit, deregister).",
-            ["kind"],
-            registry=reg,
-        )
-        for kind in BU_KINDS:
-            self.updates_sent.labels(kind)
-        self.acks_received = _status_counter(
-            "multinet_mcoa_binding_acks_received",
-            "Binding Acknowledgements received for our BUs, by status.",
-            reg,
-        )
-        self.registration_seconds = Histogram(
-            "multinet_mcoa_registration_seconds",
-            "From a Binding Update sent to the accepted BA answering it.",
             buckets=LATENCY_BUCKETS,
             registry=reg,
         )

@@ -13,7 +13,6 @@ opened first of all: an address that cannot be bound stops the agent at once.
 
 from __future__ import annotations
 
-import signal
 import sys
 from pathlib import Path
 
@@ -22,8 +21,10 @@ from services.contracts.errors import ConfigError, InvalidInput, KernelError, Pr
 from services.contracts.settings import BrokerSettings, apply_env, read_file, validate_section
 from services.mcoa.config import McoaSettings
 from services.mcoa.ha import BusPublisher, HaAgent
+from services.mcoa.metrics import McoaHaMetrics
 from services.mcoa.mr import MrAgent
 from services.metrics import MetricsListenError
+from services.runtime import on_signals
 from services.wakeup import Stopper
 
 SECTION = "mcoa"
@@ -66,22 +67,21 @@ def run(
         agent = MrAgent(settings, kind=capabilities.choose_pipe_kind(settings.pipe, caps))
     else:
         offered = capabilities.offered_pipe_kinds(settings.pipe, caps)
+        metrics = McoaHaMetrics(settings.node)
         if settings.ha is not None and settings.ha.publish_events:
-            publisher = BusPublisher(settings.node, broker or BrokerSettings())
+            publisher = BusPublisher(settings.node, broker or BrokerSettings(), metrics)
         # The constructors touch neither the kernel nor the network.
-        agent = HaAgent(settings, offered=offered, events=publisher)
+        agent = HaAgent(settings, offered=offered, events=publisher, metrics=metrics)
     agent.metrics.serve(settings.metrics_listen)
     try:
         if publisher is not None:
-            agent.metrics.watch_client(publisher.client)
             publisher.start()
         if netns_name is not None:
             netns.enter(netns_name)
         own = stopper is None
         stop = Stopper() if stopper is None else stopper
         if own:
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                signal.signal(sig, lambda _signum, _frame: stop.stop())
+            on_signals(settings.node, stop.stop)
         try:
             agent.run(stop)
         finally:

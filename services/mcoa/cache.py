@@ -24,13 +24,13 @@ from ipaddress import IPv6Address, IPv6Network
 from services.mcoa import pipe_option
 from services.mcoa.config import HaSettings
 from services.mcoa.identity import home_address_of
-from services.mobility_events.codec import (
+from services.mobility_header.codec import (
     BindingAcknowledgement,
     BindingUpdate,
     lifetime_units,
 )
-from services.mobility_events.mh_options import BindingIdentifier, MobilityOption
-from services.mobility_events.status import BaStatus
+from services.mobility_header.mh_options import BindingIdentifier, MobilityOption
+from services.mobility_header.status import BaStatus
 
 #: (home address, BID): one binding per care-of address of one mobile router.
 BindingKey = tuple[IPv6Address, int]

@@ -16,7 +16,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validat
 
 from services.contracts.policy import NodeId
 from services.metrics import ListenAddress
-from services.mobility_events.codec import LIFETIME_UNIT_SECONDS, MAX_LIFETIME_UNITS
+from services.mobility_header.codec import LIFETIME_UNIT_SECONDS, MAX_LIFETIME_UNITS
 
 _MAX_LIFETIME = LIFETIME_UNIT_SECONDS * MAX_LIFETIME_UNITS
 

@@ -29,8 +29,8 @@ from ipaddress import IPv6Address
 
 from services.contracts.messages import BindingEvent, BindingEventKind
 from services.mcoa.cache import Binding, BindingKey, Cache, Decision
-from services.mobility_events.codec import BindingUpdate
-from services.mobility_events.status import ba_status_name, is_accepted
+from services.mobility_header.codec import BindingUpdate
+from services.mobility_header.status import ba_status_name, is_accepted
 
 #: Home address -> the mobile router's id on the bus (`HaSettings.mr_ids`).
 MrIds = Mapping[IPv6Address, str]

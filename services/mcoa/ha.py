@@ -12,7 +12,8 @@ so that BU registers anew). On stop every route and rule this agent owns is remo
 
 With `publish_events`, each cache change also becomes a `BindingEvent` (derived purely in
 `services.mcoa.events`), handed to an `EventSink` after the BA left; `BusPublisher` is the sink
-that publishes them with QoS 1 on the same topics as the mobility-events service.
+that publishes them with QoS 1 on the same topics as the mobility-events service, through the
+shared service runtime.
 
 What it does is counted in `McoaHaMetrics` (BUs, BAs by status, expiries, bindings, pipes);
 `agent.run` serves them when `metrics_listen` is set.
@@ -28,14 +29,11 @@ from collections.abc import Callable, Sequence
 from ipaddress import IPv6Address
 from typing import Any
 
-import paho.mqtt.client as mqtt
 from pyroute2 import IPRoute
 
-from services import bus
 from services.contracts.errors import KernelError
-from services.contracts.messages import BindingEvent, encode
+from services.contracts.messages import BindingEvent
 from services.contracts.settings import BrokerSettings
-from services.contracts.topics import Topics
 from services.mcoa import events, kernel, mhsocket, pipe_kinds, pipe_option, pipes
 from services.mcoa.cache import (
     Binding,
@@ -48,10 +46,12 @@ from services.mcoa.cache import (
 )
 from services.mcoa.cache import next_expiry as cache_next_expiry
 from services.mcoa.config import HaSettings, McoaSettings
-from services.metrics import McoaHaMetrics
-from services.mobility_events.codec import BindingUpdate, decode
-from services.mobility_events.errors import MobilityHeaderError
-from services.mobility_events.status import BaStatus, ba_status_name
+from services.mcoa.metrics import McoaHaMetrics
+from services.metrics import ServiceMetrics
+from services.mobility_header.codec import BindingUpdate, decode
+from services.mobility_header.errors import MobilityHeaderError
+from services.mobility_header.status import BaStatus, ba_status_name
+from services.runtime import ServiceBus
 from services.wakeup import Stopper
 
 log = logging.getLogger(__name__)
@@ -69,39 +69,33 @@ EventSink = Callable[[Sequence[BindingEvent]], None]
 class BusPublisher:
     """The HA's own binding events on the bus: QoS 1 on `Topics.binding_event(mr, bid)`.
 
-    Presence (retained) says online after `start` and offline on `close`; the broker sends
-    the offline last will when the agent dies. `start` connects from the calling thread's
-    namespace and paho's thread stays there: call it before `netns.enter` (as the PREM
-    worker), so the bus is reached from the management side.
+    The shared runtime (`services.runtime.ServiceBus`) holds the connection: presence
+    (retained) says online after `start` and offline on `close`, the broker sends the offline
+    last will when the agent dies, and `metrics` (the agent's) export the connection state.
+    `start` connects from the calling thread's namespace and paho's thread stays there: call it
+    before `netns.enter` (as the PREM worker), so the bus is reached from the management side.
     """
 
-    def __init__(self, node: str, broker: BrokerSettings) -> None:
+    def __init__(self, node: str, broker: BrokerSettings, metrics: ServiceMetrics) -> None:
         self.node = node
-        self.broker = broker
-        self.topics = Topics(broker.topic_root)
         self.published = 0
-        self._started = False
-        self.presence = bus.Announcer(self.topics, node, SERVICE)
-        self.client = bus.make_client(
-            broker,
-            bus.client_id(SERVICE, node, broker.topic_root),
-            will_topic=self.presence.topic,
-            will=self.presence.message(online=False),
-        )
-        self.client.on_connect = self._on_connect
+        self.bus = ServiceBus(service=SERVICE, node=node, broker=broker, metrics=metrics)
+        self.topics = self.bus.topics
+        self.client = self.bus.client
 
     def start(self) -> None:
-        """Connect (waits a while for the broker, then paho keeps retrying) and say hello."""
-        bus.start(self.client, self.broker)
-        self._started = True
-        self.presence.publish(self.client, online=True)
+        """Connect (waits a while for the broker, then paho keeps retrying) and say hello.
+
+        The metrics endpoint is the agent's to open (both roles have one, opened first)."""
+        self.bus.start(None)
+        self.bus.online()
 
     def __call__(self, batch: Sequence[BindingEvent]) -> None:
         for event in batch:
             self.published += 1
             numbered = event.model_copy(update={"sequence": self.published})
             topic = self.topics.binding_event(event.mobile_router, event.bid)
-            self.client.publish(topic, encode(numbered), qos=1)
+            self.bus.publish(topic, numbered, qos=1)
             log.info(
                 "HA: event %s %s BID %d CoA %s%s",
                 event.event.value,
@@ -112,29 +106,10 @@ class BusPublisher:
             )
 
     def close(self) -> None:
-        """Say offline, then disconnect (queued QoS 1 events go out first when connected)."""
-        if self._started:
-            info = self.presence.publish(self.client, online=False)
-            if self.client.is_connected():
-                try:
-                    info.wait_for_publish(timeout=2.0)
-                except (RuntimeError, ValueError):
-                    log.warning("HA: offline presence not sent")
-        self.client.disconnect()
-        self.client.loop_stop()
+        """Say offline, then disconnect (queued QoS 1 events go out first when connected) and
+        close the metrics endpoint."""
+        self.bus.close()
         log.info("HA: bus publisher stopped (%d events published)", self.published)
-
-    def _on_connect(
-        self,
-        client: mqtt.Client,
-        userdata: object,
-        flags: mqtt.ConnectFlags,
-        reason: object,
-        props: object,
-    ) -> None:
-        log.info("HA: connected to broker (%s)", reason)
-        if self._started:
-            self.presence.publish(self.client, online=True)
 
 
 class HaAgent:

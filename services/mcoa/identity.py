@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from ipaddress import IPv6Address
 
-from services.mobility_events.mh_options import MobilityOption, UnknownOption
+from services.mobility_header.mh_options import MobilityOption, UnknownOption
 
 MOBILE_NODE_IDENTIFIER = 8
 SUBTYPE_NAI = 1

@@ -11,7 +11,7 @@ from __future__ import annotations
 import socket
 from ipaddress import IPv6Address
 
-from services.mobility_events.codec import IPPROTO_MH, Message, encode
+from services.mobility_header.codec import IPPROTO_MH, Message, encode
 
 _IPV6_CHECKSUM = 7
 _MH_CHECKSUM_OFFSET = 4

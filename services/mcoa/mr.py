@@ -36,10 +36,10 @@ from pyroute2.netlink.rtnl import RTMGRP_IPV6_IFADDR, RTMGRP_LINK
 
 from services.mcoa import kernel, mhsocket, pipe_kinds, pipe_option, pipes
 from services.mcoa.config import McoaSettings, MrSettings
+from services.mcoa.metrics import McoaMrMetrics
 from services.mcoa.registration import Registration, Sequencer
-from services.metrics import McoaMrMetrics
-from services.mobility_events.codec import BindingAcknowledgement, BindingUpdate, decode
-from services.mobility_events.errors import MobilityHeaderError
+from services.mobility_header.codec import BindingAcknowledgement, BindingUpdate, decode
+from services.mobility_header.errors import MobilityHeaderError
 from services.wakeup import Stopper
 
 log = logging.getLogger(__name__)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from services.mobility_events.mh_options import MobilityOption, VendorSpecific
+from services.mobility_header.mh_options import MobilityOption, VendorSpecific
 
 VENDOR_ID = 32473
 SUB_TYPE_KIND = 1

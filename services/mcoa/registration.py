@@ -15,17 +15,17 @@ from ipaddress import IPv6Address
 from services.mcoa import pipe_option
 from services.mcoa.config import LinkSettings, MrSettings
 from services.mcoa.identity import identifier_option
-from services.mobility_events.codec import (
+from services.mobility_header.codec import (
     BindingAcknowledgement,
     BindingUpdate,
     lifetime_units,
 )
-from services.mobility_events.mh_options import (
+from services.mobility_header.mh_options import (
     BindingIdentifier,
     MobileNetworkPrefix,
     MobilityOption,
 )
-from services.mobility_events.status import BaStatus
+from services.mobility_header.status import BaStatus
 
 
 def build_bu(

@@ -29,14 +29,14 @@ from dataclasses import dataclass, field
 from ipaddress import IPv6Address, IPv6Network
 
 from services.contracts.messages import BindingEvent, BindingEventKind
-from services.mobility_events.codec import (
+from services.mobility_header.codec import (
     BindingAcknowledgement,
     BindingError,
     BindingUpdate,
     Message,
 )
-from services.mobility_events.mh_options import AlternateCareOfAddress, options_of
-from services.mobility_events.status import ba_status_name, is_accepted
+from services.mobility_header.mh_options import AlternateCareOfAddress, options_of
+from services.mobility_header.status import ba_status_name, is_accepted
 
 #: Maps (packet source, BU) to the mobile router's id, or None when the BU is not ours.
 Identify = Callable[[IPv6Address, BindingUpdate], str | None]

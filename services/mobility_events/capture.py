@@ -38,8 +38,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from ipaddress import IPv6Address
 
-from services.mobility_events.codec import IPPROTO_MH, Message, decode
-from services.mobility_events.errors import MobilityHeaderError
+from services.mobility_header.codec import IPPROTO_MH, Message, decode
+from services.mobility_header.errors import MobilityHeaderError
 from services.wakeup import Stopper
 
 log = logging.getLogger(__name__)

@@ -9,32 +9,28 @@ A packet the decoder fails on (other than as malformed), or a message whose obse
 raises, is set aside on the node's dead-letter topic (`services.deadletter`) and the service
 goes on: signalling from the network must never end it.
 
-    python -m services.mobility_events.service --config FILE [--netns NAME]
-
-is a stand-in for the CLI entry point (`run` is what the CLI calls).
+`run` is what `multinet mobility-events` calls (services/mobility_events/cli.py, which also
+loads and checks the settings).
 """
 
 from __future__ import annotations
 
 import logging
 import queue
-import sys
 import time
 from dataclasses import dataclass
 from ipaddress import IPv6Address
-from pathlib import Path
 
 from services import netns
-from services.contracts.errors import InvalidInput
 from services.contracts.messages import BindingEvent, encode
-from services.contracts.settings import BrokerSettings, ServiceFile, load_service_file
+from services.contracts.settings import BrokerSettings
 from services.contracts.topics import Topics
-from services.metrics import MetricsListenError, MobilityEventsMetrics
 from services.mobility_events.bindings import BindingView
 from services.mobility_events.capture import MhCapture
-from services.mobility_events.codec import Message
 from services.mobility_events.config import MobilityEventsSettings
-from services.mobility_events.errors import MobilityHeaderError, Reason
+from services.mobility_events.metrics import MobilityEventsMetrics
+from services.mobility_header.codec import Message
+from services.mobility_header.errors import MobilityHeaderError, Reason
 from services.runtime import ServiceBus, on_signals
 
 log = logging.getLogger(__name__)
@@ -222,11 +218,6 @@ class MobilityEventsService:
         return self.settings.node
 
 
-def load(path: Path) -> ServiceFile[MobilityEventsSettings]:
-    """Read and validate a settings file (errors name the dotted key; raises InvalidInput)."""
-    return load_service_file(path, "mobility_events", MobilityEventsSettings)
-
-
 def run(
     settings: MobilityEventsSettings, broker: BrokerSettings, netns_name: str | None = None
 ) -> None:
@@ -234,38 +225,3 @@ def run(
     service = MobilityEventsService(settings, broker, netns_name=netns_name)
     on_signals(settings.node, service.stop)
     service.run()
-
-
-def main(
-    config_path: Path,
-    netns_name: str | None,
-    *,
-    check: bool,
-    log_level: str,
-    json_logs: bool = False,
-) -> int:
-    """`multinet mobility-events --config FILE [--netns NAME] [--check]` (see services/cli.py)."""
-    from services import logsetup
-
-    try:
-        config = load(config_path)
-    except InvalidInput as exc:
-        for problem in exc.problems:
-            print(f"{config_path}: {problem}", file=sys.stderr)
-        return 2
-    if check:
-        print(f"{config_path}: OK (mobility_events)")
-        return 0
-    if netns_name is not None and not netns.exists(netns_name):
-        print(f"network namespace {netns_name!r} does not exist (ip netns list)", file=sys.stderr)
-        return 2
-    logsetup.configure(config.settings.node, level=log_level, json_lines=json_logs)
-    try:
-        run(config.settings, config.broker, netns_name)
-    except PermissionError as exc:
-        print(f"cannot open capture sockets: {exc} (needs CAP_NET_RAW)", file=sys.stderr)
-        return 1
-    except MetricsListenError as exc:
-        print(f"node {config.settings.node}: {exc}", file=sys.stderr)
-        return 1
-    return 0

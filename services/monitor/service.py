@@ -12,7 +12,8 @@ change; metrics (QoS 0, latest wins) every period and at once on a material chan
 
 The monitor reads no bus topic; what it reads from the network are probe replies. A reply the
 parser fails on is set aside on the node's dead-letter topic (`services.deadletter`) and the
-loop goes on.
+loop goes on. Connection, presence, dead letters, metrics endpoint, signals and the order of
+shutdown are the shared runtime's (`services.runtime.ServiceBus`).
 """
 
 from __future__ import annotations
@@ -22,28 +23,26 @@ import itertools
 import logging
 import random
 import select
-import signal
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from types import FrameType
 
 import paho.mqtt.client as mqtt
 
-from services import bus, netns
+from services import netns
 from services.contracts.errors import ConfigError, Problem
-from services.contracts.messages import Envelope, LinkMetrics, LinkState, encode
+from services.contracts.messages import Envelope, LinkMetrics, LinkState
 from services.contracts.settings import BrokerSettings
 from services.contracts.topics import Topics
-from services.deadletter import DeadLetters
-from services.metrics import MonitorMetrics
 from services.monitor.config import LinkConfig, MonitorSettings, RadioSource
 from services.monitor.link import LinkTracker, Radio
+from services.monitor.metrics import MonitorMetrics
 from services.monitor.netlink import InterfaceState, LinkEvents
 from services.monitor.probe import Prober, open_prober
 from services.monitor.radio import Nl80211Radio, RadioUnavailable
 from services.monitor.trace import TraceReplay, TraceSample
+from services.runtime import ServiceBus, on_signals
 from services.wakeup import Stopper
 
 log = logging.getLogger(__name__)
@@ -98,19 +97,16 @@ class MonitorService:
         self._poll = select.poll()
         self._events: LinkEvents | None = None
         self._republish = threading.Event()
-        self.presence = bus.Announcer(self.topics, settings.node, SERVICE)
-        self.client = bus.make_client(
-            broker,
-            bus.client_id(SERVICE, settings.node, broker.topic_root),
-            will_topic=self.presence.topic,
-            will=self.presence.message(online=False),
-        )
-        self.client.on_connect = self._on_connect
         self.metrics = MonitorMetrics(settings.node)
-        self.metrics.watch_client(self.client)
-        self.dead_letters = DeadLetters(
-            self.client, self.topics, settings.node, SERVICE, self.metrics.dead_letters
+        self.bus = ServiceBus(
+            service=SERVICE,
+            node=settings.node,
+            broker=broker,
+            metrics=self.metrics,
+            on_connected=self._on_connected,
         )
+        self.client = self.bus.client
+        self.dead_letters = self.bus.dead_letters
 
     @property
     def node(self) -> str:
@@ -120,23 +116,21 @@ class MonitorService:
     def run(self) -> None:
         """Connect, open the node's sockets and serve until `stop()`."""
         # The metrics endpoint and the bus stay in the namespace we started in.
-        self.metrics.serve(self.settings.metrics_listen)
-        bus.start(self.client, self.broker)
+        self.bus.start(self.settings.metrics_listen)
         if self.netns_name is not None:
             netns.enter(self.netns_name)
         events = LinkEvents([link.interface for link in self.settings.links], node=self.node)
         self._events = events
         try:
             self._start(events, time.monotonic())
-            self.presence.publish(self.client, online=True)
+            self.bus.online()
             self._serve(events)
         finally:
             self._shutdown(events)
 
     def run_in_signals(self) -> None:
         """`run` with SIGTERM/SIGINT mapped to `stop` (the CLI's entry)."""
-        signal.signal(signal.SIGTERM, self._on_signal)
-        signal.signal(signal.SIGINT, self._on_signal)
+        on_signals(self.node, self.stop)
         self.run()
 
     def stop(self) -> None:
@@ -323,7 +317,7 @@ class MonitorService:
         for message in messages:
             if isinstance(message, LinkState):
                 topic = self.topics.link_state(self.node, message.interface)
-                self.client.publish(topic, encode(message), qos=1, retain=True)
+                self.bus.publish(topic, message, qos=1, retain=True)
                 self.metrics.record(message)
                 log.info(
                     "node %s: link %s (BID %d) %s: %s",
@@ -335,27 +329,15 @@ class MonitorService:
                 )
             elif isinstance(message, LinkMetrics):
                 topic = self.topics.link_metrics(self.node, message.interface)
-                self.client.publish(topic, encode(message), qos=0)
+                self.bus.publish(topic, message, qos=0)
                 self.metrics.record(message)
 
-    def _on_connect(
-        self,
-        client: mqtt.Client,
-        userdata: object,
-        flags: mqtt.ConnectFlags,
-        reason: object,
-        props: object,
-    ) -> None:
-        log.info("node %s: connected to broker (%s)", self.node, reason)
+    def _on_connected(self, client: mqtt.Client) -> None:
+        # The runtime has said online again; a restarted broker may also have lost the
+        # retained link states: the loop thread (which owns the trackers) publishes them again
+        # at its next wake-up.
         if self.links:
-            self.presence.publish(self.client, online=True)
-            # A restarted broker may have lost the retained states: the loop thread (which
-            # owns the trackers) publishes them again at its next wake-up.
             self._republish.set()
-
-    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
-        log.info("node %s: signal %d, stopping", self.node, signum)
-        self.stop()
 
     def _shutdown(self, events: LinkEvents) -> None:
         for link in self.links.values():
@@ -364,15 +346,8 @@ class MonitorService:
             if link.radio is not None:
                 link.radio.close()
         events.close()
-        info = self.presence.publish(self.client, online=False)
-        try:
-            info.wait_for_publish(2.0)
-        except (RuntimeError, ValueError):
-            log.warning("node %s: offline presence not sent", self.node)
-        self.client.disconnect()
-        self.client.loop_stop()
+        self.bus.close()
         self.stopper.close()
-        self.metrics.close()
         log.info("node %s: monitor stopped", self.node)
 
 

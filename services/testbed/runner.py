@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -24,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from services import capabilities, netns
+from services.ports import free_port
 from services.prem.demo import ensure_broker
 from services.testbed import addressing as a
 from services.testbed import processes, tcpstats
@@ -63,13 +63,6 @@ def default_out(scenario: str) -> Path:
     """A fresh run directory under /var/tmp/multinet-testbed."""
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     return DEFAULT_OUT / f"{stamp}-{scenario}"
-
-
-def free_port() -> int:
-    """A TCP port free on localhost now (for the SOAP gateway)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def down(prefix: str = "mtb") -> list[str]:

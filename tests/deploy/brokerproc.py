@@ -19,6 +19,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from services.ports import free_port
+
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 SHIPPED_CONF = DEPLOY / "mosquitto" / "mosquitto.conf"
 SHIPPED_ACL = DEPLOY / "mosquitto" / "acl"
@@ -39,14 +41,6 @@ class TlsFiles:
     certfile: Path
     keyfile: Path
     cafile: Path
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now (127.0.0.1)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def mosquitto_version() -> str:

@@ -19,8 +19,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from services.ports import free_port
 from services.process import stop
-from tests.observability.scrape import free_port
 
 
 def _listening(port: int) -> bool:

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from services.contracts.policy import Install, Operation
+from services.ports import free_port
 from services.prem.readback import expected_entries, read_table
 from tests.faults.broker import OwnBroker
 from tests.faults.procs import (
@@ -31,7 +32,7 @@ from tests.faults.procs import (
 )
 from tests.faults.proxy import Relay
 from tests.faults.soap import Answer, post, scheme1
-from tests.observability.scrape import Samples, free_port, scrape, wait_scrape
+from tests.observability.scrape import Samples, scrape, wait_scrape
 from tests.prem.factories import udp_to
 
 pytestmark = [pytest.mark.kernel, pytest.mark.broker]

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from services.contracts.policy import Install
+from services.ports import free_port
 from tests.faults.procs import (
     Service,
     bare_node,
@@ -28,7 +29,7 @@ from tests.faults.procs import (
     prem_worker,
 )
 from tests.faults.soap import Answer, envelope, post, scheme1
-from tests.observability.scrape import free_port, wait_scrape
+from tests.observability.scrape import wait_scrape
 from tests.prem.factories import udp_to
 
 pytestmark = [pytest.mark.kernel, pytest.mark.broker]

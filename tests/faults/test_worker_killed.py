@@ -24,10 +24,11 @@ import pytest
 from services.contracts import policy_xml
 from services.contracts.policy import Install, Policy
 from services.contracts.settings import BrokerSettings
+from services.ports import free_port
 from services.prem.client import PolicyClient
 from services.prem.readback import Entry, expected_entries, read_table
 from tests.faults.procs import Service, bare_node, prem_config, prem_worker
-from tests.observability.scrape import free_port, scrape, wait_scrape
+from tests.observability.scrape import scrape, wait_scrape
 from tests.prem.factories import message, udp_to
 
 pytestmark = [pytest.mark.kernel, pytest.mark.broker]

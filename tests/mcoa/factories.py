@@ -7,7 +7,7 @@ from typing import Any
 
 from services.mcoa.config import HaSettings, LinkSettings, McoaSettings, MrSettings
 from services.mcoa.registration import build_bu
-from services.mobility_events.codec import BindingUpdate
+from services.mobility_header.codec import BindingUpdate
 
 HA = IPv6Address("2001:db8:100::1")
 HOME = IPv6Address("2001:db8:100::2")

@@ -19,11 +19,14 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from labs.mobility_events import Arrival, EventListener
 from services import netns
+from services.contracts.messages import BindingEventKind
 from tests.waiting import Watched
 from tests.waiting import wait_for as _wait_for
 
@@ -265,3 +268,24 @@ class McoaLab:
             if name == "Udp6NoPorts":
                 return int(value.strip())
         raise AssertionError("no Udp6NoPorts in /proc/net/snmp6")
+
+
+def move_link1_care_of(lab: McoaLab, listener: EventListener, what: str, *logs: Path) -> Arrival:
+    """Move the MR's care-of address on link 1 (2001:db8:1::2 -> ::3) and return the
+    coa-changed event of BID 1, asserting its addresses and that it came within 200 ms of the
+    change (`what` names where it was seen; `logs` are shown beside the agents' on failure)."""
+    netns.run(lab.mr, ["ip", "-6", "addr", "add", "2001:db8:1::3/64", "dev", "m1", "nodad"])
+    moved_at = time.time()
+    netns.run(lab.mr, ["ip", "-6", "addr", "del", "2001:db8:1::2/64", "dev", "m1"])
+    moved = listener.wait_for(BindingEventKind.COA_CHANGED, 1, 5)
+    took = moved.at - moved_at
+    print(f"CoA change -> coa-changed event {what} in {took * 1000:.1f} ms")
+    assert moved.event.mobile_router == "mr1"
+    assert moved.event.care_of_address == "2001:db8:1::3"
+    assert moved.event.previous_care_of_address == "2001:db8:1::2"
+    more = "".join(f"\n{log.read_text()[-3000:]}" for log in logs)
+    assert took < 0.2, (
+        f"the event arrived {took * 1000:.0f} ms after the address change"
+        f"\n{lab.log('mr')[-3000:]}\n{lab.log('ha')[-3000:]}{more}"
+    )
+    return moved

@@ -20,15 +20,15 @@ from services.mcoa.cache import (
     sequence_newer,
 )
 from services.mcoa.identity import home_address_of, identifier_option
-from services.mobility_events.codec import BindingUpdate, decode, encode
-from services.mobility_events.mh_options import (
+from services.mobility_header.codec import BindingUpdate, decode, encode
+from services.mobility_header.mh_options import (
     BindingIdentifier,
     MobileNetworkPrefix,
     MobilityOption,
     UnknownOption,
     VendorSpecific,
 )
-from services.mobility_events.status import BaStatus
+from services.mobility_header.status import BaStatus
 from tests.mcoa.factories import COA1, COA2, HA, HOME, MNP, bu, ha_settings
 
 

@@ -17,8 +17,8 @@ from services.mcoa.cache import Binding, BindingKey, Decision, decide, make_ack
 from services.mcoa.config import default_mr_id
 from services.mcoa.events import decision_events, entry_events, expired_events
 from services.mcoa.registration import build_bu
-from services.mobility_events.codec import BindingUpdate
-from services.mobility_events.status import BaStatus, ba_status_name
+from services.mobility_header.codec import BindingUpdate
+from services.mobility_header.status import BaStatus, ba_status_name
 from tests.mcoa.factories import COA1, COA2, HOME, MNP, bu, ha_settings, link, mr_settings
 
 NOW = 1_700_000_000.0

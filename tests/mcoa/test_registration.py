@@ -7,9 +7,9 @@ from ipaddress import IPv6Address
 from services.mcoa.cache import decide
 from services.mcoa.identity import home_address_of
 from services.mcoa.registration import Registration, Sequencer
-from services.mobility_events.codec import BindingAcknowledgement, BindingUpdate, decode, encode
-from services.mobility_events.mh_options import BindingIdentifier
-from services.mobility_events.status import BaStatus
+from services.mobility_header.codec import BindingAcknowledgement, BindingUpdate, decode, encode
+from services.mobility_header.mh_options import BindingIdentifier
+from services.mobility_header.status import BaStatus
 from tests.mcoa.factories import COA1, HOME, MNP, bu, ha_settings, link, mr_settings
 
 

@@ -12,7 +12,8 @@ from ipaddress import IPv6Address, IPv6Network
 import pytest
 
 from services.contracts.messages import BindingEvent, BindingEventKind
-from services.mobility_events import (
+from services.mobility_events.bindings import BindingView, MnpIdentity
+from services.mobility_header import (
     AlternateCareOfAddress,
     BindingAcknowledgement,
     BindingIdentifier,
@@ -20,8 +21,7 @@ from services.mobility_events import (
     MobileNetworkPrefix,
     MobilityOption,
 )
-from services.mobility_events.bindings import BindingView, MnpIdentity
-from services.mobility_events.codec import BindingError
+from services.mobility_header.codec import BindingError
 
 HA = IPv6Address("2001:db8:ff::1")
 COA1 = IPv6Address("2001:db8:1::10")

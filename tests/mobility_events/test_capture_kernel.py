@@ -13,11 +13,11 @@ from ipaddress import IPv6Address
 
 import pytest
 
+from labs.mobility_events import COA1, HA_ADDRESS, MobilityLab, Signaller, raw_socket_in
 from services import netns
-from services.mobility_events import DECODE_STATS, BindingAcknowledgement, BindingUpdate
 from services.mobility_events.capture import MhCapture
-from services.mobility_events.codec import Message
-from services.mobility_events.lab import COA1, HA_ADDRESS, MobilityLab, Signaller, raw_socket_in
+from services.mobility_header import DECODE_STATS, BindingAcknowledgement, BindingUpdate
+from services.mobility_header.codec import Message
 
 pytestmark = pytest.mark.kernel
 Seen = tuple[float, IPv6Address, IPv6Address, Message]

@@ -11,8 +11,8 @@ from pydantic import ValidationError
 
 from services.cli import main
 from services.contracts.settings import load_service_file
-from services.mobility_events import BindingUpdate, MobileNetworkPrefix
 from services.mobility_events.config import MobilityEventsSettings
+from services.mobility_header import BindingUpdate, MobileNetworkPrefix
 
 GOOD: dict[str, Any] = {
     "node": "ha1",

@@ -15,9 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from services.contracts.messages import BindingEventKind
-from services.contracts.settings import BrokerSettings
-from services.mobility_events.lab import (
+from labs.mobility_events import (
     COA1,
     COA2,
     HA_NODE,
@@ -29,6 +27,8 @@ from services.mobility_events.lab import (
     service_process,
     write_config,
 )
+from services.contracts.messages import BindingEventKind
+from services.contracts.settings import BrokerSettings
 
 pytestmark = [pytest.mark.kernel, pytest.mark.broker]
 K = BindingEventKind

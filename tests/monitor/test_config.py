@@ -9,8 +9,8 @@ import pytest
 
 from services.contracts.errors import InvalidInput
 from services.contracts.settings import validate_section
+from services.monitor.cli import load
 from services.monitor.config import MonitorSettings, RadioSource
-from services.monitor.main import load
 from services.monitor.probe import ProbeKind
 from services.monitor.trace import TraceError
 

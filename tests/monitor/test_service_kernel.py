@@ -9,23 +9,24 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from services import netns
-from services.contracts.messages import LinkMetrics, LinkState, Presence
-from services.contracts.settings import BrokerSettings
-from services.monitor.lab import (
+from labs.monitor import (
     BusRecorder,
     MonitorLab,
     ar_address,
     monitor_lab,
     monitor_process,
 )
+from services import netns
+from services.contracts.messages import LinkMetrics, LinkState, Presence
+from services.contracts.settings import BrokerSettings
 from services.monitor.trace import bundled_trace, load_trace
+from tests.faults.broker import OwnBroker
 
 pytestmark = [pytest.mark.kernel, pytest.mark.broker]
 
@@ -227,3 +228,34 @@ def test_a_missing_namespace_is_refused(broker_settings: BrokerSettings, tmp_pat
     )
     assert done.returncode == 2
     assert "does not exist" in done.stderr
+
+
+def test_a_broker_that_lost_its_retained_messages_learns_the_links_again(
+    lab: MonitorLab, topic_root: str, tmp_path: Path
+) -> None:
+    # A broker of the test's own, killed (nothing saved) and started again on its port: the
+    # retained link states and presence are gone; the monitor, on reconnecting, says both again.
+    own = OwnBroker()
+    own.start()
+    try:
+        broker_settings = BrokerSettings(host="127.0.0.1", port=own.port, topic_root=topic_root)
+        config = lab.config(tmp_path / "m.toml", broker_settings, **FAST)
+        with monitor_process(config, lab, log=tmp_path / "log") as proc:
+            with BusRecorder(broker_settings) as before:
+                before.wait_for(Presence, lambda m: m.online and m.service == "monitor")
+                before.wait_for(LinkState, lambda m: m.interface == "eth1" and m.up)
+            own.kill()
+            own.start()
+            # Only retained messages reach a recorder that subscribes later than they were
+            # published, and the broker holds none of the old ones: these are the new ones.
+            with BusRecorder(broker_settings) as after:
+                after.wait_for(Presence, lambda m: m.online and m.service == "monitor", timeout=30)
+                for interface in ("eth0", "eth1"):
+                    after.wait_for(LinkState, _named(interface), timeout=10)
+            assert proc.poll() is None, (tmp_path / "log").read_text()
+    finally:
+        own.remove()
+
+
+def _named(interface: str) -> Callable[[LinkState], bool]:
+    return lambda m: m.interface == interface

@@ -74,12 +74,3 @@ def wait_scrape(
         f"metrics on port {port} never satisfied the check; last error {error}, last scrape "
         f"{None if last is None else sorted(last.values.items(), key=str)}"
     )
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 nobody listens on right now (for a child's metrics_listen)."""
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])

@@ -13,8 +13,9 @@ import signal
 
 import pytest
 
+from services.ports import free_port
 from tests.mcoa.lab import McoaLab
-from tests.observability.scrape import Samples, free_port, wait_scrape
+from tests.observability.scrape import Samples, wait_scrape
 
 pytestmark = pytest.mark.kernel
 BINDINGS = "multinet_mcoa_bindings"

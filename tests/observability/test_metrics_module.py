@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import math
-
 import pytest
 from pydantic import BaseModel, ValidationError
 
-from services.contracts.messages import FallbackState, LinkMetrics, LinkState, PolicyStatus, Refusal
+from services.contracts.messages import FallbackState, PolicyStatus, Refusal
 from services.metrics import (
     REFUSAL_REASONS,
     GatewayMetrics,
     ListenAddress,
     MetricsListenError,
-    MonitorMetrics,
     PremMetrics,
     parse_listen,
     refusal_reason,
@@ -114,22 +111,6 @@ def test_each_service_object_has_its_own_registry() -> None:
     value = second.registry.get_sample_value
     assert value("multinet_gateway_deliveries_total", {"result": "applied"}) == 0
     assert value("multinet_service_info", {"service": "soap-gateway", "node": "gw2"}) == 1
-
-
-def test_monitor_gauges_follow_the_published_messages() -> None:
-    metrics = MonitorMetrics("mr1")
-    value = metrics.registry.get_sample_value
-    labels = {"interface": "eth0", "bid": "1"}
-    metrics.record(LinkState(sender="mr1", interface="eth0", bid=1, up=False, carrier=False))
-    metrics.record(
-        LinkMetrics(sender="mr1", interface="eth0", bid=1, technology="wlan", rtt_ms=12.5)
-    )
-    assert value("multinet_monitor_link_up", labels) == 0
-    assert value("multinet_monitor_rtt_seconds", labels) == 0.0125
-    assert math.isnan(value("multinet_monitor_loss_ratio", labels) or 0.0)
-    published = "multinet_monitor_messages_published_total"
-    assert value(published, {"kind": "link-state"}) == 1
-    assert value(published, {"kind": "link-metrics"}) == 1
 
 
 def test_the_exporter_serves_its_registry_and_releases_the_port() -> None:

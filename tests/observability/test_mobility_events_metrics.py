@@ -13,9 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from services.contracts.messages import BindingEventKind
-from services.contracts.settings import BrokerSettings
-from services.mobility_events.lab import (
+from labs.mobility_events import (
     COA1,
     HA_ADDRESS,
     HA_NODE,
@@ -25,8 +23,11 @@ from services.mobility_events.lab import (
     raw_socket_in,
     write_config,
 )
+from services.contracts.messages import BindingEventKind
+from services.contracts.settings import BrokerSettings
+from services.ports import free_port
 from tests.faults.procs import Service
-from tests.observability.scrape import free_port, wait_scrape
+from tests.observability.scrape import wait_scrape
 
 pytestmark = [pytest.mark.kernel, pytest.mark.broker]
 EVENTS = "multinet_mobility_events_published_total"

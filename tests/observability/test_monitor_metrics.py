@@ -13,10 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from labs.monitor import MonitorLab, monitor_lab
 from services.contracts.settings import BrokerSettings
-from services.monitor.lab import MonitorLab, monitor_lab
+from services.ports import free_port
 from tests.faults.procs import Service
-from tests.observability.scrape import Samples, free_port, wait_scrape
+from tests.observability.scrape import Samples, wait_scrape
 
 pytestmark = [pytest.mark.kernel, pytest.mark.broker]
 ETH0 = {"interface": "eth0", "bid": "1"}

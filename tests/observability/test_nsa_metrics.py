@@ -14,8 +14,9 @@ from services.contracts.messages import BindingEventKind, Presence
 from services.contracts.settings import BrokerSettings
 from services.nsa.service import NsaService
 from services.nsa.settings import load_file
+from services.ports import free_port
 from tests.nsa.busbed import BusDriver, ticking_driver, wait_until, write_settings
-from tests.observability.scrape import Samples, free_port, scrape, wait_scrape
+from tests.observability.scrape import Samples, scrape, wait_scrape
 
 pytestmark = pytest.mark.broker
 MR, HA_NODE = "mr1", "ha1"

@@ -19,6 +19,7 @@ import pytest
 
 from services import netns
 from services.contracts.settings import BrokerSettings
+from services.ports import free_port
 from services.prem.client import PolicyClient
 from tests.conftest import _require
 from tests.deploy.conftest import (  # noqa: F401 - fixtures, registered by being imported
@@ -28,7 +29,6 @@ from tests.deploy.conftest import (  # noqa: F401 - fixtures, registered by bein
     secured_broker,
 )
 from tests.faults.procs import bare_node, prem_config, prem_worker
-from tests.observability.scrape import free_port
 from tests.security.live import NODE, STATUS_TIMEOUT_S, LetterBox, LiveNode, add_sentinel
 
 

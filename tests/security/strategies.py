@@ -35,16 +35,16 @@ from services.contracts.policy import (
     PolicyMessage,
     Selector,
 )
-from services.mobility_events.codec import BindingAcknowledgement, BindingUpdate, Message, encode
-from services.mobility_events.mh_options import (
+from services.mobility_header.codec import BindingAcknowledgement, BindingUpdate, Message, encode
+from services.mobility_header.mh_options import (
     AlternateCareOfAddress,
     BindingIdentifier,
     MobileNetworkPrefix,
 )
 from tests import policy_strategies
 from tests.contracts.test_policy_xml_properties import TOKENS, selectors
-from tests.mobility_events.test_codec_properties import damaged
-from tests.mobility_events.test_codec_properties import messages as mh_messages
+from tests.mobility_header.test_codec_properties import damaged
+from tests.mobility_header.test_codec_properties import messages as mh_messages
 
 # --- policy documents ----------------------------------------------------------------------
 

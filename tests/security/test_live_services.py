@@ -21,10 +21,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from services.contracts.messages import BindingEventKind, LinkState
-from services.contracts.settings import BrokerSettings
-from services.contracts.topics import Topics
-from services.mobility_events.lab import (
+from labs.mobility_events import (
     COA1,
     HA_ADDRESS,
     HA_NODE,
@@ -36,11 +33,15 @@ from services.mobility_events.lab import (
     raw_socket_in,
     service_process,
 )
+from services.contracts.messages import BindingEventKind, LinkState
+from services.contracts.settings import BrokerSettings
+from services.contracts.topics import Topics
 from services.nsa.service import NsaService
 from services.nsa.settings import load_file
+from services.ports import free_port
 from tests.conftest import _require
 from tests.nsa.busbed import BusDriver, wait_until, write_settings
-from tests.observability.scrape import free_port, scrape
+from tests.observability.scrape import scrape
 from tests.security.strategies import INPUT_KINDS, bus_payloads, packets
 
 SAMPLE = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])

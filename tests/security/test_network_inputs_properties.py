@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 
 from services.mobility_events.bindings import BindingView
 from services.mobility_events.capture import MhCapture
-from services.mobility_events.codec import Message
 from services.mobility_events.config import MobilityEventsSettings
+from services.mobility_header.codec import Message
 from services.monitor.probe import decode_udp_probe, parse_echo_reply
 from services.monitor.responder import answer_for, reply_source
 from tests.security.strategies import COAS, addresses, conversations, packets

@@ -13,7 +13,7 @@ from ipaddress import IPv4Address, IPv6Address
 import pytest
 
 from services.contracts.errors import MultinetError
-from services.mobility_events import (
+from services.mobility_header import (
     DECODE_STATS,
     AlternateCareOfAddress,
     BindingAcknowledgement,
@@ -32,7 +32,7 @@ from services.mobility_events import (
     lifetime_units,
     verify_checksum,
 )
-from services.mobility_events.status import (
+from services.mobility_header.status import (
     BA_STATUS_NAMES,
     BaStatus,
     ba_status_name,

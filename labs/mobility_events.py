@@ -32,9 +32,9 @@ from pydantic import ValidationError
 from services import bus, netns
 from services.contracts.messages import BindingEvent, BindingEventKind, Presence, decode
 from services.contracts.settings import BrokerSettings
-from services.contracts.topics import Topics
-from services.mobility_events.codec import IPPROTO_MH, BindingAcknowledgement, BindingUpdate, encode
-from services.mobility_events.mh_options import BindingIdentifier, MobileNetworkPrefix
+from services.contracts.topics import TopicKind, Topics
+from services.mobility_header.codec import IPPROTO_MH, BindingAcknowledgement, BindingUpdate, encode
+from services.mobility_header.mh_options import BindingIdentifier, MobileNetworkPrefix
 from services.process import stop
 
 HA_ADDRESS = IPv6Address("2001:db8:ff::1")
@@ -213,15 +213,17 @@ class EventListener:
         reason: object,
         props: object,
     ) -> None:
-        root = self.topics.root
-        client.subscribe([(f"{root}/mr/+/binding/+", 1), (f"{root}/node/+/presence/+", 1)])
+        client.subscribe([(self.topics.binding_events(), 1), (self.topics.presences(), 1)])
 
     def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
         at = time.time()
+        name = self.topics.parse(msg.topic)
         try:
-            if "/presence/" in msg.topic:
+            if name is None:
+                return
+            if name.kind is TopicKind.PRESENCE:
                 self.presences.put(decode(Presence, bytes(msg.payload)))
-            else:
+            elif name.kind is TopicKind.BINDING_EVENT:
                 self.events.put(Arrival(at, msg.topic, decode(BindingEvent, bytes(msg.payload))))
         except ValidationError:
             return

@@ -22,8 +22,8 @@ import struct
 from dataclasses import dataclass
 from ipaddress import IPv6Address
 
-from services.mobility_events.errors import DECODE_STATS, MobilityHeaderError, Reason
-from services.mobility_events.mh_options import (
+from services.mobility_header.errors import DECODE_STATS, MobilityHeaderError, Reason
+from services.mobility_header.mh_options import (
     BindingIdentifier,
     MobileNetworkPrefix,
     MobilityOption,
@@ -31,7 +31,7 @@ from services.mobility_events.mh_options import (
     encode_options,
     options_of,
 )
-from services.mobility_events.status import ba_status_name, be_status_name, is_accepted
+from services.mobility_header.status import ba_status_name, be_status_name, is_accepted
 
 IPPROTO_MH = 135
 IPPROTO_NONE = 59

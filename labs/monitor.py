@@ -31,7 +31,7 @@ from pydantic import ValidationError
 from services import bus, netns
 from services.contracts.messages import Envelope, LinkMetrics, LinkState, Presence, decode
 from services.contracts.settings import BrokerSettings
-from services.contracts.topics import Topics
+from services.contracts.topics import TopicKind, Topics
 from services.process import stop
 
 MR_NODE = "mr1"
@@ -191,6 +191,11 @@ def monitor_process(
 
 
 MessageT = TypeVar("MessageT", bound=Envelope)
+_MODELS: dict[TopicKind, type[Envelope]] = {
+    TopicKind.LINK_STATE: LinkState,
+    TopicKind.LINK_METRICS: LinkMetrics,
+    TopicKind.PRESENCE: Presence,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,19 +228,16 @@ class BusRecorder:
         self.client.loop_stop()
 
     def _on_connect(self, client: mqtt.Client, *args: object) -> None:
-        root = f"{self.topics.root}/node/{self.node}"
-        client.subscribe([(f"{root}/link/+/+", 1), (f"{root}/presence/+", 1)])
+        topics = self.topics
+        client.subscribe([(topics.links(self.node), 1), (topics.presences(self.node), 1)])
 
     def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
         now = time.monotonic()
         payload = bytes(msg.payload)
-        model: type[Envelope]
-        if msg.topic.endswith("/state"):
-            model = LinkState
-        elif msg.topic.endswith("/metrics"):
-            model = LinkMetrics
-        else:
-            model = Presence
+        name = self.topics.parse(msg.topic)
+        model = None if name is None else _MODELS.get(name.kind)
+        if model is None:
+            return
         try:
             self.inbox.put(Received(now, decode(model, payload)))
         except ValidationError:

@@ -31,7 +31,7 @@ from scapy.layers.inet6 import (
 )
 from scapy.packet import Raw
 
-from services.mobility_events import (
+from services.mobility_header import (
     AlternateCareOfAddress,
     BindingAcknowledgement,
     BindingError,
@@ -44,7 +44,7 @@ from services.mobility_events import (
     encode,
     verify_checksum,
 )
-from services.mobility_events import PadN as OurPadN
+from services.mobility_header import PadN as OurPadN
 
 MR = "2001:db8:1::10"
 HA = "2001:db8:ffff::1"

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address, IPv6Network
 from typing import ClassVar, TypeVar
 
-from services.mobility_events.errors import DECODE_STATS, MobilityHeaderError, Reason
+from services.mobility_header.errors import DECODE_STATS, MobilityHeaderError, Reason
 
 PAD1 = 0
 PADN = 1

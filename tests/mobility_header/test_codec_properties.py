@@ -12,7 +12,7 @@ from ipaddress import IPv6Address
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from services.mobility_events import (
+from services.mobility_header import (
     AlternateCareOfAddress,
     BindingAcknowledgement,
     BindingError,
@@ -29,7 +29,7 @@ from services.mobility_events import (
     encode,
     verify_checksum,
 )
-from services.mobility_events.codec import (
+from services.mobility_header.codec import (
     BA_FLAG_K,
     BA_FLAG_R,
     BU_FLAG_A,
@@ -38,8 +38,8 @@ from services.mobility_events.codec import (
     BU_FLAG_L,
     BU_FLAG_R,
 )
-from services.mobility_events.mh_options import KNOWN_TYPES
-from tests.mobility_events.test_codec import _reference_checksum
+from services.mobility_header.mh_options import KNOWN_TYPES
+from tests.mobility_header.test_codec import _reference_checksum
 
 SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 FUZZ = settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])

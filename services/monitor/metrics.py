@@ -1,0 +1,55 @@
+"""The link monitor's Prometheus metrics: each link as last published (`services.metrics` holds
+what every service exports and the exporter)."""
+
+from __future__ import annotations
+
+import math
+
+from prometheus_client import Counter, Gauge
+
+from services.contracts.messages import LinkMetrics, LinkState
+from services.metrics import ServiceMetrics
+
+
+def _seconds(milliseconds: float | None) -> float:
+    return math.nan if milliseconds is None else milliseconds / 1000
+
+
+class MonitorMetrics(ServiceMetrics):
+    """The link monitor's view of each link, as last published."""
+
+    def __init__(self, node: str) -> None:
+        super().__init__("monitor", node)
+        reg = self.registry
+        labels = ["interface", "bid"]
+        self.link_up = Gauge(
+            "multinet_monitor_link_up", "1 if the link is up, else 0.", labels, registry=reg
+        )
+        self.rtt = Gauge(
+            "multinet_monitor_rtt_seconds", "Probe round-trip time.", labels, registry=reg
+        )
+        self.jitter = Gauge(
+            "multinet_monitor_jitter_seconds", "Probe RTT jitter.", labels, registry=reg
+        )
+        self.loss = Gauge(
+            "multinet_monitor_loss_ratio", "Probe loss over the window.", labels, registry=reg
+        )
+        self.published = Counter(
+            "multinet_monitor_messages_published",
+            "Messages published, by kind (link-state, link-metrics).",
+            ["kind"],
+            registry=reg,
+        )
+        for kind in ("link-state", "link-metrics"):
+            self.published.labels(kind)
+
+    def record(self, message: LinkState | LinkMetrics) -> None:
+        """Account for one published message."""
+        labels = (message.interface, str(message.bid))
+        self.published.labels(message.kind).inc()
+        if isinstance(message, LinkState):
+            self.link_up.labels(*labels).set(1 if message.up else 0)
+            return
+        self.rtt.labels(*labels).set(_seconds(message.rtt_ms))
+        self.jitter.labels(*labels).set(_seconds(message.jitter_ms))
+        self.loss.labels(*labels).set(math.nan if message.loss is None else message.loss)
