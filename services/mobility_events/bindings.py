@@ -18,6 +18,12 @@ else the packet's source. A BU without BID options stands for `default_bid` (Non
 The BA may override the status per BID in its own BID options (a BID status of 0 means "the
 BA's status", RFC 5648 6.1).
 
+An acknowledgement may be seen before the update it answers: the service reads incoming
+signalling from one socket and its own outgoing BAs from another, and can drain the second
+first. So a BA that matches no pending BU is held for `EARLY_ACK_S`; a BU arriving within that
+time that it answers settles at once with it. Only a BA still unmatched then counts as
+unmatched (at most `MAX_EARLY_ACKS` are held: a flood of stray BAs costs bounded memory).
+
 Time is the `now` argument everywhere (seconds; the service passes wall-clock time, which also
 stamps the events), so tests step a fake clock.
 """
@@ -42,6 +48,9 @@ from services.mobility_header.status import ba_status_name, is_accepted
 Identify = Callable[[IPv6Address, BindingUpdate], str | None]
 
 DEFAULT_PENDING_TIMEOUT_S = 10.0
+#: How long a BA that answers no known BU waits for its BU (seen late from another socket).
+EARLY_ACK_S = 0.5
+MAX_EARLY_ACKS = 1024
 
 
 class MnpIdentity:
@@ -135,6 +144,10 @@ class BindingView:
     stats: ViewStats = field(default_factory=ViewStats, init=False)
     _bindings: dict[tuple[str, int], Binding] = field(default_factory=dict, init=False)
     _pending: dict[_Key, _Pending] = field(default_factory=dict, init=False)
+    #: BAs seen before their BU: key -> (seen at, the BA).
+    _early: dict[_Key, tuple[float, BindingAcknowledgement]] = field(
+        default_factory=dict, init=False
+    )
     _next_deadline: float = field(default=float("inf"), init=False)
     _sequence: int = field(default=0, init=False)
 
@@ -198,6 +211,9 @@ class BindingView:
         )
         if not retransmission:
             events.extend(self._handovers(now, pending))
+        early = self._early.pop(keys[0], None)
+        if early is not None:
+            events.extend(self._answer(early[0], pending, early[1]))
         return events
 
     def observe_ba(
@@ -206,16 +222,26 @@ class BindingView:
         """Settle the pending BU this BA answers: register, refresh, move, drop or reject."""
         events = self.tick(now)
         self.stats.acks += 1
-        pending = self._pending.get((dst, src, ba.sequence))
+        key = (dst, src, ba.sequence)
+        pending = self._pending.get(key)
         if pending is None:
-            self.stats.acks_unmatched += 1
+            if len(self._early) >= MAX_EARLY_ACKS:
+                del self._early[next(iter(self._early))]
+                self.stats.acks_unmatched += 1
+            self._early[key] = (now, ba)
             return events
+        return events + self._answer(now, pending, ba)
+
+    def _answer(
+        self, now: float, pending: _Pending, ba: BindingAcknowledgement
+    ) -> list[BindingEvent]:
+        """Settle `pending` with the BA that answers it."""
         self._drop_pending(pending)
         per_bid = {option.bid: option.status for option in ba.binding_ids if option.status}
-        for request in pending.requests:
-            status = per_bid.get(request.bid, ba.status)
-            events.append(self._settle(now, pending, request, status, ba))
-        return events
+        return [
+            self._settle(now, pending, request, per_bid.get(request.bid, ba.status), ba)
+            for request in pending.requests
+        ]
 
     def tick(self, now: float) -> list[BindingEvent]:
         """Expire bindings whose lifetime ran out and forget BUs that were never answered."""
@@ -240,6 +266,10 @@ class BindingView:
             self._next_deadline = min(
                 (b.expires_at for b in self._bindings.values()), default=float("inf")
             )
+        late = [key for key, (seen, _ba) in self._early.items() if now - seen > EARLY_ACK_S]
+        for key in late:
+            del self._early[key]
+            self.stats.acks_unmatched += 1
         stale = {
             id(p): p for p in self._pending.values() if now - p.seen_at > self.pending_timeout_s
         }

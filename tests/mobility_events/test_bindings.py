@@ -12,7 +12,7 @@ from ipaddress import IPv6Address, IPv6Network
 import pytest
 
 from services.contracts.messages import BindingEvent, BindingEventKind
-from services.mobility_events.bindings import BindingView, MnpIdentity
+from services.mobility_events.bindings import EARLY_ACK_S, MAX_EARLY_ACKS, BindingView, MnpIdentity
 from services.mobility_header import (
     AlternateCareOfAddress,
     BindingAcknowledgement,
@@ -321,3 +321,33 @@ def test_event_sequence_numbers_increase() -> None:
     )
     assert [e.sequence for e in events] == [1, 2, 3, 4]
     assert [e.event for e in events] == [K.REGISTERED, K.REGISTERED, K.EXPIRED, K.EXPIRED]
+
+
+def test_an_acknowledgement_seen_before_its_update_settles_when_the_update_comes() -> None:
+    # The service reads its own outgoing BAs from another socket than the incoming BUs and may
+    # drain that one first: the BA waits briefly for its BU instead of being lost.
+    view = BindingView("ha1", IDENTIFY)
+    assert view.observe_ba(T0, HA, COA1, ba(1)) == []
+    (event,) = view.observe_bu(T0 + 0.002, COA1, HA, bu(1, 10, (1, None)))
+    assert (event.event, event.bid, event.care_of_address) == (
+        BindingEventKind.REGISTERED,
+        1,
+        str(COA1),
+    )
+    assert view.stats.acks_unmatched == 0
+
+
+def test_an_acknowledgement_nobody_asked_for_is_unmatched_after_a_while() -> None:
+    view = BindingView("ha1", IDENTIFY)
+    view.observe_ba(T0, HA, COA1, ba(1))
+    view.tick(T0 + EARLY_ACK_S + 0.1)
+    assert view.stats.acks_unmatched == 1
+    view.observe_bu(T0 + 1, COA1, HA, bu(1, 10, (1, None)))
+    assert view.binding("mr1", 1) is None, "a late BU is not settled by a forgotten BA"
+
+
+def test_stray_acknowledgements_are_held_in_bounded_memory() -> None:
+    view = BindingView("ha1", IDENTIFY)
+    for sequence in range(MAX_EARLY_ACKS + 10):
+        view.observe_ba(T0, HA, COA1, ba(sequence % 65536))
+    assert view.stats.acks_unmatched == 10
