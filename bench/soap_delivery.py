@@ -52,7 +52,7 @@ from services.contracts.policy import (
 )
 from services.prem.demo import ensure_broker, worker_argv
 from services.process import stop
-from services.soap_gateway.auth import hash_password
+from services.soap_gateway.passwords import hash_password
 
 SOAP_ENV = "http://schemas.xmlsoap.org/soap/envelope/"
 GW = "urn:multinet:soap-gateway:1"
