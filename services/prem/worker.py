@@ -31,11 +31,11 @@ from services.contracts.messages import Envelope, PolicyStatus, encode
 from services.contracts.settings import BrokerSettings
 from services.contracts.topics import Topics
 from services.deadletter import DeadLetters
-from services.metrics import PremMetrics
 from services.prem import routing
 from services.prem.config import PremSettings
 from services.prem.enforcer import Enforcer, Reply
 from services.prem.linkwatch import LinkWatcher
+from services.prem.metrics import PremMetrics
 from services.prem.node import Fatal, Stop, Usability, start_enforcement
 
 log = logging.getLogger(__name__)

@@ -19,10 +19,10 @@ from cheroot import wsgi
 from cheroot.ssl.builtin import BuiltinSSLAdapter
 
 from services.contracts.settings import BrokerSettings
-from services.metrics import GatewayMetrics
 from services.soap_gateway.buslink import BusLink
 from services.soap_gateway.config import GatewaySettings, access_warnings
 from services.soap_gateway.metered import MeteredCore
+from services.soap_gateway.metrics import GatewayMetrics
 from services.soap_gateway.tracker import Tracker
 from services.soap_gateway.udp import UdpServer
 from services.soap_gateway.wsgi import make_wsgi_app

@@ -44,11 +44,11 @@ from services import netns
 from services.contracts import policy_xml
 from services.contracts.errors import MultinetError, PolicyDocumentError, Problem
 from services.contracts.messages import PolicyStatus, Presence, Refusal
-from services.metrics import PremMetrics
 from services.prem import routing
 from services.prem.config import PremSettings, Role
 from services.prem.enforcer import Enforcer
 from services.prem.linkwatch import LinkWatcher
+from services.prem.metrics import PremMetrics
 from services.prem.node import Fatal, Stop, Usability, start_enforcement
 from services.soap_gateway.auth import Caller
 from services.soap_gateway.checks import CallRefused, Delivery, FaultCode, PartProblem
