@@ -25,13 +25,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.broker import free_port
+from labs.prem import Lab, worker_argv
 from services import netns
 from services.contracts.settings import BrokerSettings
 from services.mobility_events.lab import MobilityLab
 from services.mobility_events.lab import write_config as mobility_config
 from services.monitor.lab import MonitorLab
-from services.prem.demo import worker_argv
-from services.prem.lab import Lab
 from services.process import stop
 
 MR_TABLE_BASE = 3000

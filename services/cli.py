@@ -169,7 +169,7 @@ def _prem_standalone(
 
 
 def _prem_demo(args: argparse.Namespace) -> int:
-    from services.prem.demo import run_demo
+    from labs.prem_demo import run_demo
 
     return run_demo(backend=args.backend, keep=args.keep)
 

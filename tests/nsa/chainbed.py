@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from labs.prem import worker_argv
 from services import netns
 from services.contracts.policy import Forward
 from services.contracts.settings import BrokerSettings
-from services.prem.demo import worker_argv
 from services.prem.policyset import DesiredState
 from services.process import stop
 from services.soap_gateway.config import GatewaySettings

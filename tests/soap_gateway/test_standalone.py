@@ -24,11 +24,10 @@ import pytest
 import zeep
 import zeep.helpers
 
+from labs.prem import MNP4, MNP6, Lab, send_udp, worker_argv, write_config
 from services import netns
 from services.contracts import policy_xml
 from services.contracts.policy import Flush, Install, Update
-from services.prem.demo import worker_argv, write_config
-from services.prem.lab import MNP4, MNP6, Lab, send_udp
 from services.process import stop
 from services.soap_gateway.checks import CallRefused, FaultCode
 from services.soap_gateway.standalone import check_local_call, standalone_settings
