@@ -15,8 +15,6 @@ clients. Observed on Debian 12's mosquitto 2.0.11, and asserted as such:
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,7 +22,7 @@ import pytest
 
 from services.contracts.messages import Presence
 from services.contracts.topics import Topics
-from tests.conftest import _require
+from tests.certs import self_signed
 from tests.deploy.conftest import SecuredBroker
 from tests.deploy.probe import NOT_AUTHORIZED, Probe, Received, pump_all
 
@@ -341,8 +339,7 @@ def test_nsa_replicas_share_the_metrics_and_the_acl_holds_for_shared_subscriptio
 def test_the_shipped_tls_listener_applies_the_same_users_and_acl(
     make_secured_broker: Callable[..., SecuredBroker], tmp_path: Path
 ) -> None:
-    _require(shutil.which("openssl") is not None, "needs openssl for a test certificate")
-    broker: SecuredBroker = make_secured_broker(tls_certificate=_self_signed(tmp_path))
+    broker: SecuredBroker = make_secured_broker(tls_certificate=self_signed(tmp_path, "broker"))
     # The services' own client settings: tls = true, ca_file, the TLS port.
     mr1 = broker.probe("mr1", tls=True)
     assert not mr1.connect().is_failure
@@ -350,30 +347,3 @@ def test_the_shipped_tls_listener_applies_the_same_users_and_acl(
     assert not mr1.publish(T.status("mr1"), b"own").is_failure
     assert broker.probe(None, tls=True).connect().value == NOT_AUTHORIZED
     assert broker.probe("mr1", "wrong", tls=True).connect().value == NOT_AUTHORIZED
-
-
-def _self_signed(directory: Path) -> tuple[Path, Path]:
-    cert, key = directory / "broker.crt", directory / "broker.key"
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=127.0.0.1",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:broker",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-        ],
-        check=True,
-        capture_output=True,
-    )
-    return cert, key
