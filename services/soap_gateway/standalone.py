@@ -45,7 +45,8 @@ from services.contracts import policy_xml
 from services.contracts.errors import MultinetError, PolicyDocumentError, Problem
 from services.contracts.messages import PolicyStatus, Presence, Refusal
 from services.prem import routing
-from services.prem.config import PremSettings, Role
+from services.prem.config import PremSettings
+from services.prem.core.settings import Role
 from services.prem.enforcer import Enforcer
 from services.prem.linkwatch import LinkWatcher
 from services.prem.metrics import PremMetrics

@@ -19,7 +19,7 @@ from labs.prem import worker_argv
 from services import netns
 from services.contracts.policy import Forward
 from services.contracts.settings import BrokerSettings
-from services.prem.policyset import DesiredState
+from services.prem.core.policyset import DesiredState
 from services.process import stop
 from services.soap_gateway.config import GatewaySettings
 from services.soap_gateway.passwords import hash_password

@@ -43,23 +43,21 @@ from typing import Any
 import iptc
 
 from services.contracts.errors import KernelError
-from services.prem.backends.iptables_rules import (
+from services.prem.backends.iptc_rules import capture, make_rule, new_rule
+from services.prem.config import PremSettings
+from services.prem.core.flowtable import FlowRule, FlowTable
+from services.prem.core.iptables_rules import (
     FAMILIES,
     RuleSpec,
-    capture,
     main_chain,
-    make_rule,
     mark_spec,
-    new_rule,
     parse_mark,
     parse_rule,
     render,
     render_rule,
     subchain,
 )
-from services.prem.config import PremSettings
-from services.prem.flowtable import FlowRule, FlowTable
-from services.prem.reconcile import Changes
+from services.prem.core.reconcile import Changes
 
 log = logging.getLogger(__name__)
 

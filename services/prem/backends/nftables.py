@@ -11,18 +11,18 @@ from __future__ import annotations
 import logging
 
 from services.prem.backends.libnftables import NftContext
-from services.prem.backends.nft_layers import Layer, assign_layers, flatten
-from services.prem.backends.nft_parse import TableState, parse_table
-from services.prem.backends.nft_render import (
+from services.prem.config import PremSettings
+from services.prem.core.flowtable import FlowRule, FlowTable
+from services.prem.core.nft_layers import Layer, assign_layers, flatten
+from services.prem.core.nft_parse import TableState, parse_table
+from services.prem.core.nft_render import (
     bid_chain_command,
     element_commands,
     map_parts,
     table_commands,
     table_name,
 )
-from services.prem.config import PremSettings
-from services.prem.flowtable import FlowRule, FlowTable
-from services.prem.reconcile import Changes
+from services.prem.core.reconcile import Changes
 
 log = logging.getLogger(__name__)
 
