@@ -89,6 +89,10 @@ WRITES: list[tuple[str, str, bool]] = [
     ("soap-gateway", T.policy("mr1"), True),
     ("soap-gateway", T.status("ha1"), False),
     ("soap-gateway", T.binding_event("mr1", 1), False),
+    # Its presence (and will) as service `soap-gateway` of the node named after it (its `name`);
+    # no worker's presence.
+    ("soap-gateway", T.presence("soap-gateway", "soap-gateway"), True),
+    ("soap-gateway", T.presence("ha1", "prem"), False),
     # Dead letters: each service writes its own node's, nobody another's; the operator
     # reads them.
     ("ha1", T.dead_letter("ha1", "prem"), True),

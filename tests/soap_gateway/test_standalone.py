@@ -28,9 +28,9 @@ from labs.prem import MNP4, MNP6, Lab, send_udp, worker_argv, write_config
 from services import netns
 from services.contracts import policy_xml
 from services.contracts.policy import Flush, Install, Update
+from services.prem.standalone import check_local_call, standalone_settings
 from services.process import stop
 from services.soap_gateway.checks import CallRefused, FaultCode
-from services.soap_gateway.standalone import check_local_call, standalone_settings
 from tests.prem.factories import message, settings, udp_to
 from tests.soap_gateway.helpers import downlink, uplink
 from tests.soap_gateway.test_udp import by_node, envelope, exchange, fault

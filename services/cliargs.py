@@ -1,0 +1,15 @@
+"""Command-line pieces every service's subcommand shares (`add_subcommand` in each package)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def service_options(parser: argparse.ArgumentParser) -> None:
+    """The options every long-running service command takes: its settings file and logging."""
+    parser.add_argument("--config", type=Path, required=True, help="settings file (.toml/.yaml)")
+    parser.add_argument(
+        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
+    )
+    parser.add_argument("--log-json", action="store_true", help="log one JSON object per line")
