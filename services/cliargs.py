@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
+
+from services.contracts.errors import InvalidInput
 
 
 def service_options(parser: argparse.ArgumentParser) -> None:
@@ -13,3 +16,11 @@ def service_options(parser: argparse.ArgumentParser) -> None:
         "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
     )
     parser.add_argument("--log-json", action="store_true", help="log one JSON object per line")
+
+
+def bad_file(path: Path, error: InvalidInput) -> int:
+    """Print every problem of `error` with the file it is in; return the exit status of a bad
+    settings file (2)."""
+    for problem in error.problems:
+        print(f"{path}: {problem}", file=sys.stderr)
+    return 2

@@ -12,7 +12,7 @@ import sys
 from pydantic import ValidationError
 
 from services import netns
-from services.cliargs import service_options
+from services.cliargs import bad_file, service_options
 from services.contracts.errors import InvalidInput, KernelError
 from services.contracts.settings import apply_env, load_service_file, read_file, validate_section
 from services.metrics import MetricsListenError
@@ -79,9 +79,7 @@ def _run(args: argparse.Namespace) -> int:
     try:
         config = load_service_file(args.config, "prem", PremSettings)
     except InvalidInput as exc:
-        for problem in exc.problems:
-            print(f"{args.config}: {problem}", file=sys.stderr)
-        return 2
+        return bad_file(args.config, exc)
     settings = config.settings
     if args.remove_on_exit:
         settings = settings.model_copy(update={"remove_on_exit": True})
@@ -120,9 +118,7 @@ def _standalone(args: argparse.Namespace, settings: PremSettings) -> int:
             StandaloneSoapSettings, apply_env(read_file(args.config)), "standalone"
         )
     except InvalidInput as exc:
-        for problem in exc.problems:
-            print(f"{args.config}: {problem}", file=sys.stderr)
-        return 2
+        return bad_file(args.config, exc)
     try:
         gateway = standalone_settings(settings, host, int(port), udp_port=args.soap_udp, soap=soap)
     except ValidationError as exc:

@@ -188,17 +188,15 @@ class _Queue(Protocol):
         ...
 
 
+@dataclass(frozen=True)
 class LocalCalls:
     """The SOAP calls of one node (`api.SoapCalls`): one document per call, one status row per
-    answer; safe from many threads."""
+    answer; safe from many threads. `node` takes the documents."""
 
-    def __init__(
-        self, prem: PremSettings, settings: GatewaySettings, tracker: Tracker, node: _Queue
-    ) -> None:
-        self.prem = prem
-        self.settings = settings
-        self.tracker = tracker
-        self.node = node
+    prem: PremSettings
+    settings: GatewaySettings
+    tracker: Tracker
+    node: _Queue
 
     def deliver(
         self,

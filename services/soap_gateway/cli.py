@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from services.cliargs import service_options
+from services.cliargs import bad_file, service_options
 from services.contracts.errors import InvalidInput
 from services.contracts.settings import load_service_file
 from services.metrics import MetricsListenError
@@ -37,9 +37,7 @@ def _run(args: argparse.Namespace) -> int:
     try:
         config = load_service_file(args.config, "soap_gateway", GatewaySettings)
     except InvalidInput as exc:
-        for problem in exc.problems:
-            print(f"{args.config}: {problem}", file=sys.stderr)
-        return 2
+        return bad_file(args.config, exc)
     settings = config.settings
     logsetup.configure(settings.name, level=args.log_level, json_lines=args.log_json)
     try:
