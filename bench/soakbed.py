@@ -1,6 +1,6 @@
 """The soak benchmark's deployment: a broker, three namespace labs and five service processes.
 
-- PREM lab (`services/prem/lab.py`): the HA's worker enforces with nftables in its router
+- PREM lab (`labs/prem.py`): the HA's worker enforces with nftables in its router
   namespace; BID 2's link (b2) is the one that flaps.
 - A bare namespace for the MR's worker (memory back end; both BID tables have a route).
 - The gateway (`multinet soap-gateway`), which every policy change goes through.

@@ -1,9 +1,10 @@
 """The nftables back end: one `inet` table, one verdict-map lookup per layer, marks per BID.
 
 Packets enter through `prerouting` (forwarded) and `output` (local), both jump to one
-classification chain that evaluates the layers in order (see `nft_layers`); a hit jumps to the
-BID's chain, which sets our mark bits, or drops. Every change is one libnftables batch, so the
-kernel either takes all of it or none of it.
+classification chain that evaluates the layers in order (see `core.nft_layers`); a hit jumps to
+the BID's chain, which sets our mark bits, or drops. Every change is one libnftables batch, so
+the kernel either takes all of it or none of it; the batch's text is rendered and the listing
+parsed by the pure core (`core.nft_render`, `core.nft_parse`).
 """
 
 from __future__ import annotations
