@@ -20,8 +20,8 @@ from bench import rulesets
 from services import netns
 from services.contracts.policy import Policy
 from services.prem.backends import make_backend
-from services.prem.flowtable import compile_policies
-from services.prem.reconcile import plan
+from services.prem.core.flowtable import compile_policies
+from services.prem.core.reconcile import plan
 
 #: (elapsed seconds, rules the kernel holds afterwards)
 Measured = tuple[float, int]

@@ -1,6 +1,6 @@
 """The soak benchmark's deployment: a broker, three namespace labs and five service processes.
 
-- PREM lab (`services/prem/lab.py`): the HA's worker enforces with nftables in its router
+- PREM lab (`labs/prem.py`): the HA's worker enforces with nftables in its router
   namespace; BID 2's link (b2) is the one that flaps.
 - A bare namespace for the MR's worker (memory back end; both BID tables have a route).
 - The gateway (`multinet soap-gateway`), which every policy change goes through.
@@ -27,11 +27,10 @@ from pathlib import Path
 from labs.mobility_events import MobilityLab
 from labs.mobility_events import write_config as mobility_config
 from labs.monitor import MonitorLab
+from labs.prem import Lab, worker_argv
 from services import netns
 from services.contracts.settings import BrokerSettings
 from services.ports import free_port
-from services.prem.demo import worker_argv
-from services.prem.lab import Lab
 from services.process import stop
 
 MR_TABLE_BASE = 3000

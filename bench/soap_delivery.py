@@ -40,6 +40,7 @@ from pathlib import Path
 from xml.sax.saxutils import escape
 
 from bench.broker import tuned_broker
+from labs.prem import worker_argv
 from services import netns
 from services.contracts import policy_xml
 from services.contracts.policy import (
@@ -50,9 +51,9 @@ from services.contracts.policy import (
     PortRange,
     Selector,
 )
-from services.prem.demo import ensure_broker, worker_argv
 from services.process import stop
-from services.soap_gateway.auth import hash_password
+from services.soap_gateway.passwords import hash_password
+from services.testbed.broker import ensure_broker
 
 SOAP_ENV = "http://schemas.xmlsoap.org/soap/envelope/"
 GW = "urn:multinet:soap-gateway:1"

@@ -7,21 +7,13 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
-from services import netns
+from services.cliargs import service_options as _service_options
 from services.contracts import policy_xml
-from services.contracts.errors import InvalidInput, KernelError
-from services.contracts.settings import (
-    BrokerSettings,
-    ServiceFile,
-    apply_env,
-    load_service_file,
-    read_file,
-    validate_section,
-)
+from services.contracts.errors import InvalidInput
+from services.contracts.settings import BrokerSettings, apply_env, read_file, validate_section
 from services.mcoa.config import McoaSettings
-from services.metrics import MetricsListenError
 from services.mobility_events.config import MobilityEventsSettings
 from services.monitor.config import MonitorSettings
 from services.nsa.settings import NsaServiceSettings
@@ -80,134 +72,6 @@ def _check_config(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_prem(path: Path) -> ServiceFile[PremSettings]:
-    return load_service_file(path, "prem", PremSettings)
-
-
-def _prem_run(args: argparse.Namespace) -> int:
-    from services import logsetup
-    from services.prem.worker import PremWorker
-
-    try:
-        config = _load_prem(args.config)
-    except InvalidInput as exc:
-        for problem in exc.problems:
-            print(f"{args.config}: {problem}", file=sys.stderr)
-        return 2
-    settings = config.settings
-    if args.remove_on_exit:
-        settings = settings.model_copy(update={"remove_on_exit": True})
-    if args.netns is not None and not netns.exists(args.netns):
-        print(f"network namespace {args.netns!r} does not exist (ip netns list)", file=sys.stderr)
-        return 2
-    gateway = _standalone_settings(args, settings)
-    if isinstance(gateway, int):
-        return gateway
-    logsetup.configure(settings.node, level=args.log_level, json_lines=args.log_json)
-    try:
-        if gateway is not None:
-            return _prem_standalone(args, settings, gateway)
-        PremWorker(settings, config.broker, netns_name=args.netns).run()
-    except (KernelError, PermissionError, MetricsListenError) as exc:
-        why = "" if isinstance(exc, MetricsListenError) else "cannot enforce: "
-        hint = (
-            ""
-            if isinstance(exc, MetricsListenError)
-            else " (the worker needs root or CAP_NET_ADMIN in its network namespace)"
-        )
-        print(f"node {settings.node}: {why}{exc}{hint}", file=sys.stderr)
-        return 1
-    return 0
-
-
-def _standalone_settings(
-    args: argparse.Namespace, settings: PremSettings
-) -> GatewaySettings | int | None:
-    """The SOAP side of a standalone daemon (--soap-listen, --soap-udp); None without
-    --standalone; exit status 2 (after a message) when the options are wrong."""
-    from services.soap_gateway.standalone import standalone_settings
-
-    if not args.standalone:
-        if args.soap_listen is not None or args.soap_udp is not None:
-            print("--soap-listen and --soap-udp need --standalone", file=sys.stderr)
-            return 2
-        return None
-    listen = args.soap_listen or "127.0.0.1:8081"
-    host, _, port = listen.rpartition(":")
-    host = host.removeprefix("[").removesuffix("]")
-    if not host or not port.isdigit() or int(port) > 65535:
-        print(f"--soap-listen {listen!r}: expected HOST:PORT", file=sys.stderr)
-        return 2
-    try:
-        soap = validate_section(
-            StandaloneSoapSettings, apply_env(read_file(args.config)), "standalone"
-        )
-    except InvalidInput as exc:
-        for problem in exc.problems:
-            print(f"{args.config}: {problem}", file=sys.stderr)
-        return 2
-    try:
-        return standalone_settings(settings, host, int(port), udp_port=args.soap_udp, soap=soap)
-    except ValidationError as exc:
-        for error in exc.errors():
-            print(f"standalone SOAP settings: {error['loc'][0]}: {error['msg']}", file=sys.stderr)
-        return 2
-
-
-def _prem_standalone(
-    args: argparse.Namespace, settings: PremSettings, gateway: GatewaySettings
-) -> int:
-    from services.soap_gateway.standalone import ListenError, StandaloneWorker
-
-    try:
-        StandaloneWorker(settings, gateway, netns_name=args.netns).run()
-    except (ListenError, MetricsListenError) as exc:
-        print(f"node {settings.node}: {exc}", file=sys.stderr)
-        return 1
-    return 0
-
-
-def _prem_demo(args: argparse.Namespace) -> int:
-    from services.prem.demo import run_demo
-
-    return run_demo(backend=args.backend, keep=args.keep)
-
-
-def _soap_gateway_run(args: argparse.Namespace) -> int:
-    from services import logsetup
-    from services.soap_gateway.server import GatewayServer
-
-    try:
-        config = load_service_file(args.config, "soap_gateway", GatewaySettings)
-    except InvalidInput as exc:
-        for problem in exc.problems:
-            print(f"{args.config}: {problem}", file=sys.stderr)
-        return 2
-    settings = config.settings
-    logsetup.configure(settings.name, level=args.log_level, json_lines=args.log_json)
-    try:
-        GatewayServer(settings, config.broker).run()
-    except MetricsListenError as exc:
-        print(f"gateway {settings.name}: {exc}", file=sys.stderr)
-        return 1
-    except OSError as exc:
-        print(
-            f"gateway {settings.name}: cannot listen on {settings.host}:{settings.port}: {exc}",
-            file=sys.stderr,
-        )
-        return 1
-    return 0
-
-
-def _service_options(parser: argparse.ArgumentParser) -> None:
-    """The options every long-running service command takes: its settings file and logging."""
-    parser.add_argument("--config", type=Path, required=True, help="settings file (.toml/.yaml)")
-    parser.add_argument(
-        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
-    )
-    parser.add_argument("--log-json", action="store_true", help="log one JSON object per line")
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the `multinet` command."""
     parser = argparse.ArgumentParser(
@@ -224,62 +88,13 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("file", type=Path, help="settings file (.toml, .yaml) or policy (.xml)")
     check.set_defaults(func=_check_config)
 
-    prem = sub.add_parser("prem", help="the Policy Reception and Enforcement Module (HA or MR)")
-    prem_sub = prem.add_subparsers(dest="prem_command", required=True, metavar="ACTION")
-    run = prem_sub.add_parser(
-        "run",
-        help="run a worker: policies from MQTT, enforced in this node's kernel",
-        description="Run a PREM worker until SIGTERM. Settings come from the [prem] and "
-        "[broker] tables of --config, overridden by MULTINET_PREM__KEY environment variables.",
-    )
-    _service_options(run)
-    run.add_argument(
-        "--netns",
-        metavar="NAME",
-        help="enforce in network namespace NAME while keeping the broker connection in the "
-        "current one (test bed)",
-    )
-    run.add_argument(
-        "--remove-on-exit",
-        action="store_true",
-        help="remove every rule, chain and ip rule the worker owns when it stops",
-    )
-    run.add_argument(
-        "--standalone",
-        action="store_true",
-        help="no broker: serve the SOAP service on --soap-listen and enforce this node's part "
-        "of each call directly (one daemon per node)",
-    )
-    run.add_argument(
-        "--soap-listen",
-        metavar="HOST:PORT",
-        help="standalone: where the SOAP service listens (default 127.0.0.1:8081; port 0: any)",
-    )
-    run.add_argument(
-        "--soap-udp",
-        metavar="PORT",
-        type=int,
-        help="standalone: also serve SOAP over UDP on HOST:PORT (0: any free port)",
-    )
-    run.set_defaults(func=_prem_run)
+    from services.prem.cli import add_subcommand as add_prem
 
-    demo = prem_sub.add_parser(
-        "demo",
-        help="build a namespace lab, run a real worker, move a flow between BIDs and print it",
-    )
-    demo.add_argument("--backend", choices=["nftables", "iptables"], default="nftables")
-    demo.add_argument("--keep", action="store_true", help="leave the namespaces for inspection")
-    demo.set_defaults(func=_prem_demo)
+    add_prem(sub)
 
-    gateway = sub.add_parser(
-        "soap-gateway",
-        help="the SOAP gateway: policies from SOAP callers to the PREM workers over MQTT",
-        description="Serve the SOAP 1.1 gateway (WSDL at ?wsdl) until SIGTERM. Settings come "
-        "from the [soap_gateway] and [broker] tables of --config, overridden by "
-        "MULTINET_SOAP_GATEWAY__KEY environment variables.",
-    )
-    _service_options(gateway)
-    gateway.set_defaults(func=_soap_gateway_run)
+    from services.soap_gateway.cli import add_subcommand as add_soap_gateway
+
+    add_soap_gateway(sub)
 
     from services.mobility_events.cli import add_subcommand as add_mobility_events
 

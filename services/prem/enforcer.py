@@ -21,9 +21,9 @@ from services.contracts.policy import PolicyMessage, mirror_message
 from services.prem import store
 from services.prem.backends.base import Backend
 from services.prem.config import PremSettings
-from services.prem.flowtable import compile_policies, fallback_states
-from services.prem.policyset import DesiredState, Outcome, apply_message, is_redelivery
-from services.prem.reconcile import plan
+from services.prem.core.flowtable import compile_policies, fallback_states
+from services.prem.core.policyset import DesiredState, Outcome, apply_message, is_redelivery
+from services.prem.core.reconcile import plan
 
 log = logging.getLogger(__name__)
 

@@ -1,10 +1,7 @@
 """Which BIDs are unusable right now, learnt from netlink events (no polling).
 
-The PREM worker uses this for its local fast fallback: when a BID's egress device loses carrier,
-is set down or disappears, or when the mobility layer empties the BID's routing table, flows on
-that BID must move before the NSA has even heard of it. Link events arrive in about 2 ms.
-
-The decision (`unusable_bids`) is pure; `LinkWatcher` only keeps its inputs up to date.
+The decision is pure (`core.usability.unusable_bids`); `LinkWatcher` only keeps its inputs (the
+devices' state, which BID tables hold routes) up to date. Link events arrive in about 2 ms.
 """
 
 from __future__ import annotations
@@ -14,8 +11,7 @@ import logging
 import select
 import socket
 import threading
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -24,7 +20,8 @@ from pyroute2.netlink.rtnl import RTMGRP_IPV4_ROUTE, RTMGRP_IPV6_ROUTE, RTMGRP_L
 
 from services.contracts.errors import KernelError
 from services.netlink_common import admin_and_carrier, dump
-from services.prem.config import PremSettings
+from services.prem.core.settings import NodeSettings
+from services.prem.core.usability import LinkInfo, unusable_bids
 from services.wakeup import Stopper
 
 log = logging.getLogger(__name__)
@@ -35,48 +32,16 @@ _POLL_MS = 250
 _DRAIN_LIMIT = 256
 
 
-@dataclass(frozen=True)
-class LinkInfo:
-    """The state of one network device that matters for BID usability."""
-
-    admin_up: bool
-    carrier: bool
-
-    @property
-    def usable(self) -> bool:
-        """Traffic can leave by this device."""
-        return self.admin_up and self.carrier
-
-    @classmethod
-    def from_flags(cls, flags: int) -> LinkInfo:
-        """IFF_LOWER_UP is the carrier as the kernel reports it (cleared on admin down too)."""
-        admin_up, carrier = admin_and_carrier(flags)
-        return cls(admin_up=admin_up, carrier=carrier)
-
-
-def unusable_bids(
-    settings: PremSettings, links: Mapping[str, LinkInfo], tables_with_routes: set[int]
-) -> frozenset[int]:
-    """BIDs whose table is empty, or whose configured device is missing, down or without carrier.
-
-    A BID without a configured interface is judged by its routing table alone.
-    """
-    unusable: set[int] = set()
-    for entry in settings.bids:
-        if settings.table_of(entry.bid) not in tables_with_routes:
-            unusable.add(entry.bid)
-            continue
-        if entry.interface is None:
-            continue
-        link = links.get(entry.interface)
-        if link is None or not link.usable:
-            unusable.add(entry.bid)
-    return frozenset(unusable)
+def link_info(flags: int) -> LinkInfo:
+    """A device's state from its flags; IFF_LOWER_UP is the carrier as the kernel reports it
+    (cleared on admin down too)."""
+    admin_up, carrier = admin_and_carrier(flags)
+    return LinkInfo(admin_up=admin_up, carrier=carrier)
 
 
 def _link_of(msg: Any) -> tuple[int, str | None, LinkInfo]:
     name = msg.get_attr("IFLA_IFNAME")
-    return int(msg["index"]), None if name is None else str(name), LinkInfo.from_flags(msg["flags"])
+    return int(msg["index"]), None if name is None else str(name), link_info(msg["flags"])
 
 
 def _route_table(msg: Any) -> int:
@@ -99,7 +64,7 @@ class LinkWatcher:
 
     def __init__(
         self,
-        settings: PremSettings,
+        settings: NodeSettings,
         on_change: Callable[[frozenset[int]], None],
         *,
         on_error: Callable[[BaseException], None] | None = None,

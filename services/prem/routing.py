@@ -1,63 +1,30 @@
-"""Policy routing of a PREM worker: one `fwmark -> table` rule per BID and family.
+"""Policy routing of a PREM worker in the kernel: the `fwmark -> table` rules of
+`core.rules`, through netlink.
 
-A marked packet finds its BID's table through these rules. The worker owns exactly one rule
-priority (`rule_priority`); it reconciles the rules there against the declared BIDs and never
-touches rules at any other priority. Every change is read back from the kernel afterwards.
+The worker owns exactly one rule priority (`rule_priority`); it reconciles the rules there
+against the declared BIDs and never touches rules at any other priority. Every change is read
+back from the kernel afterwards.
 """
 
 from __future__ import annotations
 
 import errno
 import logging
-import socket
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from services.contracts.errors import KernelError
-from services.prem.config import PremSettings
+from services.prem.core.rules import FAMILIES, RuleKey, desired_rules, plan_rules
+from services.prem.core.settings import NodeSettings
 
 log = logging.getLogger(__name__)
 
-RuleKey = tuple[int, int, int, int]
-"""(family, fwmark, fwmask, table) of one rule at our priority."""
-
-FAMILIES: tuple[int, ...] = (socket.AF_INET6, socket.AF_INET)
-"""IPv6 is the primary family; IPv4 rules are kept too so marked IPv4 traffic also moves."""
-
 _FR_ACT_TO_TBL = 1
 _MAX_DELETE_PASSES = 8
-
-
-@dataclass(frozen=True)
-class RulePlan:
-    """Rules to delete and to add at our priority so the kernel holds the desired set."""
-
-    remove: tuple[RuleKey, ...] = ()
-    add: tuple[RuleKey, ...] = ()
-
-    def __bool__(self) -> bool:
-        return bool(self.remove or self.add)
-
-
-def desired_rules(settings: PremSettings) -> set[RuleKey]:
-    """Per BID and family: `fwmark mark_of(bid)/mark_mask lookup table_of(bid)`."""
-    return {
-        (family, settings.mark_of(bid), settings.mark_mask, settings.table_of(bid))
-        for bid in settings.bid_numbers()
-        for family in FAMILIES
-    }
-
-
-def plan_rules(desired: Iterable[RuleKey], actual: Iterable[RuleKey]) -> RulePlan:
-    """Pure diff, deletes first; equal sets give an empty plan, so a second apply is a no-op."""
-    wanted = set(desired)
-    present = set(actual)
-    return RulePlan(remove=tuple(sorted(present - wanted)), add=tuple(sorted(wanted - present)))
 
 
 @contextmanager
@@ -138,13 +105,13 @@ def _delete_until_gone(ipr: Any, priority: int, keep: set[RuleKey]) -> None:
             _change(ipr, "del", key, priority)
 
 
-def owned_rules(settings: PremSettings, ipr: IPRoute | None = None) -> set[RuleKey]:
+def owned_rules(settings: NodeSettings, ipr: IPRoute | None = None) -> set[RuleKey]:
     """The rules at our priority, as read back from the kernel (both families)."""
     with _session(ipr) as sock:
         return _read_keys(sock, settings.rule_priority)
 
 
-def ensure_rules(settings: PremSettings, ipr: IPRoute | None = None) -> None:
+def ensure_rules(settings: NodeSettings, ipr: IPRoute | None = None) -> None:
     """Make the rules at our priority exactly the desired ones, then verify by reading back.
 
     Stale rules (a BID removed from the config) are deleted first. Additions are computed from a
@@ -175,7 +142,7 @@ def ensure_rules(settings: PremSettings, ipr: IPRoute | None = None) -> None:
         )
 
 
-def remove_rules(settings: PremSettings, ipr: IPRoute | None = None) -> None:
+def remove_rules(settings: NodeSettings, ipr: IPRoute | None = None) -> None:
     """Delete every rule at our priority (both families), ours or stale; others stay."""
     priority = settings.rule_priority
     with _session(ipr) as sock:

@@ -10,7 +10,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from services.contracts.errors import ConfigError, Problem
-from services.prem.policyset import DesiredState
+from services.prem.core.policyset import DesiredState
 
 
 def load(path: Path, node: str) -> DesiredState:

@@ -1,11 +1,11 @@
 """Who may call the gateway, and for which mobile routers: HTTP Basic (RFC 7617) and PBKDF2.
 
-The settings hold each caller's name, a password hash (`pbkdf2_sha256$iterations$salt$hash`,
-salt and hash in base64) and the mobile routers it may address (a list, or "*" for all). The
-WSGI layer authenticates before spyne parses anything; the core authorises once the mobile
-router of a call is known, before anything is published. With no callers configured,
-authentication is off (a lab); Basic credentials are only as safe as the channel, so the
-gateway warns when callers are configured without TLS.
+The settings hold each caller's name, a password hash (`passwords.PasswordHash`) and the
+mobile routers it may address (a list, or "*" for all). The WSGI layer authenticates before
+spyne parses anything; the core authorises once the mobile router of a call is known, before
+anything is published. With no callers configured, authentication is off (a lab); Basic
+credentials are only as safe as the channel, so the gateway warns when callers are configured
+without TLS.
 
 `python -m services.soap_gateway.auth hash` reads a password from stdin and prints its hash
 for the settings file.
@@ -25,19 +25,17 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import Enum
-from typing import TYPE_CHECKING
 
 from services.contracts.errors import MultinetError
+from services.soap_gateway.config import CallerSettings
+from services.soap_gateway.passwords import (
+    DEFAULT_ITERATIONS,
+    MIN_ITERATIONS,
+    PasswordHash,
+    hash_password,
+)
 from services.soap_gateway.throttle import LoginThrottle
 
-if TYPE_CHECKING:
-    from services.soap_gateway.config import CallerSettings
-
-SCHEME = "pbkdf2_sha256"
-#: OWASP's 2023 figure for PBKDF2-HMAC-SHA256; a verified password is then cached in memory,
-#: so only a caller's first call (and every wrong password) pays for it.
-DEFAULT_ITERATIONS = 600_000
-MIN_ITERATIONS = 1_000
 REALM = "multinet"
 #: How long a login waits for the one password check that may run at a time.
 HASH_WAIT_S = 10.0
@@ -69,52 +67,6 @@ class Caller:
         if self.mobile_routers is None:
             return True
         return mobile_router in self.mobile_routers
-
-
-def hash_password(
-    password: str, *, iterations: int = DEFAULT_ITERATIONS, salt: bytes | None = None
-) -> str:
-    """The settings-file form of `password`: `pbkdf2_sha256$iterations$salt$hash`."""
-    if iterations < MIN_ITERATIONS:
-        raise ValueError(f"at least {MIN_ITERATIONS} iterations, not {iterations}")
-    salt = secrets.token_bytes(16) if salt is None else salt
-    digest = hashlib.pbkdf2_hmac("sha256", password.encode("utf-8"), salt, iterations)
-    return f"{SCHEME}${iterations}${_b64(salt)}${_b64(digest)}"
-
-
-@dataclass(frozen=True)
-class PasswordHash:
-    """A parsed password hash."""
-
-    iterations: int
-    salt: bytes
-    digest: bytes
-
-    @classmethod
-    def parse(cls, text: str) -> PasswordHash:
-        """Parse `pbkdf2_sha256$iterations$salt$hash`; ValueError says what is wrong."""
-        parts = text.split("$")
-        if len(parts) != 4 or parts[0] != SCHEME:
-            raise ValueError(f"expected {SCHEME}$iterations$salt$hash")
-        if not parts[1].isdigit() or int(parts[1]) < MIN_ITERATIONS:
-            raise ValueError(f"the iterations must be a number of at least {MIN_ITERATIONS}")
-        try:
-            salt = base64.b64decode(parts[2], validate=True)
-            digest = base64.b64decode(parts[3], validate=True)
-        except binascii.Error as exc:
-            raise ValueError(f"the salt and hash must be base64: {exc}") from exc
-        if len(salt) < 8 or len(digest) != 32:
-            raise ValueError("the salt must be at least 8 bytes and the hash 32 bytes")
-        return cls(int(parts[1]), salt, digest)
-
-    def matches(self, password: bytes) -> bool:
-        """Whether `password` hashes to this digest (compared in constant time)."""
-        computed = hashlib.pbkdf2_hmac("sha256", password, self.salt, self.iterations)
-        return hmac.compare_digest(computed, self.digest)
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
 
 
 class Outcome(Enum):

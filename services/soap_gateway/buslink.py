@@ -1,8 +1,11 @@
 """The gateway's one long-lived MQTT client: publishes documents, feeds the tracker.
 
-It subscribes to the status and presence topics of exactly the configured nodes. Its session
-is not kept across restarts (expiry 0): statuses queued while the gateway was down answer no
-waiting call, and the retained presences give the current picture on every connect.
+It runs on the service runtime (`services.runtime.ServiceBus`: connection, presence as service
+`soap-gateway` of the node named after the gateway, with its last will, subscriptions renewed
+on every connection, dead letters, metrics endpoint). It subscribes to the status and presence
+topics of exactly the configured nodes. Its session is not kept across restarts (expiry 0):
+statuses queued while the gateway was down answer no waiting call, and the retained presences
+give the current picture on every connect.
 
 A malformed status or presence is ignored (logged); one whose handling raises anyway is set
 aside on the gateway's dead-letter topic: an exception escaping paho's callback would end
@@ -15,18 +18,17 @@ import logging
 from collections.abc import Iterable
 
 import paho.mqtt.client as mqtt
-from prometheus_client import Counter
 from pydantic import ValidationError
 
-from services import bus
 from services.contracts.echo import echo
 from services.contracts.messages import PolicyStatus, Presence, decode
 from services.contracts.settings import BrokerSettings
-from services.contracts.topics import Topics
-from services.deadletter import DeadLetters
+from services.metrics import ServiceMetrics
+from services.runtime import ServiceBus, Subscription
 from services.soap_gateway.tracker import Tracker
 
 log = logging.getLogger(__name__)
+SERVICE = "soap-gateway"
 
 
 class BusLink:
@@ -39,33 +41,39 @@ class BusLink:
         nodes: Iterable[str],
         tracker: Tracker,
         *,
-        dead_letter_counter: Counter,
+        metrics: ServiceMetrics,
         publish_timeout_s: float = 5.0,
     ) -> None:
-        self.broker = broker.model_copy(update={"session_expiry_s": 0})
-        self.topics = Topics(broker.topic_root)
+        self.name = name
         self.nodes = tuple(nodes)
         self.tracker = tracker
         self.publish_timeout_s = publish_timeout_s
+        self.bus = ServiceBus(
+            service=SERVICE,
+            node=name,
+            broker=broker.model_copy(update={"session_expiry_s": 0}),
+            metrics=metrics,
+            subscriptions=self._subscriptions,
+            on_message=self._on_message,
+        )
+        self.topics = self.bus.topics
+        self.client = self.bus.client
+        self.dead_letters = self.bus.dead_letters
         self._statuses = {self.topics.status(node): node for node in self.nodes}
         self._presences = {self.topics.presence(node, "prem"): node for node in self.nodes}
-        self.client = bus.make_client(
-            self.broker, bus.client_id("soap-gateway", name, broker.topic_root)
-        )
-        self.client.on_connect = self._on_connect
-        self.client.on_message = self._on_message
-        self.dead_letters = DeadLetters(
-            self.client, self.topics, name, "soap-gateway", dead_letter_counter
-        )
 
-    def start(self, timeout_s: float = 10.0) -> None:
-        """Connect (paho keeps retrying in the background if the broker is not up yet)."""
-        bus.start(self.client, self.broker, timeout_s=timeout_s)
+    def start(self, listen: str | None = None, timeout_s: float = 10.0) -> None:
+        """Serve metrics on `listen` (None: off), then connect (paho keeps retrying in the
+        background if the broker is not up yet)."""
+        self.bus.start(listen, timeout_s=timeout_s)
+
+    def online(self) -> None:
+        """Say the gateway is online (retained presence), once it serves SOAP."""
+        self.bus.online()
 
     def close(self) -> None:
-        """Disconnect and stop paho's thread."""
-        self.client.disconnect()
-        self.client.loop_stop()
+        """Presence offline, disconnect, stop paho's thread, close the metrics endpoint."""
+        self.bus.close()
 
     def connected(self) -> bool:
         """Whether the broker connection is up now."""
@@ -75,26 +83,19 @@ class BusLink:
         """Publish one document at QoS 1; True once the broker acknowledged it."""
         info = self.client.publish(self.topics.policy(node), document, qos=1)
         if info.rc != mqtt.MQTT_ERR_SUCCESS:
-            log.warning("gateway: cannot publish to %s: %s", node, mqtt.error_string(info.rc))
+            log.warning(
+                "gateway %s: cannot publish to %s: %s", self.name, node, mqtt.error_string(info.rc)
+            )
             return False
         try:
             info.wait_for_publish(self.publish_timeout_s)
         except (RuntimeError, ValueError) as exc:
-            log.warning("gateway: publishing to %s failed: %s", node, exc)
+            log.warning("gateway %s: publishing to %s failed: %s", self.name, node, exc)
             return False
         return bool(info.is_published())
 
-    def _on_connect(
-        self,
-        client: mqtt.Client,
-        userdata: object,
-        flags: mqtt.ConnectFlags,
-        reason: object,
-        props: object,
-    ) -> None:
-        log.info("gateway: connected to broker (%s)", reason)
-        topics = [*self._statuses, *self._presences]
-        client.subscribe([(topic, 1) for topic in topics])
+    def _subscriptions(self) -> list[Subscription]:
+        return [Subscription(topic) for topic in (*self._statuses, *self._presences)]
 
     def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
         payload = bytes(msg.payload)
@@ -102,7 +103,12 @@ class BusLink:
             self._take(msg.topic, payload)
         except ValidationError as exc:
             # The error repeats the payload's keys and values: echoed, it cannot forge a line.
-            log.warning("gateway: ignored a malformed message on %s: %s", msg.topic, echo(str(exc)))
+            log.warning(
+                "gateway %s: ignored a malformed message on %s: %s",
+                self.name,
+                msg.topic,
+                echo(str(exc)),
+            )
         except Exception as exc:
             kind = "status" if msg.topic in self._statuses else "presence"
             self.dead_letters.post(source=msg.topic, input_kind=kind, payload=payload, error=exc)

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from services.contracts.policy import NodeId
 from services.metrics import ListenAddress
+from services.soap_gateway.passwords import PasswordHash
 
 
 class MobileRouterSettings(BaseModel):
@@ -33,7 +34,7 @@ class MobileRouterSettings(BaseModel):
 
 
 class CallerSettings(BaseModel):
-    """One SOAP caller: its Basic user-id, its password hash (see `auth.hash_password`) and
+    """One SOAP caller: its Basic user-id, its password hash (see `passwords.hash_password`) and
     the mobile routers it may address ("*": all of them)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -45,8 +46,6 @@ class CallerSettings(BaseModel):
     @field_validator("password_hash")
     @classmethod
     def _hash_form(cls, value: str) -> str:
-        from services.soap_gateway.auth import PasswordHash
-
         PasswordHash.parse(value)
         return value
 

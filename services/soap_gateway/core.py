@@ -1,7 +1,10 @@
 """One SOAP call's work without SOAP: validate, publish to both nodes, collect the answers.
 
 The MQTT side is behind the small `Publisher` protocol, so this runs in unit tests with a
-fake bus that answers like workers would.
+fake bus that answers like workers would. `SoapCalls` is what the SOAP service (service.py,
+wsgi.py) asks of whatever handles its calls: `GatewayCore` here, or a standalone PREM daemon's
+own handler, which answers for its one node with the same outcomes (`node_outcome`) and the
+same authorisation (`authorise`).
 """
 
 from __future__ import annotations
@@ -11,10 +14,10 @@ from enum import StrEnum
 from typing import Protocol
 
 from services.contracts.errors import MultinetError, Problem
-from services.contracts.messages import Refusal
+from services.contracts.messages import PolicyStatus, Refusal
 from services.contracts.policy import Direction
 from services.soap_gateway.auth import Caller, NotAuthorisedError
-from services.soap_gateway.checks import CallRefused, FaultCode, PartProblem, check_call
+from services.soap_gateway.checks import CallRefused, Delivery, FaultCode, PartProblem, check_call
 from services.soap_gateway.config import GatewaySettings
 from services.soap_gateway.tracker import NodeView, Tracker
 
@@ -63,6 +66,65 @@ class NodeState:
     view: NodeView
 
 
+class SoapCalls(Protocol):
+    """What the SOAP service does with the calls it parsed; safe from many threads.
+
+    `deliver` answers Install, Update and Flush (one outcome per node document), `status`
+    answers GetStatus; both raise `NotAuthorisedError`, `CallRefused` or `BusUnavailableError`,
+    which the service turns into Faults. `settings` gives the WSGI stack its callers and limits.
+    """
+
+    @property
+    def settings(self) -> GatewaySettings:
+        """The served mobile routers, callers and limits."""
+        ...
+
+    def deliver(
+        self,
+        operation: str,
+        mobile_router: str | None,
+        downlink: str | None,
+        uplink: str | None,
+        *,
+        caller: Caller | None = None,
+    ) -> tuple[NodeOutcome, ...]:
+        """Deliver one call's documents and collect each node's answer."""
+        ...
+
+    def status(
+        self, mobile_router: str | None, *, caller: Caller | None = None
+    ) -> tuple[NodeState, ...]:
+        """Each node's state for `mobile_router`."""
+        ...
+
+
+def authorise(settings: GatewaySettings, caller: Caller | None, mobile_router: str | None) -> None:
+    """Raise `NotAuthorisedError` unless `caller` may address `mobile_router`.
+
+    With no callers configured authentication is off and everyone may; with callers, a call that
+    arrives without an authenticated caller (a transport without credentials) may address
+    nothing."""
+    if not settings.callers:
+        return
+    if caller is None or not caller.may_address(mobile_router):
+        raise NotAuthorisedError(None if caller is None else caller.name, mobile_router)
+
+
+def node_outcome(delivery: Delivery, status: PolicyStatus | None) -> NodeOutcome:
+    """The answer for one node's document, from the status that acknowledged it (None: none
+    did before the deadline)."""
+    refusals: tuple[Refusal, ...]
+    if status is None:
+        outcome, version, refusals = Outcome.NOT_REACHED, None, ()
+    elif status.result == "applied":
+        outcome, version, refusals = Outcome.APPLIED, status.version, ()
+    else:
+        outcome, version, refusals = Outcome.REFUSED, status.version, status.refusals
+    return NodeOutcome(
+        delivery.node, delivery.direction, outcome, delivery.version, version, refusals
+    )
+
+
 class GatewayCore:
     """Delivers scheme 1 and 2 calls and answers status queries; safe from many threads."""
 
@@ -72,15 +134,8 @@ class GatewayCore:
         self.publisher = publisher
 
     def authorise(self, caller: Caller | None, mobile_router: str | None) -> None:
-        """Raise `NotAuthorisedError` unless `caller` may address `mobile_router`.
-
-        With no callers configured authentication is off and everyone may; with callers, a
-        call that arrives without an authenticated caller (a transport without credentials)
-        may address nothing."""
-        if not self.settings.callers:
-            return
-        if caller is None or not caller.may_address(mobile_router):
-            raise NotAuthorisedError(None if caller is None else caller.name, mobile_router)
+        """Raise `NotAuthorisedError` unless `caller` may address `mobile_router`."""
+        authorise(self.settings, caller, mobile_router)
 
     def deliver(
         self,
@@ -111,22 +166,10 @@ class GatewayCore:
             [t for t, sent in zip(tickets, published, strict=True) if sent],
             self.settings.ack_deadline_s,
         )
-        outcomes = []
-        refusals: tuple[Refusal, ...]
-        for delivery, ticket in zip(deliveries, tickets, strict=True):
-            status = ticket.status
-            if status is None:
-                outcome, version, refusals = Outcome.NOT_REACHED, None, ()
-            elif status.result == "applied":
-                outcome, version, refusals = Outcome.APPLIED, status.version, ()
-            else:
-                outcome, version, refusals = Outcome.REFUSED, status.version, status.refusals
-            outcomes.append(
-                NodeOutcome(
-                    delivery.node, delivery.direction, outcome, delivery.version, version, refusals
-                )
-            )
-        return tuple(outcomes)
+        return tuple(
+            node_outcome(delivery, ticket.status)
+            for delivery, ticket in zip(deliveries, tickets, strict=True)
+        )
 
     def status(
         self, mobile_router: str | None, *, caller: Caller | None = None

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import time
 
-from services.metrics import GatewayMetrics
 from services.soap_gateway.auth import Caller, NotAuthorisedError
 from services.soap_gateway.checks import CallRefused
 from services.soap_gateway.config import GatewaySettings
 from services.soap_gateway.core import BusUnavailableError, GatewayCore, NodeOutcome, Publisher
+from services.soap_gateway.metrics import GatewayMetrics
 from services.soap_gateway.tracker import Tracker
 
 BUS_UNAVAILABLE = "Server.BusUnavailable"

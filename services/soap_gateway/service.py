@@ -2,8 +2,9 @@
 
 SOAP 1.1 document/literal with lxml schema validation on the way in, so a call missing a
 part or carrying a wrong type is refused by the schema before our code runs. The operations
-only translate between SOAP and `core.GatewayCore`, which spyne finds in the method context
-(`udc`), so one process can serve several gateways (the tests do).
+only translate between SOAP and a `core.SoapCalls` (`core.GatewayCore` in the gateway), which
+spyne finds in the method context (`udc`), so one process can serve several gateways (the
+tests do).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from spyne.protocol.soap import Soap11
 from services.contracts.messages import Refusal
 from services.soap_gateway.auth import ENVIRON_KEY, Caller, NotAuthorisedError
 from services.soap_gateway.checks import CallRefused
-from services.soap_gateway.core import BusUnavailableError, GatewayCore, NodeOutcome, NodeState
+from services.soap_gateway.core import BusUnavailableError, NodeOutcome, NodeState, SoapCalls
 
 NAMESPACE = "urn:multinet:soap-gateway:1"
 log = logging.getLogger(__name__)
@@ -125,10 +126,9 @@ def _status(state: NodeState) -> Any:
     )
 
 
-def _core(ctx: Any) -> GatewayCore:
-    core = ctx.udc
-    assert isinstance(core, GatewayCore)
-    return core
+def _core(ctx: Any) -> SoapCalls:
+    calls: SoapCalls = ctx.udc  # set by `make_application`'s listener
+    return calls
 
 
 def _caller(ctx: Any) -> Caller | None:
@@ -218,7 +218,7 @@ def _protocol() -> Any:
     )
 
 
-def make_application(core: GatewayCore) -> Any:
+def make_application(core: SoapCalls) -> Any:
     """A spyne application bound to `core` (handed to each call as `ctx.udc`)."""
     app = Application(
         [PolicyGateway],

@@ -1,6 +1,6 @@
 """Failed logins, remembered per source address, so that wrong passwords cannot hold the CPU.
 
-Each password check costs a deliberately slow PBKDF2 (`auth.DEFAULT_ITERATIONS`). Without a
+Each password check costs a deliberately slow PBKDF2 (`passwords.DEFAULT_ITERATIONS`). Without a
 limit, anyone who can reach the gateway could keep its cores busy with wrong passwords. So:
 
 - an address with `max_failures` failed logins within `window_s` is refused at once, with no

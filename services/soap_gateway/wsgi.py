@@ -31,7 +31,7 @@ from lxml import etree
 from spyne.server.wsgi import WsgiApplication
 
 from services.soap_gateway.auth import ENVIRON_KEY, REALM, Authenticator, Caller, Outcome
-from services.soap_gateway.core import GatewayCore
+from services.soap_gateway.core import SoapCalls
 from services.soap_gateway.service import make_application
 
 SOAP_ENV = "http://schemas.xmlsoap.org/soap/envelope/"
@@ -373,7 +373,7 @@ def _refuse(
     return [body]
 
 
-def make_wsgi_app(core: GatewayCore) -> WsgiApp:
+def make_wsgi_app(core: SoapCalls) -> WsgiApp:
     """Spyne's WSGI application for `core`, its WSDL as SOAP 1.1 only, behind the body guard
     (and authentication when callers are configured), every refusal logged."""
     spyne_app = WsgiApplication(

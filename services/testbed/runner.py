@@ -24,10 +24,10 @@ from typing import Any
 
 from services import capabilities, netns
 from services.ports import free_port
-from services.prem.demo import ensure_broker
 from services.testbed import addressing as a
 from services.testbed import processes, tcpstats
 from services.testbed.actions import ActionContext, SoapStub
+from services.testbed.broker import ensure_broker
 from services.testbed.configs import RunSettings
 from services.testbed.counters import FINE_PERIOD_S, CounterSampler
 from services.testbed.recorder import Recorder

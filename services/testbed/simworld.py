@@ -51,8 +51,8 @@ from services.nsa import (
 from services.nsa.explain import Explanation
 from services.prem.backends.memory import MemoryBackend
 from services.prem.config import PremSettings
+from services.prem.core.flowtable import Packet
 from services.prem.enforcer import Enforcer
-from services.prem.flowtable import Packet
 from services.testbed import addressing as a
 
 BINDING_DELAY_S = 0.1

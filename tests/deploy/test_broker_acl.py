@@ -15,8 +15,6 @@ clients. Observed on Debian 12's mosquitto 2.0.11, and asserted as such:
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,7 +22,7 @@ import pytest
 
 from services.contracts.messages import Presence
 from services.contracts.topics import Topics
-from tests.conftest import _require
+from tests.certs import self_signed
 from tests.deploy.conftest import SecuredBroker
 from tests.deploy.probe import NOT_AUTHORIZED, Probe, Received, pump_all
 
@@ -91,6 +89,10 @@ WRITES: list[tuple[str, str, bool]] = [
     ("soap-gateway", T.policy("mr1"), True),
     ("soap-gateway", T.status("ha1"), False),
     ("soap-gateway", T.binding_event("mr1", 1), False),
+    # Its presence (and will) as service `soap-gateway` of the node named after it (its `name`);
+    # no worker's presence.
+    ("soap-gateway", T.presence("soap-gateway", "soap-gateway"), True),
+    ("soap-gateway", T.presence("ha1", "prem"), False),
     # Dead letters: each service writes its own node's, nobody another's; the operator
     # reads them.
     ("ha1", T.dead_letter("ha1", "prem"), True),
@@ -341,8 +343,7 @@ def test_nsa_replicas_share_the_metrics_and_the_acl_holds_for_shared_subscriptio
 def test_the_shipped_tls_listener_applies_the_same_users_and_acl(
     make_secured_broker: Callable[..., SecuredBroker], tmp_path: Path
 ) -> None:
-    _require(shutil.which("openssl") is not None, "needs openssl for a test certificate")
-    broker: SecuredBroker = make_secured_broker(tls_certificate=_self_signed(tmp_path))
+    broker: SecuredBroker = make_secured_broker(tls_certificate=self_signed(tmp_path, "broker"))
     # The services' own client settings: tls = true, ca_file, the TLS port.
     mr1 = broker.probe("mr1", tls=True)
     assert not mr1.connect().is_failure
@@ -350,30 +351,3 @@ def test_the_shipped_tls_listener_applies_the_same_users_and_acl(
     assert not mr1.publish(T.status("mr1"), b"own").is_failure
     assert broker.probe(None, tls=True).connect().value == NOT_AUTHORIZED
     assert broker.probe("mr1", "wrong", tls=True).connect().value == NOT_AUTHORIZED
-
-
-def _self_signed(directory: Path) -> tuple[Path, Path]:
-    cert, key = directory / "broker.crt", directory / "broker.key"
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=127.0.0.1",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:broker",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-        ],
-        check=True,
-        capture_output=True,
-    )
-    return cert, key

@@ -16,8 +16,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from labs.prem import worker_argv
 from services import netns
-from services.prem.demo import worker_argv
 from services.process import stop
 
 

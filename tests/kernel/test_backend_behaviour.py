@@ -23,8 +23,8 @@ from services.prem.backends import make_backend
 from services.prem.backends.base import Backend
 from services.prem.backends.nftables import NftablesBackend
 from services.prem.config import PremSettings
-from services.prem.flowtable import FlowTable, compile_policies
-from services.prem.reconcile import Changes, plan
+from services.prem.core.flowtable import FlowTable, compile_policies
+from services.prem.core.reconcile import Changes, plan
 from tests.features import need_backend
 
 pytestmark = pytest.mark.kernel
@@ -467,8 +467,8 @@ def foreign_survives() -> None:
 
 
 def stale_view() -> None:
-    from services.prem.backends.nft_layers import assign_layers
-    from services.prem.backends.nft_render import element, map_parts
+    from services.prem.core.nft_layers import assign_layers
+    from services.prem.core.nft_render import element, map_parts
 
     backend = NftablesBackend(settings("nftables"))
     before = table()

@@ -24,8 +24,8 @@ from services.contracts.errors import KernelError
 from services.contracts.policy import AddressRange, Drop, Forward, Policy, PortRange, Selector
 from services.prem.backends.iptables import IptablesBackend
 from services.prem.config import PremSettings
-from services.prem.flowtable import FlowRule, FlowTable, compile_policies
-from services.prem.reconcile import Changes, plan
+from services.prem.core.flowtable import FlowRule, FlowTable, compile_policies
+from services.prem.core.reconcile import Changes, plan
 from tests.features import need_backend
 
 pytestmark = pytest.mark.kernel

@@ -12,7 +12,8 @@ import pytest
 from services import netns
 from services.contracts.errors import KernelError
 from services.prem.config import PremSettings
-from services.prem.routing import desired_rules, ensure_rules, owned_rules, remove_rules
+from services.prem.core.rules import desired_rules
+from services.prem.routing import ensure_rules, owned_rules, remove_rules
 
 pytestmark = pytest.mark.kernel
 

@@ -12,13 +12,12 @@ from pathlib import Path
 
 import pytest
 
+from labs.prem import Lab, worker_argv, write_config
 from services import netns
 from services.contracts import policy_xml
 from services.contracts.policy import Install
 from services.contracts.settings import BrokerSettings
 from services.prem.client import PolicyClient
-from services.prem.demo import worker_argv, write_config
-from services.prem.lab import Lab
 from tests.prem.factories import message, udp_to
 
 pytestmark = [pytest.mark.kernel, pytest.mark.broker]

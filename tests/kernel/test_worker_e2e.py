@@ -19,14 +19,13 @@ from pathlib import Path
 
 import pytest
 
+from labs.prem import MNP4, MNP6, Lab, send_udp, worker_argv, write_config
 from services import netns
 from services.contracts import policy_xml
 from services.contracts.messages import PolicyStatus
 from services.contracts.policy import Flush, Install, Operation, Policy, Update
 from services.contracts.settings import BrokerSettings
 from services.prem.client import PolicyClient
-from services.prem.demo import worker_argv, write_config
-from services.prem.lab import MNP4, MNP6, Lab, send_udp
 from tests.features import need_backend
 from tests.prem.factories import message, udp_to
 
@@ -213,7 +212,7 @@ def test_long_tcp_transfer_moves_between_bids_without_loss(running: Running) -> 
             running.lab.receiver,
             sys.executable,
             "-m",
-            "services.prem.traffic",
+            "labs.traffic",
             "sink",
             "--port",
             "5201",
@@ -233,7 +232,7 @@ def test_long_tcp_transfer_moves_between_bids_without_loss(running: Running) -> 
             running.lab.sender,
             sys.executable,
             "-m",
-            "services.prem.traffic",
+            "labs.traffic",
             "source",
             "--host",
             MNP6,

@@ -9,9 +9,9 @@ from ipaddress import IPv6Address
 import pytest
 from pyroute2 import IPRoute
 
+from labs.prem import send_udp
 from services import netns
 from services.mcoa import devices, pipes
-from services.prem.lab import send_udp
 from tests.mcoa.lab import CN, MNN, MNP, TABLE_BASE, McoaLab
 
 pytestmark = pytest.mark.kernel

@@ -111,7 +111,7 @@ def _ping(lab: McoaLab, src_ns: str, dst: str) -> bool:
 def _tcp(
     lab: McoaLab, sender: str, receiver: str, dst: str, total: int
 ) -> tuple[dict[str, object], dict[str, object]]:
-    traffic = [sys.executable, "-m", "services.prem.traffic"]
+    traffic = [sys.executable, "-m", "labs.traffic"]
     sink = subprocess.Popen(
         ["ip", "netns", "exec", receiver, *traffic, "sink", "--port", "5201"],
         stdout=subprocess.PIPE,

@@ -15,14 +15,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from labs.prem import worker_argv
 from services import netns
 from services.contracts.policy import Forward
 from services.contracts.settings import BrokerSettings
-from services.prem.demo import worker_argv
-from services.prem.policyset import DesiredState
+from services.prem.core.policyset import DesiredState
 from services.process import stop
-from services.soap_gateway.auth import hash_password
 from services.soap_gateway.config import GatewaySettings
+from services.soap_gateway.passwords import hash_password
 from services.soap_gateway.server import GatewayServer
 from tests.nsa.busbed import BusDriver, tail
 

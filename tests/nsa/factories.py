@@ -37,8 +37,8 @@ from services.nsa import (
     step,
 )
 from services.prem.config import PremSettings
-from services.prem.flowtable import Packet, classify, compile_policies
-from services.prem.policyset import DesiredState, apply_message
+from services.prem.core.flowtable import Packet, classify, compile_policies
+from services.prem.core.policyset import DesiredState, apply_message
 
 MR = "mr1"
 HA_NODE = "ha1"

@@ -16,11 +16,10 @@ from pathlib import Path
 
 import pytest
 
+from labs.prem import MNP6, Lab, send_udp, worker_argv, write_config
 from services import netns
 from services.contracts.messages import BindingEventKind
 from services.contracts.settings import BrokerSettings
-from services.prem.demo import worker_argv, write_config
-from services.prem.lab import MNP6, Lab, send_udp
 from services.process import stop
 from services.soap_gateway.config import GatewaySettings
 from services.soap_gateway.server import GatewayServer

@@ -28,7 +28,7 @@ from services.nsa import (
     plan,
     resync,
 )
-from services.prem.policyset import DesiredState
+from services.prem.core.policyset import DesiredState
 from tests.nsa.factories import HA_NODE, MR, MR_NODE, Sim, config, profile, udp
 
 

@@ -7,15 +7,13 @@ from pydantic import BaseModel, ValidationError
 
 from services.contracts.messages import FallbackState, PolicyStatus, Refusal
 from services.metrics import (
-    REFUSAL_REASONS,
-    GatewayMetrics,
     ListenAddress,
     MetricsListenError,
-    PremMetrics,
     parse_listen,
-    refusal_reason,
     start_exporter,
 )
+from services.prem.metrics import REFUSAL_REASONS, PremMetrics, refusal_reason
+from services.soap_gateway.metrics import GatewayMetrics
 from tests.observability.scrape import scrape
 
 

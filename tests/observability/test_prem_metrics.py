@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 
+from labs.prem import Lab
 from services import netns
 from services.contracts import policy_xml
 from services.contracts.policy import Flush, Install
 from services.contracts.settings import BrokerSettings
 from services.ports import free_port
 from services.prem.client import PolicyClient
-from services.prem.lab import Lab
 from tests.faults.procs import Service, prem_config, prem_worker
 from tests.observability.scrape import Samples, scrape, wait_scrape
 from tests.prem.factories import message, udp_to

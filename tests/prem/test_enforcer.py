@@ -9,8 +9,8 @@ from services.contracts import policy_xml
 from services.contracts.policy import Flush, Install, Update
 from services.prem import store
 from services.prem.backends.memory import MemoryBackend
+from services.prem.core.flowtable import Packet
 from services.prem.enforcer import Enforcer
-from services.prem.flowtable import Packet
 from tests.prem.factories import message, settings, udp_to
 
 PKT = Packet(

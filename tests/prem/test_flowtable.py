@@ -7,8 +7,8 @@ from pathlib import Path
 
 from services.contracts.policy import Forward, Policy, PortRange, Selector
 from services.prem.backends.memory import MemoryBackend
-from services.prem.flowtable import Packet, compile_policies, fallback_states
-from services.prem.reconcile import plan
+from services.prem.core.flowtable import Packet, compile_policies, fallback_states
+from services.prem.core.reconcile import plan
 from tests.prem.factories import settings, udp_to
 
 V6 = ipaddress.IPv6Address

@@ -19,7 +19,9 @@ from services.contracts.policy import (
     Selector,
     selectors_overlap,
 )
-from services.prem.backends.nft_layers import (
+from services.prem.config import PremSettings
+from services.prem.core.flowtable import FlowRule, Packet, classify, compile_policies
+from services.prem.core.nft_layers import (
     Layer,
     assign_layers,
     box_of,
@@ -28,16 +30,14 @@ from services.prem.backends.nft_layers import (
     mappable,
     shape_of,
 )
-from services.prem.backends.nft_parse import parse_table
-from services.prem.backends.nft_render import (
+from services.prem.core.nft_parse import parse_table
+from services.prem.core.nft_render import (
     comment,
     element,
     layer_commands,
     parse_address,
     table_commands,
 )
-from services.prem.config import PremSettings
-from services.prem.flowtable import FlowRule, Packet, classify, compile_policies
 
 SETTINGS = PremSettings(node="ha1", role="ha", mobile_router="mr1", bids=[{"bid": 1}, {"bid": 2}])
 

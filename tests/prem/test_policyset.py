@@ -8,7 +8,7 @@ import pytest
 
 from services.contracts.errors import PolicyRefused
 from services.contracts.policy import Flush, Install, Update
-from services.prem.policyset import DesiredState, apply_message, is_redelivery
+from services.prem.core.policyset import DesiredState, apply_message, is_redelivery
 from tests.prem.factories import message, settings, udp_to
 
 

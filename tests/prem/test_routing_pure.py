@@ -8,8 +8,9 @@ from typing import Any
 import pytest
 
 from services.prem.config import PremSettings
-from services.prem.linkwatch import LinkInfo, unusable_bids
-from services.prem.routing import RuleKey, desired_rules, plan_rules
+from services.prem.core.rules import RuleKey, desired_rules, plan_rules
+from services.prem.core.usability import LinkInfo, unusable_bids
+from services.prem.linkwatch import link_info
 
 V6 = socket.AF_INET6
 V4 = socket.AF_INET
@@ -153,4 +154,4 @@ def test_bid_without_interface_is_judged_by_its_table_only() -> None:
     ids=["up", "no-carrier", "down"],
 )
 def test_link_info_from_flags(flags: int, expected: LinkInfo) -> None:
-    assert LinkInfo.from_flags(flags) == expected
+    assert link_info(flags) == expected

@@ -9,7 +9,7 @@ import pytest
 
 from services.contracts.errors import ConfigError
 from services.prem import store
-from services.prem.policyset import DesiredState
+from services.prem.core.policyset import DesiredState
 from tests.prem.factories import udp_to
 
 

@@ -15,12 +15,12 @@ import paho.mqtt.client as mqtt
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from prometheus_client import CollectorRegistry, Counter
 
 from services.contracts.messages import LinkState
 from services.contracts.settings import BrokerSettings
 from services.contracts.topics import Topics
 from services.soap_gateway.buslink import BusLink
+from services.soap_gateway.metrics import GatewayMetrics
 from services.soap_gateway.tracker import Tracker
 from tests.nsa.enginebed import TOPICS, Bed, make_bed
 from tests.nsa.factories import HA_NODE, MR, MR_NODE
@@ -104,8 +104,7 @@ def gateway_link() -> Iterator[BusLink]:
     """The gateway's bus link for ha1 and mr1 (never connected: its handler is called as
     paho's thread would call it)."""
     broker = BrokerSettings(topic_root=GATEWAY_TOPICS.root)
-    counter = Counter("dead", "dead letters", ["input"], registry=CollectorRegistry())
-    link = BusLink(broker, "gw", ("ha1", "mr1"), Tracker(), dead_letter_counter=counter)
+    link = BusLink(broker, "gw", ("ha1", "mr1"), Tracker(), metrics=GatewayMetrics("gw"))
     yield link
     link.client.loop_stop()
 

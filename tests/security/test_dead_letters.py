@@ -35,6 +35,7 @@ from services.nsa.routes import InputKind, Raw
 from services.nsa.service import NsaService
 from services.nsa.settings import load_file
 from services.soap_gateway.buslink import BusLink
+from services.soap_gateway.metrics import GatewayMetrics
 from services.soap_gateway.tracker import Tracker
 from tests.nsa.busbed import wait_until, write_settings
 from tests.security.live import LetterBox
@@ -147,8 +148,8 @@ def test_a_status_the_gateway_fails_on_is_set_aside_with_a_tracker_stub_that_rai
     broker_settings: BrokerSettings, letters: LetterBox
 ) -> None:
     tracker = _RaisingTracker()
-    counter, registry = _counter()
-    link = BusLink(broker_settings, "gw-test", ("ha1",), tracker, dead_letter_counter=counter)
+    metrics = GatewayMetrics("gw-test")
+    link = BusLink(broker_settings, "gw-test", ("ha1",), tracker, metrics=metrics)
     link.start()
     sender = bus.make_client(broker_settings, "gw-test-sender")
     bus.start(sender, broker_settings)
@@ -177,7 +178,7 @@ def test_a_status_the_gateway_fails_on_is_set_aside_with_a_tracker_stub_that_rai
         hello = Presence(sender="ha1", node="ha1", service="prem", online=True, version=5)
         sender.publish(topics.presence("ha1", "prem"), encode(hello), qos=1).wait_for_publish(5)
         wait_until(lambda: tracker.presences == [hello], "the presence after the dead letters")
-        assert _count(registry, "status") == 2
+        assert _count(metrics.registry, "status") == 2
     finally:
         sender.disconnect()
         sender.loop_stop()

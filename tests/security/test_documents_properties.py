@@ -20,8 +20,8 @@ from services.contracts.messages import PolicyStatus, Refusal, StatusWarning, de
 from services.contracts.policy import Install
 from services.prem import store
 from services.prem.backends.memory import MemoryBackend
+from services.prem.core.flowtable import compile_policies
 from services.prem.enforcer import Enforcer
-from services.prem.flowtable import compile_policies
 from tests.prem.factories import message, udp_to
 from tests.prem.factories import settings as prem_settings
 from tests.security.strategies import documents, with_version

@@ -11,16 +11,10 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from services.soap_gateway.auth import (
-    Authenticator,
-    Caller,
-    NotAuthorisedError,
-    PasswordHash,
-    hash_password,
-    parse_basic,
-)
+from services.soap_gateway.auth import Authenticator, Caller, NotAuthorisedError, parse_basic
 from services.soap_gateway.checks import CallRefused, FaultCode
 from services.soap_gateway.core import GatewayCore, Outcome
+from services.soap_gateway.passwords import PasswordHash, hash_password
 from services.soap_gateway.tracker import Tracker
 from tests.soap_gateway.helpers import downlink, gateway_settings, uplink
 from tests.soap_gateway.test_core import VIDEO, FakeBus

@@ -7,7 +7,6 @@ not-reached; every refused call must leave the spy empty.
 from __future__ import annotations
 
 import logging
-import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +23,7 @@ from lxml import etree
 from services import bus
 from services.contracts.settings import BrokerSettings
 from services.soap_gateway.server import GatewayServer
+from tests.certs import self_signed
 from tests.soap_gateway.helpers import downlink, gateway_settings, uplink
 from tests.soap_gateway.test_auth import ROUTERS, callers
 from tests.soap_gateway.test_core import VIDEO
@@ -42,33 +42,6 @@ def _spy(broker: BrokerSettings, seen: list[str]) -> mqtt.Client:
     bus.start(client, broker)
     assert subscribed.wait(10)
     return client
-
-
-def _self_signed(directory: Path) -> tuple[Path, Path]:
-    cert, key = directory / "cert.pem", directory / "key.pem"
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=127.0.0.1",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-        ],
-        check=True,
-        capture_output=True,
-    )
-    return cert, key
 
 
 class Bed:
@@ -183,7 +156,7 @@ def test_a_caller_is_refused_other_routers_and_reaches_its_own(make_bed: Any) ->
 
 
 def test_tls_with_a_self_signed_certificate(make_bed: Any, tmp_path: Path) -> None:
-    cert, key = _self_signed(tmp_path)
+    cert, key = self_signed(tmp_path)
     bed = make_bed(tls_cert=cert, tls_key=key)
     assert bed.url.startswith("https://")
     alice = bed.client("alice", "wonderland", verify=cert)

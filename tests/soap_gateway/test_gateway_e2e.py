@@ -26,12 +26,11 @@ import zeep
 import zeep.helpers
 from lxml import etree
 
+from labs.prem import MNP4, MNP6, Lab, send_udp, worker_argv, write_config
 from services import bus, netns
 from services.contracts import policy_xml
 from services.contracts.policy import Flush, Install, Operation, Update
 from services.contracts.settings import BrokerSettings
-from services.prem.demo import worker_argv, write_config
-from services.prem.lab import MNP4, MNP6, Lab, send_udp
 from services.soap_gateway.server import GatewayServer
 from tests.prem.factories import message, udp_to
 from tests.soap_gateway.helpers import downlink, gateway_settings, uplink

@@ -24,14 +24,14 @@ import pytest
 import zeep
 import zeep.helpers
 
+from labs.prem import MNP4, MNP6, Lab, send_udp, worker_argv, write_config
 from services import netns
 from services.contracts import policy_xml
 from services.contracts.policy import Flush, Install, Update
-from services.prem.demo import worker_argv, write_config
-from services.prem.lab import MNP4, MNP6, Lab, send_udp
+from services.prem.readback import read_table
+from services.prem.standalone import check_local_call, standalone_settings
 from services.process import stop
 from services.soap_gateway.checks import CallRefused, FaultCode
-from services.soap_gateway.standalone import check_local_call, standalone_settings
 from tests.prem.factories import message, settings, udp_to
 from tests.soap_gateway.helpers import downlink, uplink
 from tests.soap_gateway.test_udp import by_node, envelope, exchange, fault
@@ -276,6 +276,37 @@ def test_standalone_daemon_applies_soap_calls_in_its_kernel(bed: Bed) -> None:
 
     bed.daemon.proc.terminate()
     assert bed.daemon.proc.wait(15) == 0
+
+
+@pytest.mark.kernel
+def test_a_document_whose_handling_raises_is_refused_and_the_daemon_lives_on(
+    bed: Bed, tmp_path: Path
+) -> None:
+    assert bed.install(1, downlink=downlink(1, VIDEO2))["ha1"]["outcome"] == "applied"
+    enforced = read_table(bed.lab.router).by_policy()
+    state = tmp_path / "state.json"
+    saved = state.read_bytes()
+    # Storing the state fails after the kernel batch committed (a directory where the state
+    # file goes): not a refusal the daemon foresaw, so the kernel is put back and the
+    # document refused; the caller hears nothing before the deadline.
+    state.unlink()
+    state.mkdir()
+    try:
+        moved = Install(policies=(udp_to("video", 5001, 1),))
+        assert bed.install(2, downlink=downlink(2, moved))["ha1"]["outcome"] == "not-reached"
+    finally:
+        state.rmdir()
+        state.write_bytes(saved)
+    assert bed.daemon.proc.poll() is None, "".join(bed.daemon.lines[-20:])
+    assert read_table(bed.lab.router).by_policy() == enforced, "the committed batch was undone"
+    assert _on(bed.counts(), "b2")
+    status = bed.status()
+    assert (status["version"], status["last_result"]) == (1, "refused")
+    assert "not handled: IsADirectoryError" in status["reasons"]["Reason"][0]["reason"]
+    assert any("could not be handled" in line for line in bed.daemon.lines)
+    moved = Install(policies=(udp_to("video", 5001, 1),))
+    assert bed.install(2, downlink=downlink(2, moved))["ha1"]["outcome"] == "applied"
+    assert _on(bed.counts(), "b1")
 
 
 @pytest.mark.parametrize(

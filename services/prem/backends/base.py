@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from services.prem.flowtable import FlowTable
-from services.prem.reconcile import Changes
+from services.prem.core.flowtable import FlowTable
+from services.prem.core.reconcile import Changes
 
 
 class Backend(Protocol):

@@ -5,14 +5,14 @@ Layout, per address family (`iptables` for IPv4, `ip6tables` for IPv6, both lega
 * `<PREFIX>_PREM`: one rule per flow rule, in precedence order. A forward rule *goes to*
   (`-g`, not `-j`) the BID's subchain, a drop rule ends in DROP. With goto, the end of the
   subchain returns straight to PREROUTING/OUTPUT, so the first matching rule wins, as in
-  `flowtable.classify`, with one rule per policy and no extra mark test.
+  `core.flowtable.classify`, with one rule per policy and no extra mark test.
 * `<PREFIX>_PREM_<bid>`: a single `MARK --set-xmark <mark>/<mask>` rule; only our mark bits
   change. `read` takes the BID from this mark, not from the chain name.
 * One jump to `<PREFIX>_PREM` at the top of PREROUTING (forwarded packets) and of OUTPUT (local
   ones). A family without its two jumps enforces nothing, and `read` says so.
 
 The rule format (policy comments, flags, selectors) and its conversion to and from flow
-rules are in `iptables_rules`.
+rules are in `core.iptables_rules` (pure), the python-iptables objects in `iptc_rules`.
 
 Atomicity: libiptc replaces a whole table on commit, so each family gets exactly one commit per
 `apply`, and only when its content changes. A family that holds exactly our rules is edited in
@@ -43,23 +43,21 @@ from typing import Any
 import iptc
 
 from services.contracts.errors import KernelError
-from services.prem.backends.iptables_rules import (
+from services.prem.backends.iptc_rules import capture, make_rule, new_rule
+from services.prem.config import PremSettings
+from services.prem.core.flowtable import FlowRule, FlowTable
+from services.prem.core.iptables_rules import (
     FAMILIES,
     RuleSpec,
-    capture,
     main_chain,
-    make_rule,
     mark_spec,
-    new_rule,
     parse_mark,
     parse_rule,
     render,
     render_rule,
     subchain,
 )
-from services.prem.config import PremSettings
-from services.prem.flowtable import FlowRule, FlowTable
-from services.prem.reconcile import Changes
+from services.prem.core.reconcile import Changes
 
 log = logging.getLogger(__name__)
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from services.contracts.errors import KernelError
 from services.prem.config import PremSettings
-from services.prem.flowtable import FlowTable, Packet, classify
-from services.prem.reconcile import Changes
+from services.prem.core.flowtable import FlowTable, Packet, classify
+from services.prem.core.reconcile import Changes
 
 
 class MemoryBackend:

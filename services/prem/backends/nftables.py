@@ -1,9 +1,10 @@
 """The nftables back end: one `inet` table, one verdict-map lookup per layer, marks per BID.
 
 Packets enter through `prerouting` (forwarded) and `output` (local), both jump to one
-classification chain that evaluates the layers in order (see `nft_layers`); a hit jumps to the
-BID's chain, which sets our mark bits, or drops. Every change is one libnftables batch, so the
-kernel either takes all of it or none of it.
+classification chain that evaluates the layers in order (see `core.nft_layers`); a hit jumps to
+the BID's chain, which sets our mark bits, or drops. Every change is one libnftables batch, so
+the kernel either takes all of it or none of it; the batch's text is rendered and the listing
+parsed by the pure core (`core.nft_render`, `core.nft_parse`).
 """
 
 from __future__ import annotations
@@ -11,18 +12,18 @@ from __future__ import annotations
 import logging
 
 from services.prem.backends.libnftables import NftContext
-from services.prem.backends.nft_layers import Layer, assign_layers, flatten
-from services.prem.backends.nft_parse import TableState, parse_table
-from services.prem.backends.nft_render import (
+from services.prem.config import PremSettings
+from services.prem.core.flowtable import FlowRule, FlowTable
+from services.prem.core.nft_layers import Layer, assign_layers, flatten
+from services.prem.core.nft_parse import TableState, parse_table
+from services.prem.core.nft_render import (
     bid_chain_command,
     element_commands,
     map_parts,
     table_commands,
     table_name,
 )
-from services.prem.config import PremSettings
-from services.prem.flowtable import FlowRule, FlowTable
-from services.prem.reconcile import Changes
+from services.prem.core.reconcile import Changes
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from services.soap_gateway.auth import hash_password
+from services.soap_gateway.passwords import hash_password
 
 #: The NSA's SOAP password in these tests (a caller of every mobile router).
 PASSWORD = "correct horse battery staple"

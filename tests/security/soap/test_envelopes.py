@@ -25,9 +25,9 @@ from hypothesis import strategies as st
 from lxml import etree
 
 from services.contracts.settings import BrokerSettings
-from services.soap_gateway.auth import hash_password
 from services.soap_gateway.config import CallerSettings
 from services.soap_gateway.core import GatewayCore
+from services.soap_gateway.passwords import hash_password
 from services.soap_gateway.server import GatewayServer
 from services.soap_gateway.tracker import Tracker
 from services.soap_gateway.wsgi import make_wsgi_app

@@ -20,13 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from services.soap_gateway.auth import (
-    DEFAULT_ITERATIONS,
-    Authenticator,
-    Outcome,
-    hash_password,
-)
+from services.soap_gateway.auth import Authenticator, Outcome
 from services.soap_gateway.config import CallerSettings
+from services.soap_gateway.passwords import DEFAULT_ITERATIONS, hash_password
 from services.soap_gateway.throttle import LoginThrottle
 from tests.faults.procs import Service, gateway_port
 from tests.security.soap.conftest import PASSWORD, caller_table, gateway_config

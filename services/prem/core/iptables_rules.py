@@ -10,9 +10,8 @@ match (xtables has no udplite match: UDP-Lite ports use `multiport`), DSCP with 
 IPv6 flow label with `u32` on the first word of the IPv6 header (xt_u32 works for both families).
 Next header 0 is refused: `-p 0` means "any protocol" to xtables.
 
-Rendering (`FlowRule` to `RuleSpec`) and parsing (`RuleSpec` to `FlowRule`) are pure code.
-`make_rule` and `capture` convert between a `RuleSpec` and a python-iptables rule object, in
-memory: nothing here reads or commits a table.
+Rendering (`FlowRule` to `RuleSpec`) and parsing (`RuleSpec` to `FlowRule`) are pure code;
+`backends.iptc_rules` converts between a `RuleSpec` and a python-iptables rule object.
 """
 
 from __future__ import annotations
@@ -24,12 +23,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import iptc
-
 from services.contracts.errors import KernelError
 from services.contracts.policy import AddressMatch, AddressRange, PortRange, Selector
-from services.prem.config import PremSettings
-from services.prem.flowtable import FlowRule, FlowTable
+from services.prem.core.flowtable import FlowRule, FlowTable
+from services.prem.core.settings import NodeSettings
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +57,7 @@ class RuleSpec:
 # -- chain names ---------------------------------------------------------------------------
 
 
-def main_chain(settings: PremSettings) -> str:
+def main_chain(settings: NodeSettings) -> str:
     """Our main chain, `<PREFIX>_PREM`, in both families."""
     return f"{settings.name_prefix.upper()}_PREM"
 
@@ -74,7 +71,7 @@ def subchain(chain: str, bid: int) -> str:
 
 
 def render(
-    table: FlowTable, family: int, settings: PremSettings
+    table: FlowTable, family: int, settings: NodeSettings
 ) -> tuple[tuple[RuleSpec, ...], dict[int, int]]:
     """The main-chain rules of `family` and the mark of each BID used; refuses the unsayable."""
     chain = main_chain(settings)
@@ -125,7 +122,7 @@ def render_rule(rule: FlowRule, chain: str) -> RuleSpec:
     return RuleSpec(src, dst, sel.next_header, tuple(matches), subchain(chain, rule.bid), goto=True)
 
 
-def mark_spec(mark: int, settings: PremSettings) -> RuleSpec:
+def mark_spec(mark: int, settings: NodeSettings) -> RuleSpec:
     """The only rule of a BID subchain."""
     value = f"{mark:#x}/{settings.mark_mask:#x}"
     return RuleSpec(target="MARK", target_params=(("set-xmark", value),))
@@ -135,7 +132,7 @@ def mark_spec(mark: int, settings: PremSettings) -> RuleSpec:
 
 
 def parse_rule(
-    spec: RuleSpec, family: int, bids: dict[str, int], settings: PremSettings
+    spec: RuleSpec, family: int, bids: dict[str, int], settings: NodeSettings
 ) -> FlowRule | None:
     """The flow rule an xtables rule of our main chain stands for; None when foreign."""
     try:
@@ -163,7 +160,7 @@ def parse_rule(
         return None
 
 
-def parse_mark(specs: Sequence[RuleSpec], settings: PremSettings) -> int | None:
+def parse_mark(specs: Sequence[RuleSpec], settings: NodeSettings) -> int | None:
     """The BID a subchain marks with, or None when it is not exactly one MARK of ours."""
     if len(specs) != 1:
         return None
@@ -178,61 +175,6 @@ def parse_mark(specs: Sequence[RuleSpec], settings: PremSettings) -> int | None:
     if mask != settings.mark_mask or mark & ~mask or mark == 0:
         return None
     return mark >> settings.mark_shift
-
-
-# -- iptc rule objects (the untyped python-iptables API) -----------------------------------
-
-
-def new_rule(family: int) -> Any:
-    """An empty iptc rule of `family`."""
-    return iptc.Rule6() if family == 6 else iptc.Rule()
-
-
-def make_rule(spec: RuleSpec, family: int) -> Any:
-    """An iptc rule from `spec`."""
-    rule = new_rule(family)
-    if spec.src is not None:
-        rule.src = spec.src
-    if spec.dst is not None:
-        rule.dst = spec.dst
-    if spec.protocol is not None:
-        rule.protocol = str(spec.protocol)
-    for name, params in spec.matches:
-        match = rule.create_match(name)
-        for key, value in params:
-            match.set_parameter(key, value)
-    target = rule.create_target(spec.target, goto=spec.goto)
-    for key, value in spec.target_params:
-        target.set_parameter(key, value)
-    return rule
-
-
-def capture(rule: Any, family: int) -> RuleSpec:
-    """An iptc rule as plain data; `-s/-d` of 0/0 are absent, the protocol is a number."""
-    ip = rule.entry.ipv6 if family == 6 else rule.entry.ip
-    inverted = int(ip.invflags) != 0 or "!" in str(rule.src) or "!" in str(rule.dst)
-    src, dst = str(rule.src), str(rule.dst)
-    proto = int(ip.proto)
-    matches = tuple(
-        (
-            str(m.name),
-            tuple((str(k), " ".join(map(str, v))) for k, v in m.get_all_parameters().items()),
-        )
-        for m in rule.matches
-    )
-    target = rule.target
-    return RuleSpec(
-        src=None if _is_any(src) else src,
-        dst=None if _is_any(dst) else dst,
-        protocol=proto or None,
-        matches=matches,
-        target=str(target.name),
-        target_params=tuple(
-            (str(k), " ".join(map(str, v))) for k, v in target.get_all_parameters().items()
-        ),
-        goto=bool(target.goto),
-        inverted=inverted,
-    )
 
 
 # -- helpers -------------------------------------------------------------------------------
@@ -351,7 +293,3 @@ def _port_text(ports: PortRange) -> str:
 def _port_range(text: str) -> PortRange:
     first, _, last = text.partition(":")
     return PortRange(first=int(first), last=int(last or first))
-
-
-def _is_any(address: str) -> bool:
-    return address.endswith(("/0", "/0.0.0.0", "/::"))

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from services.contracts.policy import Selector, address_bounds
-from services.prem.flowtable import FlowRule, FlowTable
+from services.prem.core.flowtable import FlowRule, FlowTable
 
 #: Selector fields in the fixed order they appear in a map key (flow label last: never in a map).
 FIELDS = ("sa", "da", "pr", "sp", "dp", "ds", "fl")

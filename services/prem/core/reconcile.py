@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from services.prem.flowtable import FlowRule, FlowTable
+from services.prem.core.flowtable import FlowRule, FlowTable
 
 
 @dataclass(frozen=True)

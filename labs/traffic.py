@@ -1,6 +1,6 @@
 """Test traffic for the lab: a TCP sink and a paced TCP source, each printing one JSON line.
 
-Run inside a namespace as its own process (`ip netns exec NS python -m services.prem.traffic
+Run inside a namespace as its own process (`ip netns exec NS python -m labs.traffic
 sink ...`), so that a long transfer can run while policies change under it.
 """
 

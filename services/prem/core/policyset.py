@@ -22,7 +22,7 @@ from services.contracts.policy import (
     Selector,
     Update,
 )
-from services.prem.config import PremSettings
+from services.prem.core.settings import NodeSettings
 
 
 class DesiredState(BaseModel):
@@ -53,7 +53,7 @@ class Outcome:
 
 
 def apply_message(
-    state: DesiredState, message: PolicyMessage, settings: PremSettings, digest: str = ""
+    state: DesiredState, message: PolicyMessage, settings: NodeSettings, digest: str = ""
 ) -> Outcome:
     """Return the state after `message`, or raise PolicyRefused listing every problem.
 
@@ -156,7 +156,7 @@ def is_redelivery(state: DesiredState, message: PolicyMessage, digest: str) -> b
 
 
 def _addressing_problems(
-    state: DesiredState, message: PolicyMessage, settings: PremSettings
+    state: DesiredState, message: PolicyMessage, settings: NodeSettings
 ) -> list[Problem]:
     problems = []
     if message.node != settings.node:
@@ -200,7 +200,7 @@ def _addressing_problems(
     return problems
 
 
-def _bid_problems(policies: tuple[Policy, ...], settings: PremSettings) -> list[Problem]:
+def _bid_problems(policies: tuple[Policy, ...], settings: NodeSettings) -> list[Problem]:
     known = set(settings.bid_numbers())
     problems = []
     for policy in policies:

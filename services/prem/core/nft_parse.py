@@ -16,10 +16,10 @@ from typing import Any
 
 from services.contracts.errors import KernelError
 from services.contracts.policy import PortRange, Selector
-from services.prem.backends.nft_layers import FIELDS, Layer, key_fields
-from services.prem.backends.nft_render import CLASSIFY_CHAIN, parse_address
-from services.prem.config import PremSettings
-from services.prem.flowtable import FlowRule
+from services.prem.core.flowtable import FlowRule
+from services.prem.core.nft_layers import FIELDS, Layer, key_fields
+from services.prem.core.nft_render import CLASSIFY_CHAIN, parse_address
+from services.prem.core.settings import NodeSettings
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +110,7 @@ def _target(data: Any, chains: Mapping[str, int]) -> int | None:
     raise _bad(f"unexpected verdict {data!r}")
 
 
-def _chain_bid(exprs: list[Any], settings: PremSettings) -> int | None:
+def _chain_bid(exprs: list[Any], settings: NodeSettings) -> int | None:
     """The BID whose mark a chain sets (None if it is not a marking chain)."""
     for expr in exprs:
         mangle = expr.get("mangle") if isinstance(expr, dict) else None
@@ -221,7 +221,7 @@ def _hooked(objects: list[dict[str, Any]], table: str) -> bool:
     return all(name in hooked and name in jumping for name in HOOKS)
 
 
-def parse_table(listing: Mapping[str, Any], table: str, settings: PremSettings) -> TableState:
+def parse_table(listing: Mapping[str, Any], table: str, settings: NodeSettings) -> TableState:
     """Layers and BID chains of our table in a `list table` JSON document.
 
     Without both hooked base chains nothing is enforced, so no layers are reported; a table

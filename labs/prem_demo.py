@@ -8,17 +8,15 @@ path when the policies are flushed. Every number printed is read from the kernel
 from __future__ import annotations
 
 import os
-import shutil
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from labs.prem import MNP4, MNP6, Lab, send_udp, worker_argv, write_config
 from services import netns
 from services.contracts import policy_xml
 from services.contracts.policy import (
@@ -33,33 +31,11 @@ from services.contracts.policy import (
 )
 from services.contracts.settings import BrokerSettings
 from services.prem.client import PolicyClient
-from services.prem.lab import MNP4, MNP6, Lab, send_udp
 from services.process import stop
+from services.testbed.broker import ensure_broker
 
 PACKETS = 200
 PORT = 5001
-
-
-def ensure_broker(host: str = "127.0.0.1", port: int = 1883, timeout_s: float = 10.0) -> None:
-    """Start mosquitto on host:port unless a broker already answers there."""
-    if _answers(host, port):
-        return
-    if shutil.which("mosquitto") is None:
-        raise RuntimeError("no MQTT broker on 127.0.0.1:1883 and mosquitto is not installed")
-    subprocess.run(["mosquitto", "-d", "-p", str(port)], check=True)
-    deadline = time.monotonic() + timeout_s
-    while not _answers(host, port):
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"mosquitto did not start listening on {host}:{port}")
-        time.sleep(0.1)
-
-
-def _answers(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=0.5):
-            return True
-    except OSError:
-        return False
 
 
 def message(version: int, operation: Operation) -> bytes:
@@ -83,21 +59,6 @@ VIDEO = Policy(
 )
 
 
-def worker_argv(config: Path, netns_name: str) -> list[str]:
-    """The command line of a worker enforcing in `netns_name`, bus in the current namespace."""
-    return [
-        sys.executable,
-        "-m",
-        "services.cli",
-        "prem",
-        "run",
-        "--config",
-        str(config),
-        "--netns",
-        netns_name,
-    ]
-
-
 @contextmanager
 def worker_process(lab: Lab, config: Path, log: Path) -> Iterator[subprocess.Popen[bytes]]:
     """The real worker, its own process, enforcing in the lab's router namespace."""
@@ -111,23 +72,6 @@ def worker_process(lab: Lab, config: Path, log: Path) -> Iterator[subprocess.Pop
             yield proc
         finally:
             stop(proc)
-
-
-def write_config(lab: Lab, workdir: Path, backend: str, topic_root: str) -> Path:
-    """The worker's settings file for the lab's router."""
-    config = workdir / "prem.toml"
-    config.write_text(
-        "[prem]\n"
-        'node = "ha1"\nrole = "ha"\nmobile_router = "mr1"\n'
-        f'backend = "{backend}"\ntable_base = {lab.table_base}\n'
-        f'state_file = "{workdir / "state.json"}"\n'
-        'bids = [{ bid = 1, interface = "b1" }, { bid = 2, interface = "b2" }]\n'
-        "[broker]\n"
-        f'topic_root = "{topic_root}"\n'
-        "session_expiry_s = 600\n",  # a lab run's session need not outlive it by a day
-        encoding="utf-8",
-    )
-    return config
 
 
 def measure(lab: Lab) -> tuple[int, int]:

@@ -14,9 +14,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from services.contracts.policy import AddressMatch, AddressRange, PortRange, Selector
-from services.prem.backends.nft_layers import Layer, dscp_guarded, key_fields
-from services.prem.config import PremSettings
-from services.prem.flowtable import FlowRule
+from services.prem.core.flowtable import FlowRule
+from services.prem.core.nft_layers import Layer, dscp_guarded, key_fields
+from services.prem.core.settings import NodeSettings
 
 CLASSIFY_CHAIN = "classify"
 FAMILY_NAMES = {4: "ipv4", 6: "ipv6"}
@@ -26,7 +26,7 @@ _TYPES = {"pr": "inet_proto", "sp": "inet_service", "dp": "inet_service", "ds": 
 _POLICY_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 
 
-def table_name(settings: PremSettings) -> str:
+def table_name(settings: NodeSettings) -> str:
     """The one table this back end owns."""
     return f"{settings.name_prefix}_prem"
 
@@ -85,7 +85,11 @@ def _expr(field: str, family: int) -> str:
 
 def _ip_text(value: int, family: int) -> str:
     """An address as text through the C library: several times cheaper than ipaddress's
-    `str()`, and the hot spot of rendering thousands of elements."""
+    `str()`, and the hot spot of rendering thousands of elements.
+
+    The one use of the `socket` module in the core: `inet_ntop` is a pure conversion (no socket
+    is opened), and formatting in Python instead costs 4-10x as much (1 us against 4-12 us per
+    IPv6 address, a tenth of the whole apply at N=1000)."""
     if family == 4:
         return socket.inet_ntop(socket.AF_INET, value.to_bytes(4, "big"))
     return socket.inet_ntop(socket.AF_INET6, value.to_bytes(16, "big"))
@@ -173,7 +177,7 @@ def plain_rule(table: str, rule: FlowRule, shape: tuple[str, ...]) -> str:
     )
 
 
-def bid_chain_command(table: str, bid: int, settings: PremSettings) -> str:
+def bid_chain_command(table: str, bid: int, settings: NodeSettings) -> str:
     """The marking chain of `bid`: set our mark bits only, keep the others, accept."""
     keep = ~settings.mark_mask & 0xFFFFFFFF
     mark = settings.mark_of(bid)
@@ -215,7 +219,7 @@ def layer_commands(table: str, index: int, layer: Layer) -> list[str]:
     return commands
 
 
-def table_commands(layers: tuple[Layer, ...], settings: PremSettings) -> list[str]:
+def table_commands(layers: tuple[Layer, ...], settings: NodeSettings) -> list[str]:
     """Replace the whole table in one batch (add+delete first, so it works when absent)."""
     table = table_name(settings)
     bids = sorted({r.bid for layer in layers for r in layer.rules if r.bid is not None})

@@ -7,11 +7,13 @@
 The receiver holds the "mobile network" addresses (2001:db8:ff::1, 10.255.0.1) on its loopback.
 The router forwards to them by the main table through b1; each BID table routes them through its
 own link. Packet counters of b1 and b2 (tx on the router) show which pipe a flow takes. Used by
-the demo, the kernel tests and the benchmarks; every command is an argument list.
+the demo, the kernel tests and the benchmarks; every command is an argument list. A real worker
+runs as its own process (`worker_argv`) with a settings file for the lab (`write_config`).
 """
 
 from __future__ import annotations
 
+import sys
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -146,3 +148,35 @@ def send_udp(dst: str, port: int, count: int, *, src_port: int = 40000, payload:
             sock.sendto(b"x" * payload, (dst, port))
             sent += 1
     return sent
+
+
+def worker_argv(config: Path, netns_name: str) -> list[str]:
+    """The command line of a worker enforcing in `netns_name`, bus in the current namespace."""
+    return [
+        sys.executable,
+        "-m",
+        "services.cli",
+        "prem",
+        "run",
+        "--config",
+        str(config),
+        "--netns",
+        netns_name,
+    ]
+
+
+def write_config(lab: Lab, workdir: Path, backend: str, topic_root: str) -> Path:
+    """The worker's settings file for the lab's router."""
+    config = workdir / "prem.toml"
+    config.write_text(
+        "[prem]\n"
+        'node = "ha1"\nrole = "ha"\nmobile_router = "mr1"\n'
+        f'backend = "{backend}"\ntable_base = {lab.table_base}\n'
+        f'state_file = "{workdir / "state.json"}"\n'
+        'bids = [{ bid = 1, interface = "b1" }, { bid = 2, interface = "b2" }]\n'
+        "[broker]\n"
+        f'topic_root = "{topic_root}"\n'
+        "session_expiry_s = 600\n",  # a lab run's session need not outlive it by a day
+        encoding="utf-8",
+    )
+    return config
