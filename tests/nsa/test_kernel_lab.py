@@ -1,7 +1,7 @@
 """A real packet's egress BID follows the NSA's decision on the nftables back end.
 
 The HA's worker enforces with nftables in the PREM lab's router namespace
-(`services/prem/lab.py`: sender -> router -> BID 1 on b1 / BID 2 on b2 -> the mobile
+(`labs/prem.py`: sender -> router -> BID 1 on b1 / BID 2 on b2 -> the mobile
 network); the MR's worker uses the memory back end in a namespace of its own. The NSA runs as
 `multinet nsa run` and delivers through the real SOAP gateway. Where the flow goes is read
 from the router's packet counters of b1 and b2, not from any of our processes.
