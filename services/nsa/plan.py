@@ -191,11 +191,16 @@ class NodeLedger(Frozen):
 
     def holds(self, version: int | None) -> bool:
         """Whether `version` is what the node is known to hold: the acknowledged version
-        with nothing left to resynchronise, or the version in flight."""
+        with nothing left to resynchronise, or the version in flight.
+
+        While a message is in flight the acknowledged version still counts: the presence a
+        worker announces after applying it can reach us after the next message left, and
+        is then stale news, not a restart (a worker that lost its state announces 0).
+        """
         if version is None:
             return False
         if self.in_flight is not None:
-            return version == self.in_flight.version
+            return version in (self.in_flight.version, self.version)
         return not self.needs_resync and version == self.version
 
     def lost(self) -> NodeLedger:
