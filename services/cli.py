@@ -16,7 +16,7 @@ from services.contracts.settings import BrokerSettings, apply_env, read_file, va
 from services.mcoa.config import McoaSettings
 from services.mobility_events.config import MobilityEventsSettings
 from services.monitor.config import MonitorSettings
-from services.nsa.settings import NsaServiceSettings
+from services.nsa.core.settings import NsaServiceSettings
 from services.prem.config import PremSettings
 from services.soap_gateway.config import GatewaySettings, StandaloneSoapSettings
 

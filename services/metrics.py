@@ -14,7 +14,6 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Annotated
 from wsgiref.simple_server import WSGIServer
 
 import paho.mqtt.client as mqtt
@@ -22,30 +21,12 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import start_http_server
 from prometheus_client.registry import Collector
-from pydantic import AfterValidator
 
 from services.contracts.errors import MultinetError
+from services.contracts.settings import parse_listen
 
 #: Seconds; from a sub-millisecond memory apply to a multi-second iptables install.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
-
-
-def parse_listen(value: str) -> tuple[str, int]:
-    """`HOST:PORT` (`[v6]:PORT` for an IPv6 address) as (host, port); port 0 picks a free one."""
-    host, sep, port = value.rpartition(":")
-    host = host.removeprefix("[").removesuffix("]")
-    if not sep or not host or not port.isdigit() or int(port) > 65535:
-        raise ValueError(f"expected HOST:PORT (e.g. 127.0.0.1:9101), got {value!r}")
-    return host, int(port)
-
-
-def _valid_listen(value: str) -> str:
-    parse_listen(value)
-    return value
-
-
-#: The type of every service's `metrics_listen` setting (None: no endpoint).
-ListenAddress = Annotated[str, AfterValidator(_valid_listen)]
 
 
 class MetricsListenError(MultinetError):

@@ -27,9 +27,9 @@ import paho.mqtt.client as mqtt
 from services import bus
 from services.contracts.settings import BrokerSettings
 from services.contracts.topics import Topics
+from services.nsa.core.routes import Routes
 from services.nsa.inbox import Inbox
 from services.nsa.items import Item
-from services.nsa.routes import Routes
 
 log = logging.getLogger(__name__)
 

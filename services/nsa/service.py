@@ -39,16 +39,16 @@ from services.contracts.topics import Topics
 from services.deadletter import DeadLetters
 from services.metrics import DELIVERY_RESULTS, MetricsListenError, NsaCounts, NsaMetrics
 from services.nsa.buslink import SERVICE, NsaBusLink
-from services.nsa.calls import Call, CallResult
-from services.nsa.configstore import ConfigStore
+from services.nsa.core.calls import Call, CallResult
+from services.nsa.core.configstore import ConfigStore
+from services.nsa.core.documents import DecisionRecord
+from services.nsa.core.engine import Engine
+from services.nsa.core.partition import owned
+from services.nsa.core.routes import InputKind, Raw, Routes
 from services.nsa.delivery import make_delivery
-from services.nsa.documents import DecisionRecord
-from services.nsa.engine import Engine
 from services.nsa.inbox import Inbox
 from services.nsa.items import Fatal, Item, Reload, Stop
 from services.nsa.metrics_receiver import MetricsReceiver
-from services.nsa.partition import owned
-from services.nsa.routes import InputKind, Raw, Routes
 from services.nsa.settings import NsaFile, load_file
 
 log = logging.getLogger(__name__)

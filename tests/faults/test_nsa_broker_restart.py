@@ -24,8 +24,8 @@ from services import bus
 from services.contracts.messages import BindingEventKind, LinkState
 from services.contracts.policy import Direction
 from services.contracts.settings import BrokerSettings
-from services.nsa import Reason
-from services.nsa.plan import NodeLedger, desired_policies
+from services.nsa.core import Reason
+from services.nsa.core.plan import NodeLedger, desired_policies
 from services.nsa.service import NsaService
 from services.nsa.settings import load_file
 from tests.faults.broker import OwnBroker

@@ -15,10 +15,10 @@ from services import bus
 from services.contracts.settings import BrokerSettings
 from services.contracts.topics import Topics
 from services.nsa.buslink import NsaBusLink
+from services.nsa.core.routes import Routes
+from services.nsa.core.settings import RouterEntry
 from services.nsa.inbox import Inbox
 from services.nsa.items import Item
-from services.nsa.routes import Routes
-from services.nsa.settings import RouterEntry
 from tests.faults.broker import OwnBroker
 from tests.nsa.busbed import wait_until
 

@@ -16,7 +16,7 @@ from services.contracts.policy import (
     PortRange,
     Update,
 )
-from services.nsa import (
+from services.nsa.core import (
     ClassState,
     MrState,
     acknowledge,

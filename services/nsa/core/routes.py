@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from services.contracts.topics import Topics
-from services.nsa.settings import RouterEntry
+from services.nsa.core.settings import RouterEntry
 
 
 class InputKind(Enum):

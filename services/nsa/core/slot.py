@@ -11,12 +11,12 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 
 from services.contracts.messages import LinkMetrics
-from services.nsa.calls import Call
-from services.nsa.inputs import MrView, Trigger
-from services.nsa.materiality import Tolerance
-from services.nsa.plan import MrLedgers
-from services.nsa.settings import RouterEntry
-from services.nsa.state import MrState
+from services.nsa.core.calls import Call
+from services.nsa.core.inputs import MrView, Trigger
+from services.nsa.core.materiality import Tolerance
+from services.nsa.core.plan import MrLedgers
+from services.nsa.core.settings import RouterEntry
+from services.nsa.core.state import MrState
 
 #: How many latency samples the statistics keep (the most recent ones).
 SAMPLES = 200_000

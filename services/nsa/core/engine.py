@@ -48,12 +48,12 @@ from services.contracts.messages import (
     Presence,
     decode,
 )
-from services.nsa.calls import Call, CallResult, pair, settle
-from services.nsa.config import NsaConfig
-from services.nsa.configstore import ConfigStore
-from services.nsa.decide import decide
-from services.nsa.documents import DecisionRecord
-from services.nsa.inputs import (
+from services.nsa.core.calls import Call, CallResult, pair, settle
+from services.nsa.core.config import NsaConfig
+from services.nsa.core.configstore import ConfigStore
+from services.nsa.core.decide import decide
+from services.nsa.core.documents import DecisionRecord
+from services.nsa.core.inputs import (
     MrView,
     Trigger,
     TriggerKind,
@@ -61,14 +61,14 @@ from services.nsa.inputs import (
     apply_link_state,
     apply_metrics,
 )
-from services.nsa.materiality import tolerance
-from services.nsa.plan import MrLedgers, acknowledge, greet, new_ledgers, plan
-from services.nsa.routes import InputKind, Raw
-from services.nsa.settings import NsaServiceSettings, RouterEntry
-from services.nsa.slot import Slot, Stats, assignment, owing, spread
-from services.nsa.state import MrState
-from services.nsa.summary import summarise
-from services.nsa.timers import TimerKind, Timers
+from services.nsa.core.materiality import tolerance
+from services.nsa.core.plan import MrLedgers, acknowledge, greet, new_ledgers, plan
+from services.nsa.core.routes import InputKind, Raw
+from services.nsa.core.settings import NsaServiceSettings, RouterEntry
+from services.nsa.core.slot import Slot, Stats, assignment, owing, spread
+from services.nsa.core.state import MrState
+from services.nsa.core.summary import summarise
+from services.nsa.core.timers import TimerKind, Timers
 
 log = logging.getLogger(__name__)
 
