@@ -12,7 +12,7 @@ import pytest
 
 from services.contracts.messages import BindingEventKind, PolicyStatus
 from services.nsa.core import Reason, TriggerKind
-from services.nsa.core.engine import DEADLINE_GRACE_S
+from services.nsa.core.delivering import DEADLINE_GRACE_S
 from tests.nsa.enginebed import TOPICS, make_bed
 from tests.nsa.factories import HA_NODE, MR, MR_NODE
 
