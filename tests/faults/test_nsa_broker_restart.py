@@ -122,7 +122,7 @@ def test_the_nsa_reconnects_decides_and_resyncs_after_a_broker_restart(
     own_broker: OwnBroker, chain: Chain, nsa: NsaService, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="services.nsa")
-    driver, client = chain.driver, nsa.link.client
+    driver, client = chain.driver, nsa.client
     assert isinstance(client, bus.BusClient)
     _steady(chain, nsa)
     before = _ledger(nsa, MR_NODE).version
