@@ -1,12 +1,12 @@
 """From an MQTT topic to what the decision thread must do with its message, and whose it is.
 
-A replica that serves every router subscribes with wildcards built from the same root as
-`Topics`; a replica of a partition subscribes to its own routers' topics only (built by
-`Topics` itself), so the broker does not send it the other replicas' inputs and each replica's
-MQTT work shrinks with its share. Each message is sorted here, in the MQTT thread, from its
-topic alone: the kind of input and the mobile router (or node) it concerns. A message of a
-router this replica does not own, or of a node no owned router uses, is dropped before its
-payload is parsed (see `partition`).
+A replica that serves every router subscribes with wildcard filters; a replica of a partition
+subscribes to its own routers' topics only, so the broker does not send it the other
+replicas' inputs and each replica's MQTT work shrinks with its share. Each message is sorted
+here, in the MQTT thread, from its topic alone: the kind of input and the mobile router (or
+node) it concerns. Filters and parsing are `Topics`' (`services.contracts.topics`, the one
+grammar of topics). A message of a router this replica does not own, or of a node no owned
+router uses, is dropped before its payload is parsed (see `partition`).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import Enum
 
-from services.contracts.topics import Topics
+from services.contracts.topics import TopicKind, Topics
 from services.nsa.core.settings import RouterEntry
 
 
@@ -55,7 +55,6 @@ class Routes:
         self.per_router = per_router
         routers = tuple(routers)
         self.owned = routers
-        self._prefix = topics.root + "/"
         self._router_of_mr_node = {r.mr_node: r.id for r in routers}
         self._routers = {r.id for r in routers}
         self._nodes = {r.ha_node for r in routers} | {r.mr_node for r in routers}
@@ -63,29 +62,29 @@ class Routes:
     def metrics_filters(self) -> list[str]:
         """The subscriptions of the metrics connection (QoS 0, the monitors' rate)."""
         if self.per_router:
-            return [f"{self.topics.root}/node/{r.mr_node}/link/+/metrics" for r in self.owned]
-        return [f"{self.topics.root}/node/+/link/+/metrics"]
+            return [self.topics.links(r.mr_node, "metrics") for r in self.owned]
+        return [self.topics.links(report="metrics")]
 
     def filters(self) -> list[str]:
         """Every other input, subscribed with QoS 1 on the main connection."""
         if self.per_router:
             return self._router_filters()
-        root = self.topics.root
+        topics = self.topics
         return [
-            f"{root}/node/+/link/+/state",
-            f"{root}/mr/+/binding/+",
-            f"{root}/mr/+/preferences",
-            self.topics.operator_rules(),
-            f"{root}/node/+/status",
-            f"{root}/node/+/presence/prem",
+            topics.links(report="state"),
+            topics.binding_events(),
+            topics.preference_sets(),
+            topics.operator_rules(),
+            topics.statuses(),
+            topics.presences(service="prem"),
         ]
 
     def _router_filters(self) -> list[str]:
-        topics, root = self.topics, self.topics.root
+        topics = self.topics
         found: dict[str, None] = {topics.operator_rules(): None}
         for router in self.owned:
-            found[f"{root}/node/{router.mr_node}/link/+/state"] = None
-            found[f"{root}/mr/{router.id}/binding/+"] = None
+            found[topics.links(router.mr_node, "state")] = None
+            found[topics.binding_events(router.id)] = None
             found[topics.preferences(router.id)] = None
             for node in (router.ha_node, router.mr_node):
                 found[topics.status(node)] = None
@@ -94,46 +93,32 @@ class Routes:
 
     def route(self, topic: str, payload: bytes) -> Raw | None:
         """The input this message is, or None when it is not for this replica."""
-        if not topic.startswith(self._prefix):
+        name = self.topics.parse(topic)
+        if name is None:
             return None
-        parts = topic[len(self._prefix) :].split("/")
-        kind, key = self._classify(parts)
+        kind = _INPUTS.get(name.kind)
         if kind is None:
             return None
-        return Raw(kind, key, topic, payload)
-
-    def _classify(self, parts: list[str]) -> tuple[InputKind | None, str]:
-        kind = _SHAPES.get(_shape(parts))
-        if kind is None:
-            return None, ""
-        if kind in (InputKind.METRICS, InputKind.LINK_STATE):
-            router = self._router_of_mr_node.get(parts[1])
-            return (kind, router) if router is not None else (None, "")
-        if kind in (InputKind.STATUS, InputKind.PRESENCE):
-            return (kind, parts[1]) if parts[1] in self._nodes else (None, "")
-        if kind in (InputKind.BINDING, InputKind.PREFERENCES):
-            return (kind, parts[1]) if parts[1] in self._routers else (None, "")
-        return kind, ""
+        owner = name.owner
+        if kind is InputKind.METRICS or kind is InputKind.LINK_STATE:
+            router = self._router_of_mr_node.get(owner)
+            return None if router is None else Raw(kind, router, topic, payload)
+        if kind is InputKind.BINDING or kind is InputKind.PREFERENCES:
+            return Raw(kind, owner, topic, payload) if owner in self._routers else None
+        if kind is InputKind.PRESENCE and name.item != "prem":
+            return None
+        if kind is InputKind.STATUS or kind is InputKind.PRESENCE:
+            return Raw(kind, owner, topic, payload) if owner in self._nodes else None
+        return Raw(kind, "", topic, payload)
 
 
-#: Topic shapes below the root, variable segments (node, router, interface, BID) left out.
-_SHAPES = {
-    ("node", "link", "metrics"): InputKind.METRICS,
-    ("node", "link", "state"): InputKind.LINK_STATE,
-    ("node", "status"): InputKind.STATUS,
-    ("node", "presence", "prem"): InputKind.PRESENCE,
-    ("mr", "binding"): InputKind.BINDING,
-    ("mr", "preferences"): InputKind.PREFERENCES,
-    ("operator", "rules"): InputKind.RULES,
+#: The topics the NSA reads (`Topics.parse`'s kinds) as the decision thread's inputs.
+_INPUTS = {
+    TopicKind.LINK_METRICS: InputKind.METRICS,
+    TopicKind.LINK_STATE: InputKind.LINK_STATE,
+    TopicKind.STATUS: InputKind.STATUS,
+    TopicKind.PRESENCE: InputKind.PRESENCE,
+    TopicKind.BINDING_EVENT: InputKind.BINDING,
+    TopicKind.PREFERENCES: InputKind.PREFERENCES,
+    TopicKind.OPERATOR_RULES: InputKind.RULES,
 }
-
-
-def _shape(parts: list[str]) -> tuple[str, ...]:
-    head = parts[0]
-    if head == "node" and len(parts) == 5 and parts[2] == "link":
-        return ("node", "link", parts[4])
-    if head == "mr" and len(parts) == 4 and parts[2] == "binding":
-        return ("mr", "binding")
-    if head in ("node", "mr") and len(parts) >= 2:
-        return (head, *parts[2:])
-    return tuple(parts)
