@@ -36,7 +36,7 @@ from types import FrameType
 
 from services.contracts.errors import InvalidInput
 from services.contracts.topics import Topics
-from services.metrics import DELIVERY_RESULTS, MetricsListenError, NsaCounts, NsaMetrics
+from services.metrics import MetricsListenError
 from services.nsa.buslink import BusIntake, connect
 from services.nsa.core.calls import Call, CallResult
 from services.nsa.core.configstore import ConfigStore
@@ -47,6 +47,7 @@ from services.nsa.core.routes import InputKind, Raw, Routes
 from services.nsa.delivery import make_delivery
 from services.nsa.inbox import Inbox
 from services.nsa.items import Fatal, Item, Reload, Stop
+from services.nsa.metrics import DELIVERY_RESULTS, NsaCounts, NsaMetrics
 from services.nsa.metrics_receiver import MetricsReceiver
 from services.nsa.settings import NsaFile, load_file
 from services.runtime import on_signals

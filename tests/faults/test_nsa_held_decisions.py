@@ -14,12 +14,12 @@ import pytest
 from services import bus
 from services.contracts.settings import BrokerSettings
 from services.contracts.topics import Topics
-from services.metrics import NsaCounts, NsaMetrics
 from services.nsa.buslink import BusIntake, connect
 from services.nsa.core.routes import Routes
 from services.nsa.core.settings import RouterEntry
 from services.nsa.inbox import Inbox
 from services.nsa.items import Item
+from services.nsa.metrics import NsaCounts, NsaMetrics
 from tests.faults.broker import OwnBroker
 from tests.nsa.busbed import wait_until
 

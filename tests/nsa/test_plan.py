@@ -152,7 +152,7 @@ def test_a_presence_announcing_the_known_version_changes_nothing() -> None:
 
 
 def test_a_presence_for_the_acknowledged_version_arriving_after_the_next_message_left() -> None:
-    sim, state = settled(assigned(("video", (1, 1))))
+    sim, _state = settled(assigned(("video", (1, 1))))
     # Version 1 is acknowledged; the NSA sends version 2; then the presence the worker
     # published after applying version 1 arrives. It is stale, not a hello.
     sim.ledgers, messages = plan(sim.ledgers, CFG, assigned(("video", (2, 2))))
@@ -160,7 +160,8 @@ def test_a_presence_for_the_acknowledged_version_arriving_after_the_next_message
     stale = Presence(sender=MR_NODE, node=MR_NODE, service="prem", online=True, version=1)
     after = greet(sim.ledgers, stale)
     assert after == sim.ledgers
-    assert after.mr is not None and not after.mr.needs_resync
+    assert after.mr is not None
+    assert not after.mr.needs_resync
 
 
 def test_hello_after_restart_resynchronises_with_a_full_install() -> None:

@@ -99,17 +99,18 @@ class Routes:
         kind = _INPUTS.get(name.kind)
         if kind is None:
             return None
-        owner = name.owner
+        key = self._key(kind, name.owner, name.item)
+        return None if key is None else Raw(kind, key, topic, payload)
+
+    def _key(self, kind: InputKind, owner: str, item: str) -> str | None:
+        """The router (or node) an input of `owner` concerns; None when not this replica's."""
         if kind is InputKind.METRICS or kind is InputKind.LINK_STATE:
-            router = self._router_of_mr_node.get(owner)
-            return None if router is None else Raw(kind, router, topic, payload)
+            return self._router_of_mr_node.get(owner)
         if kind is InputKind.BINDING or kind is InputKind.PREFERENCES:
-            return Raw(kind, owner, topic, payload) if owner in self._routers else None
-        if kind is InputKind.PRESENCE and name.item != "prem":
-            return None
-        if kind is InputKind.STATUS or kind is InputKind.PRESENCE:
-            return Raw(kind, owner, topic, payload) if owner in self._nodes else None
-        return Raw(kind, "", topic, payload)
+            return owner if owner in self._routers else None
+        if kind is InputKind.STATUS or (kind is InputKind.PRESENCE and item == "prem"):
+            return owner if owner in self._nodes else None
+        return "" if kind is InputKind.RULES else None
 
 
 #: The topics the NSA reads (`Topics.parse`'s kinds) as the decision thread's inputs.
