@@ -243,7 +243,7 @@ def publisher(port: int, topic_root: str, k: int, seconds: float) -> int:
 def nsa_process(config: Path, warmup: float, window: float, out: Path) -> int:
     """Run the real service in this process; measure the window; write the figures."""
     from services import logsetup
-    from services.nsa.routes import InputKind
+    from services.nsa.core.routes import InputKind
     from services.nsa.service import Collector, NsaService
     from services.nsa.settings import load_file
 
@@ -359,11 +359,11 @@ def engine_capacity(k: int, seconds: float, workdir: Path) -> dict[str, float]:
     runs it. CPU per report, not counting the making of the reports.
     Independent of other load on the machine."""
     from services.contracts.messages import BindingEvent, encode
-    from services.nsa.calls import Call, CallResult
-    from services.nsa.configstore import ConfigStore
+    from services.nsa.core.calls import Call, CallResult
+    from services.nsa.core.configstore import ConfigStore
+    from services.nsa.core.engine import Engine
+    from services.nsa.core.routes import InputKind, Raw
     from services.nsa.delivery import DryRunDelivery
-    from services.nsa.engine import Engine
-    from services.nsa.routes import InputKind, Raw
     from services.nsa.service import Collector
     from services.nsa.settings import load_file
 

@@ -57,7 +57,7 @@ import yaml
 from bench import pipes as pipes_bench
 from services import capabilities, netns
 from services.contracts.messages import LinkMetrics, PolicyStatus, encode
-from services.nsa import NsaConfig
+from services.nsa.core import NsaConfig
 from services.testbed import access, runner
 from services.testbed import addressing as a
 from services.testbed.actions import SoapStub

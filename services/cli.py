@@ -9,14 +9,13 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from services.cliargs import service_options as _service_options
 from services.contracts import policy_xml
 from services.contracts.errors import InvalidInput
 from services.contracts.settings import BrokerSettings, apply_env, read_file, validate_section
 from services.mcoa.config import McoaSettings
 from services.mobility_events.config import MobilityEventsSettings
 from services.monitor.config import MonitorSettings
-from services.nsa.settings import NsaServiceSettings
+from services.nsa.core.settings import NsaServiceSettings
 from services.prem.config import PremSettings
 from services.soap_gateway.config import GatewaySettings, StandaloneSoapSettings
 
@@ -108,7 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_monitor(sub)
 
-    _nsa_parser(sub)
+    from services.nsa.cli import add_subcommand as add_nsa
+
+    add_nsa(sub)
 
     from services.doctor import add_subcommand as add_doctor
 
@@ -122,48 +123,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_responder_subcommand(sub)
     return parser
-
-
-def _nsa_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    nsa = sub.add_parser(
-        "nsa",
-        help="the Network Selection Algorithm: decides each flow class's BID, delivers policies",
-    )
-    nsa_sub = nsa.add_subparsers(dest="nsa_command", required=True, metavar="ACTION")
-    run = nsa_sub.add_parser(
-        "run",
-        help="run one NSA replica: inputs from MQTT, policies through the SOAP gateway",
-        description="Decide for the mobile routers of the [nsa] table (this replica's share) "
-        "from link metrics, link state, binding events, preferences and operator rules; "
-        "deliver the policy changes through the SOAP gateway; publish every decision's "
-        "explanation (retained) on mr/<mr>/decision. SIGHUP reloads the settings file. "
-        "Settings: the [nsa] and [broker] tables, overridden by MULTINET_NSA__KEY variables.",
-    )
-    _service_options(run)
-    run.set_defaults(func=_nsa_run)
-    explain = nsa_sub.add_parser(
-        "explain",
-        help="print the current reasoning for one mobile router (from the retained decision)",
-        description="Read the retained decision of MR from the broker of --config's [broker] "
-        "table and print it: trigger, and per class the move, the reason and every link's "
-        "score or the rules that excluded it. Exit 1 when there is none within --timeout.",
-    )
-    explain.add_argument("mobile_router", metavar="MR", help="the mobile router's id")
-    explain.add_argument("--config", type=Path, required=True, help="settings file with [broker]")
-    explain.add_argument("--timeout", type=float, default=3.0, help="seconds to wait (default 3)")
-    explain.set_defaults(func=_nsa_explain)
-
-
-def _nsa_run(args: argparse.Namespace) -> int:
-    from services.nsa.service import main as nsa_main
-
-    return nsa_main(args.config, log_level=args.log_level, json_logs=args.log_json)
-
-
-def _nsa_explain(args: argparse.Namespace) -> int:
-    from services.nsa.explain_cli import explain
-
-    return explain(args.config, args.mobile_router, timeout_s=args.timeout)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

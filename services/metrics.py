@@ -12,40 +12,18 @@ Instrumentation happens at the edge (workers, service loops, the SOAP layer); th
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Annotated
 from wsgiref.simple_server import WSGIServer
 
 import paho.mqtt.client as mqtt
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client import CollectorRegistry, Counter, Gauge, Info
 from prometheus_client.exposition import start_http_server
-from prometheus_client.registry import Collector
-from pydantic import AfterValidator
 
 from services.contracts.errors import MultinetError
+from services.contracts.settings import parse_listen
 
 #: Seconds; from a sub-millisecond memory apply to a multi-second iptables install.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
-
-
-def parse_listen(value: str) -> tuple[str, int]:
-    """`HOST:PORT` (`[v6]:PORT` for an IPv6 address) as (host, port); port 0 picks a free one."""
-    host, sep, port = value.rpartition(":")
-    host = host.removeprefix("[").removesuffix("]")
-    if not sep or not host or not port.isdigit() or int(port) > 65535:
-        raise ValueError(f"expected HOST:PORT (e.g. 127.0.0.1:9101), got {value!r}")
-    return host, int(port)
-
-
-def _valid_listen(value: str) -> str:
-    parse_listen(value)
-    return value
-
-
-#: The type of every service's `metrics_listen` setting (None: no endpoint).
-ListenAddress = Annotated[str, AfterValidator(_valid_listen)]
 
 
 class MetricsListenError(MultinetError):
@@ -123,95 +101,3 @@ class ServiceMetrics:
         if self.exporter is not None:
             self.exporter.close()
             self.exporter = None
-
-
-# --- SOAP gateway ----------------------------------------------------------------------------
-
-
-DELIVERY_RESULTS = ("applied", "refused", "not-reached")
-
-
-# --- NSA -------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class NsaCounts:
-    """What an NSA replica counted so far (its decision thread's own counters), read at each
-    scrape: the decision thread never touches a metric."""
-
-    inputs: Mapping[str, int]  # by input kind (metrics, link-state, binding-event, ...)
-    decisions: int
-    moves: int
-    deliveries: Mapping[str, int]  # by `DELIVERY_RESULTS`
-    resyncs: int
-    inbox: int
-    dropped: int
-
-
-class NsaMetrics(ServiceMetrics):
-    """An NSA replica's decisions, moves, deliveries, resyncs, inbox and decision latency."""
-
-    def __init__(self, name: str, counts: Callable[[], NsaCounts]) -> None:
-        super().__init__("nsa", name)
-        self.decision_seconds = Histogram(
-            "multinet_nsa_decision_seconds",
-            "From the send time of the oldest input a decision answered to its plan handed to "
-            "delivery.",
-            buckets=LATENCY_BUCKETS,
-            registry=self.registry,
-        )
-        self.registry.register(_NsaCollector(counts))
-
-
-class _NsaCollector(Collector):
-    """The counter families, from one `NsaCounts` per scrape."""
-
-    def __init__(self, counts: Callable[[], NsaCounts]) -> None:
-        self.counts = counts
-
-    def collect(self) -> Iterator[Metric]:
-        """The families (prometheus_client's collector protocol)."""
-        counts = self.counts()
-        inputs = CounterMetricFamily(
-            "multinet_nsa_inputs",
-            "Bus inputs taken by the decision thread, by kind.",
-            labels=["kind"],
-        )
-        for kind, value in counts.inputs.items():
-            inputs.add_metric([kind], value)
-        yield inputs
-        yield CounterMetricFamily(
-            "multinet_nsa_decisions",
-            "Decisions taken (each router with inputs or a timer due, once per batch).",
-            value=counts.decisions,
-        )
-        yield CounterMetricFamily(
-            "multinet_nsa_moves",
-            "Classes whose links changed (a router's first decision not counted).",
-            value=counts.moves,
-        )
-        deliveries = CounterMetricFamily(
-            "multinet_nsa_deliveries",
-            "Node documents of gateway calls by the answer (not-reached also for every document "
-            "of a call without an answer: a SOAP Fault, the gateway unreachable, a timeout).",
-            labels=["result"],
-        )
-        for result in DELIVERY_RESULTS:
-            deliveries.add_metric([result], counts.deliveries.get(result, 0))
-        yield deliveries
-        yield CounterMetricFamily(
-            "multinet_nsa_resyncs",
-            "Times a node's state fell in doubt (refused, lost, a hello at another version): its "
-            "next document is a full Install.",
-            value=counts.resyncs,
-        )
-        yield GaugeMetricFamily(
-            "multinet_nsa_inbox_depth",
-            "Inputs waiting for the decision thread.",
-            value=counts.inbox,
-        )
-        yield CounterMetricFamily(
-            "multinet_nsa_inbox_dropped",
-            "Metrics reports dropped because the inbox was full.",
-            value=counts.dropped,
-        )

@@ -9,8 +9,13 @@ online; the runtime does the rest the same way everywhere:
   before anything else happens), then the broker connection (MQTT 5, persistent session, a
   stable client id, jittered reconnects), then the retained presence saying online; its last
   will says offline when the process dies.
-- on every CONNACK: the subscriptions again, and the presence again once the service has said
-  it is online (a broker that lost its retained messages learns it anew).
+- on every CONNACK: the subscriptions again (at most `PER_SUBSCRIBE` filters per SUBSCRIBE),
+  and the presence again once the service has said it is online (a broker that lost its
+  retained messages learns it anew), then the retained messages held while disconnected.
+- `publish_latest`: a retained message of which only the last one per topic matters (an
+  NSA's decision per router). While the broker is away it is not handed to paho, which would
+  queue every one of them without bound; only the latest per topic is held, and sent when the
+  connection is back: a retained topic's subscribers only ever get its last message anyway.
 - `dead_letters`: where an input whose handling raised is set aside (`services.deadletter`).
 - `close`: presence offline (waited for briefly), disconnect, paho's thread stopped, metrics
   endpoint closed: in that order, so subscribers see the service go before its endpoint does.
@@ -21,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import FrameType
@@ -97,6 +103,8 @@ class ServiceBus:
         self._presence_version = presence_version
         self._on_connected = on_connected
         self._online = False
+        self._held: dict[str, bytes] = {}  # publish_latest while disconnected, by topic
+        self._held_lock = threading.Lock()
         metrics.watch_client(self.client)
 
     def start(self, listen: str | None, *, timeout_s: float = 10.0) -> None:
@@ -121,6 +129,25 @@ class ServiceBus:
         """Publish a message (encoded unless already bytes)."""
         payload = message if isinstance(message, bytes) else encode(message)
         return self.client.publish(topic, payload, qos=qos, retain=retain)
+
+    def publish_latest(self, topic: str, message: Envelope | bytes) -> None:
+        """Publish retained at QoS 1; while disconnected, hold only the latest per topic."""
+        payload = message if isinstance(message, bytes) else encode(message)
+        with self._held_lock:  # checked under the lock that _on_connect flushes under
+            if not self.client.is_connected():
+                self._held[topic] = payload
+                return
+        self._send_retained(topic, payload)
+
+    @property
+    def held(self) -> int:
+        """Retained messages waiting for the connection (`publish_latest`, one per topic)."""
+        return len(self._held)
+
+    def _send_retained(self, topic: str, payload: bytes) -> None:
+        info = self.client.publish(topic, payload, qos=1, retain=True)
+        if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
+            log.warning("cannot publish on %s: %s", topic, mqtt.error_string(info.rc))
 
     def close(self) -> None:
         """Presence offline (waited for briefly), disconnect, stop paho, close the endpoint."""
@@ -158,6 +185,17 @@ class ServiceBus:
                     client.subscribe(s.topic, options=s.options)
         if self._online:
             self.announce()
+        with self._held_lock:
+            held, self._held = self._held, {}
+            for topic, payload in held.items():
+                self._send_retained(topic, payload)
+        if held:
+            log.info(
+                "node %s: %s sent %d messages held while disconnected",
+                self.node,
+                self.service,
+                len(held),
+            )
         if self._on_connected is not None:
             self._on_connected(client)
 

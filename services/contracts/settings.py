@@ -13,10 +13,10 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from services.contracts.errors import ConfigError, Problem
 from services.contracts.limits import MAX_PACKET_BYTES
@@ -24,6 +24,24 @@ from services.contracts.topics import DEFAULT_ROOT
 
 ENV_PREFIX = "MULTINET_"
 ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """`HOST:PORT` (`[v6]:PORT` for an IPv6 address) as (host, port); port 0 picks a free one."""
+    host, sep, port = value.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"expected HOST:PORT (e.g. 127.0.0.1:9101), got {value!r}")
+    return host, int(port)
+
+
+def _valid_listen(value: str) -> str:
+    parse_listen(value)
+    return value
+
+
+#: The type of every service's `metrics_listen` setting (None: no endpoint).
+ListenAddress = Annotated[str, AfterValidator(_valid_listen)]
 
 
 class BrokerSettings(BaseModel):

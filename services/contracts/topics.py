@@ -9,9 +9,14 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Literal, NamedTuple
 
 DEFAULT_ROOT = "multinet/v1"
+#: What a link's topic carries: its periodic metrics or its up/down state.
+LinkReport = Literal["metrics", "state"]
 _SEGMENT = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+#: A received topic below the root: every segment as `_SEGMENT` allows (no trailing newline).
+_SEGMENTS = re.compile(r"[A-Za-z0-9_.:-]{1,64}(?:/[A-Za-z0-9_.:-]{1,64})*\Z")
 
 
 def _segment(value: str, what: str) -> str:
@@ -79,13 +84,23 @@ class Topics:
         """Filter: the binding events of every BID of `mobile_router` (of every MR if None)."""
         return f"{self.root}/mr/{_any(mobile_router, 'mobile router')}/binding/+"
 
-    def presences(self, node: str | None = None) -> str:
-        """Filter: the presence of every service of `node` (of every node if None)."""
-        return f"{self.root}/node/{_any(node, 'node')}/presence/+"
+    def presences(self, node: str | None = None, service: str | None = None) -> str:
+        """Filter: the presence of `service` (of every service if None) of `node` (of every
+        node if None)."""
+        return f"{self.root}/node/{_any(node, 'node')}/presence/{_any(service, 'service')}"
 
-    def links(self, node: str | None = None) -> str:
-        """Filter: the state and the metrics of every link of `node` (of every node if None)."""
-        return f"{self.root}/node/{_any(node, 'node')}/link/+/+"
+    def links(self, node: str | None = None, report: LinkReport | None = None) -> str:
+        """Filter: the `report`s (state, metrics; both if None) of every link of `node` (of
+        every node if None)."""
+        return f"{self.root}/node/{_any(node, 'node')}/link/+/{report or '+'}"
+
+    def statuses(self, node: str | None = None) -> str:
+        """Filter: the acknowledgements of `node`'s PREM worker (of every node's if None)."""
+        return f"{self.root}/node/{_any(node, 'node')}/status"
+
+    def preference_sets(self, mobile_router: str | None = None) -> str:
+        """Filter: the preferences of `mobile_router` (of every MR if None)."""
+        return f"{self.root}/mr/{_any(mobile_router, 'mobile router')}/preferences"
 
     def parse(self, topic: str) -> TopicName | None:
         """What a received `topic` names: its kind, node or MR, and service, link or BID.
@@ -96,19 +111,23 @@ class Topics:
         prefix = self.root + "/"
         if not topic.startswith(prefix):
             return None
-        parts = topic[len(prefix) :].split("/")
-        for shape, kind in _SHAPES_BY_LENGTH.get(len(parts), ()):
-            names = []
-            for expected, part in zip(shape, parts, strict=True):
-                if expected is None:
-                    if not _SEGMENT.match(part):
-                        break
-                    names.append(part)
-                elif expected != part:
-                    break
-            else:
-                return TopicName(kind, *names)
-        return None
+        rest = topic[len(prefix) :]
+        if not _SEGMENTS.match(rest):  # every segment at once: fixed ones are valid too
+            return None
+        parts = rest.split("/")
+        # The even segments (0, 2, 4) are fixed and name the shape at once; the odd ones are
+        # a name or fixed too (operator/rules).
+        found = _SHAPE_OF.get((len(parts), *parts[::2]))
+        if found is None:
+            return None
+        kind, odd = found
+        names = []
+        for i, expected in odd:
+            if expected is None:
+                names.append(parts[i])
+            elif parts[i] != expected:
+                return None
+        return TopicName(kind, *names)
 
 
 def _any(value: str | None, what: str) -> str:
@@ -130,10 +149,11 @@ class TopicKind(StrEnum):
     DECISION = "decision"
 
 
-@dataclass(frozen=True, slots=True)
-class TopicName:
+class TopicName(NamedTuple):
     """A parsed topic: `owner` is the node or mobile router, `item` the service, link or BID
-    (empty where the kind has none)."""
+    (empty where the kind has none). A named tuple, not a dataclass: a subscriber (the NSA at
+    thousands of reports a second) parses every message, and a frozen dataclass costs three
+    times as much to make."""
 
     kind: TopicKind
     owner: str = ""
@@ -153,7 +173,15 @@ _SHAPES: dict[TopicKind, tuple[str | None, ...]] = {
     TopicKind.OPERATOR_RULES: ("operator", "rules"),
     TopicKind.DECISION: ("mr", None, "decision"),
 }
-_SHAPES_BY_LENGTH = {
-    length: [(shape, kind) for kind, shape in _SHAPES.items() if len(shape) == length]
-    for length in {len(shape) for shape in _SHAPES.values()}
+#: (segment count, the even segments) -> (kind, each odd segment's position and its fixed value
+#: or None for a name): one dict lookup per topic. Every shape's even segments are fixed.
+_SHAPE_OF: dict[tuple[int | str | None, ...], tuple[TopicKind, tuple[tuple[int, str | None], ...]]]
+_SHAPE_OF = {
+    (len(shape), *shape[0 : len(shape) : 2]): (
+        kind,
+        tuple((i, shape[i]) for i in range(1, len(shape), 2)),
+    )
+    for kind, shape in _SHAPES.items()
 }
+assert all(None not in key for key in _SHAPE_OF), "a name at an even segment of a shape"
+assert len(_SHAPE_OF) == len(_SHAPES), "two shapes alike in their even segments"

@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from services.contracts.policy import NodeId
-from services.metrics import ListenAddress
+from services.contracts.settings import ListenAddress
 from services.mobility_header.codec import LIFETIME_UNIT_SECONDS, MAX_LIFETIME_UNITS
 
 _MAX_LIFETIME = LIFETIME_UNIT_SECONDS * MAX_LIFETIME_UNITS

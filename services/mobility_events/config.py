@@ -13,7 +13,7 @@ from ipaddress import IPv6Address, IPv6Network
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from services.contracts.policy import Bid, NodeId
-from services.metrics import ListenAddress
+from services.contracts.settings import ListenAddress
 from services.mobility_events.bindings import DEFAULT_PENDING_TIMEOUT_S, MnpIdentity
 
 

@@ -15,7 +15,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from services.contracts.policy import Bid, NodeId
-from services.metrics import ListenAddress
+from services.contracts.settings import ListenAddress
 from services.monitor.change import ChangeSettings
 from services.monitor.probe import DEFAULT_PROBE_PORT, ProbeKind, ProbeTarget
 from services.monitor.state import LinkStateSettings

@@ -1,125 +1,64 @@
-"""The NSA's main broker connection: paho's thread only sorts and queues.
+"""The NSA's main broker connection: `services.runtime.ServiceBus` plus the sorting of each
+message into the decision thread's inbox.
 
-MQTT 5 through `services.bus` (persistent session, QoS 1): link state, binding events,
-preferences, rules, statuses and presences in; the retained decisions out. Its inputs are not
-repeated, so they are never dropped: when the inbox is full, paho's thread waits. Messages of
-routers this replica does not own are dropped before anything is parsed (`routes`).
+Link state, binding events, preferences, rules, statuses and presences come in (QoS 1);
+the retained decisions go out (`ServiceBus.publish_latest`: while the broker is away only
+the latest per router is held). Connecting, the presence and its last will, resubscribing on
+every CONNACK and the dead letters are the runtime's, as for every service.
+
+paho's thread only sorts and queues: messages of routers this replica does not own are
+dropped before anything is parsed (`routes`), and the inputs, not repeated, are never
+dropped: when the inbox is full, paho's thread waits. The subscriptions are asked of
+`routes` at each connection (a partitioned replica subscribes to its own routers' topics).
 
 The monitors' metrics (thousands a second) come over a connection of their own, in a process
 of their own (`metrics_receiver`).
-
-While the broker is away, a retained message (a router's decision) is not handed to paho,
-which would queue every one of them without bound; only the latest per topic is held, and
-sent when the connection is back: a retained topic's subscribers only ever get its last
-message anyway.
-
-The replica's presence (`node/<name>/presence/nsa`, retained) is online from each connection
-on, offline when it stops, and its last will says offline when it dies.
 """
 
 from __future__ import annotations
 
-import logging
-import threading
-
 import paho.mqtt.client as mqtt
 
-from services import bus
 from services.contracts.settings import BrokerSettings
-from services.contracts.topics import Topics
+from services.metrics import ServiceMetrics
+from services.nsa.core.routes import Routes
 from services.nsa.inbox import Inbox
 from services.nsa.items import Item
-from services.nsa.routes import Routes
-
-log = logging.getLogger(__name__)
+from services.runtime import ServiceBus, Subscription
 
 SERVICE = "nsa"
-#: Topic filters per SUBSCRIBE packet (a partitioned replica has several per router).
-PER_SUBSCRIBE = 500
 
 
-class NsaBusLink:
-    """Subscriptions, the paho callback, and publishing for one replica."""
+class BusIntake:
+    """What the runtime asks of the NSA: its subscriptions, and what to do with a message."""
 
-    def __init__(
-        self, broker: BrokerSettings, name: str, routes: Routes, inbox: Inbox[Item]
-    ) -> None:
-        self.broker = broker
-        self.name = name
+    def __init__(self, routes: Routes, inbox: Inbox[Item]) -> None:
         self.routes = routes
         self.inbox = inbox
-        self.presence = bus.Announcer(Topics(broker.topic_root), name, SERVICE)
-        self.client = bus.make_client(
-            broker,
-            bus.client_id(SERVICE, name, broker.topic_root),
-            will_topic=self.presence.topic,
-            will=self.presence.message(online=False),
-        )
-        self.client.on_connect = self._on_connect
-        self.client.on_message = self._on_message
         self.unroutable = 0
-        self._held: dict[str, bytes] = {}  # retained messages published while disconnected
-        self._held_lock = threading.Lock()
 
-    def start(self, timeout_s: float = 10.0) -> None:
-        """Connect (paho keeps retrying in the background when the broker is down)."""
-        bus.start(self.client, self.broker, timeout_s=timeout_s)
+    def subscriptions(self) -> list[Subscription]:
+        """Every input but the metrics, at QoS 1 (asked again at each connection)."""
+        return [Subscription(topic) for topic in self.routes.filters()]
 
-    def close(self) -> None:
-        """Say offline, disconnect and stop paho's thread."""
-        if self.client.is_connected():
-            info = self.presence.publish(self.client, online=False)
-            try:
-                info.wait_for_publish(2.0)
-            except (RuntimeError, ValueError):
-                log.warning("replica %s: offline presence not sent", self.name)
-        self.client.disconnect()
-        self.client.loop_stop()
-
-    def publish(self, topic: str, payload: bytes, *, retain: bool) -> None:
-        """Publish at QoS 1; while disconnected, hold only the latest retained per topic."""
-        if retain:
-            with self._held_lock:  # checked under the lock that _on_connect flushes under
-                if not self.client.is_connected():
-                    self._held[topic] = payload
-                    return
-        self._send(topic, payload, retain=retain)
-
-    @property
-    def held(self) -> int:
-        """Retained messages waiting for the connection (one per topic at most)."""
-        return len(self._held)
-
-    def _send(self, topic: str, payload: bytes, *, retain: bool) -> None:
-        info = self.client.publish(topic, payload, qos=1, retain=retain)
-        if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
-            log.warning("cannot publish on %s: %s", topic, mqtt.error_string(info.rc))
-
-    def _on_connect(
-        self,
-        client: mqtt.Client,
-        userdata: object,
-        flags: mqtt.ConnectFlags,
-        reason: object,
-        props: object,
-    ) -> None:
-        log.info("replica %s: connected to the broker (%s)", self.name, reason)
-        if getattr(reason, "is_failure", False):
-            return
-        self.presence.publish(client, online=True)
-        filters = self.routes.filters()
-        for start in range(0, len(filters), PER_SUBSCRIBE):
-            client.subscribe([(topic, 1) for topic in filters[start : start + PER_SUBSCRIBE]])
-        with self._held_lock:
-            held, self._held = self._held, {}
-            for topic, payload in held.items():
-                self._send(topic, payload, retain=True)
-        if held:
-            log.info("replica %s: sent %d decisions held while disconnected", self.name, len(held))
-
-    def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
+    def on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
+        """Sort one message into the inbox (paho's thread), or drop it when not ours."""
         raw = self.routes.route(msg.topic, bytes(msg.payload))
         if raw is None:
             self.unroutable += 1
             return
         self.inbox.put(raw)
+
+
+def connect(
+    broker: BrokerSettings, name: str, intake: BusIntake, metrics: ServiceMetrics
+) -> ServiceBus:
+    """The replica's `ServiceBus` (not started), reading through `intake`."""
+    return ServiceBus(
+        service=SERVICE,
+        node=name,
+        broker=broker,
+        metrics=metrics,
+        subscriptions=intake.subscriptions,
+        on_message=intake.on_message,
+    )

@@ -27,8 +27,8 @@ import zeep.helpers
 import zeep.transports
 
 from services.contracts import policy_xml
-from services.nsa.calls import Call, CallResult, NodeReply, Outcome
-from services.nsa.settings import GatewayLink
+from services.nsa.core.calls import Call, CallResult, NodeReply, Outcome
+from services.nsa.core.settings import GatewayLink
 
 log = logging.getLogger(__name__)
 

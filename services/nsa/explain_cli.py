@@ -23,8 +23,8 @@ from services.contracts.errors import InvalidInput
 from services.contracts.messages import decode
 from services.contracts.settings import BrokerSettings, apply_env, read_file, validate_section
 from services.contracts.topics import Topics
-from services.nsa.documents import DecisionRecord
-from services.nsa.explain import render
+from services.nsa.core.documents import DecisionRecord
+from services.nsa.core.explain import render
 
 
 def fetch(broker: BrokerSettings, mobile_router: str, timeout_s: float) -> bytes | None:

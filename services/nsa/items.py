@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from services.nsa.calls import CallResult
-from services.nsa.routes import Raw
+from services.nsa.core.calls import CallResult
+from services.nsa.core.routes import Raw
 
 
 @dataclass(frozen=True)

@@ -39,10 +39,10 @@ import paho.mqtt.client as mqtt
 from services import bus
 from services.contracts.settings import BrokerSettings
 from services.contracts.topics import Topics
+from services.nsa.core.routes import InputKind, Raw, Routes
+from services.nsa.core.settings import RouterEntry
 from services.nsa.inbox import Inbox
 from services.nsa.items import Item
-from services.nsa.routes import InputKind, Raw, Routes
-from services.nsa.settings import RouterEntry
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,8 @@
 
 Threads and who owns what:
 
-- paho's network thread (`buslink`) and the metrics child process (`metrics_receiver`) sort
+- paho's network thread (`buslink`, on `services.runtime.ServiceBus`) and the metrics child
+  process (`metrics_receiver`) sort
   each message by topic and queue it;
 - the decision thread (`_loop`) owns every router's view, state, ledgers and timers (the
   `Engine`): it takes the inbox in batches, applies them, fires due timers and decides each
@@ -34,22 +35,22 @@ from pathlib import Path
 from types import FrameType
 
 from services.contracts.errors import InvalidInput
-from services.contracts.messages import encode
 from services.contracts.topics import Topics
-from services.deadletter import DeadLetters
-from services.metrics import DELIVERY_RESULTS, MetricsListenError, NsaCounts, NsaMetrics
-from services.nsa.buslink import SERVICE, NsaBusLink
-from services.nsa.calls import Call, CallResult
-from services.nsa.configstore import ConfigStore
+from services.metrics import MetricsListenError
+from services.nsa.buslink import BusIntake, connect
+from services.nsa.core.calls import Call, CallResult
+from services.nsa.core.configstore import ConfigStore
+from services.nsa.core.documents import DecisionRecord
+from services.nsa.core.engine import Engine
+from services.nsa.core.partition import owned
+from services.nsa.core.routes import InputKind, Raw, Routes
 from services.nsa.delivery import make_delivery
-from services.nsa.documents import DecisionRecord
-from services.nsa.engine import Engine
 from services.nsa.inbox import Inbox
 from services.nsa.items import Fatal, Item, Reload, Stop
+from services.nsa.metrics import DELIVERY_RESULTS, NsaCounts, NsaMetrics
 from services.nsa.metrics_receiver import MetricsReceiver
-from services.nsa.partition import owned
-from services.nsa.routes import InputKind, Raw, Routes
 from services.nsa.settings import NsaFile, load_file
+from services.runtime import on_signals
 
 log = logging.getLogger(__name__)
 
@@ -82,15 +83,14 @@ class NsaService:
         password = None if loaded.password is None else loaded.password.get_secret_value()
         self.delivery = make_delivery(settings.gateway, password, self._delivered, self._fatal)
         self.engine = Engine(settings, self.routers, ConfigStore(loaded.config), self, now=clock())
-        self.link = NsaBusLink(loaded.broker, settings.name, self.routes, self.inbox)
         self.receiver = MetricsReceiver(
             loaded.broker, settings.name, self.routes, self.inbox, self._fatal, log_level=log_level
         )
         self.metrics = NsaMetrics(settings.name, self._counts)
-        self.metrics.watch_client(self.link.client)
-        self.dead_letters = DeadLetters(
-            self.link.client, self.topics, settings.name, SERVICE, self.metrics.dead_letters
-        )
+        self.intake = BusIntake(self.routes, self.inbox)
+        self.bus = connect(loaded.broker, settings.name, self.intake, self.metrics)
+        self.client = self.bus.client
+        self.dead_letters = self.bus.dead_letters
         self.metrics_listen = settings.metrics_listen
         self._thread: threading.Thread | None = None
         self.error: BaseException | None = None
@@ -107,7 +107,7 @@ class NsaService:
     # the engine's effects -----------------------------------------------------------------
     def explain(self, mobile_router: str, record: DecisionRecord) -> None:
         """Publish a decision, retained, on the router's decision topic."""
-        self.link.publish(self.topics.decision(mobile_router), encode(record), retain=True)
+        self.bus.publish_latest(self.topics.decision(mobile_router), record)
 
     def deliver(self, call: Call) -> None:
         """Hand a call to the delivery pool."""
@@ -138,8 +138,8 @@ class NsaService:
     def start(self) -> None:
         """Serve the metrics endpoint (when configured), connect, start the decision thread.
         Raises MetricsListenError when the endpoint's address cannot be bound."""
-        self.metrics.serve(self.metrics_listen)
-        self.link.start()
+        self.bus.start(self.metrics_listen)
+        self.bus.online()
         self.receiver.start()
         self._thread = threading.Thread(target=self._loop, name=f"nsa-decide-{self.name}")
         self._thread.start()
@@ -150,9 +150,8 @@ class NsaService:
         if self._thread is not None:
             self._thread.join(30)
         self.receiver.close()
-        self.link.close()
+        self.bus.close()
         self.delivery.close()
-        self.metrics.close()
 
     def reload(self) -> None:
         """Ask the decision thread to re-read the settings file."""
@@ -166,15 +165,10 @@ class NsaService:
     def run(self) -> int:
         """Serve until SIGTERM/SIGINT; SIGHUP reloads. 1 when a thread failed."""
 
-        def on_stop(signum: int, frame: FrameType | None) -> None:
-            log.info("replica %s: signal %d, stopping", self.name, signum)
-            self.inbox.put_control(Stop())
-
         def on_hup(signum: int, frame: FrameType | None) -> None:
             self.reload()
 
-        signal.signal(signal.SIGTERM, on_stop)
-        signal.signal(signal.SIGINT, on_stop)
+        on_signals(self.name, lambda: self.inbox.put_control(Stop()))
         signal.signal(signal.SIGHUP, on_hup)
         self.start()
         try:

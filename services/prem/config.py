@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import ConfigDict, Field
 
-from services.metrics import ListenAddress
+from services.contracts.settings import ListenAddress
 from services.prem.core.settings import NodeSettings
 
 

@@ -13,7 +13,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from services.contracts.policy import NodeId
-from services.metrics import ListenAddress
+from services.contracts.settings import ListenAddress
 from services.soap_gateway.passwords import PasswordHash
 
 

@@ -8,7 +8,7 @@ versions one above what each node reported (GetStatus) or was last given. The ga
 once both workers acknowledged, so the answer carries each node's outcome.
 
 Rules and preferences are published retained, as their contract topics are, as the NSA's
-documents (`services.nsa.documents`: the envelope plus the rules, or all of a router's
+documents (`services.nsa.core.documents`: the envelope plus the rules, or all of a router's
 preference entries), which the NSA validates whole and applies on arrival.
 """
 
@@ -29,7 +29,7 @@ from services.contracts.policy import (
     Update,
     mirror_selector,
 )
-from services.nsa import OperatorRules, Preferences
+from services.nsa.core import OperatorRules, Preferences
 from services.testbed import access
 from services.testbed import addressing as a
 from services.testbed.recorder import Recorder
@@ -99,14 +99,14 @@ def documents(operation: Operation, versions: dict[str, int]) -> tuple[str, str]
 
 def rules_payload(rules: OperatorRules) -> bytes:
     """The retained operator rules document."""
-    from services.nsa.documents import RulesDocument
+    from services.nsa.core.documents import RulesDocument
 
     return RulesDocument(sender=SENDER, rules=rules).model_dump_json().encode()
 
 
 def preferences_payload(entries: tuple[Preferences, ...]) -> bytes:
     """The retained preferences document of mr1 (every entry of the router)."""
-    from services.nsa.documents import PreferencesDocument
+    from services.nsa.core.documents import PreferencesDocument
 
     document = PreferencesDocument(sender=SENDER, mobile_router=a.MOBILE_ROUTER, entries=entries)
     return document.model_dump_json().encode()

@@ -7,7 +7,7 @@ root per run, so runs sharing the broker never see each other, and a short sessi
 a finished run's sessions do not linger on the broker.
 
 The NSA's file (`nsa_settings`) follows the `[nsa]` table of the NSA service being built
-beside this one (`services.nsa.settings.NsaServiceSettings`: name, mobile routers, the
+beside this one (`services.nsa.core.settings.NsaServiceSettings`: name, mobile routers, the
 gateway, the decision settings, profiles, initial preferences and rules); it is the one place
 to adapt if that table changes before the service lands.
 """
@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from services.nsa import NsaConfig
+from services.nsa.core import NsaConfig
 from services.testbed import addressing as a
 
 SESSION_EXPIRY_S = 300

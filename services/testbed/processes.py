@@ -23,7 +23,7 @@ import urllib.request
 from pathlib import Path
 
 from services.mcoa.pipes import RTPROT_MCOA
-from services.nsa import NsaConfig
+from services.nsa.core import NsaConfig
 from services.testbed import addressing as a
 from services.testbed import configs
 from services.testbed.recorder import Recorder

@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from services.contracts.errors import ConfigError, Problem
 from services.contracts.messages import BindingEventKind
 from services.contracts.policy import Bid, Policy, PolicyId
-from services.nsa import NsaConfig, OperatorRules, Preferences
+from services.nsa.core import NsaConfig, OperatorRules, Preferences
 from services.testbed.stream import DEFAULT_CHUNK_INTERVAL_S, DEFAULT_PORT, DEFAULT_RATE_BPS
 
 SCENARIO_DIR = Path(__file__).resolve().parents[2] / "deploy" / "testbed" / "scenarios"

@@ -18,7 +18,7 @@ from typing import Any
 from services.contracts.messages import BindingEvent, LinkMetrics, LinkState, PolicyStatus
 from services.contracts.policy import Flush, Install, Policy, PolicyMessage, Update
 from services.monitor.config import TraceConfig
-from services.nsa import render
+from services.nsa.core import render
 from services.testbed import addressing as a
 from services.testbed.actions import documents
 from services.testbed.conditions import NODE_IDS

@@ -34,7 +34,7 @@ from services.contracts.messages import (
 from services.contracts.policy import PolicyMessage
 from services.monitor.config import TraceConfig
 from services.monitor.trace import TraceReplay
-from services.nsa import (
+from services.nsa.core import (
     MrState,
     MrView,
     NsaConfig,
@@ -48,7 +48,7 @@ from services.nsa import (
     plan,
     step,
 )
-from services.nsa.explain import Explanation
+from services.nsa.core.explain import Explanation
 from services.prem.backends.memory import MemoryBackend
 from services.prem.config import PremSettings
 from services.prem.core.flowtable import Packet

@@ -24,8 +24,8 @@ from services import bus
 from services.contracts.messages import BindingEventKind, LinkState
 from services.contracts.policy import Direction
 from services.contracts.settings import BrokerSettings
-from services.nsa import Reason
-from services.nsa.plan import NodeLedger, desired_policies
+from services.nsa.core import Reason
+from services.nsa.core.plan import NodeLedger, desired_policies
 from services.nsa.service import NsaService
 from services.nsa.settings import load_file
 from tests.faults.broker import OwnBroker
@@ -122,7 +122,7 @@ def test_the_nsa_reconnects_decides_and_resyncs_after_a_broker_restart(
     own_broker: OwnBroker, chain: Chain, nsa: NsaService, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="services.nsa")
-    driver, client = chain.driver, nsa.link.client
+    driver, client = chain.driver, nsa.client
     assert isinstance(client, bus.BusClient)
     _steady(chain, nsa)
     before = _ledger(nsa, MR_NODE).version

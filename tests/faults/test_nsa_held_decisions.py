@@ -14,16 +14,21 @@ import pytest
 from services import bus
 from services.contracts.settings import BrokerSettings
 from services.contracts.topics import Topics
-from services.nsa.buslink import NsaBusLink
+from services.nsa.buslink import BusIntake, connect
+from services.nsa.core.routes import Routes
+from services.nsa.core.settings import RouterEntry
 from services.nsa.inbox import Inbox
 from services.nsa.items import Item
-from services.nsa.routes import Routes
-from services.nsa.settings import RouterEntry
+from services.nsa.metrics import NsaCounts, NsaMetrics
 from tests.faults.broker import OwnBroker
 from tests.nsa.busbed import wait_until
 
 pytestmark = [pytest.mark.broker]
 ROUTERS = tuple(RouterEntry(id=f"mr{i}", ha_node=f"ha{i}", mr_node=f"mrn{i}") for i in range(3))
+
+
+def _no_counts() -> NsaCounts:
+    return NsaCounts(inputs={}, decisions=0, moves=0, deliveries={}, resyncs=0, inbox=0, dropped=0)
 
 
 def _retained(settings: BrokerSettings, topics: list[str]) -> dict[str, bytes]:
@@ -51,15 +56,16 @@ def test_decisions_published_during_an_outage_are_held_one_per_router_and_sent_o
 ) -> None:
     settings = BrokerSettings(host="127.0.0.1", port=own_broker.port, topic_root=topic_root)
     topics = Topics(topic_root)
-    link = NsaBusLink(settings, "held", Routes(topics, ROUTERS), Inbox[Item](100))
-    link.start()
+    intake = BusIntake(Routes(topics, ROUTERS), Inbox[Item](100))
+    link = connect(settings, "held", intake, NsaMetrics("held", _no_counts))
+    link.start(None)
     try:
         wait_until(link.client.is_connected, "connected", 10)
         own_broker.stop()
         wait_until(lambda: not link.client.is_connected(), "the outage seen", 10)
         for n in range(2000):  # a busy NSA keeps deciding for its routers
             router = ROUTERS[n % len(ROUTERS)]
-            link.publish(topics.decision(router.id), f"decision {n}".encode(), retain=True)
+            link.publish_latest(topics.decision(router.id), f"decision {n}".encode())
         assert link.held == len(ROUTERS), "one held message per router, not one per decision"
         own_broker.start()
         wait_until(lambda: link.held == 0, "held decisions sent after the reconnect", 40)

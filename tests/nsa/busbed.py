@@ -27,7 +27,7 @@ from services.contracts.messages import (
 )
 from services.contracts.settings import BrokerSettings
 from services.contracts.topics import Topics
-from services.nsa.documents import DecisionRecord
+from services.nsa.core.documents import DecisionRecord
 from services.process import stop
 from tests.waiting import Watched, wait_for
 

@@ -21,13 +21,13 @@ from services.contracts.messages import (
 )
 from services.contracts.policy import Install, PolicyMessage, Update, mirror_message
 from services.contracts.topics import Topics
-from services.nsa.calls import Call, CallResult, NodeReply
-from services.nsa.config import OperatorRules
-from services.nsa.configstore import ConfigStore
-from services.nsa.documents import DecisionRecord
-from services.nsa.engine import Engine
-from services.nsa.routes import Raw, Routes
-from services.nsa.settings import NsaServiceSettings
+from services.nsa.core.calls import Call, CallResult, NodeReply
+from services.nsa.core.config import OperatorRules
+from services.nsa.core.configstore import ConfigStore
+from services.nsa.core.documents import DecisionRecord
+from services.nsa.core.engine import Engine
+from services.nsa.core.routes import Raw, Routes
+from services.nsa.core.settings import NsaServiceSettings
 from tests.nsa.factories import HA_NODE, MR, MR_NODE, FakeNode, fake_nodes, metrics
 
 TOPICS = Topics("test/multinet/v1")

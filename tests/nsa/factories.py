@@ -20,7 +20,7 @@ from services.contracts.messages import (
     PolicyStatus,
 )
 from services.contracts.policy import PolicyMessage, PortRange, Selector, mirror_message
-from services.nsa import (
+from services.nsa.core import (
     ApplicationProfile,
     MrLedgers,
     MrState,

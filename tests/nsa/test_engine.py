@@ -11,8 +11,8 @@ import logging
 import pytest
 
 from services.contracts.messages import BindingEventKind, PolicyStatus
-from services.nsa import Reason, TriggerKind
-from services.nsa.engine import DEADLINE_GRACE_S
+from services.nsa.core import Reason, TriggerKind
+from services.nsa.core.delivering import DEADLINE_GRACE_S
 from tests.nsa.enginebed import TOPICS, make_bed
 from tests.nsa.factories import HA_NODE, MR, MR_NODE
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from services.contracts.messages import BindingEventKind
-from services.nsa import Explanation, Reason, render
+from services.nsa.core import Explanation, Reason, render
 from tests.nsa.factories import Sim, config, profile
 
 

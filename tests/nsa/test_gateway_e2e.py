@@ -17,7 +17,7 @@ import pytest
 from services.contracts import policy_xml
 from services.contracts.messages import BindingEventKind
 from services.contracts.settings import BrokerSettings
-from services.nsa import Reason
+from services.nsa.core import Reason
 from tests.nsa.busbed import nsa_process, wait_until, watched_nsa, write_settings
 from tests.nsa.chainbed import MR, MR_NODE, ROUTERS, Chain, running_chain
 

@@ -8,7 +8,7 @@ import pytest
 
 from services.contracts.errors import InvalidInput
 from services.contracts.messages import BindingEvent, BindingEventKind
-from services.nsa import (
+from services.nsa.core import (
     ApplicationProfile,
     BindingStatus,
     MrState,
@@ -24,7 +24,7 @@ from services.nsa import (
     decide,
     load,
 )
-from services.nsa.eligibility import violations
+from services.nsa.core.eligibility import violations
 from tests.nsa.factories import MR, binding, config, link_state, metrics, profile, view_of
 
 K = BindingEventKind

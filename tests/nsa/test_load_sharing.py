@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from services.contracts.messages import BindingEventKind
-from services.nsa import Reason
-from services.nsa.steering import apportion, share_flows
+from services.nsa.core import Reason
+from services.nsa.core.steering import apportion, share_flows
 from tests.nsa.factories import Sim, config, profile
 
 PORTS = (5001, 5002, 5003, 5004, 5005, 5006)

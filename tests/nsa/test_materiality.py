@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from services.contracts.messages import BindingEventKind
-from services.nsa import (
+from services.nsa.core import (
     MrState,
     NsaConfig,
     Trigger,
@@ -23,7 +23,7 @@ from services.nsa import (
     apply_metrics,
     decide,
 )
-from services.nsa.materiality import tolerance
+from services.nsa.core.materiality import tolerance
 from tests.nsa.factories import MR, config, metrics, profile, view_of
 
 BASE: dict[int, dict[str, Any]] = {

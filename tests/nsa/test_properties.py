@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from services.contracts.messages import BindingEventKind
 from services.contracts.policy import Forward, Policy
-from services.nsa import (
+from services.nsa.core import (
     MrState,
     MrView,
     NsaConfig,

@@ -12,7 +12,7 @@ import pytest
 
 from services.contracts.messages import BindingEventKind
 from services.contracts.settings import BrokerSettings
-from services.nsa.partition import owner
+from services.nsa.core.partition import owner
 from tests.nsa.busbed import (
     BusDriver,
     nsa_process,

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from services.contracts.messages import BindingEventKind
-from services.nsa import NsaConfig, Reason, Rule, apply_binding_event
+from services.nsa.core import NsaConfig, Reason, Rule, apply_binding_event
 from tests.nsa.factories import Sim, binding, config, profile
 
 K = BindingEventKind

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from services.nsa import MrState, Trigger, TriggerKind, decide
-from services.nsa.scoring import Column, topsis, utility
+from services.nsa.core import MrState, Trigger, TriggerKind, decide
+from services.nsa.core.scoring import Column, topsis, utility
 from tests.nsa.factories import MR, config, profile, view_of
 
 DELAY_BANDWIDTH = [{"default": {"cost": 0, "delay": 1, "bandwidth": 1, "security": 0}}]

@@ -21,7 +21,7 @@ import yaml
 
 from services.contracts.messages import BindingEventKind
 from services.contracts.settings import BrokerSettings
-from services.nsa import Reason
+from services.nsa.core import Reason
 from services.nsa.service import NsaService
 from services.nsa.settings import load_file
 from tests.nsa.busbed import (

@@ -16,14 +16,15 @@ from services.contracts.errors import InvalidInput
 from services.contracts.messages import Refusal
 from services.contracts.policy import Install, Update
 from services.contracts.topics import Topics
-from services.nsa import acknowledge, new_ledgers, plan
-from services.nsa.calls import Call, CallResult, pair
-from services.nsa.configstore import ConfigStore
+from services.nsa.core import acknowledge, new_ledgers, plan
+from services.nsa.core.calls import Call, CallResult, pair
+from services.nsa.core.configstore import ConfigStore
+from services.nsa.core.partition import owned, owner
+from services.nsa.core.routes import InputKind, Routes
+from services.nsa.core.settings import GatewayLink, NsaServiceSettings, RouterEntry
 from services.nsa.delivery import DryRunDelivery, SoapDelivery, _reply
 from services.nsa.inbox import Inbox
-from services.nsa.partition import owned, owner
-from services.nsa.routes import InputKind, Routes
-from services.nsa.settings import GatewayLink, NsaServiceSettings, RouterEntry, load_file
+from services.nsa.settings import load_file
 from tests.nsa.enginebed import nsa_settings
 from tests.nsa.factories import HA_NODE, MR, MR_NODE, config, profile
 from tests.nsa.test_plan import applied, assigned
@@ -182,7 +183,8 @@ def test_the_partition_is_stable_and_covers_every_router_once() -> None:
     # The same answer in any process: a known value, not Python's salted hash.
     assert [owner(f"mr{i}", 3) for i in range(6)] == [owner(f"mr{i}", 3) for i in range(6)]
     script = (
-        "from services.nsa.partition import owner; print([owner(f'mr{i}', 3) for i in range(6)])"
+        "from services.nsa.core.partition import owner; "
+        "print([owner(f'mr{i}', 3) for i in range(6)])"
     )
     other = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, check=True

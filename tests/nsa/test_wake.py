@@ -7,7 +7,7 @@ nothing and set no further wake time, leaving the change to whatever input came 
 
 from __future__ import annotations
 
-from services.nsa import MrState, Reason, Trigger, TriggerKind, decide
+from services.nsa.core import MrState, Reason, Trigger, TriggerKind, decide
 from tests.nsa.factories import Sim, config, profile, view_of
 
 EPOCH = 1_790_000_000.05  # an epoch time whose sums with small durations round

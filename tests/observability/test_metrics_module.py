@@ -1,4 +1,4 @@
-"""services/metrics.py: the listen setting, refusal labels, per-service registries, the exporter."""
+"""services/metrics.py and the listen setting: refusal labels, per-service registries, exporter."""
 
 from __future__ import annotations
 
@@ -6,12 +6,8 @@ import pytest
 from pydantic import BaseModel, ValidationError
 
 from services.contracts.messages import FallbackState, PolicyStatus, Refusal
-from services.metrics import (
-    ListenAddress,
-    MetricsListenError,
-    parse_listen,
-    start_exporter,
-)
+from services.contracts.settings import ListenAddress, parse_listen
+from services.metrics import MetricsListenError, start_exporter
 from services.prem.metrics import REFUSAL_REASONS, PremMetrics, refusal_reason
 from services.soap_gateway.metrics import GatewayMetrics
 from tests.observability.scrape import scrape

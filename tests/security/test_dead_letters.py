@@ -31,7 +31,7 @@ from services.mobility_events.config import MobilityEventsSettings
 from services.mobility_events.service import MobilityEventsService
 from services.monitor import probe as probe_module
 from services.monitor.probe import ProbeKind, ProbeTarget, UdpProber
-from services.nsa.routes import InputKind, Raw
+from services.nsa.core.routes import InputKind, Raw
 from services.nsa.service import NsaService
 from services.nsa.settings import load_file
 from services.soap_gateway.buslink import BusLink

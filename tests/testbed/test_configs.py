@@ -52,7 +52,7 @@ def test_each_service_accepts_its_file(run: configs.RunSettings, tmp_path: Path)
 
 @pytest.mark.parametrize("name", ["figure7", "radio"])
 def test_the_nsa_file_fits_the_nsa_service(run: configs.RunSettings, name: str) -> None:
-    settings = pytest.importorskip("services.nsa.settings")
+    settings = pytest.importorskip("services.nsa.core.settings")
     loaded, _ = scenario.load(name)
     content = configs.nsa_settings(run, loaded.nsa)
     table = settings.NsaServiceSettings.model_validate(content["nsa"])
@@ -61,7 +61,7 @@ def test_the_nsa_file_fits_the_nsa_service(run: configs.RunSettings, name: str) 
 
 
 def test_the_published_documents_are_the_nsas() -> None:
-    documents = pytest.importorskip("services.nsa.documents")
+    documents = pytest.importorskip("services.nsa.core.documents")
     from services.testbed.actions import preferences_payload, rules_payload
 
     loaded, _ = scenario.load("figure7")

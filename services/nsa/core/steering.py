@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from services.nsa.config import (
+from services.nsa.core.config import (
     ApplicationProfile,
     ScoringMethod,
     Share,
@@ -25,8 +25,8 @@ from services.nsa.config import (
     Weights,
     ref_matches,
 )
-from services.nsa.inputs import Link
-from services.nsa.scoring import Column, topsis, utility
+from services.nsa.core.inputs import Link
+from services.nsa.core.scoring import Column, topsis, utility
 
 _EPSILON = 1e-9  # score differences below this are float noise, not a better link
 

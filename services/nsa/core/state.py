@@ -8,7 +8,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from services.contracts.policy import Bid, NodeId
-from services.nsa.frozen import Frozen
+from services.nsa.core.frozen import Frozen
 
 
 class ClassState(Frozen):

@@ -15,12 +15,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from services.nsa.config import NsaSettings, SteeringMode
-from services.nsa.eligibility import Rule, Violation
-from services.nsa.explain import Reason
-from services.nsa.inputs import BindingStatus, MrView
-from services.nsa.state import ClassState
-from services.nsa.steering import Candidate, beats
+from services.nsa.core.config import NsaSettings, SteeringMode
+from services.nsa.core.eligibility import Rule, Violation
+from services.nsa.core.explain import Reason
+from services.nsa.core.inputs import BindingStatus, MrView
+from services.nsa.core.state import ClassState
+from services.nsa.core.steering import Candidate, beats
 
 WITHDRAWN = "no eligible link: no policies, traffic takes the default path"
 

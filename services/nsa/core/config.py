@@ -18,7 +18,7 @@ from pydantic import AfterValidator, Field, model_validator
 
 from services.contracts.messages import LinkMetrics
 from services.contracts.policy import Bid, NodeId, Selector
-from services.nsa.frozen import Frozen
+from services.nsa.core.frozen import Frozen
 
 ClassName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,48}$")]
 UserId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.@-]{1,64}$")]

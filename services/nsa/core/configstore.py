@@ -21,8 +21,8 @@ from pydantic import ValidationError
 from services.contracts.errors import InvalidInput, Problem
 from services.contracts.messages import Envelope, decode
 from services.contracts.settings import validation_problems
-from services.nsa.config import NsaConfig, OperatorRules, Preferences
-from services.nsa.documents import PreferencesDocument, RulesDocument
+from services.nsa.core.config import NsaConfig, OperatorRules, Preferences
+from services.nsa.core.documents import PreferencesDocument, RulesDocument
 
 DocumentT = TypeVar("DocumentT", bound=Envelope)
 

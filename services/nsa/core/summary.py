@@ -6,7 +6,7 @@ what an operator greps: which class went to which BID, why, and how the links sc
 
 from __future__ import annotations
 
-from services.nsa.explain import ClassExplanation, Explanation
+from services.nsa.core.explain import ClassExplanation, Explanation
 
 
 def summarise(explanation: Explanation) -> str:

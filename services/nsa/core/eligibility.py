@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from services.nsa.config import ApplicationProfile, NsaConfig
-from services.nsa.frozen import Frozen
-from services.nsa.inputs import BindingStatus, Link, MrView
+from services.nsa.core.config import ApplicationProfile, NsaConfig
+from services.nsa.core.frozen import Frozen
+from services.nsa.core.inputs import BindingStatus, Link, MrView
 
 
 class Rule(StrEnum):

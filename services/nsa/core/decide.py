@@ -28,15 +28,15 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from services.contracts.errors import InvalidInput, Problem
-from services.nsa.config import ApplicationProfile, NsaConfig, NsaSettings, SteeringMode
-from services.nsa.eligibility import FORBIDDING, violations
-from services.nsa.explain import ClassExplanation, Explanation, LinkVerdict, single_bid
-from services.nsa.frozen import Frozen
-from services.nsa.inputs import MrView, Trigger
-from services.nsa.sharing import choose_shared
-from services.nsa.stability import Context, choose_single
-from services.nsa.state import ClassState, MrState
-from services.nsa.steering import Candidate, priority_rank, rank_candidates
+from services.nsa.core.config import ApplicationProfile, NsaConfig, NsaSettings, SteeringMode
+from services.nsa.core.eligibility import FORBIDDING, violations
+from services.nsa.core.explain import ClassExplanation, Explanation, LinkVerdict, single_bid
+from services.nsa.core.frozen import Frozen
+from services.nsa.core.inputs import MrView, Trigger
+from services.nsa.core.sharing import choose_shared
+from services.nsa.core.stability import Context, choose_single
+from services.nsa.core.state import ClassState, MrState
+from services.nsa.core.steering import Candidate, priority_rank, rank_candidates
 
 
 class Decision(Frozen):

@@ -13,10 +13,10 @@ from enum import StrEnum
 from pydantic import Field
 
 from services.contracts.policy import Bid, NodeId
-from services.nsa.config import ScoringMethod, SteeringMode
-from services.nsa.eligibility import Violation
-from services.nsa.frozen import Frozen
-from services.nsa.inputs import Trigger
+from services.nsa.core.config import ScoringMethod, SteeringMode
+from services.nsa.core.eligibility import Violation
+from services.nsa.core.frozen import Frozen
+from services.nsa.core.inputs import Trigger
 
 
 class Reason(StrEnum):

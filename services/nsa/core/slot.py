@@ -11,12 +11,12 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 
 from services.contracts.messages import LinkMetrics
-from services.nsa.calls import Call
-from services.nsa.inputs import MrView, Trigger
-from services.nsa.materiality import Tolerance
-from services.nsa.plan import MrLedgers
-from services.nsa.settings import RouterEntry
-from services.nsa.state import MrState
+from services.nsa.core.calls import Call
+from services.nsa.core.inputs import MrView, Trigger, apply_metrics
+from services.nsa.core.materiality import Tolerance
+from services.nsa.core.plan import MrLedgers
+from services.nsa.core.settings import RouterEntry
+from services.nsa.core.state import MrState
 
 #: How many latency samples the statistics keep (the most recent ones).
 SAMPLES = 200_000
@@ -105,3 +105,14 @@ def owing(ledgers: MrLedgers, node: str) -> bool:
     """Whether `node` (scheme 2: the MR through its HA) still waits for a full Install."""
     ledger = ledgers.mr if ledgers.mr is not None and ledgers.mr.node == node else ledgers.ha
     return ledger.needs_resync
+
+
+def current_view(slot: Slot) -> MrView:
+    """The router's view with the reports kept aside applied (in arrival order)."""
+    if slot.unapplied:
+        view = slot.view
+        for metrics, received in slot.unapplied.values():
+            view, _ = apply_metrics(view, metrics, received)
+        slot.view = view
+        slot.unapplied.clear()
+    return slot.view

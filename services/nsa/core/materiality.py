@@ -39,12 +39,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from services.contracts.messages import LinkMetrics
-from services.nsa.config import NsaConfig, ScoringMethod, SteeringMode
-from services.nsa.decide import WAKE_SLACK_S, Decision
-from services.nsa.explain import ClassExplanation, LinkVerdict
-from services.nsa.inputs import Link, MrView
-from services.nsa.state import ClassState
-from services.nsa.steering import priority_rank
+from services.nsa.core.config import NsaConfig, ScoringMethod, SteeringMode
+from services.nsa.core.decide import WAKE_SLACK_S, Decision
+from services.nsa.core.explain import ClassExplanation, LinkVerdict
+from services.nsa.core.inputs import Link, MrView
+from services.nsa.core.state import ClassState
+from services.nsa.core.steering import priority_rank
 
 #: The link values the scores are computed from (`steering.attribute_columns`).
 SCORED = ("cost_per_mb", "rtt_ms", "bitrate_bps")

@@ -26,7 +26,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable
 
-from services.nsa.settings import RouterEntry
+from services.nsa.core.settings import RouterEntry
 
 
 def owner(mobile_router: str, replicas: int) -> int:

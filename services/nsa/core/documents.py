@@ -15,8 +15,8 @@ from pydantic import Field, model_validator
 
 from services.contracts.messages import Envelope
 from services.contracts.policy import NodeId
-from services.nsa.config import OperatorRules, Preferences
-from services.nsa.explain import Explanation
+from services.nsa.core.config import OperatorRules, Preferences
+from services.nsa.core.explain import Explanation
 
 
 class PreferencesDocument(Envelope):

@@ -34,9 +34,9 @@ from services.contracts.policy import (
     Update,
     mirror_selector,
 )
-from services.nsa.config import NsaConfig
-from services.nsa.frozen import Frozen
-from services.nsa.state import MrState
+from services.nsa.core.config import NsaConfig
+from services.nsa.core.frozen import Frozen
+from services.nsa.core.state import MrState
 
 
 def desired_policies(config: NsaConfig, state: MrState, direction: Direction) -> tuple[Policy, ...]:

@@ -7,12 +7,12 @@ change, the `wake_at` timer) and sends the messages it returns; nothing here sen
 from __future__ import annotations
 
 from services.contracts.policy import PolicyMessage
-from services.nsa.config import NsaConfig
-from services.nsa.decide import Decision, decide
-from services.nsa.frozen import Frozen
-from services.nsa.inputs import MrView, Trigger
-from services.nsa.plan import MrLedgers, plan
-from services.nsa.state import MrState
+from services.nsa.core.config import NsaConfig
+from services.nsa.core.decide import Decision, decide
+from services.nsa.core.frozen import Frozen
+from services.nsa.core.inputs import MrView, Trigger
+from services.nsa.core.plan import MrLedgers, plan
+from services.nsa.core.state import MrState
 
 
 class Step(Frozen):

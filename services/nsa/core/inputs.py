@@ -19,8 +19,8 @@ from pydantic import Field
 from services.contracts.errors import InvalidInput, Problem
 from services.contracts.messages import BindingEvent, BindingEventKind, LinkMetrics, LinkState
 from services.contracts.policy import Bid, NodeId
-from services.nsa.config import Technology
-from services.nsa.frozen import Frozen
+from services.nsa.core.config import Technology
+from services.nsa.core.frozen import Frozen
 
 
 class BindingStatus(StrEnum):

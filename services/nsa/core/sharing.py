@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from services.nsa.config import ApplicationProfile
-from services.nsa.explain import Reason
-from services.nsa.inputs import BindingStatus
-from services.nsa.stability import WITHDRAWN, Context, Outcome, still_awaiting
-from services.nsa.state import ClassState
-from services.nsa.steering import Candidate, apportion, share_flows, share_weight
+from services.nsa.core.config import ApplicationProfile
+from services.nsa.core.explain import Reason
+from services.nsa.core.inputs import BindingStatus
+from services.nsa.core.stability import WITHDRAWN, Context, Outcome, still_awaiting
+from services.nsa.core.state import ClassState
+from services.nsa.core.steering import Candidate, apportion, share_flows, share_weight
 
 
 def choose_shared(

@@ -17,9 +17,9 @@ from typing import Literal
 
 from services.contracts.messages import PolicyStatus
 from services.contracts.policy import Direction, Install, PolicyMessage, Update
-from services.nsa.config import NsaConfig
-from services.nsa.plan import MrLedgers, acknowledge, lost, resync
-from services.nsa.state import MrState
+from services.nsa.core.config import NsaConfig
+from services.nsa.core.plan import MrLedgers, acknowledge, lost, resync
+from services.nsa.core.state import MrState
 
 Operation = Literal["install", "update"]
 
