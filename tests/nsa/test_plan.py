@@ -16,7 +16,7 @@ from services.contracts.policy import (
     PortRange,
     Update,
 )
-from services.nsa import (
+from services.nsa.core import (
     ClassState,
     MrState,
     acknowledge,
@@ -152,7 +152,7 @@ def test_a_presence_announcing_the_known_version_changes_nothing() -> None:
 
 
 def test_a_presence_for_the_acknowledged_version_arriving_after_the_next_message_left() -> None:
-    sim, _ = settled(assigned(("video", (1, 1))))
+    sim, _state = settled(assigned(("video", (1, 1))))
     # Version 1 is acknowledged; the NSA sends version 2; then the presence the worker
     # published after applying version 1 arrives. It is stale, not a hello.
     sim.ledgers, messages = plan(sim.ledgers, CFG, assigned(("video", (2, 2))))
