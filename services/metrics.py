@@ -12,6 +12,7 @@ Instrumentation happens at the edge (workers, service loops, the SOAP layer); th
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
 from wsgiref.simple_server import WSGIServer
 
@@ -24,6 +25,18 @@ from services.contracts.settings import parse_listen
 
 #: Seconds; from a sub-millisecond memory apply to a multi-second iptables install.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+
+def counter_by(
+    name: str, doc: str, label: str, values: Iterable[str], registry: CollectorRegistry
+) -> Counter:
+    """A counter with one label whose every value is declared up front: each series reads 0
+    from the start, so a rate or an alert on it works before the first event (a series that
+    does not exist yet is "no data" to Prometheus, not 0)."""
+    counter = Counter(name, doc, [label], registry=registry)
+    for value in values:
+        counter.labels(value)
+    return counter
 
 
 class MetricsListenError(MultinetError):

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from services.metrics import LATENCY_BUCKETS, ServiceMetrics
+from services.metrics import LATENCY_BUCKETS, ServiceMetrics, counter_by
 from services.mobility_header.status import BaStatus
 
 #: `multinet_mcoa_bindings{state}` at the mobile router: one per link (`Registration.state`).
@@ -18,10 +18,7 @@ BU_KINDS = ("register", "refresh", "retransmit", "deregister")
 
 def _status_counter(name: str, doc: str, registry: CollectorRegistry) -> Counter:
     """A counter by BA status (the number: bounded, and what the RFCs and logs name)."""
-    counter = Counter(name, doc, ["status"], registry=registry)
-    for status in BaStatus:
-        counter.labels(str(int(status)))
-    return counter
+    return counter_by(name, doc, "status", (str(int(s)) for s in BaStatus), registry)
 
 
 class McoaMetrics(ServiceMetrics):
@@ -40,7 +37,7 @@ class McoaMetrics(ServiceMetrics):
             self.bindings.labels(state)
         self.pipes = Gauge(
             "multinet_mcoa_pipes",
-            "BID pipes installed: SRv6 encap routes this agent holds in the BID tables.",
+            "BID pipes installed: routes into a pipe (of the agent's pipe kind) in the BID tables.",
             registry=self.registry,
         )
 
@@ -83,14 +80,13 @@ class McoaMrMetrics(McoaMetrics):
     def __init__(self, node: str) -> None:
         super().__init__("mcoa-mr", node, MR_BINDING_STATES)
         reg = self.registry
-        self.updates_sent = Counter(
+        self.updates_sent = counter_by(
             "multinet_mcoa_binding_updates_sent",
             "Binding Updates sent, by kind (register, refresh, retransmit, deregister).",
-            ["kind"],
-            registry=reg,
+            "kind",
+            BU_KINDS,
+            reg,
         )
-        for kind in BU_KINDS:
-            self.updates_sent.labels(kind)
         self.acks_received = _status_counter(
             "multinet_mcoa_binding_acks_received",
             "Binding Acknowledgements received for our BUs, by status.",

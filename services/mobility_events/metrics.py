@@ -6,7 +6,7 @@ from __future__ import annotations
 from prometheus_client import Counter
 
 from services.contracts.messages import BindingEventKind
-from services.metrics import ServiceMetrics
+from services.metrics import ServiceMetrics, counter_by
 
 
 class MobilityEventsMetrics(ServiceMetrics):
@@ -15,22 +15,20 @@ class MobilityEventsMetrics(ServiceMetrics):
     def __init__(self, node: str, decode_reasons: tuple[str, ...]) -> None:
         super().__init__("mobility-events", node)
         reg = self.registry
-        self.events = Counter(
+        self.events = counter_by(
             "multinet_mobility_events_published",
             "Binding events published, by kind.",
-            ["event"],
-            registry=reg,
+            "event",
+            (kind.value for kind in BindingEventKind),
+            reg,
         )
-        for kind in BindingEventKind:
-            self.events.labels(kind.value)
-        self.decode_errors = Counter(
+        self.decode_errors = counter_by(
             "multinet_mobility_events_decode_errors",
             "Mobility Headers dropped as malformed, by reason.",
-            ["reason"],
-            registry=reg,
+            "reason",
+            decode_reasons,
+            reg,
         )
-        for reason in decode_reasons:
-            self.decode_errors.labels(reason)
         self.dropped = Counter(
             "multinet_mobility_events_dropped",
             "Decoded messages dropped because the work queue was full.",

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import math
 
-from prometheus_client import Counter, Gauge
+from prometheus_client import Gauge
 
 from services.contracts.messages import LinkMetrics, LinkState
-from services.metrics import ServiceMetrics
+from services.metrics import ServiceMetrics, counter_by
 
 
 def _seconds(milliseconds: float | None) -> float:
@@ -34,14 +34,13 @@ class MonitorMetrics(ServiceMetrics):
         self.loss = Gauge(
             "multinet_monitor_loss_ratio", "Probe loss over the window.", labels, registry=reg
         )
-        self.published = Counter(
+        self.published = counter_by(
             "multinet_monitor_messages_published",
             "Messages published, by kind (link-state, link-metrics).",
-            ["kind"],
-            registry=reg,
+            "kind",
+            ("link-state", "link-metrics"),
+            reg,
         )
-        for kind in ("link-state", "link-metrics"):
-            self.published.labels(kind)
 
     def record(self, message: LinkState | LinkMetrics) -> None:
         """Account for one published message."""

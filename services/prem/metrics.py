@@ -8,7 +8,7 @@ from __future__ import annotations
 from prometheus_client import Counter, Gauge, Histogram
 
 from services.contracts.messages import PolicyStatus, Refusal
-from services.metrics import LATENCY_BUCKETS, ServiceMetrics
+from services.metrics import LATENCY_BUCKETS, ServiceMetrics, counter_by
 
 #: Values of `multinet_prem_messages_refused_total{reason}`.
 REFUSAL_REASONS = (
@@ -64,14 +64,13 @@ class PremMetrics(ServiceMetrics):
             "Policy messages applied (or redelivered).",
             registry=reg,
         )
-        self.refused = Counter(
+        self.refused = counter_by(
             "multinet_prem_messages_refused",
             "Policy messages refused, by the reason of their first refusal.",
-            ["reason"],
-            registry=reg,
+            "reason",
+            REFUSAL_REASONS,
+            reg,
         )
-        for reason in REFUSAL_REASONS:
-            self.refused.labels(reason)
         self.apply_seconds = Histogram(
             "multinet_prem_apply_seconds",
             "Time to apply one policy message: parse, checks, kernel batch, durable state.",

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Histogram
 
-from services.metrics import LATENCY_BUCKETS, ServiceMetrics
+from services.metrics import LATENCY_BUCKETS, ServiceMetrics, counter_by
 from services.soap_gateway.core import Outcome
 
 
@@ -16,14 +16,13 @@ class GatewayMetrics(ServiceMetrics):
     def __init__(self, name: str) -> None:
         super().__init__("soap-gateway", name)
         reg = self.registry
-        self.deliveries = Counter(
+        self.deliveries = counter_by(
             "multinet_gateway_deliveries",
             "Node documents delivered, by the node's answer.",
-            ["result"],
-            registry=reg,
+            "result",
+            (outcome.value for outcome in Outcome),
+            reg,
         )
-        for outcome in Outcome:
-            self.deliveries.labels(outcome.value)
         self.calls_refused = Counter(
             "multinet_gateway_calls_refused",
             "Calls answered with a SOAP Fault before anything was published, by fault code.",
