@@ -3,11 +3,13 @@
 Commands are argument lists (never shell strings). `call_in` runs a Python callable inside a
 namespace in a forked child, so that libraries opening netlink sockets (libnftables, libiptc,
 pyroute2) see that namespace and the caller's own namespace is never touched.
+
+`enter` is pyroute2's `setns` (a dependency already) with a clearer error; Python 3.12's
+`os.setns` would do without it, but 3.11 (Debian 12) has none.
 """
 
 from __future__ import annotations
 
-import ctypes
 import multiprocessing
 import os
 import subprocess
@@ -16,10 +18,11 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import ParamSpec, TypeVar
 
+from pyroute2 import netns as pyroute2_netns
+
 P = ParamSpec("P")
 R = TypeVar("R")
 NETNS_DIR = "/run/netns"
-_CLONE_NEWNET = 0x40000000
 
 
 class NetnsCallError(RuntimeError):
@@ -92,15 +95,16 @@ def veth(ns_a: str, a: str, ns_b: str, b: str, index: int, *, peer_mac: str | No
 
 
 def enter(name: str) -> None:
-    """Move the calling thread (the whole process, if single-threaded) into namespace `name`."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    fd = os.open(os.path.join(NETNS_DIR, name), os.O_RDONLY)
+    """Move the calling thread (the whole process, if single-threaded) into namespace `name`.
+
+    Raises OSError "setns into NAME: REASON" (a missing namespace is never created).
+    """
     try:
-        if libc.setns(fd, _CLONE_NEWNET) != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, f"setns into {name}: {os.strerror(err)}")
-    finally:
-        os.close(fd)
+        # flags=0: pyroute2's default (O_CREAT) would create a missing namespace.
+        pyroute2_netns.setns(os.path.join(NETNS_DIR, name), flags=0)
+    except OSError as exc:
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise OSError(exc.errno, f"setns into {name}: {reason}") from exc
 
 
 def _child(
