@@ -18,8 +18,6 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import ParamSpec, TypeVar
 
-from pyroute2 import netns as pyroute2_netns
-
 P = ParamSpec("P")
 R = TypeVar("R")
 NETNS_DIR = "/run/netns"
@@ -94,6 +92,15 @@ def veth(ns_a: str, a: str, ns_b: str, b: str, index: int, *, peer_mac: str | No
     run(ns_b, ["ip", "link", "set", b, "up"])
 
 
+def _setns() -> Callable[..., None]:
+    """pyroute2's setns, imported on first use: importing pyroute2 takes about 0.1 s, which the
+    CLI and the services that never enter a namespace need not pay."""
+    from pyroute2 import netns as pyroute2_netns
+
+    setns: Callable[..., None] = pyroute2_netns.setns
+    return setns
+
+
 def enter(name: str) -> None:
     """Move the calling thread (the whole process, if single-threaded) into namespace `name`.
 
@@ -101,7 +108,7 @@ def enter(name: str) -> None:
     """
     try:
         # flags=0: pyroute2's default (O_CREAT) would create a missing namespace.
-        pyroute2_netns.setns(os.path.join(NETNS_DIR, name), flags=0)
+        _setns()(os.path.join(NETNS_DIR, name), flags=0)
     except OSError as exc:
         reason = os.strerror(exc.errno) if exc.errno else str(exc)
         raise OSError(exc.errno, f"setns into {name}: {reason}") from exc
@@ -123,6 +130,7 @@ def call_in(name: str, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) ->
     """Run `fn(*args)` in a forked child inside namespace `name` and return its result."""
     if kwargs:
         raise TypeError("call_in passes positional arguments only")
+    _setns()  # imported once here, not again in every forked child
     ctx = multiprocessing.get_context("fork")
     parent, child = ctx.Pipe(duplex=False)
     proc = ctx.Process(target=_child, args=(child, name, fn, args), daemon=True)
