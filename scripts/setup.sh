@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 need_apt=()
 for pair in iptables:iptables nft:nftables ipset:ipset ip:iproute2 mosquitto:mosquitto \
             mosquitto_pub:mosquitto-clients ping:iputils-ping openssl:openssl \
-            wsdl2h:gsoap tshark:tshark sysctl:procps; do
+            wsdl2h:gsoap tshark:tshark tcpdump:tcpdump sysctl:procps; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || need_apt+=("${pair#*:}")
 done
 command -v cc >/dev/null 2>&1 || need_apt+=(gcc)  # python-iptables builds a small C wrapper

@@ -3,11 +3,13 @@
 Commands are argument lists (never shell strings). `call_in` runs a Python callable inside a
 namespace in a forked child, so that libraries opening netlink sockets (libnftables, libiptc,
 pyroute2) see that namespace and the caller's own namespace is never touched.
+
+`enter` is pyroute2's `setns` (a dependency already) with a clearer error; Python 3.12's
+`os.setns` would do without it, but 3.11 (Debian 12) has none.
 """
 
 from __future__ import annotations
 
-import ctypes
 import multiprocessing
 import os
 import subprocess
@@ -19,7 +21,6 @@ from typing import ParamSpec, TypeVar
 P = ParamSpec("P")
 R = TypeVar("R")
 NETNS_DIR = "/run/netns"
-_CLONE_NEWNET = 0x40000000
 
 
 class NetnsCallError(RuntimeError):
@@ -91,16 +92,26 @@ def veth(ns_a: str, a: str, ns_b: str, b: str, index: int, *, peer_mac: str | No
     run(ns_b, ["ip", "link", "set", b, "up"])
 
 
+def _setns() -> Callable[..., None]:
+    """pyroute2's setns, imported on first use: importing pyroute2 takes about 0.1 s, which the
+    CLI and the services that never enter a namespace need not pay."""
+    from pyroute2 import netns as pyroute2_netns
+
+    setns: Callable[..., None] = pyroute2_netns.setns
+    return setns
+
+
 def enter(name: str) -> None:
-    """Move the calling thread (the whole process, if single-threaded) into namespace `name`."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    fd = os.open(os.path.join(NETNS_DIR, name), os.O_RDONLY)
+    """Move the calling thread (the whole process, if single-threaded) into namespace `name`.
+
+    Raises OSError "setns into NAME: REASON" (a missing namespace is never created).
+    """
     try:
-        if libc.setns(fd, _CLONE_NEWNET) != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, f"setns into {name}: {os.strerror(err)}")
-    finally:
-        os.close(fd)
+        # flags=0: pyroute2's default (O_CREAT) would create a missing namespace.
+        _setns()(os.path.join(NETNS_DIR, name), flags=0)
+    except OSError as exc:
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise OSError(exc.errno, f"setns into {name}: {reason}") from exc
 
 
 def _child(
@@ -119,6 +130,7 @@ def call_in(name: str, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) ->
     """Run `fn(*args)` in a forked child inside namespace `name` and return its result."""
     if kwargs:
         raise TypeError("call_in passes positional arguments only")
+    _setns()  # imported once here, not again in every forked child
     ctx = multiprocessing.get_context("fork")
     parent, child = ctx.Pipe(duplex=False)
     proc = ctx.Process(target=_child, args=(child, name, fn, args), daemon=True)

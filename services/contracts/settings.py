@@ -3,6 +3,12 @@
 A settings file holds one table per service (`[prem]`, `[broker]` ...). Environment variables
 `MULTINET_<SECTION>__<KEY>__<SUBKEY>=value` override single keys; values are parsed as JSON when
 they can be (numbers, booleans, lists), else taken as strings. Every error names the dotted key.
+
+Kept rather than pydantic-settings (issue 15): it would still need wrapping here, as it skips a
+missing file silently and lets a broken one raise without its name, picks no table by service
+name without a model built per call, and cannot replace `read_file`/`apply_env`, which the
+NSA's settings and `multinet check-config` use on whole files; one more dependency (and
+python-dotenv), 87 ms more start-up, for the same env syntax and the same pydantic errors.
 """
 
 from __future__ import annotations

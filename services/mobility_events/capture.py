@@ -15,6 +15,9 @@ Two sockets, both opened by `start()` in the namespace current at that moment:
   Outgoing packets reach only ETH_P_ALL taps, so the filter runs (in the kernel, a few
   instructions) on every packet the node sends or receives, and the kernel clones each
   outgoing packet once for its taps: switch it off where only one direction matters.
+  The filter is packed by hand from a libpcap expression (`_FILTER_EXPRESSION`, a test checks
+  that libpcap compiles it to these bytes) rather than compiled at run time: that would bring
+  libpcap and a ctypes binding into the service for a program that never changes.
 
 Malformed headers are counted (here, in `DECODE_STATS` and by `on_malformed`, which gets the
 error with its reason) and dropped, never raised. A packet on which the decoder itself fails
@@ -64,17 +67,28 @@ _DRAIN_LIMIT = 256
 
 # Classic BPF on the network header (SOCK_DGRAM packet socket): accept outgoing, non-loopback
 # IPv6 packets whose next header is 135. (code, jt, jf, k)
+#
+# Its source is readable: past the first two instructions it is exactly what libpcap compiles
+# from _FILTER_EXPRESSION for a raw-IP handle (`tcpdump -y RAW -s 65535 -ddd EXPR`), which
+# tests/mobility_events/test_capture_filter.py checks, so the bytes cannot drift from it.
+# The first two test the packet's ethertype (SKF_AD_PROTOCOL), which libpcap cannot express on
+# a raw-IP handle: there `ip6` tests only the version nibble, which another protocol can match.
+_FILTER_EXPRESSION = "outbound and not ifindex 1 and ip6[6] == 135"
 _FILTER = (
-    (0x20, 0, 0, _SKF_AD_PROTOCOL),  # ld #proto          the ethertype
-    (0x15, 0, 7, _ETH_P_IPV6),  # jeq #ipv6 ? next : drop
-    (0x30, 0, 0, 6),  # ldb [6]                 next header
-    (0x15, 0, 5, IPPROTO_MH),  # jeq #135 ? next : drop
-    (0x20, 0, 0, _SKF_AD_PKTTYPE),  # ld #pkttype
-    (0x15, 0, 3, _PACKET_OUTGOING),  # jeq #outgoing ? next : drop
-    (0x20, 0, 0, _SKF_AD_IFINDEX),  # ld #ifindex
-    (0x15, 1, 0, _LOOPBACK_IFINDEX),  # jeq #1 ? drop : accept
-    (0x06, 0, 0, 0xFFFF),  # accept
-    (0x06, 0, 0, 0),  # drop
+    (0x20, 0, 0, _SKF_AD_PROTOCOL),  # ld #proto              the ethertype
+    (0x15, 0, 10, _ETH_P_IPV6),  # jeq #0x86dd ? next : drop
+    # _FILTER_EXPRESSION, as libpcap compiles it:
+    (0x28, 0, 0, _SKF_AD_PKTTYPE),  # ldh #pkttype           outbound
+    (0x15, 0, 8, _PACKET_OUTGOING),  # jeq #outgoing ? next : drop
+    (0x20, 0, 0, _SKF_AD_IFINDEX),  # ld #ifindex            not ifindex 1
+    (0x15, 6, 0, _LOOPBACK_IFINDEX),  # jeq #1 ? drop : next
+    (0x30, 0, 0, 0),  # ldb [0]                        ip6: the version nibble
+    (0x54, 0, 0, 0xF0),  # and #0xf0
+    (0x15, 0, 3, 0x60),  # jeq #0x60 ? next : drop
+    (0x30, 0, 0, 6),  # ldb [6]                        ip6[6] == 135: the next header
+    (0x15, 0, 1, IPPROTO_MH),  # jeq #135 ? accept : drop
+    (0x06, 0, 0, 0xFFFF),  # ret #65535             accept
+    (0x06, 0, 0, 0),  # ret #0                         drop
 )
 
 
