@@ -133,7 +133,7 @@ def status(
         node=node,
         mobile_router=mr,
         direction=direction,
-        result=result,  # type: ignore[arg-type]
+        result=result,
         version=version,
         requested_version=requested,
         fallbacks=fallbacks,
