@@ -1,7 +1,8 @@
 """A fixed-capacity ring of samples for sparklines: one time column and a few value columns.
 
-Each column is an `array('d')` allocated once, so a link's few minutes of history cost
-`8 * capacity * (1 + fields)` bytes whatever arrives; a missing value is stored as NaN and
+Each column is an array allocated once, the times as doubles and the values as 32-bit floats
+(seven significant digits: plenty for a sparkline), so a link's few minutes of history cost
+`capacity * (8 + 4 * fields)` bytes whatever arrives; a missing value is stored as NaN and
 comes out as None (JSON has no NaN).
 """
 
@@ -25,7 +26,7 @@ class Ring:
         self.capacity = capacity
         self.fields = tuple(fields)
         self._time = array("d", [0.0]) * capacity
-        self._columns = [array("d", [_NAN]) * capacity for _ in self.fields]
+        self._columns = [array("f", [_NAN]) * capacity for _ in self.fields]
         self._next = 0
         self._count = 0
 
