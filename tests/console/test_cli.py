@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import socket
 from pathlib import Path
 
 import pytest
@@ -45,3 +46,20 @@ def test_hash_password_reads_stdin(
     assert main(["console", "hash-password"]) == 0
     digest = PasswordHash.parse(capsys.readouterr().out.strip())
     assert digest.matches(b"s3cret")
+
+
+def test_a_port_in_use_stops_the_start_with_the_reason(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        config = tmp_path / "console.toml"
+        config.write_text(
+            EXAMPLE.read_text().replace("127.0.0.1:8080", f"127.0.0.1:{port}"), encoding="utf-8"
+        )
+        assert main(["console", "run", "--config", str(config)]) == 1
+    err = capsys.readouterr().err
+    assert f"cannot serve the console on 127.0.0.1:{port}" in err
+    assert "in use" in err
