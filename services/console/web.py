@@ -50,6 +50,9 @@ STATIC_DIR = Path(__file__).parent / "static"
 #: Where `npm install` in static/vendor puts uPlot (scripts/setup.sh).
 UPLOT_DIR = STATIC_DIR / "vendor" / "node_modules" / "uplot" / "dist"
 POLL_S = 0.1
+#: Password checks at once (each is ~0.5 s of PBKDF2): a burst of logins queues instead of
+#: taking every core.
+LOGIN_CHECKS = 2
 KEEPALIVE_S = 15.0
 _MAX_FORM_BYTES = 4096
 _SECURITY_HEADERS = {
@@ -101,6 +104,7 @@ class _Web:
         self.picture = picture
         self.auth = auth
         self.metrics = metrics
+        self._checks = asyncio.Semaphore(LOGIN_CHECKS)
 
     # --- sessions ------------------------------------------------------------------------
 
@@ -142,7 +146,8 @@ class _Web:
         if not same_token(form.get("csrf"), request.cookies.get(LOGIN_COOKIE)):
             return _forbidden("the login form expired or did not come from this console")
         user, password = form.get("user", ""), form.get("password", "")
-        role = await run_in_threadpool(self.auth.check, user, password)
+        async with self._checks:
+            role = await run_in_threadpool(self.auth.check, user, password)
         if role is None:
             log.warning("console login refused for user %r", user[:64])
             return RedirectResponse("/login?failed=1", status_code=303)

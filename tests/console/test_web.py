@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import threading
+
 from starlette.testclient import TestClient
 
 from services.console.auth import SESSION_COOKIE
 from services.console.picture import Picture
 from services.console.web import make_app
 from tests.console import messages as m
-from tests.console.webapp import PASSWORDS, csrf_of, events, log_in, parts
+from tests.console.webapp import PASSWORDS, csrf_of, events, log_in, parts, settings
 
 
 def client() -> tuple[TestClient, Picture]:
@@ -146,3 +148,44 @@ def test_static_files_are_served_without_a_session() -> None:
         "/static/router.js",
     ):
         assert c.get(path).status_code == 200, path
+
+
+def test_a_busy_fleet_is_coalesced_into_few_events() -> None:
+    config, picture, auth, metrics = parts(
+        settings(stream_max_s=1.0, fleet_interval_s=0.25, router_interval_s=0.25)
+    )
+    c = TestClient(make_app(config, picture, auth, metrics))
+    log_in(c)
+    routers = [f"mr{i:04d}" for i in range(1000)]
+    for mr in routers:
+        for interface, bid in (("wlan0", 1), ("lte0", 2), ("nr0", 3)):
+            picture.feed(*m.state(mr, interface, bid, up=True))
+    stop = threading.Event()
+    fed = [0]
+
+    def flap() -> None:  # every router's links at 1 Hz and more, while the stream runs
+        up = False
+        while not stop.is_set():
+            for mr in routers:
+                picture.feed(*m.metrics(mr, "wlan0", 1))
+                picture.feed(*m.state(mr, "lte0", 2, up=up))
+                fed[0] += 2
+            up = not up
+
+    feeder = threading.Thread(target=flap)
+    feeder.start()
+    try:
+        fleet = events(c.get("/events/fleet").text)
+        router = events(c.get("/events/mr/mr0001").text)
+    finally:
+        stop.set()
+        feeder.join()
+    assert fed[0] > 2000
+    # 1 s at most one event per 0.25 s: the first (full) and at most four more.
+    assert 2 <= len(fleet) <= 5
+    assert fleet[0][1]["full"] is True
+    assert len(fleet[0][1]["rows"]) == 1000
+    assert all(not data["full"] for _, data in fleet[1:])
+    assert all(len(data["rows"]) <= 1000 for _, data in fleet[1:])
+    assert 2 <= len(router) <= 5
+    assert all(data["mr"] == "mr0001" for _, data in router)
