@@ -88,6 +88,16 @@ def test_the_fleet_page_shows_a_link_going_down_live(
     assert (
         browser.find_element(By.CSS_SELECTOR, "#rows tr[data-mr='mr1'] td.alerts-cell").text == "0"
     )
+    # The search box filters the rows as one types (an alert kind matches too).
+    search = browser.find_element(By.ID, "search")
+    search.send_keys("link-down")
+    wait.until(
+        lambda d: not d.find_element(By.CSS_SELECTOR, "#rows tr[data-mr='mr1']").is_displayed()
+    )
+    assert browser.find_element(By.CSS_SELECTOR, "#rows tr[data-mr='mr2']").is_displayed()
+    search.clear()
+    search.send_keys(" ")  # an input event with an empty query: every row again
+    wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "#rows tr[data-mr='mr1']").is_displayed())
     browser.save_screenshot(str(tmp_path / "fleet.png"))
     assert (tmp_path / "fleet.png").stat().st_size > 0
     print(f"link-down shown on the fleet page {shown_after * 1000:.0f} ms after it was published")
