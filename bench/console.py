@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import statistics
 import threading
 import time
@@ -184,7 +185,8 @@ def delay_run(routers: int, links: int, count: int) -> list[float]:
                     if shown == [up]:
                         delays.append(time.monotonic() - sent)
                         break
-                time.sleep(0.3)
+                # A random pause, so the publishes fall at every phase of the stream's polls.
+                time.sleep(0.3 + random.random() * 0.4)
     finally:
         stop.set()
         loader.join(5)

@@ -63,6 +63,11 @@ class Picture:
             event["nodes"] = nodes
         return event
 
+    def row_revision(self, name: str) -> int:
+        """See `ConsoleState.row_revision`."""
+        with self.lock:
+            return self.state.row_revision(name)
+
     def router(self, name: str, revision: int, after: float | None) -> dict[str, Any] | None:
         """The router's view if it changed after `revision` (None: unchanged or unknown)."""
         with self.lock:

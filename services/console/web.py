@@ -10,7 +10,10 @@ Live updates are server-sent events, one stream per page. A stream looks at the 
 with everything that changed since its last one: the fleet stream the changed rows and alert
 events, the router stream the router's view with only the new samples. So a fleet of 1,000
 routers reporting every second costs a browser one event a second, and a quiet fleet shows a
-change within `POLL_S`.
+change within `POLL_S`. On a router's page a change of state (a link, an alert, a binding, a
+mismatch: what its fleet row shows) does not wait for the interval its metrics are held to:
+it goes out at the next poll, at least `URGENT_GAP_S` after the stream's last event: a link
+flapping without end costs that page five events a second.
 """
 
 from __future__ import annotations
@@ -50,6 +53,8 @@ STATIC_DIR = Path(__file__).parent / "static"
 #: Where `npm install` in static/vendor puts uPlot (scripts/setup.sh).
 UPLOT_DIR = STATIC_DIR / "vendor" / "node_modules" / "uplot" / "dist"
 POLL_S = 0.1
+#: The least time between two events of a router stream when a state changed (see above).
+URGENT_GAP_S = 0.2
 #: Password checks at once (each is ~0.5 s of PBKDF2): a burst of logins queues instead of
 #: taking every core.
 LOGIN_CHECKS = 2
@@ -221,27 +226,31 @@ class _Web:
         if self._session(request) is None:
             return _unauthorized()
         mr = request.path_params["mr"]
-        sent = {"revision": 0}
+        sent = {"revision": 0, "row": 0}
         after: list[float | None] = [None]
 
         def next_event() -> tuple[str, dict[str, Any]] | None:
             view = self.picture.router(mr, sent["revision"], after[0])
             if view is None:
                 return None
-            sent["revision"] = view["revision"]
+            sent["revision"], sent["row"] = view["revision"], view["row_revision"]
             newest = [t for link in view["links"] for t in link["history"]["t"][-1:]]
             view["incremental"] = after[0] is not None
             if newest:
                 after[0] = max([*newest, after[0] or 0.0])
             return "router", view
 
-        return self._stream(request, next_event, self.settings.router_interval_s)
+        def urgent() -> bool:
+            return self.picture.row_revision(mr) > sent["row"]
+
+        return self._stream(request, next_event, self.settings.router_interval_s, urgent)
 
     def _stream(
         self,
         request: Request,
         next_event: Callable[[], tuple[str, dict[str, Any]] | None],
         interval_s: float,
+        urgent: Callable[[], bool] | None = None,
     ) -> Response:
         cookie = request.cookies.get(SESSION_COOKIE)
 
@@ -257,7 +266,10 @@ class _Web:
                         yield "event: logout\ndata: {}\n\n"
                         return
                     now = loop.time()
-                    if now - last_sent >= interval_s:
+                    due = now - last_sent >= interval_s or (
+                        now - last_sent >= URGENT_GAP_S and urgent is not None and urgent()
+                    )
+                    if due:
                         found = next_event()
                         if found is not None:
                             kind, data = found

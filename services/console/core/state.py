@@ -519,6 +519,11 @@ class ConsoleState:
         changed.reverse()
         return self.revision, changed
 
+    def row_revision(self, name: str) -> int:
+        """The revision of a router's fleet row (0: unknown router): it moves when a state,
+        an alert, a binding, a service or a mismatch changes, not with metrics."""
+        return self._row_revisions.get(name, 0)
+
     def alerts_since(self, sequence: int) -> tuple[int, list[dict[str, Any]]]:
         """The alert log after `sequence` (raised and cleared), oldest first."""
         out = [{"sequence": s, "event": e, **a.as_json()} for s, e, a in self.log if s > sequence]
@@ -547,6 +552,7 @@ class ConsoleState:
         return {
             "mr": name,
             "revision": router.revision,
+            "row_revision": self._row_revisions.get(name, 0),
             "ha": router.ha,
             "services": _services(node),
             "ha_services": _services(ha),
