@@ -338,6 +338,7 @@ def _page(
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{e(title)} - multinet console</title>
+<link rel="icon" href="data:,">
 <link rel="stylesheet" href="/static/uplot/uPlot.min.css">
 <link rel="stylesheet" href="/static/console.css">
 </head><body>
