@@ -6,7 +6,8 @@ cd "$(dirname "$0")/.."
 need_apt=()
 for pair in iptables:iptables nft:nftables ipset:ipset ip:iproute2 mosquitto:mosquitto \
             mosquitto_pub:mosquitto-clients ping:iputils-ping openssl:openssl \
-            wsdl2h:gsoap tshark:tshark tcpdump:tcpdump sysctl:procps; do
+            wsdl2h:gsoap tshark:tshark tcpdump:tcpdump sysctl:procps \
+            npm:npm chromium:chromium chromedriver:chromium-driver; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || need_apt+=("${pair#*:}")
 done
 command -v cc >/dev/null 2>&1 || need_apt+=(gcc)  # python-iptables builds a small C wrapper
@@ -49,6 +50,13 @@ if [ ! -x "$venv/bin/python" ]; then
   "$python" -m venv "$venv"
 fi
 "$venv/bin/python" -m pip install -q --disable-pip-version-check -e '.[dev]'
+
+# The operator console's chart library (uPlot), which the console serves itself (no internet
+# needed by a browser): from the npm registry at the version package-lock.json pins.
+vendor=services/console/static/vendor
+if [ ! -f "$vendor/node_modules/uplot/dist/uPlot.iife.min.js" ]; then
+  (cd "$vendor" && npm ci --no-audit --no-fund --loglevel=error)
+fi
 
 # The tests and the demo need a broker on 127.0.0.1:1883: start one if none answers.
 if ! (exec 3<>/dev/tcp/127.0.0.1/1883) 2>/dev/null; then

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from services.console.config import ConsoleSettings
 from services.contracts import policy_xml
 from services.contracts.errors import InvalidInput
 from services.contracts.settings import BrokerSettings, apply_env, read_file, validate_section
@@ -28,6 +29,7 @@ SECTIONS: dict[str, type[BaseModel]] = {
     "monitor": MonitorSettings,
     "nsa": NsaServiceSettings,
     "standalone": StandaloneSoapSettings,
+    "console": ConsoleSettings,
 }
 
 
@@ -110,6 +112,10 @@ def build_parser() -> argparse.ArgumentParser:
     from services.nsa.cli import add_subcommand as add_nsa
 
     add_nsa(sub)
+
+    from services.console.cli import add_subcommand as add_console
+
+    add_console(sub)
 
     from services.doctor import add_subcommand as add_doctor
 

@@ -35,7 +35,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 #: The users of deploy/mosquitto/acl and deploy/compose.yaml: node ids, then roles.
-DEFAULT_USERS = ("ha1", "mr1", "mobility-ha", "nsa", "soap-gateway", "operator")
+DEFAULT_USERS = ("ha1", "mr1", "mobility-ha", "nsa", "soap-gateway", "operator", "console")
 
 #: A username the ACL's `%u` patterns can use as one topic segment, and that mosquitto's
 #: `user:hash` password file can hold (no colon).

@@ -98,6 +98,19 @@ class Topics:
         """Filter: the acknowledgements of `node`'s PREM worker (of every node's if None)."""
         return f"{self.root}/node/{_any(node, 'node')}/status"
 
+    def decisions(self, mobile_router: str | None = None) -> str:
+        """Filter: the NSA's decisions for `mobile_router` (for every MR if None)."""
+        return f"{self.root}/mr/{_any(mobile_router, 'mobile router')}/decision"
+
+    def policies(self, node: str | None = None) -> str:
+        """Filter: the policy documents for `node`'s PREM worker (every node's if None)."""
+        return f"{self.root}/node/{_any(node, 'node')}/policy"
+
+    def dead_letters(self, node: str | None = None, service: str | None = None) -> str:
+        """Filter: the dead letters of `service` (of every service if None) of `node` (of
+        every node if None)."""
+        return f"{self.root}/node/{_any(node, 'node')}/dead-letter/{_any(service, 'service')}"
+
     def preference_sets(self, mobile_router: str | None = None) -> str:
         """Filter: the preferences of `mobile_router` (of every MR if None)."""
         return f"{self.root}/mr/{_any(mobile_router, 'mobile router')}/preferences"

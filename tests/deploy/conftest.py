@@ -29,7 +29,7 @@ from tests.deploy.brokerproc import (
 from tests.deploy.probe import Probe
 
 #: The helper's default users: the ACL's node users and roles.
-USERS = ("ha1", "mr1", "mobility-ha", "nsa", "soap-gateway", "operator")
+USERS = ("ha1", "mr1", "mobility-ha", "nsa", "soap-gateway", "operator", "console")
 
 
 def password_variable(user: str) -> str:

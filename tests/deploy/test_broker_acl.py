@@ -111,6 +111,16 @@ WRITES: list[tuple[str, str, bool]] = [
     ("operator", T.operator_rules(), True),
     ("operator", T.policy("mr1"), False),
     ("operator", T.status("mr1"), False),
+    # The console reads; it writes only its own presence and dead letters.
+    ("console", T.presence("console", "console"), True),
+    ("console", T.dead_letter("console", "console"), True),
+    ("console", T.presence("ha1", "prem"), False),
+    ("console", T.policy("mr1"), False),
+    ("console", T.status("mr1"), False),
+    ("console", T.decision("mr1"), False),
+    ("console", T.link_state("mr1", "eth0"), False),
+    ("console", T.preferences("mr1"), False),
+    ("console", T.operator_rules(), False),
 ]
 
 
@@ -180,6 +190,20 @@ READS: dict[str, list[str]] = {
         T.dead_letter("ha1", "prem"),
     ],
     "mobility-ha": [],
+    # Everything it shows; not the preferences and rules (the NSA's inputs, not its state).
+    "console": [
+        *_PREM_REPORTS,
+        T.policy("ha1"),
+        T.policy("mr1"),
+        T.presence("mr1", "monitor"),
+        T.link_metrics("mr1", "eth0"),
+        T.link_state("mr1", "eth0"),
+        T.binding_event("mr1", 1),
+        T.binding_event("mr1", 2),
+        T.decision("mr1"),
+        T.presence("nsa-1", "nsa"),
+        T.dead_letter("ha1", "prem"),
+    ],
 }
 
 #: A message each reader may receive, published last (see tests/deploy/probe.py on ordering).
@@ -192,6 +216,7 @@ BARRIERS: dict[str, tuple[str, str]] = {
     "soap-gateway": ("mr1", T.status("mr1")),
     "operator": ("operator", T.operator_rules()),
     "mobility-ha": ("nsa", T.policy("mobility-ha")),
+    "console": ("mr1", T.status("mr1")),
 }
 
 

@@ -41,7 +41,8 @@ def cid(service: str, node: str) -> str:
 
 #: (broker user, client id) of every connection of the shipped deployment (deploy/compose.yaml
 #: and deploy/config): the node users' PREM workers, the MR's monitor and own mobility_events,
-#: the HA's mobility_events and MCoA agent, an NSA replica's two connections, the gateway.
+#: the HA's mobility_events and MCoA agent, an NSA replica's two connections, the gateway,
+#: the operator console.
 SERVICE_IDS: list[tuple[str, str]] = [
     ("ha1", cid("prem", "ha1")),
     ("mr1", cid("prem", "mr1")),
@@ -52,6 +53,7 @@ SERVICE_IDS: list[tuple[str, str]] = [
     ("nsa", cid("nsa", "nsa-1")),
     ("nsa", cid("nsa-metrics", "nsa-1")),
     ("soap-gateway", cid("soap-gateway", "soap-gateway")),
+    ("console", cid("console", "console")),
 ]
 
 

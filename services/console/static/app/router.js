@@ -1,0 +1,86 @@
+// One mobile router's page: links with sparklines (uPlot), bindings, classes, decisions.
+"use strict";
+(() => {
+  const heading = document.getElementById("router");
+  const history = new Map();   // interface -> {t, rtt_ms, loss, rx_bps, tx_bps}
+  const charts = new Map();    // interface -> uPlot
+  const KEEP_S = 300;
+
+  function merge(iface, h, incremental) {
+    let cur = history.get(iface);
+    if (!cur || !incremental) cur = { t: [], rtt_ms: [], loss: [], rx_bps: [], tx_bps: [] };
+    for (const k of Object.keys(cur)) cur[k] = cur[k].concat(h[k] || []);
+    const last = cur.t.length ? cur.t[cur.t.length - 1] : 0;
+    let drop = 0;
+    while (drop < cur.t.length && cur.t[drop] < last - KEEP_S) drop++;
+    if (drop) for (const k of Object.keys(cur)) cur[k] = cur[k].slice(drop);
+    history.set(iface, cur);
+    return cur;
+  }
+
+  function chart(container, iface, data) {
+    if (typeof uPlot === "undefined") return;  // uPlot not installed: numbers only
+    const series = [data.t, data.rtt_ms, data.rx_bps.map((v) => v === null ? null : v / 1e6)];
+    let plot = charts.get(iface);
+    if (plot && plot.root.isConnected) { plot.setData(series); return; }
+    plot = new uPlot({
+      width: 320, height: 90, legend: { show: false }, cursor: { show: false },
+      scales: { x: { time: true } },
+      axes: [{ show: false }, { size: 40 }, { side: 1, size: 40, scale: "mbps" }],
+      series: [{}, { label: "RTT ms", stroke: "#1f5fbf" }, { label: "rx Mbit/s", stroke: "#2a7d3a", scale: "mbps" }],
+    }, series, container);
+    charts.set(iface, plot);
+  }
+
+  function links(view) {
+    const box = document.getElementById("links");
+    const seen = new Set();
+    for (const link of view.links) {
+      seen.add(link.interface);
+      const data = merge(link.interface, link.history, view.incremental);
+      let card = box.querySelector(`[data-interface="${CSS.escape(link.interface)}"]`);
+      if (!card) {
+        card = mn.el("div", { class: "link", "data-interface": link.interface },
+          mn.el("h3", {}), mn.el("div", { class: "state" }), mn.el("div", { class: "numbers" }), mn.el("div", { class: "spark" }));
+        box.append(card);
+      }
+      const up = link.up === null ? "unknown" : link.up ? "up" : "down";
+      card.className = "link" + (link.up === false ? " down" : "");
+      card.querySelector("h3").textContent = `${link.interface} (BID ${link.bid}, ${link.technology || "?"})`;
+      const state = card.querySelector(".state");
+      state.className = "state " + (link.up === false ? "bad" : link.up ? "good" : "muted");
+      state.textContent = up + (link.reason ? " - " + link.reason : "") + (link.addresses.length ? " " + link.addresses.join(" ") : "");
+      const l = link.latest;
+      card.querySelector(".numbers").textContent =
+        `RTT ${mn.num(l.rtt_ms, 1)} ms, jitter ${mn.num(l.jitter_ms, 1)} ms, loss ${mn.num(l.loss === null || l.loss === undefined ? null : l.loss * 100, 1)} %, ` +
+        `rx ${mn.bps(l.rx_bps)}, tx ${mn.bps(l.tx_bps)}`;
+      chart(card.querySelector(".spark"), link.interface, data);
+    }
+    for (const card of [...box.children]) if (!seen.has(card.dataset.interface)) card.remove();
+  }
+
+  function table(id, rows) { document.getElementById(id).replaceChildren(...rows); }
+
+  function render(view) {
+    document.getElementById("summary").textContent =
+      `HA ${view.ha || "unknown"}; services: ` +
+      Object.entries(view.services).map(([s, v]) => s + (v.online ? " online" : " OFFLINE")).join(", ") +
+      (Object.keys(view.ha_services).length ? "; HA: " + Object.entries(view.ha_services).map(([s, v]) => s + (v.online ? " online" : " OFFLINE")).join(", ") : "");
+    document.getElementById("router-alerts").replaceChildren(...view.alerts.map((a) =>
+      mn.el("p", { class: "bad alert" }, `${a.kind}: ${a.node} ${a.subject} - ${a.detail} (${mn.time(a.at)})`)));
+    links(view);
+    table("bindings", view.bindings.map((b) => mn.el("tr", { class: b.active ? "" : "muted" },
+      mn.el("td", {}, String(b.bid)), mn.el("td", {}, b.event), mn.el("td", {}, b.care_of_address || "-"),
+      mn.el("td", {}, b.lifetime_s === null ? "-" : b.lifetime_s + " s"), mn.el("td", {}, b.status || "-"),
+      mn.el("td", {}, mn.time(b.at)))));
+    const bids = (v) => v === null ? "unknown" : v.length ? v.join(", ") : "default path";
+    table("classes", view.classes.map((c) => mn.el("tr", { class: c.mismatch ? "mismatch" : "" },
+      mn.el("td", {}, c.class), mn.el("td", {}, bids(c.chosen)),
+      mn.el("td", {}, bids(c.ha)), mn.el("td", {}, bids(c.mr)))));
+    document.getElementById("decisions").replaceChildren(...view.decisions.map((d) =>
+      mn.el("details", {}, mn.el("summary", {}, `${mn.time(d.at)} ${d.trigger}, ${d.moves} moved (${d.sender})`),
+        mn.el("pre", { class: "decision" }, d.text))));
+  }
+
+  mn.stream(heading.dataset.events, { router: render });
+})();

@@ -1,0 +1,135 @@
+"""The console in a real browser (headless Chromium through chromedriver and selenium): log in,
+see the fleet, and see a link go down on the page without a reload."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException
+from selenium.webdriver.chrome.options import Options
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import WebDriverWait
+
+from tests.console import messages as m
+from tests.console.conftest import LiveConsole
+from tests.console.webapp import PASSWORDS
+
+pytestmark = [pytest.mark.broker, pytest.mark.browser]
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+
+
+@pytest.fixture
+def browser() -> Iterator[webdriver.Chrome]:
+    missing = [p for p in (CHROMIUM, CHROMEDRIVER) if not os.access(p, os.X_OK)]
+    if missing:
+        why = f"needs {', '.join(missing)} (Debian: chromium, chromium-driver; scripts/setup.sh)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI must run this test but cannot: {why}")
+        pytest.skip(why)
+    options = Options()
+    options.binary_location = CHROMIUM
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    for argument in (
+        "--headless=new",
+        "--no-sandbox",  # root, in a container
+        "--disable-dev-shm-usage",
+        "--disable-gpu",
+        "--window-size=1280,900",
+    ):
+        options.add_argument(argument)
+    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def test_the_fleet_page_shows_a_link_going_down_live(
+    live_console: LiveConsole, browser: webdriver.Chrome, tmp_path: Path
+) -> None:
+    t = live_console.topics
+    for mr in ("mr1", "mr2"):
+        for interface, bid in (("wlan0", 1), ("lte0", 2)):
+            _, up = m.state(mr, interface, bid, up=True)
+            live_console.publish(t.link_state(mr, interface), up, retain=True)
+    _, presence = m.presence("ha1", "prem", True)
+    live_console.publish(t.presence("ha1", "prem"), presence, retain=True)
+
+    browser.get(live_console.url + "/")
+    assert browser.current_url.endswith("/login")
+    browser.find_element(By.ID, "user").send_keys("alice")
+    browser.find_element(By.ID, "password").send_keys(PASSWORDS["alice"])
+    browser.find_element(By.ID, "login").click()
+    # A row is replaced whole when it changes: an element found just before may be stale.
+    wait = WebDriverWait(
+        browser, 10, poll_frequency=0.05, ignored_exceptions=(StaleElementReferenceException,)
+    )
+
+    def text(selector: str) -> str:
+        return str(browser.find_element(By.CSS_SELECTOR, selector).text)
+
+    def names() -> list[str | None]:
+        return [
+            r.get_attribute("data-mr") for r in browser.find_elements(By.CSS_SELECTOR, "#rows tr")
+        ]
+
+    # Both routers, each with its two links up (the retained states may come in two events).
+    wait.until(lambda d: names() == ["mr1", "mr2"])
+    wait.until(lambda d: all("2 / 2" in text(f"#rows tr[data-mr='{mr}']") for mr in ("mr1", "mr2")))
+    wait.until(lambda d: d.find_element(By.ID, "live").text == "live")
+    cell = "#rows tr[data-mr='mr2'] td.alerts-cell"
+    assert text(cell) == "0"
+
+    _, down = m.state("mr2", "lte0", 2, up=False)
+    sent = time.monotonic()
+    live_console.publish(t.link_state("mr2", "lte0"), down, retain=True)
+    WebDriverWait(
+        browser, 2, poll_frequency=0.02, ignored_exceptions=(StaleElementReferenceException,)
+    ).until(lambda d: "link-down" in text(cell))
+    shown_after = time.monotonic() - sent
+    assert "1 / 2" in text("#rows tr[data-mr='mr2']")
+    assert [
+        r.get_attribute("data-mr")
+        for r in browser.find_elements(By.CSS_SELECTOR, "#rows tr.alerting")
+    ] == ["mr2"]
+    assert text("#rows tr[data-mr='mr1'] td.alerts-cell") == "0"
+    # The search box filters the rows as one types (an alert kind matches too).
+    search = browser.find_element(By.ID, "search")
+    search.send_keys("link-down")
+    wait.until(
+        lambda d: not d.find_element(By.CSS_SELECTOR, "#rows tr[data-mr='mr1']").is_displayed()
+    )
+    assert browser.find_element(By.CSS_SELECTOR, "#rows tr[data-mr='mr2']").is_displayed()
+    search.clear()
+    search.send_keys(" ")  # an input event with an empty query: every row again
+    wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "#rows tr[data-mr='mr1']").is_displayed())
+    browser.save_screenshot(str(tmp_path / "fleet.png"))
+    assert (tmp_path / "fleet.png").stat().st_size > 0
+    print(f"link-down shown on the fleet page {shown_after * 1000:.0f} ms after it was published")
+
+    # The router's page: its links, the down one marked, with uPlot's sparklines drawn from
+    # the uPlot the console serves itself.
+    for rtt in (20.0, 35.0, 28.0):
+        _, sample = m.metrics("mr2", "wlan0", 1, rtt_ms=rtt)
+        live_console.publish(t.link_metrics("mr2", "wlan0"), sample)
+    browser.get(live_console.url + "/mr/mr2")
+    wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, ".link")) == 2)
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, ".link[data-interface='wlan0'] canvas"))
+    assert browser.execute_script("return typeof uPlot") == "function"
+    down_card = browser.find_element(By.CSS_SELECTOR, ".link.down")
+    assert "lte0" in down_card.text
+    assert "carrier lost" in down_card.text
+    browser.save_screenshot(str(tmp_path / "router.png"))
+    # No script error, no resource refused (CSP) or missing, on either page.
+    logs: list[dict[str, object]] = browser.get_log("browser")  # type: ignore[no-untyped-call]
+    errors = [e for e in logs if e["level"] == "SEVERE"]
+    assert errors == []

@@ -1,0 +1,103 @@
+"""The console on the real broker: what is published shows in its JSON and its event stream."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx2
+import pytest
+
+from services.contracts import policy_xml
+from services.contracts.policy import Install
+from tests.console import messages as m
+from tests.console.conftest import LiveConsole
+from tests.console.webapp import PASSWORDS, csrf_of
+from tests.waiting import wait_for
+
+pytestmark = pytest.mark.broker
+
+
+def _logged_in(url: str) -> httpx2.Client:
+    client = httpx2.Client(base_url=url, timeout=10, follow_redirects=True)
+    form = client.get("/login")
+    response = client.post(
+        "/login",
+        data={"user": "alice", "password": PASSWORDS["alice"], "csrf": csrf_of(form.text)},
+    )
+    assert response.status_code == 200
+    assert "Fleet" in response.text
+    return client
+
+
+def test_published_metrics_decision_and_status_show_in_json_and_stream(
+    live_console: LiveConsole,
+) -> None:
+    t = live_console.topics
+    client = _logged_in(live_console.url)
+    _, metrics = m.metrics("mr1", "wlan0", 1, rtt_ms=42.5)
+    _, decision = m.decision("mr1", {"video": (1,)})
+    _, document = m.document("ha1", "mr1", 1, Install(policies=(m.policy("video.0", 2),)))
+    _, status = m.status("ha1", "mr1", 1)
+    live_console.publish(t.link_metrics("mr1", "wlan0"), metrics)
+    live_console.publish(t.decision("mr1"), decision, retain=True)
+    live_console.publish(t.policy("ha1"), policy_xml.render(document))
+    live_console.publish(t.status("ha1"), status)
+
+    def shown() -> bool:
+        response = client.get("/api/mr/mr1")
+        if response.status_code != 200:
+            return False
+        view = response.json()
+        return bool(view["links"]) and view["enforcement"].get("downlink", {}).get("version") == 1
+
+    wait_for("the console to show mr1", shown, 10)
+    view = client.get("/api/mr/mr1").json()
+    assert view["links"][0]["latest"]["rtt_ms"] == 42.5
+    assert view["ha"] == "ha1"
+    assert view["classes"] == [
+        {"class": "video", "chosen": [1], "ha": [2], "mr": None, "mismatch": True}
+    ]
+    assert "class video" in view["decisions"][0]["text"]
+    # Its own presence, retained, through the shared runtime.
+    fleet = client.get("/api/fleet").json()
+    assert any(
+        n["node"] == "console" and n["services"] == {"console": True} for n in fleet["nodes"]
+    )
+
+    registry = live_console.service.metrics.registry
+    for kind in ("link-metrics", "decision", "policy", "status", "presence"):
+        taken = registry.get_sample_value("multinet_console_messages_total", {"kind": kind})
+        assert taken is not None
+        assert taken >= 1, kind
+
+    # The router's stream: the full view first, then a new sample as it arrives.
+    with client.stream("GET", "/events/mr/mr1") as stream:
+        lines = stream.iter_lines()
+        first = _next_event(lines)
+        assert first["incremental"] is False
+        assert first["links"][0]["latest"]["rtt_ms"] == 42.5
+        _, later = m.metrics("mr1", "wlan0", 1, rtt_ms=7.25)
+        sent = time.monotonic()
+        live_console.publish(t.link_metrics("mr1", "wlan0"), later)
+        update = _next_event(lines)
+        assert update["incremental"] is True
+        assert update["links"][0]["history"]["rtt_ms"] == [7.25]
+        assert time.monotonic() - sent < 2.0
+        assert registry.get_sample_value("multinet_console_sse_clients") == 1
+        sent_events = registry.get_sample_value(
+            "multinet_console_events_sent_total", {"stream": "router"}
+        )
+        assert sent_events is not None
+        assert sent_events >= 2
+
+
+def _next_event(lines: Iterator[str]) -> dict[str, Any]:
+    for line in lines:
+        if line.startswith("data: "):
+            data = json.loads(line[6:])
+            assert isinstance(data, dict)
+            return data
+    raise AssertionError("the stream ended")

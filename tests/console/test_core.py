@@ -1,0 +1,251 @@
+"""The console's pure picture: what each message does to it, alerts, chosen vs enforced."""
+
+from __future__ import annotations
+
+from services.console.core import ConsoleState, Limits
+from services.contracts.messages import BindingEventKind, FallbackState
+from services.contracts.policy import Direction, Install, Update
+from tests.console import messages as m
+
+
+def feed(state: ConsoleState, item: tuple[object, object], now: float = 100.0) -> bool:
+    topic, message = item
+    return state.feed(topic, message, now)  # type: ignore[arg-type]
+
+
+def test_link_metrics_and_state_make_a_router_with_a_link_and_history() -> None:
+    state = ConsoleState()
+    for t in range(5):
+        assert feed(state, m.metrics("mr1", "wlan0", 1, rtt_ms=10.0 + t), now=100.0 + t)
+    assert feed(state, m.state("mr1", "wlan0", 1, up=True))
+    view = state.router_view("mr1")
+    assert view is not None
+    (link,) = view["links"]
+    assert link["interface"] == "wlan0"
+    assert link["bid"] == 1
+    assert link["up"] is True
+    assert link["latest"]["rtt_ms"] == 14.0
+    assert link["history"]["rtt_ms"] == [10.0, 11.0, 12.0, 13.0, 14.0]
+    newer = state.router_view("mr1", after=102.0)
+    assert newer is not None
+    assert newer["links"][0]["history"]["t"] == [103.0, 104.0]
+    _, rows = state.rows_since(0)
+    assert rows == [
+        {
+            "mr": "mr1",
+            "ha": None,
+            "ha_offline": [],
+            "services": {},
+            "links": 1,
+            "links_up": 1,
+            "bindings": 0,
+            "alerts": 0,
+            "alert_kinds": [],
+            "mismatches": 0,
+        }
+    ]
+
+
+def test_history_is_a_bounded_ring() -> None:
+    state = ConsoleState(Limits(history=10))
+    for t in range(25):
+        feed(state, m.metrics("mr1", "wlan0", 1, rtt_ms=float(t)), now=float(t))
+    link = state.router_view("mr1")["links"][0]  # type: ignore[index]
+    assert link["history"]["rtt_ms"] == [float(t) for t in range(15, 25)]
+
+
+def test_a_link_down_raises_an_alert_and_up_clears_it() -> None:
+    state = ConsoleState()
+    feed(state, m.state("mr1", "lte0", 2, up=True))
+    revision, _ = state.rows_since(0)
+    feed(state, m.state("mr1", "lte0", 2, up=False), now=101.0)
+    revision2, rows = state.rows_since(revision)
+    assert [r["alert_kinds"] for r in rows] == [["link-down"]]
+    assert state.totals["with_alerts"] == 1
+    _, log = state.alerts_since(0)
+    assert [(a["event"], a["kind"], a["subject"]) for a in log] == [("raised", "link-down", "lte0")]
+    feed(state, m.state("mr1", "lte0", 2, up=True), now=102.0)
+    _, rows = state.rows_since(revision2)
+    assert rows[0]["alerts"] == 0
+    assert state.totals["with_alerts"] == 0
+
+
+def test_metrics_do_not_touch_the_fleet_row() -> None:
+    state = ConsoleState()
+    feed(state, m.metrics("mr1", "wlan0", 1))
+    revision, _ = state.rows_since(0)
+    for t in range(10):
+        feed(state, m.metrics("mr1", "wlan0", 1, rtt_ms=float(t)), now=200.0 + t)
+    assert state.rows_since(revision)[1] == []
+    assert state.routers["mr1"].revision > revision  # the router's own view did change
+
+
+def test_rows_since_hands_only_the_changed_rows() -> None:
+    state = ConsoleState()
+    for i in range(100):
+        feed(state, m.state(f"mr{i:03d}", "wlan0", 1, up=True))
+    revision, rows = state.rows_since(0)
+    assert len(rows) == 100
+    feed(state, m.state("mr042", "wlan0", 1, up=False))
+    feed(state, m.state("mr007", "wlan0", 1, up=False))
+    _, rows = state.rows_since(revision)
+    assert [r["mr"] for r in rows] == ["mr042", "mr007"]
+    assert state.totals == {
+        "routers": 100,
+        "with_alerts": 2,
+        "mismatches": 0,
+        "links": 100,
+        "links_up": 98,
+    }
+
+
+def test_bindings_follow_their_events() -> None:
+    state = ConsoleState()
+    feed(state, m.binding("mr1", 1))
+    feed(state, m.binding("mr1", 2, coa="2001:db8:2::1"))
+    feed(state, m.binding("mr1", 2, BindingEventKind.REFRESHED, coa=None))
+    feed(state, m.binding("mr1", 1, BindingEventKind.DEREGISTERED, coa=None))
+    view = state.router_view("mr1")
+    assert view is not None
+    assert [
+        (b["bid"], b["event"], b["active"], b["care_of_address"]) for b in view["bindings"]
+    ] == [
+        (1, "deregistered", False, "2001:db8::1"),
+        (2, "refreshed", True, "2001:db8:2::1"),
+    ]
+    assert state.routers["mr1"].row["bindings"] == 1
+
+
+def test_a_binding_event_on_another_routers_topic_is_dropped() -> None:
+    state = ConsoleState()
+    topic, message = m.binding("mr1", 1)
+    assert not state.feed(topic._replace(owner="mr2"), message, 1.0)
+    assert state.dropped == 1
+    assert not state.routers
+
+
+def test_chosen_against_enforced_per_class_and_mismatch() -> None:
+    state = ConsoleState()
+    feed(state, m.decision("mr1", {"video": (1,), "voice": (2,)}))
+    feed(
+        state,
+        m.document(
+            "ha1", "mr1", 1, Install(policies=(m.policy("video.0", 1), m.policy("voice.0", 1)))
+        ),
+    )
+    feed(state, m.status("ha1", "mr1", 1))
+    feed(
+        state,
+        m.document(
+            "mr1",
+            "mr1",
+            1,
+            Install(policies=(m.policy("video.0", 1), m.policy("voice.0", 2))),
+            Direction.UPLINK,
+        ),
+    )
+    feed(state, m.status("mr1", "mr1", 1, direction=Direction.UPLINK))
+    view = state.router_view("mr1")
+    assert view is not None
+    assert view["ha"] == "ha1"
+    assert view["classes"] == [
+        {"class": "video", "chosen": [1], "ha": [1], "mr": [1], "mismatch": False},
+        {"class": "voice", "chosen": [2], "ha": [1], "mr": [2], "mismatch": True},
+    ]
+    assert state.totals["mismatches"] == 1
+    # The HA's worker catches up with an Update: no mismatch left.
+    feed(state, m.document("ha1", "mr1", 2, Update(replace=(m.policy("voice.0", 2),))))
+    feed(state, m.status("ha1", "mr1", 2))
+    assert state.routers["mr1"].row["mismatches"] == 0
+    assert state.totals["mismatches"] == 0
+
+
+def test_a_fallback_overrides_the_enforced_bid() -> None:
+    state = ConsoleState()
+    feed(state, m.decision("mr1", {"video": (1,)}))
+    feed(state, m.document("ha1", "mr1", 1, Install(policies=(m.policy("video.0", 1),))))
+    feed(state, m.status("ha1", "mr1", 1))
+    fallback = FallbackState(policy_id="video.0", primary_bid=1, active_bid=2)
+    feed(state, m.status("ha1", "mr1", 1, result="fallback", fallbacks=(fallback,)))
+    (video,) = state.router_view("mr1")["classes"]  # type: ignore[index]
+    assert video["ha"] == [2]
+    assert video["mismatch"] is True
+
+
+def test_an_applied_version_without_its_document_is_unknown() -> None:
+    state = ConsoleState()
+    feed(state, m.decision("mr1", {"video": (1,)}))
+    feed(state, m.status("ha1", "mr1", 7))
+    (video,) = state.router_view("mr1")["classes"]  # type: ignore[index]
+    assert video["ha"] is None
+    assert video["mismatch"] is False
+    assert state.router_view("mr1")["enforcement"]["downlink"]["known"] is False  # type: ignore[index]
+
+
+def test_a_refused_document_raises_an_alert_until_the_next_applied() -> None:
+    state = ConsoleState()
+    feed(state, m.status("ha1", "mr1", 0, result="refused", requested=3))
+    (alert,) = state.router_view("mr1")["alerts"]  # type: ignore[index]
+    assert alert["kind"] == "refused-document"
+    assert "BID 9 is unknown here" in alert["detail"]
+    feed(state, m.document("ha1", "mr1", 4, Install()))
+    feed(state, m.status("ha1", "mr1", 4))
+    assert state.router_view("mr1")["alerts"] == []  # type: ignore[index]
+
+
+def test_presence_offline_alerts_on_the_router_and_the_has_routers() -> None:
+    state = ConsoleState()
+    feed(state, m.status("ha1", "mr1", 0, result="applied"))
+    feed(state, m.presence("mr1", "prem", True))
+    feed(state, m.presence("ha1", "prem", True))
+    revision, _ = state.rows_since(0)
+    feed(state, m.presence("ha1", "prem", False))
+    _, rows = state.rows_since(revision)
+    assert [(r["mr"], r["ha_offline"]) for r in rows] == [("mr1", ["prem"])]
+    nodes = state.other_nodes()
+    assert [(n["node"], n["services"], n["routers"]) for n in nodes] == [
+        ("ha1", {"prem": False}, 1)
+    ]
+    assert nodes[0]["alerts"][0]["kind"] == "node-offline"
+    feed(state, m.presence("mr1", "prem", False))
+    assert state.routers["mr1"].row["alert_kinds"] == ["node-offline"]
+    assert state.routers["mr1"].row["services"] == {"prem": False}
+
+
+def test_a_dead_letter_alert_expires_after_the_hold_time() -> None:
+    state = ConsoleState(Limits(dead_letter_hold_s=60))
+    feed(state, m.state("mr1", "wlan0", 1, up=True))
+    feed(state, m.dead_letter("mr1", "monitor"), now=100.0)
+    assert state.routers["mr1"].row["alert_kinds"] == ["dead-letter"]
+    state.tick(159.0)
+    assert state.routers["mr1"].row["alerts"] == 1
+    state.tick(160.0)
+    assert state.routers["mr1"].row["alerts"] == 0
+    feed(state, m.dead_letter("nsa-1", "nsa"), now=200.0)
+    assert state.other_nodes()[0]["alerts"][0]["kind"] == "dead-letter"
+    state.tick(260.0)
+    assert state.other_nodes()[0]["alerts"] == []
+
+
+def test_alerts_raised_on_a_node_move_to_it_when_it_turns_out_a_router() -> None:
+    state = ConsoleState()
+    feed(state, m.presence("mr1", "monitor", False))
+    feed(state, m.state("mr1", "wlan0", 1, up=True))
+    assert state.routers["mr1"].row["alert_kinds"] == ["node-offline"]
+
+
+def test_the_number_of_routers_is_bounded() -> None:
+    state = ConsoleState(Limits(routers=3))
+    for i in range(5):
+        feed(state, m.state(f"mr{i}", "wlan0", 1, up=True))
+    assert sorted(state.routers) == ["mr0", "mr1", "mr2"]
+    assert state.dropped == 2
+
+
+def test_the_decision_log_keeps_the_last_n() -> None:
+    state = ConsoleState(Limits(decisions=3))
+    for t in range(6):
+        feed(state, m.decision("mr1", {"video": (1 + t % 2,)}, at=float(t)))
+    decisions = state.router_view("mr1")["decisions"]  # type: ignore[index]
+    assert [d["at"] for d in decisions] == [5.0, 4.0, 3.0]
+    assert "class video" in decisions[0]["text"]
