@@ -6,10 +6,16 @@ cd "$(dirname "$0")/.."
 need_apt=()
 for pair in iptables:iptables nft:nftables ipset:ipset ip:iproute2 mosquitto:mosquitto \
             mosquitto_pub:mosquitto-clients ping:iputils-ping openssl:openssl \
-            wsdl2h:gsoap tshark:tshark tcpdump:tcpdump sysctl:procps \
-            npm:npm chromium:chromium chromedriver:chromium-driver; do
+            wsdl2h:gsoap tshark:tshark tcpdump:tcpdump sysctl:procps npm:npm; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || need_apt+=("${pair#*:}")
 done
+# The console's browser test drives a headless Chromium: installed for the tests only
+# (scripts/test.sh and CI set SETUP_TESTS=1), not for the main command.
+if [ "${SETUP_TESTS:-0}" = 1 ]; then
+  for pair in chromium:chromium chromedriver:chromium-driver; do
+    command -v "${pair%%:*}" >/dev/null 2>&1 || need_apt+=("${pair#*:}")
+  done
+fi
 command -v cc >/dev/null 2>&1 || need_apt+=(gcc)  # python-iptables builds a small C wrapper
 # The broker's client-id plugin (deploy/mosquitto/plugin) and the gSOAP test client.
 [ -f /usr/include/mosquitto_broker.h ] || need_apt+=(mosquitto-dev)

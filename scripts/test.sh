@@ -12,7 +12,7 @@
 # pytest exits 5 when it collected no test: that is a broken setup, so it fails here too.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh || exit 1
+SETUP_TESTS=1 bash scripts/setup.sh || exit 1
 python="${SETUP_VENV:-.venv}/bin/python"
 
 # The exit status of one pytest run, with "collected nothing" (5) made a failure.
