@@ -18,6 +18,7 @@ import promql_parser
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from services.console.metrics import ConsoleMetrics
 from services.mcoa.metrics import McoaHaMetrics, McoaMrMetrics
 from services.metrics import ServiceMetrics
 from services.mobility_events.metrics import MobilityEventsMetrics
@@ -46,6 +47,7 @@ def _services() -> list[ServiceMetrics]:
         NsaMetrics("nsa", _counts),
         PremMetrics("ha1"),
         GatewayMetrics("gw"),
+        ConsoleMetrics("console"),
     ]
     services[0].watch_client(mqtt.Client(CallbackAPIVersion.VERSION2))
     return services
