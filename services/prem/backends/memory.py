@@ -1,4 +1,7 @@
-"""An in-memory data plane for decision-side tests: it answers "which BID does this packet get?"."""
+"""An in-memory data plane for decision-side tests: it answers "which BID does this packet get?".
+
+It holds every kind of rule (forward, drop, balance buckets, duplicate copies) and reads back
+exactly what it holds."""
 
 from __future__ import annotations
 
@@ -41,8 +44,19 @@ class MemoryBackend:
         self._table = ()
 
     def bid_for(self, packet: Packet) -> int | str | None:
-        """The BID `packet` is marked with, "drop", or None when no policy matches."""
+        """The BID `packet` is marked with, "drop", or None when no policy matches (a balance
+        rule picks by the packet's flow hash)."""
         rule = classify(self._table, packet)
         if rule is None:
             return None
-        return "drop" if rule.bid is None else rule.bid
+        bid = rule.bid_of(packet)
+        return "drop" if bid is None else bid
+
+    def paths_for(self, packet: Packet) -> tuple[int, ...]:
+        """Every BID `packet` leaves by: its marked BID, then the BIDs of its copies (empty
+        when it is dropped or matches nothing)."""
+        rule = classify(self._table, packet)
+        bid = None if rule is None else rule.bid_of(packet)
+        if rule is None or bid is None:
+            return ()
+        return (bid, *rule.copies)
