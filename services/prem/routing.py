@@ -18,7 +18,8 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from services.contracts.errors import KernelError
-from services.prem.core.rules import FAMILIES, RuleKey, desired_rules, plan_rules
+from services.prem.core.nft_render import CopyTarget
+from services.prem.core.rules import AF_INET, AF_INET6, FAMILIES, RuleKey, desired_rules, plan_rules
 from services.prem.core.settings import NodeSettings
 
 log = logging.getLogger(__name__)
@@ -150,3 +151,70 @@ def remove_rules(settings: NodeSettings, ipr: IPRoute | None = None) -> None:
         left = _read_keys(sock, priority)
     if left:
         raise KernelError("remove rules", f"still at priority {priority}: {sorted(left)}")
+
+
+#: Route types a copy can follow (RTN_UNICAST); blackhole, unreachable and the like cannot.
+_RTN_UNICAST = 1
+_FAMILY_OF = {AF_INET6: 6, AF_INET: 4}
+
+
+def _route_table(msg: Any) -> int:
+    return _int_attr(msg, "RTA_TABLE", int(msg["table"]))
+
+
+def _dump_routes(ipr: Any, family: int) -> list[Any]:
+    try:
+        return list(ipr.route("dump", family=family))
+    except NetlinkError as exc:
+        raise KernelError("dump routes", str(exc), exc.code) from exc
+
+
+def _copy_route(routes: list[Any]) -> Any | None:
+    """The route a copy follows: the default route, else the widest prefix (the mobile
+    network prefix at an HA)."""
+    unicast = [m for m in routes if int(m["type"]) == _RTN_UNICAST]
+    return min(unicast, key=lambda m: int(m["dst_len"]), default=None)
+
+
+def copy_targets(
+    settings: NodeSettings, ipr: IPRoute | None = None
+) -> tuple[dict[tuple[int, int], CopyTarget], dict[tuple[int, int], str]]:
+    """Where a duplicate's copy for each declared BID goes, learnt from the BID's table.
+
+    Per (family 4 or 6, BID): the gateway and device of the table's default route (else its
+    widest prefix), which `dup to <gateway> device <device>` reaches without any mark (the
+    kernel routes a copy by that address and device alone). The second mapping says why a BID
+    cannot take a copy: no route for the family, no gateway on it, several next hops, or an
+    encapsulation (lwtunnel) that a copy routed to the gateway would not get.
+    """
+    tables = {settings.table_of(bid): bid for bid in settings.bid_numbers()}
+    targets: dict[tuple[int, int], CopyTarget] = {}
+    reasons: dict[tuple[int, int], str] = {}
+    with _session(ipr) as sock:
+        names = {int(m["index"]): str(m.get_attr("IFLA_IFNAME")) for m in sock.get_links()}
+        for family in FAMILIES:
+            version = _FAMILY_OF[family]
+            found: dict[int, list[Any]] = {}
+            for msg in _dump_routes(sock, family):
+                table = _route_table(msg)
+                if table in tables:
+                    found.setdefault(table, []).append(msg)
+            for table, bid in tables.items():
+                key = (version, bid)
+                route = _copy_route(found.get(table, []))
+                gateway = None if route is None else route.get_attr("RTA_GATEWAY")
+                oif = None if route is None else route.get_attr("RTA_OIF")
+                if route is None:
+                    reasons[key] = f"table {table} has no IPv{version} route"
+                elif route.get_attr("RTA_MULTIPATH") is not None:
+                    reasons[key] = f"the IPv{version} route of table {table} has several next hops"
+                elif route.get_attr("RTA_ENCAP") is not None:
+                    reasons[key] = (
+                        f"the IPv{version} route of table {table} encapsulates (lwtunnel), and "
+                        "a copy sent to its gateway would leave without that encapsulation"
+                    )
+                elif gateway is None or oif is None or int(oif) not in names:
+                    reasons[key] = f"the IPv{version} route of table {table} has no gateway"
+                else:
+                    targets[key] = CopyTarget(str(gateway), names[int(oif)])
+    return targets, reasons

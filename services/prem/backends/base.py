@@ -18,6 +18,9 @@ class Backend(Protocol):
     """
 
     name: str
+    #: The policy action kinds it enforces ("forward", "drop", "balance", "duplicate"); the
+    #: enforcer refuses a document with any other before touching the kernel.
+    actions: frozenset[str]
 
     def read(self) -> FlowTable:
         """The flow table the data plane enforces now (empty when nothing of ours exists)."""
@@ -29,4 +32,10 @@ class Backend(Protocol):
 
     def remove_all(self) -> None:
         """Remove everything this back end owns (chains, tables, sets)."""
+        ...
+
+    def uncopyable(self) -> dict[int, frozenset[int]]:
+        """Per address family (4, 6), the declared BIDs a duplicate policy cannot copy to now
+        (the enforcer leaves those copies out and reports them as fallbacks). A back end that
+        cannot duplicate at all refuses duplicate rules in `apply` instead."""
         ...

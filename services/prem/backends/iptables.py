@@ -28,6 +28,12 @@ Cost: rules are matched linearly (about 20-30 ns per rule per packet, see docs/k
 or nft map would make it O(1). Good enough for this first version; prefer the nftables back end
 for large tables.
 
+Balance and duplicate policies (version-2 documents) are refused whole, before anything is
+written (`actions`): xtables has the pieces (HMARK hashes the 5-tuple into the mark, TEE
+clones to a gateway; this kernel has both, CONFIG_NETFILTER_XT_TARGET_HMARK and _TEE), but
+HMARK overwrites the whole mark instead of our bits, and neither is written here yet. Use the
+nftables back end for them.
+
 python-iptables keeps one libiptc snapshot per table per process: every operation refreshes
 first, and another writer must not change the same table between our refresh and commit.
 """
@@ -84,6 +90,8 @@ class IptablesBackend:
     """Flow rules as legacy-xtables mangle rules, written with one libiptc commit per family."""
 
     name = "iptables"
+    #: The policy actions this back end enforces (the enforcer refuses the others).
+    actions = frozenset({"forward", "drop"})
 
     def __init__(self, settings: PremSettings) -> None:
         self.settings = settings
@@ -103,6 +111,13 @@ class IptablesBackend:
         """Rewrite our chains to `desired`: one commit per family whose content changes."""
         if not changes:
             return
+        spread = [r.policy_id for r in desired if r.buckets or r.copies]
+        if spread:
+            raise KernelError(
+                "iptables apply",
+                f"the iptables back end cannot enforce balance or duplicate policies "
+                f"({', '.join(sorted(set(spread)))}); nothing was changed",
+            )
         desired = tuple(sorted(desired, key=FlowRule.precedence))
         wanted = {family: render(desired, family, self.settings) for family in FAMILIES}
         tables = {family: _table(family) for family in FAMILIES}
@@ -157,6 +172,10 @@ class IptablesBackend:
                 raise KernelError("iptables remove", f"IPv{family}: {exc}") from exc
 
     # -- the rule codec, bound to our chain and settings -----------------------------------
+
+    def uncopyable(self) -> dict[int, frozenset[int]]:
+        """Nothing to say: duplicate policies are refused before they reach the kernel."""
+        return {}
 
     def render_rule(self, rule: FlowRule) -> RuleSpec:
         """One flow rule as an xtables rule of our main chain."""

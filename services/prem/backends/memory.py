@@ -15,6 +15,8 @@ class MemoryBackend:
     """Holds the flow table in memory and interprets it like the kernel would."""
 
     name = "memory"
+    #: The policy actions this back end enforces (the enforcer refuses the others).
+    actions = frozenset({"forward", "drop", "balance", "duplicate"})
 
     def __init__(
         self, settings: PremSettings | None = None, *, fail_next_apply: bool = False
@@ -23,6 +25,8 @@ class MemoryBackend:
         self._table: FlowTable = ()
         self.applied_batches = 0
         self.fail_next_apply = fail_next_apply
+        #: What `uncopyable` answers (tests set it to model BIDs without a copy route).
+        self.no_copy: dict[int, frozenset[int]] = {}
 
     def read(self) -> FlowTable:
         """The table as held."""
@@ -42,6 +46,10 @@ class MemoryBackend:
     def remove_all(self) -> None:
         """Forget every rule."""
         self._table = ()
+
+    def uncopyable(self) -> dict[int, frozenset[int]]:
+        """As set in `no_copy` (every BID can take a copy by default)."""
+        return dict(self.no_copy)
 
     def bid_for(self, packet: Packet) -> int | str | None:
         """The BID `packet` is marked with, "drop", or None when no policy matches (a balance
