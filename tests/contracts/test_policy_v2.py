@@ -5,7 +5,9 @@ Every refusal names the policy, the field and the line, as for version 1.
 
 from __future__ import annotations
 
+import re
 import textwrap
+from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
@@ -228,3 +230,14 @@ def test_models_are_frozen_and_refuse_unknown_fields() -> None:
         Share.model_validate({"bid": 1, "weight": 1, "extra": 1})
     with pytest.raises(ValidationError):
         DUPLICATE.paths = (2, 3)  # type: ignore[misc]
+
+
+def test_the_readme_example_parses() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    found = re.findall(r"```xml\n(<policy-message[^`]*flow-policy:2[^`]*)```", readme)
+    assert found, "README.md shows a version-2 document"
+    for text in found:
+        parsed = parse(text.encode())
+        assert isinstance(parsed.operation, Install)
+        kinds = {p.action.kind for p in parsed.operation.policies}
+        assert kinds == {"balance", "duplicate"}

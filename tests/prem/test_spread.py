@@ -24,7 +24,7 @@ from services.prem.backends.memory import MemoryBackend
 from services.prem.core.flowtable import Packet, compile_policies, fallback_states
 from services.prem.core.policyset import DesiredState, apply_message
 from services.prem.core.reconcile import plan
-from services.prem.core.spread import base_buckets, balance_buckets, duplicate_paths, runs
+from services.prem.core.spread import balance_buckets, base_buckets, duplicate_paths, runs
 from tests import policy_strategies
 from tests.prem import factories
 
@@ -104,7 +104,8 @@ def test_compiled_rules_carry_buckets_or_copies() -> None:
     by_id = {(r.policy_id, r.family): r for r in rules}
     assert by_id["b", 6].buckets == (1, 1, 1, 2)
     assert by_id["b", 6].bid == 1
-    assert by_id["d", 4].bid == 1 and by_id["d", 4].copies == (2,)
+    assert by_id["d", 4].bid == 1
+    assert by_id["d", 4].copies == (2,)
     assert by_id["d", 6].verdict_bids() == (1, 2)
     # One usable share left: a plain forward; one path left: no copies.
     alone = compile_policies([policy(balance((1, 3), (2, 1)))], frozenset({1}))
@@ -122,11 +123,15 @@ def test_fallback_states_name_what_balance_and_duplicate_use_now() -> None:
     ]
     assert fallback_states(policies, frozenset()) == ()
     states = {s.policy_id: s for s in fallback_states(policies, frozenset({2}))}
-    assert states["b"].active_bids == (1, 3) and states["b"].skipped_bids == (2,)
-    assert states["b"].primary_bid == 1 and states["b"].active_bid == 1
-    assert states["d"].active_bids == (1, 3) and states["d"].skipped_bids == (2,)
+    assert states["b"].active_bids == (1, 3)
+    assert states["b"].skipped_bids == (2,)
+    assert states["b"].primary_bid == 1
+    assert states["b"].active_bid == 1
+    assert states["d"].active_bids == (1, 3)
+    assert states["d"].skipped_bids == (2,)
     copy_lost = fallback_states(policies[1:], frozenset(), {6: frozenset({2, 3})})
-    assert copy_lost[0].active_bids == (1,) and copy_lost[0].skipped_bids == (2,)
+    assert copy_lost[0].active_bids == (1,)
+    assert copy_lost[0].skipped_bids == (2,)
 
 
 def test_undeclared_bids_of_new_actions_are_refused_naming_the_field(tmp_path: Path) -> None:
@@ -163,7 +168,8 @@ def test_memory_backend_splits_flows_by_weight_pins_them_and_copies() -> None:
     flows = [udp_packet(40000 + i) for i in range(400)]
     first = [backend.bid_for(p) for p in flows]
     counts = Counter(first)
-    assert abs(counts[1] - 300) <= 40 and counts[1] + counts[2] == 400
+    assert abs(counts[1] - 300) <= 40
+    assert counts[1] + counts[2] == 400
     assert [backend.bid_for(p) for p in flows] == first, "a flow keeps its BID"
     # BID 2 unusable: its flows go to 1; flows on 1 stay.
     moved = compile_policies([policy(balance((1, 3), (2, 1)))], frozenset({2}))

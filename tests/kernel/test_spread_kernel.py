@@ -1,0 +1,308 @@
+"""Balance and duplicate policies on real packets, enforced by the nftables back end.
+
+Topology (`test_backend_behaviour.build_router`): sender -> router -> two veth links to a sink,
+BID 1 by `r-a`, BID 2 by `r-b`; each BID table holds a default route via a link-local gateway
+with a permanent neighbour, the shape of the MR's VXLAN pipes (`default via fe80::1 dev
+mnvx<BID>`). So these tests go through simple per-BID routes over veth, not through MCoA
+pipes (those are exercised by `test_dup_through_vxlan_pipes` below, per pipe kind).
+
+Which BID a packet took is seen at the sink: an AF_PACKET socket on each of its two links
+captures every frame (the frames are addressed to the gateways' MACs, not the sink's, and a
+packet socket still sees them). One forked child opens the captures in the sink's namespace,
+moves itself into the sender's (or router's) namespace and sends, then reads the captures.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+from collections import Counter
+from collections.abc import Callable
+
+import pytest
+
+from services import netns
+from services.contracts.policy import (
+    Balance,
+    Duplicate,
+    Forward,
+    Policy,
+    PortRange,
+    Selector,
+    Share,
+)
+from services.prem import routing
+from services.prem.backends.iptables import IptablesBackend
+from services.prem.backends.nftables import NftablesBackend
+from services.prem.core.flowtable import FlowTable, compile_policies
+from services.prem.core.reconcile import plan
+from tests.features import need_backend
+from tests.kernel.test_backend_behaviour import PACKET_SETTINGS, build_router, net
+
+pytestmark = pytest.mark.kernel
+
+PORT = 5300
+FLOWS = 200
+ETH_P_ALL = 0x0003
+
+
+def balance_policy(w1: int, w2: int, pid: str = "bal", priority: int = 10) -> Policy:
+    return Policy(
+        id=pid,
+        priority=priority,
+        selector=Selector(next_header=17, dst_port=PortRange(first=PORT, last=PORT)),
+        action=Balance(shares=(Share(bid=1, weight=w1), Share(bid=2, weight=w2))),
+    )
+
+
+def duplicate_policy(
+    pid: str = "dup", port: int = PORT + 1, paths: tuple[int, ...] = (1, 2)
+) -> Policy:
+    return Policy(
+        id=pid,
+        priority=10,
+        selector=Selector(next_header=17, dst_port=PortRange(first=port, last=port)),
+        action=Duplicate(paths=paths),
+    )
+
+
+# ---- in the router (forked children) -----------------------------------------------------------
+
+
+def enforce(
+    policies: tuple[Policy, ...], unusable: frozenset[int] = frozenset()
+) -> dict[str, object]:
+    """Reconcile the router to `policies` twice; report what was read back and the ruleset."""
+    backend = NftablesBackend(PACKET_SETTINGS)
+    desired = compile_policies(policies, unusable, backend.uncopyable())
+    changes = plan(desired, backend.read())
+    if changes:
+        backend.apply(desired, changes)
+    read = backend.read()
+    first = _ruleset()
+    again = plan(desired, backend.read())
+    backend.apply(desired, plan(desired, backend.read()))
+    return {
+        "desired": desired,
+        "read": read,
+        "again": bool(again),
+        "same_ruleset": first == _ruleset(),
+        "ruleset": first,
+    }
+
+
+def _ruleset() -> str:
+    return subprocess.run(
+        ["nft", "list", "ruleset"], capture_output=True, text=True, check=True
+    ).stdout
+
+
+# ---- traffic and captures ----------------------------------------------------------------------
+
+
+def _captures(devices: tuple[str, ...]) -> dict[str, socket.socket]:
+    found = {}
+    for dev in devices:
+        sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
+        sock.bind((dev, 0))
+        sock.setblocking(False)
+        found[dev] = sock
+    return found
+
+
+def _udp_of(frame: bytes) -> tuple[int, int, bytes] | None:
+    """(source port, destination port, payload) of an Ethernet frame carrying UDP, else None."""
+    kind = int.from_bytes(frame[12:14], "big")
+    if kind == 0x86DD and frame[20] == 17:
+        start = 54
+    elif kind == 0x0800 and frame[23] == 17:
+        start = 14 + (frame[14] & 0x0F) * 4
+    else:
+        return None
+    sport = int.from_bytes(frame[start : start + 2], "big")
+    dport = int.from_bytes(frame[start + 2 : start + 4], "big")
+    return sport, dport, frame[start + 8 :]
+
+
+def traffic(
+    sink: str, source: str, dst: str, port: int, flows: int, packets: int
+) -> dict[str, list[tuple[int, bytes]]]:
+    """Send `packets` datagrams on each of `flows` flows (source ports 30000+i) from `source`;
+    return per sink link the (source port, payload) of every datagram to `port` seen there."""
+    netns.enter(sink)
+    captures = _captures(("x-a", "x-b"))
+    netns.enter(source)
+    family = socket.AF_INET6 if ":" in dst else socket.AF_INET
+    for flow in range(flows):
+        with socket.socket(family, socket.SOCK_DGRAM) as sock:
+            sock.bind(("::" if family == socket.AF_INET6 else "0.0.0.0", 30000 + flow))
+            for number in range(packets):
+                sock.sendto(f"{flow}.{number}".encode(), (dst, port))
+    time.sleep(0.3)
+    seen: dict[str, list[tuple[int, bytes]]] = {}
+    for dev, sock in captures.items():
+        seen[dev] = []
+        while True:
+            try:
+                frame = sock.recv(2048)
+            except BlockingIOError:
+                break
+            found = _udp_of(frame)
+            if found is not None and found[1] == port:
+                seen[dev].append((found[0], found[2]))
+        sock.close()
+    return seen
+
+
+def flow_links(seen: dict[str, list[tuple[int, bytes]]]) -> dict[int, set[str]]:
+    """The links each flow (source port) was seen on."""
+    links: dict[int, set[str]] = {}
+    for dev, items in seen.items():
+        for sport, _ in items:
+            links.setdefault(sport, set()).add(dev)
+    return links
+
+
+@pytest.fixture
+def lab(make_netns: Callable[[str], str]) -> tuple[str, str, str]:
+    sender, router, sink = make_netns("snd"), make_netns("rtr"), make_netns("snk")
+    build_router(sender, router, sink)
+    return sender, router, sink
+
+
+# ---- balance -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dst", ["2001:db8:ff::1", "198.51.100.7"], ids=["ipv6", "ipv4"])
+def test_balance_splits_flows_by_weight_and_pins_each_flow(
+    lab: tuple[str, str, str], dst: str
+) -> None:
+    sender, router, sink = lab
+    state = netns.call_in(router, enforce, (balance_policy(3, 1),))
+    assert state["read"] == state["desired"], state["ruleset"]
+    assert not state["again"], "a second reconcile finds nothing to change"
+    assert state["same_ruleset"], "and applying again leaves the ruleset as it was"
+    assert "jhash" in str(state["ruleset"])
+
+    seen = netns.call_in(sink, traffic, sink, sender, dst, PORT, FLOWS, 3)
+    links = flow_links(seen)
+    assert len(links) == FLOWS, "every flow arrived"
+    assert all(len(found) == 1 for found in links.values()), "no flow is split over two BIDs"
+    counts = Counter(next(iter(found)) for found in links.values())
+    # 3:1 of 200 flows is 150:50; a binomial spread of that has sigma ~6: allow 4 sigma
+    assert abs(counts["x-a"] - 150) <= 25, counts
+    assert all(len(seen[dev]) == 3 * counts[dev] for dev in ("x-a", "x-b")), "3 packets a flow"
+
+    # the same flows again: each keeps its BID
+    again = flow_links(netns.call_in(sink, traffic, sink, sender, dst, PORT, FLOWS, 1))
+    assert again == links
+
+    # BID 2 unusable: its flows go to BID 1, and no flow of BID 1 moves
+    state = netns.call_in(router, enforce, (balance_policy(3, 1),), frozenset({2}))
+    assert state["read"] == state["desired"]
+    moved = flow_links(netns.call_in(sink, traffic, sink, sender, dst, PORT, FLOWS, 1))
+    assert set(moved) == set(links)
+    assert all(found == {"x-a"} for found in moved.values())
+
+    # BID 2 back: every flow returns to where it was
+    netns.call_in(router, enforce, (balance_policy(3, 1),))
+    assert flow_links(netns.call_in(sink, traffic, sink, sender, dst, PORT, FLOWS, 1)) == links
+
+
+def test_balance_weights_even_split_and_update_in_place(lab: tuple[str, str, str]) -> None:
+    sender, router, sink = lab
+    netns.call_in(router, enforce, (balance_policy(1, 1),))
+    links = flow_links(netns.call_in(sink, traffic, sink, sender, "2001:db8:ff::1", PORT, FLOWS, 1))
+    counts = Counter(next(iter(found)) for found in links.values())
+    assert abs(counts["x-a"] - 100) <= 30, counts
+    # other policies beside it, then the balance replaced by a forward: read back each time
+    forward = Policy(
+        id="bal",
+        priority=10,
+        selector=balance_policy(1, 1).selector,
+        action=Forward(bid=2),
+    )
+    for policies in ((balance_policy(1, 1), duplicate_policy()), (forward,), ()):
+        state = netns.call_in(router, enforce, policies)
+        assert state["read"] == state["desired"], state["ruleset"]
+        assert not state["again"]
+        assert state["same_ruleset"]
+    assert "bal6_" not in str(state["ruleset"])
+    assert "multinet_dup" not in str(state["ruleset"])
+
+
+# ---- duplicate ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dst", ["2001:db8:ff::1", "198.51.100.7"], ids=["ipv6", "ipv4"])
+def test_duplicate_sends_every_packet_on_both_bids(lab: tuple[str, str, str], dst: str) -> None:
+    sender, router, sink = lab
+    state = netns.call_in(router, enforce, (duplicate_policy(), balance_policy(1, 1, "other", 20)))
+    assert state["read"] == state["desired"], state["ruleset"]
+    assert not state["again"]
+    assert state["same_ruleset"]
+    assert {r.copies for r in state["desired"] if r.policy_id == "dup"} == {(2,)}  # type: ignore[attr-defined]
+
+    seen = netns.call_in(sink, traffic, sink, sender, dst, PORT + 1, 5, 20)
+    sent = {(30000 + f, f"{f}.{n}".encode()) for f in range(5) for n in range(20)}
+    assert set(seen["x-a"]) == sent, "the original of every packet on BID 1"
+    assert set(seen["x-b"]) == sent, "a copy of every packet on BID 2"
+    assert len(seen["x-a"]) == len(seen["x-b"]) == 100, "exactly one copy each"
+
+
+def test_duplicate_of_local_traffic_is_not_pulled_back_by_the_output_reroute(
+    lab: tuple[str, str, str],
+) -> None:
+    """The copy of a locally sent packet passes the output hook again (as the kernel sends it
+    with ip6_local_out): the inet table marks it like its original, the same mark, so the
+    route chain does not re-route it into the original's BID."""
+    _, router, sink = lab
+    local = Policy(
+        id="local",
+        priority=10,
+        selector=Selector(dst_addr=net("2001:db8:ee::/64"), next_header=17),
+        action=Duplicate(paths=(2, 1)),
+    )
+    netns.call_in(router, enforce, (local,))
+    seen = netns.call_in(sink, traffic, sink, router, "2001:db8:ee::5", 7000, 2, 10)
+    assert len(seen["x-b"]) == 20, "originals on BID 2 (re-routed by their mark)"
+    assert len(seen["x-a"]) == 20, "copies on BID 1"
+
+
+def test_a_bid_without_a_route_gets_no_copy_and_says_why(lab: tuple[str, str, str]) -> None:
+    _, router, _ = lab
+    targets, reasons = netns.call_in(router, routing.copy_targets, PACKET_SETTINGS)
+    assert targets[6, 1].device == "r-a"
+    assert targets[6, 2].address == "fe80::2"
+    assert reasons[6, 3] == "table 1003 has no IPv6 route"
+    state = netns.call_in(router, enforce, (duplicate_policy(paths=(1, 3)),))
+    assert {r.copies for r in state["desired"] if r.policy_id == "dup"} == {()}  # type: ignore[attr-defined]
+    assert state["read"] == state["desired"]
+
+
+# ---- the iptables back end refuses, changing nothing -------------------------------------------
+
+
+def iptables_refuses() -> str:
+    from services.prem.config import PremSettings
+
+    settings = PremSettings.model_validate({**PACKET_SETTINGS.model_dump(), "backend": "iptables"})
+    backend = IptablesBackend(settings)
+    desired: FlowTable = compile_policies((balance_policy(1, 1),))
+    try:
+        backend.apply(desired, plan(desired, backend.read()))
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc} | {backend.read()!r}"
+    return "applied"
+
+
+def test_iptables_back_end_refuses_balance_and_changes_nothing(
+    make_netns: Callable[[str], str],
+) -> None:
+    need_backend("iptables")
+    answer = netns.call_in(make_netns("ipt"), iptables_refuses)
+    assert answer.startswith("KernelError")
+    assert "cannot enforce balance or duplicate" in answer
+    assert answer.endswith("| ()")
