@@ -21,9 +21,14 @@ from services.prem.core.nft_render import (
 )
 from services.prem.core.settings import NodeSettings, Role
 
-SETTINGS = NodeSettings(
-    node="ha1", role=Role.HA, mobile_router="mr1", bids=({"bid": 1}, {"bid": 2}, {"bid": 3})
-)  # type: ignore[arg-type]
+SETTINGS = NodeSettings.model_validate(
+    {
+        "node": "ha1",
+        "role": Role.HA,
+        "mobile_router": "mr1",
+        "bids": [{"bid": b} for b in (1, 2, 3)],
+    }
+)
 
 
 def udp(port: int) -> Selector:
