@@ -149,13 +149,13 @@ def test_undeclared_bids_of_new_actions_are_refused_naming_the_field(tmp_path: P
     assert found == {("b", "balance.share"), ("d", "duplicate.fallback")}
 
 
-def udp_packet(sport: int) -> Packet:
+def udp_packet(sport: int, dport: int = 5001) -> Packet:
     return Packet(
         src=ipaddress.ip_address("2001:db8:a::1"),
         dst=ipaddress.ip_address("2001:db8:ff::1"),
         next_header=17,
         src_port=sport,
-        dst_port=5001,
+        dst_port=dport,
     )
 
 
@@ -178,3 +178,59 @@ def test_memory_backend_splits_flows_by_weight_pins_them_and_copies() -> None:
     duplicate = compile_policies([policy(Duplicate(paths=(2, 1)))])
     backend.apply(duplicate, plan(duplicate, backend.read()))
     assert backend.paths_for(udp_packet(1)) == (2, 1)
+
+
+# ---- the enforcer: version-2 documents end to end on the memory back end ---------------------
+
+
+def _doc(version: int, *policies: Policy) -> bytes:
+    from services.contracts import policy_xml
+
+    return policy_xml.render(factories.message(version, Install(policies=policies)))
+
+
+def test_enforcer_applies_balance_and_duplicate_and_reports_their_fallbacks(
+    tmp_path: Path,
+) -> None:
+    from services.prem.enforcer import Enforcer
+
+    backend = MemoryBackend()
+    backend.no_copy = {4: frozenset({3}), 6: frozenset({3})}
+    enforcer = Enforcer(factories.settings(tmp_path), backend)
+    doc = _doc(
+        1,
+        policy(balance((1, 1), (2, 1)), "b"),
+        Policy(
+            id="d",
+            priority=5,
+            selector=Selector(next_header=17, dst_port=PortRange(first=1, last=1)),
+            action=Duplicate(paths=(1, 3), fallbacks=(2,)),
+        ),
+    )
+    status = enforcer.handle_document(doc)
+    assert status.result == "applied", status
+    assert backend.paths_for(
+        udp_packet(1).__class__(**{**udp_packet(1).__dict__, "dst_port": 1})
+    ) == (1, 2)
+    # BID 3 cannot take a copy: its fallback BID 2 does, and the status says so
+    assert [(f.policy_id, f.active_bids, f.skipped_bids) for f in status.fallbacks] == [
+        ("d", (1, 2), (3,))
+    ]
+    moved = enforcer.handle_unusable(frozenset({2}))
+    assert moved is not None
+    assert {f.policy_id: f.active_bids for f in moved.fallbacks} == {"b": (1,), "d": (1,)}
+    assert {backend.bid_for(udp_packet(40000 + i)) for i in range(50)} == {1}
+
+
+def test_enforcer_refuses_actions_its_back_end_lacks_and_changes_nothing(tmp_path: Path) -> None:
+    from services.prem.enforcer import Enforcer
+
+    backend = MemoryBackend()
+    backend.actions = frozenset({"forward", "drop"})  # type: ignore[misc]
+    enforcer = Enforcer(factories.settings(tmp_path), backend)
+    status = enforcer.handle_document(_doc(1, policy(Duplicate(paths=(1, 2)), "d")))
+    assert status.result == "refused"
+    assert [(r.policy_id, r.field) for r in status.refusals] == [("d", "duplicate")]
+    assert "memory back end cannot enforce duplicate policies" in status.refusals[0].reason
+    assert status.version == 0
+    assert backend.applied_batches == 0
