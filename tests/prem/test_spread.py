@@ -226,7 +226,7 @@ def test_enforcer_refuses_actions_its_back_end_lacks_and_changes_nothing(tmp_pat
     from services.prem.enforcer import Enforcer
 
     backend = MemoryBackend()
-    backend.actions = frozenset({"forward", "drop"})  # type: ignore[misc]
+    backend.actions = frozenset({"forward", "drop"})
     enforcer = Enforcer(factories.settings(tmp_path), backend)
     status = enforcer.handle_document(_doc(1, policy(Duplicate(paths=(1, 2)), "d")))
     assert status.result == "refused"
