@@ -169,11 +169,28 @@ def _dump_routes(ipr: Any, family: int) -> list[Any]:
         raise KernelError("dump routes", str(exc), exc.code) from exc
 
 
-def _copy_route(routes: list[Any]) -> Any | None:
-    """The route a copy follows: the default route, else the widest prefix (the mobile
-    network prefix at an HA)."""
+def _copy_route(routes: list[Any], gateways: set[str]) -> Any | None:
+    """The route a copy follows: a host route to a duplicate gateway of this table (an
+    address a `to <address> lookup <table>` rule sends here), else the default route, else
+    the widest prefix (the mobile network prefix at an HA)."""
     unicast = [m for m in routes if int(m["type"]) == _RTN_UNICAST]
+    for msg in unicast:
+        if msg["dst_len"] in (32, 128) and str(msg.get_attr("RTA_DST")) in gateways:
+            return msg
     return min(unicast, key=lambda m: int(m["dst_len"]), default=None)
+
+
+def _duplicate_gateways(ipr: Any, family: int) -> dict[int, set[str]]:
+    """Per table, the host addresses that a rule `to <address> lookup <table>` (no other
+    selector) sends into it: a copy addressed there is routed by that table."""
+    found: dict[int, set[str]] = {}
+    for msg in _dump_rules(ipr, family):
+        host = msg["dst_len"] in (32, 128)
+        others = ("FRA_SRC", "FRA_FWMARK", "FRA_IIFNAME", "FRA_OIFNAME", "FRA_IP_PROTO")
+        if host and msg.get_attr("FRA_DST") and not any(msg.get_attr(a) for a in others):
+            table = _int_attr(msg, "FRA_TABLE", int(msg["table"]))
+            found.setdefault(table, set()).add(str(msg.get_attr("FRA_DST")))
+    return found
 
 
 def copy_targets(
@@ -181,11 +198,14 @@ def copy_targets(
 ) -> tuple[dict[tuple[int, int], CopyTarget], dict[tuple[int, int], str]]:
     """Where a duplicate's copy for each declared BID goes, learnt from the BID's table.
 
-    Per (family 4 or 6, BID): the gateway and device of the table's default route (else its
-    widest prefix), which `dup to <gateway> device <device>` reaches without any mark (the
-    kernel routes a copy by that address and device alone). The second mapping says why a BID
-    cannot take a copy: no route for the family, no gateway on it, several next hops, or an
-    encapsulation (lwtunnel) that a copy routed to the gateway would not get.
+    Per (family 4 or 6, BID): the kernel routes a copy by its `dup to <address> device
+    <device>` alone, without any mark. So a copy goes to the BID's duplicate gateway where
+    the table has one: a host route in the table to an address that a rule `to <address>
+    lookup <table>` sends there (the copy then takes that route, encapsulation included);
+    else to the gateway and device of the table's default route (else its widest prefix).
+    The second mapping says why a BID cannot take a copy: no route for the family, no
+    gateway on it, several next hops, or an encapsulation (lwtunnel) that a copy routed to
+    the gateway would not get.
     """
     tables = {settings.table_of(bid): bid for bid in settings.bid_numbers()}
     targets: dict[tuple[int, int], CopyTarget] = {}
@@ -194,6 +214,7 @@ def copy_targets(
         names = {int(m["index"]): str(m.get_attr("IFLA_IFNAME")) for m in sock.get_links()}
         for family in FAMILIES:
             version = _FAMILY_OF[family]
+            gateways = _duplicate_gateways(sock, family)
             found: dict[int, list[Any]] = {}
             for msg in _dump_routes(sock, family):
                 table = _route_table(msg)
@@ -201,7 +222,14 @@ def copy_targets(
                     found.setdefault(table, []).append(msg)
             for table, bid in tables.items():
                 key = (version, bid)
-                route = _copy_route(found.get(table, []))
+                route = _copy_route(found.get(table, []), gateways.get(table, set()))
+                if route is not None and str(route.get_attr("RTA_DST")) in gateways.get(
+                    table, set()
+                ):
+                    oif = route.get_attr("RTA_OIF")
+                    if oif is not None and int(oif) in names:
+                        targets[key] = CopyTarget(str(route.get_attr("RTA_DST")), names[int(oif)])
+                        continue
                 gateway = None if route is None else route.get_attr("RTA_GATEWAY")
                 oif = None if route is None else route.get_attr("RTA_OIF")
                 if route is None:
