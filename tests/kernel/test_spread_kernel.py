@@ -236,9 +236,28 @@ def test_balance_weights_even_split_and_update_in_place(lab: tuple[str, str, str
 # ---- duplicate ---------------------------------------------------------------------------------
 
 
+def add_duplicate_gateway(router: str, bid: int, address: str, dev: str, via: str) -> None:
+    """What the MCoA agent gives a BID (`pipe_kinds.duplicate_gateway`): a host route in the
+    BID's table and a rule `to <address> lookup <table>`, so a copy sent to that address (with
+    no mark) is routed by the BID's table."""
+    table = str(PACKET_SETTINGS.table_of(bid))
+    family = "-6" if ":" in address else "-4"
+    onlink = [] if ":" in address else ["onlink"]
+    netns.run(
+        router,
+        ["ip", family, "route", "add", address, "via", via, "dev", dev, *onlink, "table", table],
+    )
+    netns.run(router, ["ip", family, "rule", "add", "pref", "50", "to", address, "lookup", table])
+
+
 @pytest.mark.parametrize("dst", ["2001:db8:ff::1", "198.51.100.7"], ids=["ipv6", "ipv4"])
 def test_duplicate_sends_every_packet_on_both_bids(lab: tuple[str, str, str], dst: str) -> None:
+    """IPv6: the copy goes to the BID route's gateway (fe80::2 on r-b, reachable as the link
+    has fe80::/64). IPv4: the route's gateway 169.254.0.2 is on-link with no connected route,
+    and a copy sent there is not routed (measured); the BID's duplicate gateway carries it."""
     sender, router, sink = lab
+    if ":" not in dst:
+        add_duplicate_gateway(router, 2, "100.64.0.2", "r-b", "169.254.0.2")
     state = netns.call_in(router, enforce, (duplicate_policy(), balance_policy(1, 1, "other", 20)))
     assert state["read"] == state["desired"], state["ruleset"]
     assert not state["again"]
