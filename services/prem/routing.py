@@ -12,6 +12,7 @@ import errno
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from pyroute2 import IPRoute
@@ -193,9 +194,17 @@ def _duplicate_gateways(ipr: Any, family: int) -> dict[int, set[str]]:
     return found
 
 
-def copy_targets(
-    settings: NodeSettings, ipr: IPRoute | None = None
-) -> tuple[dict[tuple[int, int], CopyTarget], dict[tuple[int, int], str]]:
+@dataclass(frozen=True)
+class CopyPaths:
+    """Where copies go per (family, BID), why some BIDs take none, and every device the BID
+    tables route by (a packet that arrives from one of them has crossed a pipe already)."""
+
+    targets: dict[tuple[int, int], CopyTarget]
+    reasons: dict[tuple[int, int], str]
+    devices: frozenset[str]
+
+
+def copy_targets(settings: NodeSettings, ipr: IPRoute | None = None) -> CopyPaths:
     """Where a duplicate's copy for each declared BID goes, learnt from the BID's table.
 
     Per (family 4 or 6, BID): the kernel routes a copy by its `dup to <address> device
@@ -210,6 +219,7 @@ def copy_targets(
     tables = {settings.table_of(bid): bid for bid in settings.bid_numbers()}
     targets: dict[tuple[int, int], CopyTarget] = {}
     reasons: dict[tuple[int, int], str] = {}
+    devices: set[str] = set()
     with _session(ipr) as sock:
         names = {int(m["index"]): str(m.get_attr("IFLA_IFNAME")) for m in sock.get_links()}
         for family in FAMILIES:
@@ -220,6 +230,9 @@ def copy_targets(
                 table = _route_table(msg)
                 if table in tables:
                     found.setdefault(table, []).append(msg)
+                    oif = msg.get_attr("RTA_OIF")
+                    if oif is not None and int(oif) in names:
+                        devices.add(names[int(oif)])
             for table, bid in tables.items():
                 key = (version, bid)
                 route = _copy_route(found.get(table, []), gateways.get(table, set()))
@@ -245,4 +258,4 @@ def copy_targets(
                     reasons[key] = f"the IPv{version} route of table {table} has no gateway"
                 else:
                     targets[key] = CopyTarget(str(gateway), names[int(oif)])
-    return targets, reasons
+    return CopyPaths(targets, reasons, frozenset(devices))

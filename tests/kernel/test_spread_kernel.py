@@ -4,7 +4,8 @@ Topology (`test_backend_behaviour.build_router`): sender -> router -> two veth l
 BID 1 by `r-a`, BID 2 by `r-b`; each BID table holds a default route via a link-local gateway
 with a permanent neighbour, the shape of the MR's VXLAN pipes (`default via fe80::1 dev
 mnvx<BID>`). So these tests go through simple per-BID routes over veth, not through MCoA
-pipes (those are exercised by `test_dup_through_vxlan_pipes` below, per pipe kind).
+pipes; `test_dup_through_pipes_both_ways` goes through the MCoA agents' real pipes, once per
+pipe kind this kernel has (VXLAN here; the others are skipped naming the missing option).
 
 Which BID a packet took is seen at the sink: an AF_PACKET socket on each of its two links
 captures every frame (the frames are addressed to the gateways' MACs, not the sink's, and a
@@ -35,10 +36,12 @@ from services.contracts.policy import (
 from services.prem import routing
 from services.prem.backends.iptables import IptablesBackend
 from services.prem.backends.nftables import NftablesBackend
+from services.prem.config import PremSettings
 from services.prem.core.flowtable import FlowTable, compile_policies
 from services.prem.core.reconcile import plan
 from tests.features import need_backend
 from tests.kernel.test_backend_behaviour import PACKET_SETTINGS, build_router, net
+from tests.mcoa.lab import CN, MNN, McoaLab
 
 pytestmark = pytest.mark.kernel
 
@@ -292,7 +295,9 @@ def test_duplicate_of_local_traffic_is_not_pulled_back_by_the_output_reroute(
 
 def test_a_bid_without_a_route_gets_no_copy_and_says_why(lab: tuple[str, str, str]) -> None:
     _, router, _ = lab
-    targets, reasons = netns.call_in(router, routing.copy_targets, PACKET_SETTINGS)
+    paths = netns.call_in(router, routing.copy_targets, PACKET_SETTINGS)
+    targets, reasons = paths.targets, paths.reasons
+    assert paths.devices == {"r-a", "r-b"}
     assert targets[6, 1].device == "r-a"
     assert targets[6, 2].address == "fe80::2"
     assert reasons[6, 3] == "table 1003 has no IPv6 route"
@@ -305,8 +310,6 @@ def test_a_bid_without_a_route_gets_no_copy_and_says_why(lab: tuple[str, str, st
 
 
 def iptables_refuses() -> str:
-    from services.prem.config import PremSettings
-
     settings = PremSettings.model_validate({**PACKET_SETTINGS.model_dump(), "backend": "iptables"})
     backend = IptablesBackend(settings)
     desired: FlowTable = compile_policies((balance_policy(1, 1),))
@@ -325,3 +328,73 @@ def test_iptables_back_end_refuses_balance_and_changes_nothing(
     assert answer.startswith("KernelError")
     assert "cannot enforce balance or duplicate" in answer
     assert answer.endswith("| ()")
+
+
+# ---- through real MCoA pipes, per pipe kind this kernel has --------------------------------------
+
+
+def _pipe_settings(role: str) -> PremSettings:
+    return PremSettings.model_validate(
+        {
+            "node": "ha1" if role == "ha" else "mr1",
+            "role": role,
+            "mobile_router": "mr1",
+            "backend": "nftables",
+            "bids": [{"bid": 1}, {"bid": 2}],
+            "table_base": 1000,
+        }
+    )
+
+
+def enforce_in_pipes(role: str, policies: tuple[Policy, ...]) -> dict[tuple[int, int], str]:
+    """The PREM's rules and nft tables at the HA or MR of the lab; returns the copy targets
+    it found (family, BID) -> "address dev"."""
+    settings = _pipe_settings(role)
+    routing.ensure_rules(settings)
+    backend = NftablesBackend(settings)
+    desired = compile_policies(policies, frozenset(), backend.uncopyable())
+    backend.apply(desired, plan(desired, backend.read()))
+    assert backend.read() == desired
+    targets = routing.copy_targets(settings).targets
+    return {key: f"{t.address} {t.device}" for key, t in targets.items()}
+
+
+def send_udp6(dst: str, port: int, count: int) -> None:
+    with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as sock:
+        for _ in range(count):
+            sock.sendto(b"x" * 32, (dst, port))
+
+
+def test_dup_through_pipes_both_ways(mcoa_lab_each_kind: McoaLab) -> None:
+    """Duplicate through the MCoA agents' real pipes: the copies take the BIDs' duplicate
+    gateways (a host route and a `to` rule per BID table, made by the agents), downlink at the
+    HA and uplink at the MR; every datagram arrives twice, once by each link."""
+    lab = mcoa_lab_each_kind
+    lab.start("ha")
+    lab.wait("HA listening", lambda: "serving on" in lab.log("ha"), 10)
+    lab.start("mr")
+    lab.wait("BID 1 pipe", lambda: lab.ha_far_end(1) == "2001:db8:1::2", 5)
+    lab.wait("BID 2 pipe", lambda: lab.ha_far_end(2) == "2001:db8:2::2", 5)
+    lab.wait("both BAs", lambda: lab.log("mr").count("status 0 (Binding Update accepted)") >= 2, 5)
+    policy = duplicate_policy(port=5001)
+    for role, ns in (("ha", lab.ha), ("mr", lab.mr)):
+        targets = netns.call_in(ns, enforce_in_pipes, role, (policy,))
+        assert (6, 2) in targets, f"{role}: BID 2 takes a copy ({targets})"
+    count = 40
+    for source, dst, receiver, links_ns, links in (
+        (lab.cn, MNN, lab.mnn, lab.mr, ("m1", "m2")),  # downlink: the HA copies
+        (lab.mnn, CN, lab.cn, lab.ha, ("h1", "h2")),  # uplink: the MR copies
+    ):
+        before_rx = [_rx(links_ns, dev) for dev in links]
+        before = lab.udp_no_ports(receiver)
+        netns.call_in(source, send_udp6, dst, 5001, count)
+        time.sleep(0.5)
+        # exactly one copy each: no copy of a copy (the selector matches both directions, and
+        # both ends duplicate; a packet out of a pipe is never copied again)
+        assert lab.udp_no_ports(receiver) - before == 2 * count
+        for dev, old in zip(links, before_rx, strict=True):
+            assert _rx(links_ns, dev) - old >= count, f"{dev} carried a copy of every datagram"
+
+
+def _rx(ns: str, dev: str) -> int:
+    return int(netns.run(ns, ["cat", f"/sys/class/net/{dev}/statistics/rx_packets"]))

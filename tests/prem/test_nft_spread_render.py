@@ -98,3 +98,13 @@ def test_dup_targets_must_be_addresses_of_the_family_and_plain_device_names() ->
         dup_table_commands(SETTINGS, rules, {(6, 2): CopyTarget("10.0.0.1", "b2")})
     with pytest.raises(ValueError, match="bad copy target"):
         dup_table_commands(SETTINGS, rules, {(6, 2): CopyTarget("fe80::2", 'b2" ; flush ruleset')})
+
+
+def test_packets_out_of_a_pipe_are_never_copied_again() -> None:
+    rules = [rule("dup", 5, udp(1), 1, copies=(2,))]
+    targets = {(6, 2): CopyTarget("fd6d:6e00:d0::3ea", "mnvx2")}
+    text = dup_table_commands(SETTINGS, rules, targets, ["mnvx2", "mnvx1"])
+    select = [line for line in text if line.startswith("add rule ip6 multinet_dup select")]
+    assert select[0] == 'add rule ip6 multinet_dup select iifname { "mnvx1", "mnvx2" } return'
+    with pytest.raises(ValueError, match="bad device name"):
+        dup_table_commands(SETTINGS, rules, targets, ['x" } accept ; {'])

@@ -30,7 +30,6 @@ from services.prem.core.nft_layers import Layer, assign_layers, flatten
 from services.prem.core.nft_parse import DupState, TableState, parse_dup_table, parse_table
 from services.prem.core.nft_render import (
     DUP_FAMILIES,
-    CopyTarget,
     balance_chain_commands,
     balance_chains,
     bid_chain_command,
@@ -97,8 +96,8 @@ class NftablesBackend:
                 dups[family] = parse_dup_table(dup_listing, self.dup_table)
         if not dups:
             return state
-        targets, _ = routing.copy_targets(self.settings)
-        return dataclasses.replace(state, layers=_with_copies(state.layers, dups, targets))
+        paths = routing.copy_targets(self.settings)
+        return dataclasses.replace(state, layers=_with_copies(state.layers, dups, paths))
 
     def read(self) -> FlowTable:
         """The flow table enforced now, decoded from the kernel's listing.
@@ -112,7 +111,7 @@ class NftablesBackend:
     def uncopyable(self) -> dict[int, frozenset[int]]:
         """Per family (4, 6), the declared BIDs a duplicate cannot copy to now (from the BID
         tables; the reasons are kept in `copy_problems` and logged)."""
-        _, problems = routing.copy_targets(self.settings)
+        problems = routing.copy_targets(self.settings).reasons
         if problems != self.copy_problems:
             for (family, bid), reason in sorted(problems.items()):
                 log.info(
@@ -146,8 +145,12 @@ class NftablesBackend:
             mode = "replace"
         copying = any(rule.copies for rule in desired)
         if copying or self._dup_present is not False:
-            targets, _ = routing.copy_targets(self.settings) if copying else ({}, {})
-            commands += dup_table_commands(self.settings, desired, targets)
+            paths = routing.copy_targets(self.settings) if copying else None
+            commands += (
+                dup_table_commands(self.settings, desired, paths.targets, paths.devices)
+                if paths is not None
+                else dup_table_commands(self.settings, desired, {})
+            )
         self._known = None
         self.last_apply = mode if commands else "none"
         if commands:
@@ -209,16 +212,16 @@ def _explained(error: KernelError, desired: FlowTable) -> KernelError:
 
 
 def _with_copies(
-    layers: tuple[Layer, ...],
-    dups: Mapping[int, DupState],
-    targets: Mapping[tuple[int, int], CopyTarget],
+    layers: tuple[Layer, ...], dups: Mapping[int, DupState], paths: routing.CopyPaths
 ) -> tuple[Layer, ...]:
     """The layers with each rule's copies as the dup tables make them; a copy whose chain no
-    longer sends where the BID's routes say is left out."""
+    longer sends where the BID's routes say is left out, and so are all copies of a family
+    whose table does not exempt exactly the BID tables' devices now (a new pipe device)."""
+    targets = paths.targets
 
     def copies(rule: FlowRule) -> tuple[int, ...]:
         dup = dups.get(rule.family)
-        if dup is None:
+        if dup is None or dup.pipe_devices != paths.devices:
             return ()
         return tuple(
             bid

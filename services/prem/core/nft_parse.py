@@ -320,6 +320,8 @@ class DupState:
 
     copies: Mapping[str, tuple[int, ...]]
     targets: Mapping[int, CopyTarget]
+    #: The devices whose packets are never copied (`iifname { ... } return`).
+    pipe_devices: frozenset[str] = frozenset()
 
 
 def parse_dup_table(listing: Mapping[str, Any], table: str) -> DupState:
@@ -328,6 +330,7 @@ def parse_dup_table(listing: Mapping[str, Any], table: str) -> DupState:
     objects = [o for o in listing.get("nftables", []) if isinstance(o, dict)]
     targets: dict[int, CopyTarget] = {}
     jumps: list[tuple[str, int]] = []
+    devices: set[str] = set()
     hooked = {
         o["chain"]["name"]
         for o in objects
@@ -342,6 +345,8 @@ def parse_dup_table(listing: Mapping[str, Any], table: str) -> DupState:
             if found and isinstance(expr, dict) and "dup" in expr:
                 dup = expr["dup"]
                 targets[int(found.group(1))] = CopyTarget(str(dup["addr"]), str(dup["dev"]))
+            if rule["chain"] == DUP_SELECT_CHAIN and isinstance(expr, dict):
+                devices |= _iifnames(expr)
             if rule["chain"] == DUP_SELECT_CHAIN and isinstance(expr, dict) and "jump" in expr:
                 name = re.fullmatch(r"copy_(\d+)", expr["jump"]["target"])
                 if name:
@@ -351,4 +356,14 @@ def parse_dup_table(listing: Mapping[str, Any], table: str) -> DupState:
         for policy_id, bid in jumps:
             if bid in targets:
                 copies[policy_id] = (*copies.get(policy_id, ()), bid)
-    return DupState(copies, targets)
+    return DupState(copies, targets, frozenset(devices))
+
+
+def _iifnames(expr: Mapping[str, Any]) -> set[str]:
+    """The device names of an `iifname { ... }` (or `iifname "x"`) match, else none."""
+    match = expr.get("match")
+    if not isinstance(match, dict) or match.get("left") != {"meta": {"key": "iifname"}}:
+        return set()
+    right = match["right"]
+    values = right["set"] if isinstance(right, dict) and "set" in right else [right]
+    return {str(value) for value in values}

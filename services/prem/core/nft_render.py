@@ -390,14 +390,23 @@ def dup_table_commands(
     settings: NodeSettings,
     table_rules: Iterable[FlowRule],
     targets: Mapping[tuple[int, int], CopyTarget],
+    pipe_devices: Iterable[str] = (),
 ) -> list[str]:
     """Replace both dup tables (removed when no rule has copies).
 
     Per family: a chain per BID holding `dup to <address> device <device>` (`targets`, keyed
-    by (family, BID)); a selection chain with, in precedence order, a `return` for each rule
-    that would take a duplicate's packets first, and for each duplicate rule a jump to each
-    copy chain, then `return`. Copies without a target are left out (the caller reports them).
+    by (family, BID)); a selection chain that first returns for packets arriving from one of
+    `pipe_devices` (the BID tables' devices: such a packet crossed a pipe already, and copying
+    it again, when the other end duplicates the reverse direction with a selector matching
+    both ways, sends copies back and forth without end: measured), then, in precedence order,
+    a `return` for each rule that would take a duplicate's packets first, and for each
+    duplicate rule a jump to each copy chain, then `return`. Copies without a target are left
+    out (the caller reports them).
     """
+    devices = sorted(set(pipe_devices))
+    for device in devices:
+        if not _DEVICE.fullmatch(device):
+            raise ValueError(f"bad device name {device!r}")
     name = dup_table_name(settings)
     rules = tuple(table_rules)
     commands: list[str] = []
@@ -419,6 +428,11 @@ def dup_table_commands(
                 f"add rule {kind} {name} {copy_chain(bid)} {dup}",
             ]
         commands.append(f"add chain {kind} {name} {DUP_SELECT_CHAIN}")
+        if devices:
+            names = ", ".join(f'"{device}"' for device in devices)
+            commands.append(
+                f"add rule {kind} {name} {DUP_SELECT_CHAIN} iifname {{ {names} }} return"
+            )
         for rule in chosen:
             match = _match(rule, family)
             note = f'comment "{comment(rule)}"'
