@@ -29,10 +29,12 @@ or nft map would make it O(1). Good enough for this first version; prefer the nf
 for large tables.
 
 Balance and duplicate policies (version-2 documents) are refused whole, before anything is
-written (`actions`): xtables has the pieces (HMARK hashes the 5-tuple into the mark, TEE
-clones to a gateway; this kernel has both, CONFIG_NETFILTER_XT_TARGET_HMARK and _TEE), but
-HMARK overwrites the whole mark instead of our bits, and neither is written here yet. Use the
-nftables back end for them.
+written (`actions`; the enforcer refuses them, and `apply` again as a last guard). xtables
+has the pieces: HMARK hashes the 5-tuple into the mark, TEE clones to `--gateway` by
+`--oif`; the kernel measured has both (CONFIG_NETFILTER_XT_TARGET_HMARK, _TEE) and
+python-iptables writes both (tried in a namespace). But HMARK sets the whole mark
+(offset + hash mod N), not only our bits, so balance would need another owner's bits saved
+around it, and neither is written here. Use the nftables back end for them.
 
 python-iptables keeps one libiptc snapshot per table per process: every operation refreshes
 first, and another writer must not change the same table between our refresh and commit.
