@@ -4,8 +4,9 @@ Topology (`test_backend_behaviour.build_router`): sender -> router -> two veth l
 BID 1 by `r-a`, BID 2 by `r-b`; each BID table holds a default route via a link-local gateway
 with a permanent neighbour, the shape of the MR's VXLAN pipes (`default via fe80::1 dev
 mnvx<BID>`). So these tests go through simple per-BID routes over veth, not through MCoA
-pipes; `test_dup_through_pipes_both_ways` goes through the MCoA agents' real pipes, once per
-pipe kind this kernel has (VXLAN here; the others are skipped naming the missing option).
+pipes; `test_duplicate_and_balance_through_real_pipes` goes through the MCoA agents' real
+pipes, once per pipe kind this kernel has (VXLAN here; the others are skipped naming the
+missing option).
 
 Which BID a packet took is seen at the sink: an AF_PACKET socket on each of its two links
 captures every frame (the frames are addressed to the gateways' MACs, not the sink's, and a
@@ -365,10 +366,18 @@ def send_udp6(dst: str, port: int, count: int) -> None:
             sock.sendto(b"x" * 32, (dst, port))
 
 
-def test_dup_through_pipes_both_ways(mcoa_lab_each_kind: McoaLab) -> None:
+def send_flows6(dst: str, port: int, flows: int) -> None:
+    for flow in range(flows):
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as sock:
+            sock.bind(("::", 31000 + flow))
+            sock.sendto(b"x" * 32, (dst, port))
+
+
+def test_duplicate_and_balance_through_real_pipes(mcoa_lab_each_kind: McoaLab) -> None:
     """Duplicate through the MCoA agents' real pipes: the copies take the BIDs' duplicate
     gateways (a host route and a `to` rule per BID table, made by the agents), downlink at the
-    HA and uplink at the MR; every datagram arrives twice, once by each link."""
+    HA and uplink at the MR; every datagram arrives twice, once by each link. Then balance
+    at the HA: 200 flows split over the two pipes by weight."""
     lab = mcoa_lab_each_kind
     lab.start("ha")
     lab.wait("HA listening", lambda: "serving on" in lab.log("ha"), 10)
@@ -394,6 +403,16 @@ def test_dup_through_pipes_both_ways(mcoa_lab_each_kind: McoaLab) -> None:
         assert lab.udp_no_ports(receiver) - before == 2 * count
         for dev, old in zip(links, before_rx, strict=True):
             assert _rx(links_ns, dev) - old >= count, f"{dev} carried a copy of every datagram"
+
+    netns.call_in(lab.ha, enforce_in_pipes, "ha", (balance_policy(3, 1, priority=5),))
+    before_rx = [_rx(lab.mr, dev) for dev in ("m1", "m2")]
+    before = lab.udp_no_ports()
+    netns.call_in(lab.cn, send_flows6, MNN, PORT, FLOWS)
+    time.sleep(0.5)
+    assert lab.udp_no_ports() - before == FLOWS, "each flow's datagram arrived once"
+    m1, m2 = (_rx(lab.mr, dev) - old for dev, old in zip(("m1", "m2"), before_rx, strict=True))
+    assert abs(m1 - 150) <= 30, (m1, m2)
+    assert abs(m2 - 50) <= 30, (m1, m2)
 
 
 def _rx(ns: str, dev: str) -> int:
