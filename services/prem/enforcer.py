@@ -21,7 +21,13 @@ from services.contracts.policy import Duplicate, Policy, PolicyMessage, mirror_m
 from services.prem import store
 from services.prem.backends.base import Backend
 from services.prem.config import PremSettings
-from services.prem.core.flowtable import FlowTable, compile_policies, fallback_states
+from services.prem.core.flowtable import (
+    FlowTable,
+    by_family,
+    compile_policies,
+    copy_warnings,
+    fallback_states,
+)
 from services.prem.core.policyset import DesiredState, Outcome, apply_message, is_redelivery
 from services.prem.core.reconcile import plan
 
@@ -52,8 +58,8 @@ class Enforcer:
         store.remove_leftovers(settings.state_file)
         self.state = store.load(settings.state_file, settings.node)
         self.unusable: frozenset[int] = frozenset()
-        #: Per family, the BIDs the back end could not copy to at the last reconciliation.
-        self.uncopyable: dict[int, frozenset[int]] = {}
+        #: (family, BID) -> why the back end could not copy there, at the last reconciliation.
+        self.copy_reasons: dict[tuple[int, int], str] = {}
         self.sequence = 0
         #: Flow rules the back end holds for us since the last successful reconciliation.
         self.rules_enforced = 0
@@ -111,7 +117,8 @@ class Enforcer:
             outcome.replaced,
             (self.clock() - started) * 1000,
         )
-        for warning in outcome.warnings:
+        warnings = (*outcome.warnings, *copy_warnings(outcome.state.policies, self.copy_reasons))
+        for warning in warnings:
             log.warning(
                 "node %s: version %d applied with a warning: %s",
                 self.settings.node,
@@ -127,7 +134,7 @@ class Enforcer:
             replaced=outcome.replaced,
             warnings=tuple(
                 StatusWarning(reason=w.reason, policy_id=w.policy_id, field=w.field)
-                for w in outcome.warnings
+                for w in warnings
             ),
         )
         return Reply(status, self._mirror(message))
@@ -196,8 +203,8 @@ class Enforcer:
         """The flow table for `policies` with the BIDs usable now; where a duplicate policy
         is present, the back end says first which BIDs can take a copy (from the routes)."""
         copying = any(isinstance(p.action, Duplicate) for p in policies)
-        self.uncopyable = self.backend.uncopyable() if copying else {}
-        return compile_policies(policies, self.unusable, self.uncopyable)
+        self.copy_reasons = self.backend.uncopyable() if copying else {}
+        return compile_policies(policies, self.unusable, by_family(self.copy_reasons))
 
     def _refused(
         self, problems: tuple[Problem, ...], started: float, requested: int | None
@@ -237,7 +244,9 @@ class Enforcer:
             replaced=replaced,
             refusals=refusals,
             warnings=warnings,
-            fallbacks=fallback_states(self.state.policies, self.unusable, self.uncopyable),
+            fallbacks=fallback_states(
+                self.state.policies, self.unusable, by_family(self.copy_reasons)
+            ),
             elapsed_ms=(self.clock() - started) * 1000,
             backend=self.backend.name,
         )

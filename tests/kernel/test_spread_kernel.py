@@ -38,7 +38,7 @@ from services.prem import routing
 from services.prem.backends.iptables import IptablesBackend
 from services.prem.backends.nftables import NftablesBackend
 from services.prem.config import PremSettings
-from services.prem.core.flowtable import FlowTable, compile_policies
+from services.prem.core.flowtable import FlowTable, by_family, compile_policies
 from services.prem.core.reconcile import plan
 from tests.features import need_backend
 from tests.kernel.test_backend_behaviour import PACKET_SETTINGS, build_router, net
@@ -79,7 +79,7 @@ def enforce(
 ) -> dict[str, object]:
     """Reconcile the router to `policies` twice; report what was read back and the ruleset."""
     backend = NftablesBackend(PACKET_SETTINGS)
-    desired = compile_policies(policies, unusable, backend.uncopyable())
+    desired = compile_policies(policies, unusable, by_family(backend.uncopyable()))
     changes = plan(desired, backend.read())
     if changes:
         backend.apply(desired, changes)
@@ -353,7 +353,7 @@ def enforce_in_pipes(role: str, policies: tuple[Policy, ...]) -> dict[tuple[int,
     settings = _pipe_settings(role)
     routing.ensure_rules(settings)
     backend = NftablesBackend(settings)
-    desired = compile_policies(policies, frozenset(), backend.uncopyable())
+    desired = compile_policies(policies, frozenset(), by_family(backend.uncopyable()))
     backend.apply(desired, plan(desired, backend.read()))
     assert backend.read() == desired
     targets = routing.copy_targets(settings).targets

@@ -195,7 +195,7 @@ def test_enforcer_applies_balance_and_duplicate_and_reports_their_fallbacks(
     from services.prem.enforcer import Enforcer
 
     backend = MemoryBackend()
-    backend.no_copy = {4: frozenset({3}), 6: frozenset({3})}
+    backend.no_copy = {(4, 3): "no route", (6, 3): "no route"}
     enforcer = Enforcer(factories.settings(tmp_path), backend)
     doc = _doc(
         1,
@@ -215,6 +215,9 @@ def test_enforcer_applies_balance_and_duplicate_and_reports_their_fallbacks(
     # BID 3 cannot take a copy: its fallback BID 2 does, and the status says so
     assert [(f.policy_id, f.active_bids, f.skipped_bids) for f in status.fallbacks] == [
         ("d", (1, 2), (3,))
+    ]
+    assert [(w.policy_id, w.field, w.reason) for w in status.warnings] == [
+        ("d", "duplicate.path", f"no IPv{family} copy to BID 3: no route") for family in (4, 6)
     ]
     moved = enforcer.handle_unusable(frozenset({2}))
     assert moved is not None

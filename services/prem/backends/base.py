@@ -34,8 +34,9 @@ class Backend(Protocol):
         """Remove everything this back end owns (chains, tables, sets)."""
         ...
 
-    def uncopyable(self) -> dict[int, frozenset[int]]:
-        """Per address family (4, 6), the declared BIDs a duplicate policy cannot copy to now
-        (the enforcer leaves those copies out and reports them as fallbacks). A back end that
-        cannot duplicate at all refuses duplicate rules in `apply` instead."""
+    def uncopyable(self) -> dict[tuple[int, int], str]:
+        """(address family 4 or 6, BID) -> why a duplicate policy cannot copy to that BID now
+        (the enforcer leaves those copies out, reports them as fallbacks and says why in the
+        status). A back end that cannot duplicate at all refuses duplicate policies instead
+        (`actions`)."""
         ...

@@ -175,7 +175,7 @@ class IptablesBackend:
 
     # -- the rule codec, bound to our chain and settings -----------------------------------
 
-    def uncopyable(self) -> dict[int, frozenset[int]]:
+    def uncopyable(self) -> dict[tuple[int, int], str]:
         """Nothing to say: duplicate policies are refused before they reach the kernel."""
         return {}
 

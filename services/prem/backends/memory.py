@@ -26,7 +26,7 @@ class MemoryBackend:
         self.applied_batches = 0
         self.fail_next_apply = fail_next_apply
         #: What `uncopyable` answers (tests set it to model BIDs without a copy route).
-        self.no_copy: dict[int, frozenset[int]] = {}
+        self.no_copy: dict[tuple[int, int], str] = {}
 
     def read(self) -> FlowTable:
         """The table as held."""
@@ -47,7 +47,7 @@ class MemoryBackend:
         """Forget every rule."""
         self._table = ()
 
-    def uncopyable(self) -> dict[int, frozenset[int]]:
+    def uncopyable(self) -> dict[tuple[int, int], str]:
         """As set in `no_copy` (every BID can take a copy by default)."""
         return dict(self.no_copy)
 

@@ -108,9 +108,9 @@ class NftablesBackend:
         self._known = self._state()
         return flatten(self._known.layers)
 
-    def uncopyable(self) -> dict[int, frozenset[int]]:
-        """Per family (4, 6), the declared BIDs a duplicate cannot copy to now (from the BID
-        tables; the reasons are kept in `copy_problems` and logged)."""
+    def uncopyable(self) -> dict[tuple[int, int], str]:
+        """(family, BID) -> why a duplicate cannot copy to that BID now, from the BID tables
+        (`routing.copy_targets`); logged when it changes."""
         problems = routing.copy_targets(self.settings).reasons
         if problems != self.copy_problems:
             for (family, bid), reason in sorted(problems.items()):
@@ -122,10 +122,7 @@ class NftablesBackend:
                     reason,
                 )
         self.copy_problems = problems
-        found: dict[int, set[int]] = {4: set(), 6: set()}
-        for family, bid in problems:
-            found[family].add(bid)
-        return {family: frozenset(bids) for family, bids in found.items()}
+        return dict(problems)
 
     def apply(self, desired: FlowTable, changes: Changes) -> None:
         """Enforce `desired` in one transaction: element updates when the layout allows it.

@@ -18,6 +18,7 @@ import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from services.contracts.errors import Problem
 from services.contracts.messages import FallbackState
 from services.contracts.policy import (
     PORT_PROTOCOLS,
@@ -132,6 +133,34 @@ def effective_bid(policy: Policy, unusable: frozenset[int]) -> int | None:
 
 #: Per address family (4, 6), the BIDs that cannot take a duplicate's copy.
 Uncopyable = Mapping[int, frozenset[int]]
+
+
+def by_family(reasons: Mapping[tuple[int, int], str]) -> dict[int, frozenset[int]]:
+    """The uncopyable BIDs per family, from a back end's (family, BID) -> reason."""
+    found: dict[int, set[int]] = {}
+    for family, bid in reasons:
+        found.setdefault(family, set()).add(bid)
+    return {family: frozenset(bids) for family, bids in found.items()}
+
+
+def copy_warnings(
+    policies: Iterable[Policy], reasons: Mapping[tuple[int, int], str]
+) -> tuple[Problem, ...]:
+    """Why a duplicate policy's path takes no copy (in the status: the sender should know
+    that a BID it named cannot be copied to, and what the kernel lacks for it)."""
+    found = []
+    for policy in sorted(policies, key=Policy.sort_key):
+        action = policy.action
+        if not isinstance(action, Duplicate):
+            continue
+        for family in policy.selector.families():
+            for bid in action.bids():
+                reason = reasons.get((family, bid))
+                if reason is not None:
+                    field = "duplicate.path" if bid in action.paths else "duplicate.fallback"
+                    text = f"no IPv{family} copy to BID {bid}: {reason}"
+                    found.append(Problem(text, policy.id, field))
+    return tuple(found)
 
 
 def _rule(
