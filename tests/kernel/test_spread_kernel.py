@@ -206,12 +206,14 @@ def test_balance_splits_flows_by_weight_and_pins_each_flow(
     # BID 2 unusable: its flows go to BID 1, and no flow of BID 1 moves
     state = netns.call_in(router, enforce, (balance_policy(3, 1),), frozenset({2}))
     assert state["read"] == state["desired"]
+    assert "chain bal" not in str(state["ruleset"]), "one usable share: a plain forward"
     moved = flow_links(netns.call_in(sink, traffic, sink, sender, dst, PORT, FLOWS, 1))
     assert set(moved) == set(links)
     assert all(found == {"x-a"} for found in moved.values())
 
     # BID 2 back: every flow returns to where it was
-    netns.call_in(router, enforce, (balance_policy(3, 1),))
+    state = netns.call_in(router, enforce, (balance_policy(3, 1),))
+    assert str(state["ruleset"]).count("chain bal") == 2, "one chain per family, none stale"
     assert flow_links(netns.call_in(sink, traffic, sink, sender, dst, PORT, FLOWS, 1)) == links
 
 
@@ -221,6 +223,18 @@ def test_balance_weights_even_split_and_update_in_place(lab: tuple[str, str, str
     links = flow_links(netns.call_in(sink, traffic, sink, sender, "2001:db8:ff::1", PORT, FLOWS, 1))
     counts = Counter(next(iter(found)) for found in links.values())
     assert abs(counts["x-a"] - 100) <= 30, counts
+    # three shares, then BID 3 unusable: a new bucket layout, updated element by element, and
+    # the chains of the old layout removed in the same batch
+    three = Policy(
+        id="bal",
+        priority=10,
+        selector=balance_policy(1, 1).selector,
+        action=Balance(shares=tuple(Share(bid=b, weight=1) for b in (1, 2, 3))),
+    )
+    netns.call_in(router, enforce, (three,))
+    state = netns.call_in(router, enforce, (three,), frozenset({3}))
+    assert state["read"] == state["desired"]
+    assert str(state["ruleset"]).count("chain bal") == 2, "one chain per family, none stale"
     # other policies beside it, then the balance replaced by a forward: read back each time
     forward = Policy(
         id="bal",

@@ -159,7 +159,7 @@ class NftablesBackend:
         self._known = TableState(
             wanted,
             _bids(wanted) | _kept_bids(current, mode),
-            frozenset(balance_chains(wanted)) | _kept_balances(current, mode),
+            frozenset(balance_chains(wanted)),
         )
         log.debug("nftables apply: %s, %d commands", mode, len(commands))
 
@@ -239,11 +239,6 @@ def _bids(layers: tuple[Layer, ...]) -> frozenset[int]:
     return frozenset(bid for layer in layers for r in layer.rules for bid in marked_bids(r))
 
 
-def _kept_balances(current: TableState, mode: str) -> frozenset[str]:
-    """Balance chains an element update leaves in place."""
-    return current.balance_chains if mode == "elements" else frozenset()
-
-
 def _kept_bids(current: TableState, mode: str) -> frozenset[int]:
     """BID chains an element update leaves in place (a replace removes unused ones)."""
     return current.bid_chains if mode == "elements" else frozenset()
@@ -300,4 +295,7 @@ def _element_batch(
             commands += element_commands(table, part.name, part.key, part.rules, "delete")
         for part in map_parts(index, layer, came[index]):
             adds += element_commands(table, part.name, part.key, part.rules, "add")
-    return commands + adds
+    # Balance chains no rule goes to any more (a layout changed): removed after the elements
+    # that went there, in the same transaction.
+    unused = sorted(current.balance_chains - set(balance_chains(new)))
+    return commands + adds + [f"delete chain inet {table} {name}" for name in unused]
