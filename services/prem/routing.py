@@ -234,28 +234,47 @@ def copy_targets(settings: NodeSettings, ipr: IPRoute | None = None) -> CopyPath
                     if oif is not None and int(oif) in names:
                         devices.add(names[int(oif)])
             for table, bid in tables.items():
-                key = (version, bid)
-                route = _copy_route(found.get(table, []), gateways.get(table, set()))
-                if route is not None and str(route.get_attr("RTA_DST")) in gateways.get(
-                    table, set()
-                ):
-                    oif = route.get_attr("RTA_OIF")
-                    if oif is not None and int(oif) in names:
-                        targets[key] = CopyTarget(str(route.get_attr("RTA_DST")), names[int(oif)])
-                        continue
-                gateway = None if route is None else route.get_attr("RTA_GATEWAY")
-                oif = None if route is None else route.get_attr("RTA_OIF")
-                if route is None:
-                    reasons[key] = f"table {table} has no IPv{version} route"
-                elif route.get_attr("RTA_MULTIPATH") is not None:
-                    reasons[key] = f"the IPv{version} route of table {table} has several next hops"
-                elif route.get_attr("RTA_ENCAP") is not None:
-                    reasons[key] = (
-                        f"the IPv{version} route of table {table} encapsulates (lwtunnel), and "
-                        "a copy sent to its gateway would leave without that encapsulation"
-                    )
-                elif gateway is None or oif is None or int(oif) not in names:
-                    reasons[key] = f"the IPv{version} route of table {table} has no gateway"
+                found_target = _table_target(
+                    table, version, found.get(table, []), gateways.get(table, set()), names
+                )
+                if isinstance(found_target, CopyTarget):
+                    targets[version, bid] = found_target
                 else:
-                    targets[key] = CopyTarget(str(gateway), names[int(oif)])
+                    reasons[version, bid] = found_target
     return CopyPaths(targets, reasons, frozenset(devices))
+
+
+def _table_target(
+    table: int, version: int, routes: list[Any], gateways: set[str], names: dict[int, str]
+) -> CopyTarget | str:
+    """Where a copy for one BID table and family goes, or why it cannot go anywhere."""
+    if len(gateways) > 1:
+        # An HA's table holds one per mobile router: a copy cannot tell which is its own.
+        return (
+            f"table {table} holds {len(gateways)} duplicate gateways (one per mobile router): "
+            "which one a copy takes would depend on its destination, which a single dup "
+            "target cannot follow"
+        )
+    route = _copy_route(routes, gateways)
+    if route is None:
+        return f"table {table} has no IPv{version} route"
+    oif = route.get_attr("RTA_OIF")
+    device = None if oif is None else names.get(int(oif))
+    if str(route.get_attr("RTA_DST")) in gateways and device is not None:
+        return CopyTarget(str(route.get_attr("RTA_DST")), device)
+    gateway = route.get_attr("RTA_GATEWAY")
+    problem = _route_problem(route, gateway is not None and device is not None)
+    if problem is not None or gateway is None or device is None:
+        return f"the IPv{version} route of table {table} {problem or 'has no gateway'}"
+    return CopyTarget(str(gateway), device)
+
+
+def _route_problem(route: Any, has_gateway: bool) -> str | None:
+    if route.get_attr("RTA_MULTIPATH") is not None:
+        return "has several next hops"
+    if route.get_attr("RTA_ENCAP") is not None:
+        return (
+            "encapsulates (lwtunnel), and a copy sent to its gateway would leave without that "
+            "encapsulation (the pipe has no duplicate gateway)"
+        )
+    return None if has_gateway else "has no gateway"

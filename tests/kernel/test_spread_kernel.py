@@ -39,6 +39,7 @@ from services.prem.backends.iptables import IptablesBackend
 from services.prem.backends.nftables import NftablesBackend
 from services.prem.config import PremSettings
 from services.prem.core.flowtable import FlowTable, by_family, compile_policies
+from services.prem.core.nft_render import CopyTarget
 from services.prem.core.reconcile import plan
 from tests.features import need_backend
 from tests.kernel.test_backend_behaviour import PACKET_SETTINGS, build_router, net
@@ -265,7 +266,8 @@ def add_duplicate_gateway(router: str, bid: int, address: str, dev: str, via: st
         router,
         ["ip", family, "route", "add", address, "via", via, "dev", dev, *onlink, "table", table],
     )
-    netns.run(router, ["ip", family, "rule", "add", "pref", "50", "to", address, "lookup", table])
+    rule = ["ip", family, "rule", "add", "pref", "50", "to", address, "lookup", table]
+    netns.run(router, rule)
 
 
 @pytest.mark.parametrize("dst", ["2001:db8:ff::1", "198.51.100.7"], ids=["ipv6", "ipv4"])
@@ -319,6 +321,15 @@ def test_a_bid_without_a_route_gets_no_copy_and_says_why(lab: tuple[str, str, st
     state = netns.call_in(router, enforce, (duplicate_policy(paths=(1, 3)),))
     assert {r.copies for r in state["desired"] if r.policy_id == "dup"} == {()}  # type: ignore[attr-defined]
     assert state["read"] == state["desired"]
+    # a duplicate gateway is taken over the route's own gateway; two (an HA's table shared by
+    # two mobile routers) leave the copy nowhere to go
+    add_duplicate_gateway(router, 2, "fd6d:6e00:d0::a", "r-b", "fe80::2")
+    paths = netns.call_in(router, routing.copy_targets, PACKET_SETTINGS)
+    assert paths.targets[6, 2] == CopyTarget("fd6d:6e00:d0::a", "r-b")
+    add_duplicate_gateway(router, 2, "fd6d:6e00:d0::b", "r-b", "fe80::2")
+    paths = netns.call_in(router, routing.copy_targets, PACKET_SETTINGS)
+    assert (6, 2) not in paths.targets
+    assert paths.reasons[6, 2].startswith("table 1002 holds 2 duplicate gateways")
 
 
 # ---- the iptables back end refuses, changing nothing -------------------------------------------

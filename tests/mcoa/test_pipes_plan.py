@@ -70,8 +70,9 @@ def test_mr_vxlan_is_one_device_per_bid_with_a_fixed_far_end() -> None:
     )
     assert state.devices == {device}
     assert state.neighbours == {NeighbourSpec("mnvx1", pipe_kinds.HA_LINK_LOCAL, pipe_kinds.HA_MAC)}
-    gateway = IPv6Network("fd6d:6e00:d0::3e9/128")  # table 1001's duplicate gateway
-    assert pipe_kinds.duplicate_gateway(1001) == gateway.network_address
+    gateway = IPv6Network(pipe_kinds.duplicate_gateway(1001, HOME))
+    assert gateway.subnet_of(pipe_kinds.DUPLICATE_GATEWAYS)
+    assert pipe_kinds.duplicate_gateway(1001, IPv6Address("2001:db8:100::3")) != gateway[0]
     assert state.routes == {
         RouteSpec(1001, TO_HA, "m1"),
         RouteSpec(1001, ANY, "mnvx1", gateway=pipe_kinds.HA_LINK_LOCAL),
@@ -110,7 +111,7 @@ def test_ha_vxlan_is_one_flow_based_device_and_a_route_per_binding() -> None:
         pipe_kinds.HA_MAC,
     )
     encap2 = Ip6Encap(2, IPv6Address("2001:db8:2::2"), HA)
-    gateways = {t: IPv6Network(pipe_kinds.duplicate_gateway(t)) for t in (1001, 1002)}
+    gateways = {t: IPv6Network(pipe_kinds.duplicate_gateway(t, HOME)) for t in (1001, 1002)}
     assert state.routes == {
         RouteSpec(1001, MNP, "mnvx", pipe_kinds.MR_LINK_LOCAL, Ip6Encap(1, COA1, HA)),
         RouteSpec(1002, MNP, "mnvx", pipe_kinds.MR_LINK_LOCAL, encap2),
