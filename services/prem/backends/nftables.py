@@ -141,7 +141,10 @@ class NftablesBackend:
             commands = table_commands(wanted, self.settings)
             mode = "replace"
         copying = any(rule.copies for rule in desired)
-        if copying or self._dup_present is not False:
+        # The dup tables are small and rewritten whole, unless the read found them right
+        # (copies, targets and exempt devices: `_with_copies`) and nothing else changes.
+        settled = not commands and flatten(current.layers) == desired
+        if (copying or self._dup_present is not False) and not settled:
             paths = routing.copy_targets(self.settings) if copying else None
             commands += (
                 dup_table_commands(self.settings, desired, paths.targets, paths.devices)
