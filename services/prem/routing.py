@@ -9,6 +9,7 @@ back from the kernel afterwards.
 from __future__ import annotations
 
 import errno
+import ipaddress
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -249,12 +250,8 @@ def _table_target(
 ) -> CopyTarget | str:
     """Where a copy for one BID table and family goes, or why it cannot go anywhere."""
     if len(gateways) > 1:
-        # An HA's table holds one per mobile router: a copy cannot tell which is its own.
-        return (
-            f"table {table} holds {len(gateways)} duplicate gateways (one per mobile router): "
-            "which one a copy takes would depend on its destination, which a single dup "
-            "target cannot follow"
-        )
+        # An HA's table holds one per mobile router: a copy takes its destination's.
+        return _by_destination(table, version, routes, gateways, names)
     route = _copy_route(routes, gateways)
     if route is None:
         return f"table {table} has no IPv{version} route"
@@ -278,3 +275,42 @@ def _route_problem(route: Any, has_gateway: bool) -> str | None:
             "encapsulation (the pipe has no duplicate gateway)"
         )
     return None if has_gateway else "has no gateway"
+
+
+def _way(msg: Any) -> tuple[object, ...]:
+    """What makes two routes lead the same way: next hop, device and encapsulation."""
+    return tuple(
+        msg.get_attr(name) for name in ("RTA_GATEWAY", "RTA_OIF", "RTA_ENCAP_TYPE", "RTA_ENCAP")
+    )
+
+
+def _by_destination(
+    table: int, version: int, routes: list[Any], gateways: set[str], names: dict[int, str]
+) -> CopyTarget | str:
+    """A table with several duplicate gateways (an HA's, one per mobile router): each prefix
+    route is paired with the gateway whose host route leads the same way (same next hop,
+    device and encapsulation), so a copy takes the gateway of its destination's prefix."""
+    unicast = [m for m in routes if int(m["type"]) == _RTN_UNICAST]
+    hosts = {_way(m): m for m in unicast if str(m.get_attr("RTA_DST")) in gateways}
+    pairs: list[tuple[str, str]] = []
+    devices: set[str] = set()
+    for msg in unicast:
+        dst = str(msg.get_attr("RTA_DST"))
+        host = hosts.get(_way(msg))
+        if dst in gateways or int(msg["dst_len"]) == 0 or host is None:
+            continue
+        prefix = ipaddress.ip_network(f"{dst}/{msg['dst_len']}").with_prefixlen
+        pairs.append((prefix, str(ipaddress.ip_address(host.get_attr("RTA_DST")))))
+        oif = msg.get_attr("RTA_OIF")
+        devices.add(names.get(int(oif), "") if oif is not None else "")
+    if not pairs:
+        return (
+            f"table {table} holds {len(gateways)} duplicate gateways and no IPv{version} "
+            "prefix route leading their way"
+        )
+    if len(devices) != 1 or "" in devices:
+        return (
+            f"the duplicate gateways of table {table} leave by several devices "
+            f"({', '.join(sorted(devices))}): one dup statement names one"
+        )
+    return CopyTarget("", devices.pop(), tuple(sorted(pairs)))

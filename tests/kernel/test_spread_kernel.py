@@ -323,15 +323,72 @@ def test_a_bid_without_a_route_gets_no_copy_and_says_why(lab: tuple[str, str, st
     state = netns.call_in(router, enforce, (duplicate_policy(paths=(1, 3)),))
     assert {r.copies for r in state["desired"] if r.policy_id == "dup"} == {()}  # type: ignore[attr-defined]
     assert state["read"] == state["desired"]
-    # a duplicate gateway is taken over the route's own gateway; two (an HA's table shared by
-    # two mobile routers) leave the copy nowhere to go
+    # a duplicate gateway is taken over the route's own gateway
     add_duplicate_gateway(router, 2, "fd6d:6e00:d0::a", "r-b", "fe80::2")
     paths = netns.call_in(router, routing.copy_targets, PACKET_SETTINGS)
     assert paths.targets[6, 2] == CopyTarget("fd6d:6e00:d0::a", "r-b")
-    add_duplicate_gateway(router, 2, "fd6d:6e00:d0::b", "r-b", "fe80::2")
+
+
+def test_a_table_of_two_mobile_routers_copies_by_destination(lab: tuple[str, str, str]) -> None:
+    """An HA's BID table serves every mobile router with that BID: one prefix route and one
+    duplicate gateway each, leading different ways (here two next hops on r-b, with their own
+    MACs). The copy of a packet takes the gateway of its destination's prefix:
+    `dup to ip6 daddr map { prefix : gateway }`."""
+    sender, router, sink = lab
+    table = str(PACKET_SETTINGS.table_of(2))
+    for prefix, hop, mac, gateway in (
+        ("2001:db8:ff::/64", "fe80::2", None, "fd6d:6e00:d0::a"),
+        ("2001:db8:fd::/64", "fe80::22", "02:00:00:00:00:0c", "fd6d:6e00:d0::b"),
+    ):
+        if mac is not None:
+            neigh = ["ip", "-6", "neigh", "add", hop, "lladdr", mac, "dev", "r-b"]
+            netns.run(router, [*neigh, "nud", "permanent"])
+        netns.run(
+            router, ["ip", "-6", "route", "add", prefix, "via", hop, "dev", "r-b", "table", table]
+        )
+        add_duplicate_gateway(router, 2, gateway, "r-b", hop)
     paths = netns.call_in(router, routing.copy_targets, PACKET_SETTINGS)
-    assert (6, 2) not in paths.targets
-    assert paths.reasons[6, 2].startswith("table 1002 holds 2 duplicate gateways")
+    assert paths.targets[6, 2] == CopyTarget(
+        "",
+        "r-b",
+        (("2001:db8:fd::/64", "fd6d:6e00:d0::b"), ("2001:db8:ff::/64", "fd6d:6e00:d0::a")),
+    )
+    state = netns.call_in(router, enforce, (duplicate_policy(),))
+    assert state["read"] == state["desired"], state["ruleset"]
+    assert "dup to ip6 daddr map" in str(state["ruleset"])
+    for dst, mac in (
+        ("2001:db8:ff::1", "02:00:00:00:00:0b"),
+        ("2001:db8:fd::1", "02:00:00:00:00:0c"),
+    ):
+        seen = netns.call_in(sink, frames_to, sink, sender, dst, PORT + 1, 10)
+        assert seen["x-a"] == {"02:00:00:00:00:0a": 10}, "originals by BID 1"
+        assert seen["x-b"] == {mac: 10}, f"copies to {dst} by its own mobile router's next hop"
+
+
+def frames_to(sink: str, source: str, dst: str, port: int, count: int) -> dict[str, dict[str, int]]:
+    """Send `count` datagrams to dst:port from `source`; per sink link, the destination MACs of
+    the frames carrying them."""
+    netns.enter(sink)
+    captures = _captures(("x-a", "x-b"))
+    netns.enter(source)
+    with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as sock:
+        for _ in range(count):
+            sock.sendto(b"x", (dst, port))
+    time.sleep(0.3)
+    seen: dict[str, dict[str, int]] = {}
+    for dev, capture in captures.items():
+        macs: Counter[str] = Counter()
+        while True:
+            try:
+                frame = capture.recv(2048)
+            except BlockingIOError:
+                break
+            found = _udp_of(frame)
+            if found is not None and found[1] == port:
+                macs[frame[:6].hex(":")] += 1
+        capture.close()
+        seen[dev] = dict(macs)
+    return seen
 
 
 # ---- the iptables back end refuses, changing nothing -------------------------------------------

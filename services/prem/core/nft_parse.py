@@ -343,8 +343,7 @@ def parse_dup_table(listing: Mapping[str, Any], table: str) -> DupState:
         found = re.fullmatch(r"copy_(\d+)", rule["chain"])
         for expr in rule["expr"]:
             if found and isinstance(expr, dict) and "dup" in expr:
-                dup = expr["dup"]
-                targets[int(found.group(1))] = CopyTarget(str(dup["addr"]), str(dup["dev"]))
+                targets[int(found.group(1))] = _copy_target(expr["dup"])
             if rule["chain"] == DUP_SELECT_CHAIN and isinstance(expr, dict):
                 devices |= _iifnames(expr)
             if rule["chain"] == DUP_SELECT_CHAIN and isinstance(expr, dict) and "jump" in expr:
@@ -357,6 +356,23 @@ def parse_dup_table(listing: Mapping[str, Any], table: str) -> DupState:
             if bid in targets:
                 copies[policy_id] = (*copies.get(policy_id, ()), bid)
     return DupState(copies, targets, frozenset(devices))
+
+
+def _copy_target(dup: Mapping[str, Any]) -> CopyTarget:
+    """A `dup` statement: to one address, or to a map from destination prefix to address."""
+    addr = dup["addr"]
+    if not isinstance(addr, dict):
+        return CopyTarget(str(addr), str(dup["dev"]))
+    pairs = []
+    for key, gateway in addr["map"]["data"]["set"]:
+        if isinstance(key, dict) and "prefix" in key:
+            prefix = f"{key['prefix']['addr']}/{key['prefix']['len']}"
+        else:
+            prefix = str(key)
+        pairs.append(
+            (ipaddress.ip_network(prefix).with_prefixlen, str(ipaddress.ip_address(gateway)))
+        )
+    return CopyTarget("", str(dup["dev"]), tuple(sorted(pairs)))
 
 
 def _iifnames(expr: Mapping[str, Any]) -> set[str]:

@@ -335,10 +335,32 @@ DUP_FAMILIES = {6: "ip6", 4: "ip"}
 @dataclass(frozen=True)
 class CopyTarget:
     """Where the kernel sends a copy for a BID: `dup to <address> device <device>`, learnt
-    from the BID's routing table."""
+    from the BID's routing table; or, where the table serves several mobile routers (an HA),
+    by destination: `dup to ip6 daddr map { <prefix> : <gateway>, ... } device <device>`
+    (`by_destination`, sorted; `address` is then empty)."""
 
     address: str
     device: str
+    by_destination: tuple[tuple[str, str], ...] = ()
+
+    def statement(self, family: int) -> str:
+        """The nft `dup` statement, from checked values only (addresses, prefixes and a plain
+        device name reach nft, nothing else)."""
+        if not _DEVICE.fullmatch(self.device):
+            raise ValueError(f"bad copy target {self}")
+        if not self.by_destination:
+            address = ipaddress.ip_address(self.address)
+            if address.version != family:
+                raise ValueError(f"bad copy target {self}")
+            return f'dup to {address} device "{self.device}"'
+        items = []
+        for prefix, gateway in self.by_destination:
+            net, gw = ipaddress.ip_network(prefix), ipaddress.ip_address(gateway)
+            if net.version != family or gw.version != family:
+                raise ValueError(f"bad copy target {self}")
+            items.append(f"{net.with_prefixlen} : {gw}")
+        key = "ip6 daddr" if family == 6 else "ip daddr"
+        return f'dup to {key} map {{ {", ".join(items)} }} device "{self.device}"'
 
 
 def dup_table_name(settings: NodeSettings) -> str:
@@ -418,11 +440,7 @@ def dup_table_commands(
         commands.append(f"add table {kind} {name}")
         used = sorted({b for r in chosen for b in r.copies if (family, b) in targets})
         for bid in used:
-            target = targets[family, bid]
-            address = ipaddress.ip_address(target.address)  # only an address reaches nft
-            if address.version != family or not _DEVICE.fullmatch(target.device):
-                raise ValueError(f"bad copy target {target} for BID {bid}")
-            dup = f'dup to {address} device "{target.device}"'
+            dup = targets[family, bid].statement(family)
             commands += [
                 f"add chain {kind} {name} {copy_chain(bid)}",
                 f"add rule {kind} {name} {copy_chain(bid)} {dup}",
