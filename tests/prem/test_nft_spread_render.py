@@ -108,3 +108,17 @@ def test_packets_out_of_a_pipe_are_never_copied_again() -> None:
     assert select[0] == 'add rule ip6 multinet_dup select iifname { "mnvx1", "mnvx2" } return'
     with pytest.raises(ValueError, match="bad device name"):
         dup_table_commands(SETTINGS, rules, targets, ['x" } accept ; {'])
+
+
+def test_a_copy_target_by_destination_is_a_map_of_checked_prefixes() -> None:
+    target = CopyTarget(
+        "", "mnvx", (("2001:db8:fd::/64", "fd6d::b"), ("2001:db8:ff::/64", "fd6d::a"))
+    )
+    assert target.statement(6) == (
+        "dup to ip6 daddr map { 2001:db8:fd::/64 : fd6d::b, 2001:db8:ff::/64 : fd6d::a } "
+        'device "mnvx"'
+    )
+    with pytest.raises(ValueError, match="bad copy target"):
+        target.statement(4)
+    with pytest.raises(ValueError):
+        CopyTarget("", "mnvx", (("2001:db8:fd::/64 } accept", "fd6d::b"),)).statement(6)
