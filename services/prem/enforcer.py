@@ -174,6 +174,29 @@ class Enforcer:
         )
         return self._status("fallback", started)
 
+    def handle_routes(self) -> PolicyStatus | None:
+        """After a BID table or device changed: where duplicates' copies go may have changed
+        (a duplicate gateway came or went). Reconcile when a duplicate policy is enforced; a
+        status only when a copy was added, moved or dropped."""
+        if not any(isinstance(p.action, Duplicate) for p in self.state.policies):
+            return None
+        started = self.clock()
+        before = self.copy_reasons
+        try:
+            changed = self.reconcile()
+        except KernelError as exc:
+            log.error("node %s: copies after a route change failed: %s", self.settings.node, exc)
+            return self._refused((Problem(f"fallback failed: {exc}"),), started, None)
+        if not changed and self.copy_reasons == before:
+            return None
+        log.info(
+            "node %s: copies follow a route change (%d rule changes; no copy: %s)",
+            self.settings.node,
+            changed,
+            sorted(self.copy_reasons),
+        )
+        return self._status("fallback", started)
+
     def _enforce(self, outcome: Outcome) -> None:
         desired = self._compile(outcome.state.policies)
         changes = plan(desired, self.backend.read())

@@ -359,6 +359,19 @@ def test_duplicate_document_copies_to_both_bids_and_falls_back_on_carrier_loss(
     status = running.client.next_status("ha1", timeout_s=5)
     assert (status.result, status.fallbacks) == ("fallback", ())
     assert _both(running.counts())
+    # BID 2's route loses its gateway (the table keeps a route, so BID 2 stays usable): a copy
+    # has nowhere to go, the link watch's route events make the worker notice and say so
+    table = str(running.lab.table_base + 2)
+    route = ["ip", "-6", "route", "replace", "2001:db8:ff::/64"]
+    netns.run(running.lab.router, [*route, "dev", "b2", "table", table])
+    status = running.client.next_status("ha1", timeout_s=5)
+    states = {f.policy_id: (f.active_bids, f.skipped_bids) for f in status.fallbacks}
+    assert (status.result, states["critical"]) == ("fallback", ((1,), (2,)))
+    assert _on(running.counts(), "b1")
+    netns.run(running.lab.router, [*route, "via", "2001:db8:2::2", "table", table])
+    status = running.client.next_status("ha1", timeout_s=5)
+    assert (status.result, status.fallbacks) == ("fallback", ())
+    assert _both(running.counts())
 
 
 def _both(counts: tuple[int, int]) -> bool:

@@ -237,3 +237,25 @@ def test_enforcer_refuses_actions_its_back_end_lacks_and_changes_nothing(tmp_pat
     assert "memory back end cannot enforce duplicate policies" in status.refusals[0].reason
     assert status.version == 0
     assert backend.applied_batches == 0
+
+
+def test_enforcer_follows_route_changes_of_copies(tmp_path: Path) -> None:
+    from services.prem.enforcer import Enforcer
+
+    backend = MemoryBackend()
+    enforcer = Enforcer(factories.settings(tmp_path), backend)
+    assert enforcer.handle_routes() is None, "no duplicate policy: nothing to recheck"
+    enforcer.handle_document(_doc(1, policy(Duplicate(paths=(1, 2)), "d")))
+    assert backend.paths_for(udp_packet(1)) == (1, 2)
+    assert enforcer.handle_routes() is None, "nothing changed"
+    backend.no_copy = {(6, 2): "the IPv6 route of table 1002 has no gateway"}
+    status = enforcer.handle_routes()
+    assert status is not None
+    assert status.result == "fallback"
+    assert [(f.policy_id, f.skipped_bids) for f in status.fallbacks] == [("d", (2,))]
+    assert backend.paths_for(udp_packet(1)) == (1,)
+    backend.no_copy = {}
+    status = enforcer.handle_routes()
+    assert status is not None
+    assert status.fallbacks == ()
+    assert backend.paths_for(udp_packet(1)) == (1, 2)

@@ -102,8 +102,9 @@ class NftablesBackend:
     def read(self) -> FlowTable:
         """The flow table enforced now, decoded from the kernel's listing.
 
-        A copy reads back only while its chain still sends where the BID's routes say: after
-        a route change the read differs from the desired table, and the next apply rewrites it.
+        A copy reads back as its BID only while its chain still sends where the BID's routes
+        say (else as BID 0, `_with_copies`): after a route change the read differs from the
+        desired table, and the next apply rewrites it.
         """
         self._known = self._state()
         return flatten(self._known.layers)
@@ -180,6 +181,9 @@ class NftablesBackend:
         self._known = TableState((), frozenset())
 
 
+#: The BID a stale copy reads as (no BID has it: BIDs start at 1).
+STALE_COPY = 0
+
 #: What each version-2 action needs from the kernel, by the capability probe's names.
 _NEEDS = {"balance": ("nft jhash",), "duplicate": ("nft dup", "nft dup ip")}
 
@@ -214,19 +218,23 @@ def _explained(error: KernelError, desired: FlowTable) -> KernelError:
 def _with_copies(
     layers: tuple[Layer, ...], dups: Mapping[int, DupState], paths: routing.CopyPaths
 ) -> tuple[Layer, ...]:
-    """The layers with each rule's copies as the dup tables make them; a copy whose chain no
-    longer sends where the BID's routes say is left out, and so are all copies of a family
-    whose table does not exempt exactly the BID tables' devices now (a new pipe device)."""
+    """The layers with each rule's copies as the dup tables make them.
+
+    A copy whose chain sends elsewhere than the BID's routes say now (or none can go there),
+    and every copy of a family whose table does not exempt exactly the BID tables' devices
+    now (a new pipe device), reads as a copy to BID 0, which no BID is: the kernel still
+    copies, but not where a desired table would, so the read differs from any desired table
+    and the next apply rewrites the dup tables."""
     targets = paths.targets
 
     def copies(rule: FlowRule) -> tuple[int, ...]:
         dup = dups.get(rule.family)
+        found = () if dup is None else dup.copies.get(rule.policy_id, ())
         if dup is None or dup.pipe_devices != paths.devices:
-            return ()
+            return tuple(STALE_COPY for _ in found)
         return tuple(
-            bid
-            for bid in dup.copies.get(rule.policy_id, ())
-            if targets.get((rule.family, bid)) == dup.targets.get(bid)
+            bid if targets.get((rule.family, bid)) == dup.targets.get(bid) else STALE_COPY
+            for bid in found
         )
 
     return tuple(
