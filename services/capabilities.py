@@ -129,6 +129,18 @@ FEATURES: tuple[Feature, ...] = (
         needs=("nf_tables", "veth"),
     ),
     Feature(
+        "nft dup ip",
+        Group.NETFILTER,
+        "nft dup in ip tables",
+        "CONFIG_NFT_DUP_IPV4",
+        _steps(
+            "nft add table ip mncap4",
+            "nft add chain ip mncap4 pre { type filter hook prerouting priority -150 ; }",
+            "nft add rule ip mncap4 pre dup to 192.0.2.2 device mncap0",
+        ),
+        needs=("nf_tables", "veth"),
+    ),
+    Feature(
         "nft numgen",
         Group.NETFILTER,
         "nft numgen",
@@ -229,6 +241,7 @@ _CLEANUP = _steps(
     "ip -6 rule del pref 4242",
     "ip -6 route flush table 4242",
     f"nft delete table {_T}",
+    "nft delete table ip mncap4",
     "ip6tables-legacy -w -t mangle -F mncap",
     "ip6tables-legacy -w -t mangle -X mncap",
     "ipset destroy mncap",

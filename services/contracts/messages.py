@@ -132,13 +132,21 @@ class StatusWarning(BaseModel):
 
 
 class FallbackState(BaseModel):
-    """A policy whose primary BID is unusable, and the BID its flows use instead."""
+    """A policy whose primary BID is unusable, and the BID its flows use instead.
+
+    For a balance or duplicate policy (version-2 documents): listed when any of its shares or
+    paths is unusable or cannot take a copy; `primary_bid` is its first share or path,
+    `active_bid` where the first bucket or the original packet goes now, `active_bids` every
+    BID it uses now and `skipped_bids` its shares or paths left out.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     policy_id: PolicyId
     primary_bid: Bid
     active_bid: Bid | None
+    active_bids: tuple[Bid, ...] = ()
+    skipped_bids: tuple[Bid, ...] = ()
 
 
 class PolicyStatus(Envelope):

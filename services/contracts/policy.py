@@ -138,7 +138,77 @@ class Drop(_Frozen):
     kind: Literal["drop"] = "drop"
 
 
-Action = Annotated[Forward | Drop, Field(discriminator="kind")]
+#: At most this many BIDs in one balance or duplicate action (its shares or paths plus its
+#: fallbacks): the data plane keeps one hash bucket map or one copy per BID.
+MAX_ACTION_BIDS = 8
+#: A share's weight is a count of hash buckets; the largest keeps a whole map under 8000.
+MAX_WEIGHT = 1000
+
+
+class Share(_Frozen):
+    """One BID of a balance action and its integer weight (its number of hash buckets)."""
+
+    bid: Bid
+    weight: int = Field(ge=1, le=MAX_WEIGHT)
+
+
+def _check_distinct(name: str, chain: tuple[int, ...]) -> None:
+    if len(set(chain)) != len(chain):
+        raise ValueError(f"BID repeated in {name} list {list(chain)}")
+    if len(chain) > MAX_ACTION_BIDS:
+        raise ValueError(
+            f"{len(chain)} BIDs in {name} list {list(chain)}, at most {MAX_ACTION_BIDS}"
+        )
+
+
+class Balance(_Frozen):
+    """Spread the class's flows over several BIDs by weight (schema version 2).
+
+    Each flow is pinned to one BID by a hash of its 5-tuple, so no flow is reordered. The
+    shares of unusable BIDs go to the usable ones; when none is usable, the first usable
+    fallback takes every flow (as a forward's fallback would).
+    """
+
+    kind: Literal["balance"] = "balance"
+    shares: tuple[Share, ...] = Field(min_length=1, max_length=MAX_ACTION_BIDS)
+    fallbacks: tuple[Bid, ...] = ()
+
+    @model_validator(mode="after")
+    def _distinct(self) -> Balance:
+        _check_distinct("balance/fallback", self.bids())
+        return self
+
+    def bids(self) -> tuple[int, ...]:
+        """The shares' BIDs followed by the fallbacks."""
+        return (*(share.bid for share in self.shares), *self.fallbacks)
+
+
+class Duplicate(_Frozen):
+    """Send every packet of the class on each of `paths` at once (schema version 2).
+
+    The original packet takes the first usable path, copies take the others. A path that is
+    unusable is replaced by the next usable fallback, so the class keeps as many copies as it
+    can.
+    """
+
+    kind: Literal["duplicate"] = "duplicate"
+    paths: tuple[Bid, ...] = Field(min_length=2, max_length=MAX_ACTION_BIDS)
+    fallbacks: tuple[Bid, ...] = ()
+
+    @model_validator(mode="after")
+    def _distinct(self) -> Duplicate:
+        _check_distinct("duplicate/fallback", self.bids())
+        return self
+
+    def bids(self) -> tuple[int, ...]:
+        """The paths followed by the fallbacks."""
+        return (*self.paths, *self.fallbacks)
+
+
+Action = Annotated[Forward | Drop | Balance | Duplicate, Field(discriminator="kind")]
+
+#: The actions a version-1 document can carry; the others need version 2.
+VERSION_1_ACTIONS = (Forward, Drop)
 
 
 class Policy(_Frozen):
@@ -204,6 +274,18 @@ class PolicyMessage(_Frozen):
             touched = [p.id for p in op.insert] + list(op.delete) + [p.id for p in op.replace]
             _require_unique("update (an id may appear in one list only)", touched)
         return self
+
+    def schema_version(self) -> int:
+        """The lowest document version that can carry this message: 1 unless an action is
+        new in version 2 (balance, duplicate)."""
+        op = self.operation
+        policies: tuple[Policy, ...] = ()
+        if isinstance(op, Install):
+            policies = op.policies
+        elif isinstance(op, Update):
+            policies = (*op.insert, *op.replace)
+        newer = any(not isinstance(p.action, VERSION_1_ACTIONS) for p in policies)
+        return 2 if newer else 1
 
     def policy_count(self) -> int:
         """Number of policy entries the message carries (for size limits)."""

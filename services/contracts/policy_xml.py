@@ -4,7 +4,9 @@ Documents arrive from the SOAP interface and the bus, so they are untrusted. `pa
 anything beyond our vocabulary before it can cost memory or reach a file: no DTD, no entities,
 no processing instructions, UTF-8 only (no other byte-order mark, no NUL byte, no other
 `encoding=` declared), a byte limit before parsing and a policy-count limit before building
-models. The XSD (`policy.xsd`) fixes structure and value ranges; the pydantic
+models. The XSD of the document's version (`policy.xsd` for version 1, namespace
+`urn:multinet:flow-policy:1`; `policy-2.xsd` for version 2, which adds the balance and
+duplicate actions) fixes structure and value ranges; the pydantic
 models add the cross-field rules. Every refusal is a `PolicyDocumentError` whose problems name
 the line, the policy id and the field, so a sender can fix its document without guessing.
 """
@@ -26,7 +28,9 @@ from services.contracts.errors import PolicyDocumentError, Problem
 from services.contracts.policy import (
     AddressMatch,
     AddressRange,
+    Balance,
     Drop,
+    Duplicate,
     Flush,
     Forward,
     Install,
@@ -35,10 +39,19 @@ from services.contracts.policy import (
     PolicyMessage,
     PortRange,
     Selector,
+    Share,
     Update,
 )
 
+#: Version 1: forward and drop. Still accepted unchanged, and still written for every message
+#: that needs nothing newer, so nodes that know only version 1 keep understanding them.
 NAMESPACE = "urn:multinet:flow-policy:1"
+#: Version 2: version 1 plus the balance and duplicate actions (`policy-2.xsd`).
+NAMESPACE_V2 = "urn:multinet:flow-policy:2"
+#: Document version by namespace, and the schema file of each.
+VERSIONS = {NAMESPACE: 1, NAMESPACE_V2: 2}
+_SCHEMA_FILES = {1: "policy.xsd", 2: "policy-2.xsd"}
+_NAMESPACE_OF = {version: namespace for namespace, version in VERSIONS.items()}
 DEFAULT_MAX_BYTES = 4 * 1024 * 1024
 DEFAULT_MAX_POLICIES = 20000
 
@@ -76,6 +89,8 @@ _XML_NAMES = {
     "next_header": "next-header",
     "flow_label": "flow-label",
     "fallbacks": "fallback",
+    "shares": "share",
+    "paths": "path",
 }
 
 _M = TypeVar("_M", bound=BaseModel)
@@ -102,8 +117,14 @@ def _line(node: etree._Element) -> int | None:
     return line if isinstance(line, int) else None
 
 
-def _q(name: str) -> str:
-    return f"{{{NAMESPACE}}}{name}"
+def _q(name: str, namespace: str = NAMESPACE) -> str:
+    return f"{{{namespace}}}{name}"
+
+
+def _qn(element: etree._Element, name: str) -> str:
+    """`name` in the namespace of `element` (a document is in one namespace, whichever
+    version it is)."""
+    return _q(name, etree.QName(element).namespace or NAMESPACE)
 
 
 def _hardened_parser() -> etree.XMLParser:
@@ -123,13 +144,13 @@ def _hardened_parser() -> etree.XMLParser:
     )
 
 
-def _load_schema() -> etree.XMLSchema:
-    source = importlib.resources.files("services.contracts").joinpath("policy.xsd")
+def _load_schema(filename: str) -> etree.XMLSchema:
+    source = importlib.resources.files("services.contracts").joinpath(filename)
     return etree.XMLSchema(etree.fromstring(source.read_bytes(), _hardened_parser()))
 
 
 #: Loaded at import, so a missing or broken schema stops the service before it takes input.
-_SCHEMA = _load_schema()
+_SCHEMAS = {version: _load_schema(filename) for version, filename in _SCHEMA_FILES.items()}
 
 
 def _refusal(problems: list[Problem]) -> PolicyDocumentError:
@@ -192,9 +213,11 @@ def _parse_tree(data: bytes, *, max_bytes: int) -> etree._Element:
         kind = "entity reference" if isinstance(node, etree._Entity) else "processing instruction"
         raise _refuse(f"a {kind} is not allowed in a policy document", line=_line(node))
     namespace = etree.QName(root).namespace
-    if namespace != NAMESPACE:
+    if namespace not in VERSIONS:
         got = namespace or "no namespace"
-        raise _refuse(f"expected namespace {NAMESPACE}, got {got}", line=_line(root))
+        raise _refuse(
+            f"expected namespace {NAMESPACE} or {NAMESPACE_V2}, got {got}", line=_line(root)
+        )
     return root
 
 
@@ -235,20 +258,37 @@ def _check_encoding(data: bytes) -> None:
 
 def _check_policy_count(root: etree._Element, limit: int) -> None:
     """Count before validating, so an oversized batch never costs schema or model work."""
-    entries = itertools.islice(root.iter(_q("policy"), _q("delete")), limit + 1)
+    entries = itertools.islice(root.iter(_qn(root, "policy"), _qn(root, "delete")), limit + 1)
     if sum(1 for _ in entries) > limit:
         raise _refuse(f"document carries more than {limit} policies, over the limit")
 
 
 def _check_schema(root: etree._Element) -> None:
+    schema = _SCHEMAS[VERSIONS[etree.QName(root).namespace or NAMESPACE]]
     with _SCHEMA_LOCK:
-        valid = _SCHEMA.validate(root)
-        entries = [] if valid else _entries(_SCHEMA.error_log)
+        valid = schema.validate(root)
+        entries = [] if valid else _entries(schema.error_log)
     if valid:
         return
     # libxml2 follows a bad key value with an ERROR-level "Warning: no precomputed value".
     problems = [_schema_problem(root, e) for e in entries if "Warning:" not in e.message]
+    if schema is _SCHEMAS[1]:
+        problems = [_version_hint(p) for p in problems]
     raise _refusal(problems or [Problem("document does not match the schema")])
+
+
+def _version_hint(problem: Problem) -> Problem:
+    """A version-1 document using a version-2 action: say which namespace it needs."""
+    for name in ("balance", "duplicate"):
+        if f"Element '{name}'" in problem.reason:
+            reason = (
+                f"{problem.reason} (the {name} action needs a version-2 document, "
+                f"namespace {NAMESPACE_V2})"
+            )
+            return Problem(
+                reason, policy_id=problem.policy_id, field=problem.field, line=problem.line
+            )
+    return problem
 
 
 _ATTRIBUTE = re.compile(r"attribute '([A-Za-z-]+)'")
@@ -261,7 +301,10 @@ def _shorten_quoted(match: re.Match[str]) -> str:
 
 def _schema_problem(root: etree._Element, entry: _LogEntry) -> Problem:
     # libxml2 quotes the refused value whole; a long one would crowd out the explanation.
-    reason = _QUOTED.sub(_shorten_quoted, entry.message.replace(f"{{{NAMESPACE}}}", ""))
+    reason = entry.message
+    for namespace in VERSIONS:
+        reason = reason.replace(f"{{{namespace}}}", "")
+    reason = _QUOTED.sub(_shorten_quoted, reason)
     element = _element_at(root, entry.path)
     if element is None:
         return Problem(reason, line=entry.line)
@@ -345,13 +388,15 @@ def _message(root: etree._Element) -> PolicyMessage:
 
 
 def _install(element: etree._Element) -> Install:
-    return _build(Install, element, policies=_policies(element.iterchildren(_q("policy"))))
+    return _build(
+        Install, element, policies=_policies(element.iterchildren(_qn(element, "policy")))
+    )
 
 
 def _update(element: etree._Element) -> Update:
-    deletes = tuple(d.get("id") for d in element.iterchildren(_q("delete")))
-    replaces = (holder[0] for holder in element.iterchildren(_q("replace")))
-    inserts = (holder[0] for holder in element.iterchildren(_q("insert")))
+    deletes = tuple(d.get("id") for d in element.iterchildren(_qn(element, "delete")))
+    replaces = (holder[0] for holder in element.iterchildren(_qn(element, "replace")))
+    inserts = (holder[0] for holder in element.iterchildren(_qn(element, "insert")))
     return _build(
         Update, element, delete=deletes, replace=_policies(replaces), insert=_policies(inserts)
     )
@@ -383,12 +428,10 @@ def _policies(elements: Iterable[etree._Element]) -> tuple[Policy, ...]:
 
 
 def _policy(element: etree._Element) -> Policy:
-    selector_element = element.find(_q("selector"))
+    selector_element = element.find(_qn(element, "selector"))
     selector = Selector() if selector_element is None else _selector(selector_element)
     action_element = element[-1]
-    action: Forward | Drop = Drop()
-    if etree.QName(action_element).localname == "forward":
-        action = _forward(action_element)
+    action = _ACTIONS[etree.QName(action_element).localname](action_element)
     return _build(
         Policy,
         element,
@@ -399,9 +442,34 @@ def _policy(element: etree._Element) -> Policy:
     )
 
 
+def _bids_of(element: etree._Element, name: str) -> tuple[int, ...]:
+    return tuple(_int(child.get("bid")) for child in element.iterchildren(_qn(element, name)))
+
+
 def _forward(element: etree._Element) -> Forward:
-    fallbacks = tuple(_int(f.get("bid")) for f in element.iterchildren(_q("fallback")))
+    fallbacks = _bids_of(element, "fallback")
     return _build(Forward, element, bid=_int(element.get("bid")), fallbacks=fallbacks)
+
+
+def _balance(element: etree._Element) -> Balance:
+    shares = tuple(
+        _build(Share, child, bid=_int(child.get("bid")), weight=_int(child.get("weight")))
+        for child in element.iterchildren(_qn(element, "share"))
+    )
+    return _build(Balance, element, shares=shares, fallbacks=_bids_of(element, "fallback"))
+
+
+def _duplicate(element: etree._Element) -> Duplicate:
+    paths = _bids_of(element, "path")
+    return _build(Duplicate, element, paths=paths, fallbacks=_bids_of(element, "fallback"))
+
+
+_ACTIONS: dict[str, Callable[[etree._Element], Forward | Drop | Balance | Duplicate]] = {
+    "forward": _forward,
+    "drop": lambda _element: Drop(),
+    "balance": _balance,
+    "duplicate": _duplicate,
+}
 
 
 def _selector(element: etree._Element) -> Selector:
@@ -455,9 +523,14 @@ def _ports(element: etree._Element) -> PortRange:
 
 
 def render(message: PolicyMessage) -> bytes:
-    """The canonical document for a message; `parse(render(m)) == m`."""
+    """The canonical document for a message; `parse(render(m)) == m`.
+
+    Written in version 1 unless an action needs version 2 (`PolicyMessage.schema_version`),
+    so a node that knows only version 1 still takes every message it can enforce.
+    """
+    namespace = _NAMESPACE_OF[message.schema_version()]
     root = etree.Element(
-        _q("policy-message"),
+        _q("policy-message", namespace),
         {
             "node": message.node,
             "mobile-router": message.mobile_router,
@@ -465,60 +538,80 @@ def render(message: PolicyMessage) -> bytes:
             "version": str(message.version),
             **({"symmetric": "true"} if message.symmetric else {}),
         },
-        nsmap={None: NAMESPACE},  # type: ignore[dict-item]  # lxml-stubs forbid the default
+        nsmap={None: namespace},  # type: ignore[dict-item]  # lxml-stubs forbid the default
     )
     operation = message.operation
     if isinstance(operation, Install):
-        install = etree.SubElement(root, _q("install"))
+        install = etree.SubElement(root, _qn(root, "install"))
         for policy in operation.policies:
             _render_policy(install, policy)
     elif isinstance(operation, Update):
-        update = etree.SubElement(root, _q("update"))
+        update = etree.SubElement(root, _qn(root, "update"))
         for policy_id in operation.delete:
-            etree.SubElement(update, _q("delete"), id=policy_id)
+            etree.SubElement(update, _qn(root, "delete"), id=policy_id)
         for policy in operation.replace:
-            _render_policy(etree.SubElement(update, _q("replace")), policy)
+            _render_policy(etree.SubElement(update, _qn(root, "replace")), policy)
         for policy in operation.insert:
-            _render_policy(etree.SubElement(update, _q("insert")), policy)
+            _render_policy(etree.SubElement(update, _qn(root, "insert")), policy)
     else:
-        etree.SubElement(root, _q("flush"))
+        etree.SubElement(root, _qn(root, "flush"))
     return etree.tostring(root, xml_declaration=True, encoding="UTF-8", pretty_print=True)
 
 
 def _render_policy(parent: etree._Element, policy: Policy) -> None:
-    element = etree.SubElement(parent, _q("policy"), id=policy.id, priority=str(policy.priority))
+    def q(name: str) -> str:
+        return _qn(parent, name)
+
+    element = etree.SubElement(parent, q("policy"), id=policy.id, priority=str(policy.priority))
     if policy.selector != Selector():
-        _render_selector(etree.SubElement(element, _q("selector")), policy.selector)
+        _render_selector(etree.SubElement(element, q("selector")), policy.selector)
     action = policy.action
+    fallbacks: tuple[int, ...] = ()
     if isinstance(action, Forward):
-        forward = etree.SubElement(element, _q("forward"), bid=str(action.bid))
-        for bid in action.fallbacks:
-            etree.SubElement(forward, _q("fallback"), bid=str(bid))
+        holder = etree.SubElement(element, q("forward"), bid=str(action.bid))
+        fallbacks = action.fallbacks
+    elif isinstance(action, Balance):
+        holder = etree.SubElement(element, q("balance"))
+        for share in action.shares:
+            etree.SubElement(holder, q("share"), bid=str(share.bid), weight=str(share.weight))
+        fallbacks = action.fallbacks
+    elif isinstance(action, Duplicate):
+        holder = etree.SubElement(element, q("duplicate"))
+        for bid in action.paths:
+            etree.SubElement(holder, q("path"), bid=str(bid))
+        fallbacks = action.fallbacks
     else:
-        etree.SubElement(element, _q("drop"))
+        etree.SubElement(element, q("drop"))
+    for bid in fallbacks:
+        etree.SubElement(holder, q("fallback"), bid=str(bid))
 
 
 def _render_selector(element: etree._Element, selector: Selector) -> None:
+    def q(name: str) -> str:
+        return _qn(element, name)
+
     for name, address in (("source", selector.src_addr), ("destination", selector.dst_addr)):
         if address is not None:
-            _render_address(etree.SubElement(element, _q(name)), address)
+            _render_address(etree.SubElement(element, q(name)), address)
     for name, ports in (
         ("source-port", selector.src_port),
         ("destination-port", selector.dst_port),
     ):
         if ports is not None:
-            etree.SubElement(element, _q(name), first=str(ports.first), last=str(ports.last))
+            etree.SubElement(element, q(name), first=str(ports.first), last=str(ports.last))
     for name, number in (
         ("next-header", selector.next_header),
         ("dscp", selector.dscp),
         ("flow-label", selector.flow_label),
     ):
         if number is not None:
-            etree.SubElement(element, _q(name)).text = str(number)
+            etree.SubElement(element, q(name)).text = str(number)
 
 
 def _render_address(element: etree._Element, address: AddressMatch) -> None:
     if isinstance(address, AddressRange):
-        etree.SubElement(element, _q("range"), first=str(address.first), last=str(address.last))
+        etree.SubElement(
+            element, _qn(element, "range"), first=str(address.first), last=str(address.last)
+        )
     else:
-        etree.SubElement(element, _q("prefix")).text = address.with_prefixlen
+        etree.SubElement(element, _qn(element, "prefix")).text = address.with_prefixlen

@@ -21,6 +21,15 @@ mobile router. Three kinds build one, and a kernel may have any of them
   (IPv6 40, UDP 8, VXLAN 8, Ethernet 14); larger packets get Packet Too Big, so TCP finds the
   path MTU instead of black-holing.
 
+A VXLAN binding also gets a duplicate gateway (`duplicate_gateway`): a host route in its BID
+table to an address of its own (one per table and mobile router: at an HA, the mobile routers'
+bindings of one BID share a table), the same way into the pipe as the BID's route, and a rule
+`to <address> lookup <table>`. The PREM's `duplicate` policies copy packets with nft
+`dup to <address> device <device>`; the kernel routes such a copy by that address and device
+alone, without a mark, so neither `fe80::1` on the MR's `mnvx<bid>` (no link-local prefix on
+the device) nor `fe80::2` on the HA's flow-based `mnvx` (no tunnel metadata) carries it
+(measured); the duplicate gateway does, at both ends.
+
 What comes out of a pipe device (VXLAN, ip6tnl) is routed by the main table whatever its mark
 (`pipes.from_pipe_rule`), as SRv6's End.DT6 does: a policy whose selector also matches the
 downlink direction must not send a packet straight back into a pipe.
@@ -61,6 +70,25 @@ HA_LINK_LOCAL = IPv6Address("fe80::1")
 MR_LINK_LOCAL = IPv6Address("fe80::2")
 HA_VXLAN_DEVICE = "mnvx"
 _ANY = IPv6Network("::/0")
+#: Duplicate gateways: one address per BID table and mobile router (unique-local, never on a
+#: link; only a rule and a host route know it).
+DUPLICATE_GATEWAYS = IPv6Network("fd6d:6e00:d0::/64")
+
+
+def duplicate_gateway(table: int, home: IPv6Address) -> IPv6Address:
+    """The duplicate gateway of BID table `table` for the mobile router `home`: its interface
+    identifier is a hash of both, so the mobile routers sharing an HA's table never collide."""
+    digest = hashlib.sha256(f"{table}|{home}".encode()).digest()
+    return DUPLICATE_GATEWAYS[int.from_bytes(digest[:8], "big")]
+
+
+def _duplicate_gateway(settings: McoaSettings, route: RouteSpec, home: IPv6Address) -> KernelState:
+    """The host route to the duplicate gateway of `route.table` and `home`, the same way as
+    `route`, and the rule that sends the gateway's address into that table."""
+    address = IPv6Network(duplicate_gateway(route.table, home))
+    host = RouteSpec(route.table, address, route.dev, route.gateway, route.encap)
+    rule = RuleSpec(priority=settings.decap_rule_priority, table=route.table, dst=address)
+    return KernelState(routes=frozenset({host}), rules=frozenset({rule}))
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,8 +110,13 @@ class KernelState:
 
     @property
     def pipes(self) -> int:
-        """How many routes lead into a pipe (the agents' `pipes` gauge)."""
-        return sum(1 for route in self.routes if route.is_pipe)
+        """How many routes lead into a pipe (the agents' `pipes` gauge); duplicate gateways
+        are not counted."""
+        return sum(
+            1
+            for route in self.routes
+            if route.is_pipe and not route.dst.subnet_of(DUPLICATE_GATEWAYS)
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,7 +192,9 @@ def ha_pipe(settings: McoaSettings, pipe: PipeRoute, towards: str | None) -> Ker
             gateway=MR_LINK_LOCAL,
             encap=Ip6Encap(pipe.bid, pipe.care_of, ha),
         )
-        return KernelState(routes=frozenset({route}))
+        return KernelState(routes=frozenset({route})) | _duplicate_gateway(
+            settings, route, pipe.home
+        )
     name = ip6tnl_name(pipe.home, pipe.bid)
     device = DeviceSpec(name, "ip6tnl", local=ha, remote=pipe.care_of)
     return KernelState(
@@ -222,11 +257,16 @@ def mr_link(settings: McoaSettings, kind: str, present: MrLink) -> KernelState:
             mtu=_pipe_mtu(settings, present.mtu),
             mac=MR_MAC,
         )
-        return common | KernelState(
-            devices=frozenset({device}),
-            routes=frozenset({RouteSpec(table, _ANY, name, gateway=HA_LINK_LOCAL)}),
-            neighbours=frozenset({NeighbourSpec(name, HA_LINK_LOCAL, HA_MAC)}),
-            rules=frozenset({from_pipe_rule(name, settings.decap_rule_priority)}),
+        route = RouteSpec(table, _ANY, name, gateway=HA_LINK_LOCAL)
+        return (
+            common
+            | KernelState(
+                devices=frozenset({device}),
+                routes=frozenset({route}),
+                neighbours=frozenset({NeighbourSpec(name, HA_LINK_LOCAL, HA_MAC)}),
+                rules=frozenset({from_pipe_rule(name, settings.decap_rule_priority)}),
+            )
+            | _duplicate_gateway(settings, route, mr.home_address)
         )
     name = f"mn6t{link.bid}"
     device = DeviceSpec(name, "ip6tnl", local=care_of, remote=mr.ha_address)

@@ -15,13 +15,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from services.contracts import policy_xml
-from services.contracts.errors import InvalidInput, KernelError, Problem
+from services.contracts.errors import InvalidInput, KernelError, PolicyRefused, Problem
 from services.contracts.messages import PolicyStatus, Refusal, StatusWarning
-from services.contracts.policy import PolicyMessage, mirror_message
+from services.contracts.policy import Duplicate, Policy, PolicyMessage, mirror_message
 from services.prem import store
 from services.prem.backends.base import Backend
 from services.prem.config import PremSettings
-from services.prem.core.flowtable import compile_policies, fallback_states
+from services.prem.core.flowtable import (
+    FlowTable,
+    by_family,
+    compile_policies,
+    copy_warnings,
+    fallback_states,
+)
 from services.prem.core.policyset import DesiredState, Outcome, apply_message, is_redelivery
 from services.prem.core.reconcile import plan
 
@@ -52,13 +58,15 @@ class Enforcer:
         store.remove_leftovers(settings.state_file)
         self.state = store.load(settings.state_file, settings.node)
         self.unusable: frozenset[int] = frozenset()
+        #: (family, BID) -> why the back end could not copy there, at the last reconciliation.
+        self.copy_reasons: dict[tuple[int, int], str] = {}
         self.sequence = 0
         #: Flow rules the back end holds for us since the last successful reconciliation.
         self.rules_enforced = 0
 
     def reconcile(self) -> int:
         """Make the back end enforce the current desired state; return the rules changed."""
-        desired = compile_policies(self.state.policies, self.unusable)
+        desired = self._compile(self.state.policies)
         changes = plan(desired, self.backend.read())
         if changes:
             self.backend.apply(desired, changes)
@@ -93,6 +101,7 @@ class Enforcer:
                     self._status("applied", started, requested=requested), self._mirror(message)
                 )
             outcome = apply_message(self.state, message, self.settings, digest)
+            self._check_actions(outcome.state.policies)
             self._enforce(outcome)
         except InvalidInput as exc:
             return Reply(self._refused(exc.problems, started, requested))
@@ -108,7 +117,8 @@ class Enforcer:
             outcome.replaced,
             (self.clock() - started) * 1000,
         )
-        for warning in outcome.warnings:
+        warnings = (*outcome.warnings, *copy_warnings(outcome.state.policies, self.copy_reasons))
+        for warning in warnings:
             log.warning(
                 "node %s: version %d applied with a warning: %s",
                 self.settings.node,
@@ -124,7 +134,7 @@ class Enforcer:
             replaced=outcome.replaced,
             warnings=tuple(
                 StatusWarning(reason=w.reason, policy_id=w.policy_id, field=w.field)
-                for w in outcome.warnings
+                for w in warnings
             ),
         )
         return Reply(status, self._mirror(message))
@@ -164,14 +174,60 @@ class Enforcer:
         )
         return self._status("fallback", started)
 
+    def handle_routes(self) -> PolicyStatus | None:
+        """After a BID table or device changed: where duplicates' copies go may have changed
+        (a duplicate gateway came or went). Reconcile when a duplicate policy is enforced; a
+        status only when a copy was added, moved or dropped."""
+        if not any(isinstance(p.action, Duplicate) for p in self.state.policies):
+            return None
+        started = self.clock()
+        before = self.copy_reasons
+        try:
+            changed = self.reconcile()
+        except KernelError as exc:
+            log.error("node %s: copies after a route change failed: %s", self.settings.node, exc)
+            return self._refused((Problem(f"fallback failed: {exc}"),), started, None)
+        if not changed and self.copy_reasons == before:
+            return None
+        log.info(
+            "node %s: copies follow a route change (%d rule changes; no copy: %s)",
+            self.settings.node,
+            changed,
+            sorted(self.copy_reasons),
+        )
+        return self._status("fallback", started)
+
     def _enforce(self, outcome: Outcome) -> None:
-        desired = compile_policies(outcome.state.policies, self.unusable)
+        desired = self._compile(outcome.state.policies)
         changes = plan(desired, self.backend.read())
         if changes:
             self.backend.apply(desired, changes)
         self.rules_enforced = len(desired)
         store.save(self.settings.state_file, outcome.state)
         self.state = outcome.state
+
+    def _check_actions(self, policies: tuple[Policy, ...]) -> None:
+        """Refuse, before the kernel is touched, policies whose action the back end lacks."""
+        problems = [
+            Problem(
+                f"the {self.backend.name} back end cannot enforce {p.action.kind} policies; "
+                f"it enforces {', '.join(sorted(self.backend.actions))} (use the nftables "
+                "back end)",
+                p.id,
+                p.action.kind,
+            )
+            for p in policies
+            if p.action.kind not in self.backend.actions
+        ]
+        if problems:
+            raise PolicyRefused(problems)
+
+    def _compile(self, policies: tuple[Policy, ...]) -> FlowTable:
+        """The flow table for `policies` with the BIDs usable now; where a duplicate policy
+        is present, the back end says first which BIDs can take a copy (from the routes)."""
+        copying = any(isinstance(p.action, Duplicate) for p in policies)
+        self.copy_reasons = self.backend.uncopyable() if copying else {}
+        return compile_policies(policies, self.unusable, by_family(self.copy_reasons))
 
     def _refused(
         self, problems: tuple[Problem, ...], started: float, requested: int | None
@@ -211,7 +267,9 @@ class Enforcer:
             replaced=replaced,
             refusals=refusals,
             warnings=warnings,
-            fallbacks=fallback_states(self.state.policies, self.unusable),
+            fallbacks=fallback_states(
+                self.state.policies, self.unusable, by_family(self.copy_reasons)
+            ),
             elapsed_ms=(self.clock() - started) * 1000,
             backend=self.backend.name,
         )

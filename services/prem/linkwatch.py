@@ -57,7 +57,9 @@ class LinkWatcher:
     called: an IPRoute made in another thread never returned events here. Events are read from a
     select-compatible `IPRSocket`, so `stop()` can wake the thread through a pipe at once.
     `on_change` is called from the watcher thread: once with the initial set after the first
-    dump, then each time the set changes. Keep it short (put the set on a queue). If the socket
+    dump, then each time the set changes. Keep it short (put the set on a queue). `on_routes`,
+    if given, is called after every burst of events touching a BID table or device, changed
+    set or not: where a copy goes (`routing.copy_targets`) can change without it. If the socket
     buffer (`rcvbuf`) overflows, events were lost: the watcher reopens it and dumps again.
     An unexpected error ends the thread and is handed to `on_error`, so the worker can fail loudly.
     """
@@ -68,12 +70,14 @@ class LinkWatcher:
         on_change: Callable[[frozenset[int]], None],
         *,
         on_error: Callable[[BaseException], None] | None = None,
+        on_routes: Callable[[], None] | None = None,
         name: str = "prem-linkwatch",
         rcvbuf: int = 1 << 20,
     ) -> None:
         self._settings = settings
         self._on_change = on_change
         self._on_error = on_error
+        self._on_routes = on_routes
         self._rcvbuf = rcvbuf
         self._names = {e.interface for e in settings.bids if e.interface is not None}
         self._tables = {settings.table_of(bid) for bid in settings.bid_numbers()}
@@ -163,6 +167,8 @@ class LinkWatcher:
                 if relevant and not self._stop.stopped:
                     self._refresh_routes(dumper)
                     self._publish()
+                    if self._on_routes is not None:
+                        self._on_routes()
         finally:
             events.close()
             dumper.close()

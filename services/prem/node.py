@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
@@ -56,6 +57,10 @@ class Fatal:
 
 class Stop:
     """Finish the main loop (SIGTERM, SIGINT or `stop()`)."""
+
+
+class Routes:
+    """A BID table or device changed: where duplicates' copies go may have changed."""
 
 
 D = TypeVar("D")
@@ -99,6 +104,7 @@ def start_enforcement(
     settings: PremSettings,
     on_usability: Callable[[frozenset[int]], None],
     on_fatal: Callable[[BaseException], None],
+    on_routes: Callable[[], None] | None = None,
 ) -> tuple[Enforcer, LinkWatcher, int]:
     """Enforcer, policy-routing rules and link watcher, in the current network namespace.
 
@@ -107,7 +113,7 @@ def start_enforcement(
     """
     enforcer = Enforcer(settings, make_backend(settings))
     routing.ensure_rules(settings)
-    watcher = LinkWatcher(settings, on_usability, on_error=on_fatal)
+    watcher = LinkWatcher(settings, on_usability, on_error=on_fatal, on_routes=on_routes)
     watcher.start()
     enforcer.unusable = watcher.current()
     return enforcer, watcher, enforcer.reconcile()
@@ -129,7 +135,9 @@ class PremNode(Generic[D]):
         self.transport = transport
         self.metrics = metrics
         self.netns_name = netns_name
-        self.queue: queue.Queue[D | Usability | Fatal | Stop] = queue.Queue(queue_size)
+        self.queue: queue.Queue[D | Usability | Routes | Fatal | Stop] = queue.Queue(queue_size)
+        #: A `Routes` item is queued and not yet taken (bursts of route events queue one).
+        self._routes_pending = threading.Event()
         self.enforcer: Enforcer | None = None
         self.watcher: LinkWatcher | None = None
 
@@ -163,7 +171,7 @@ class PremNode(Generic[D]):
             if self.netns_name is not None:
                 netns.enter(self.netns_name)
             enforcer, self.watcher, changed = start_enforcement(
-                self.settings, self._on_usability, self._on_fatal
+                self.settings, self._on_usability, self._on_fatal, self._on_routes
             )
             self.enforcer = enforcer
             self.metrics.set_state(
@@ -192,8 +200,12 @@ class PremNode(Generic[D]):
                 raise RuntimeError(
                     "link watcher failed; exiting so the supervisor restarts us"
                 ) from item.error
-            if isinstance(item, Usability):
-                status = enforcer.handle_unusable(item.unusable)
+            if isinstance(item, Usability | Routes):
+                if isinstance(item, Routes):
+                    self._routes_pending.clear()
+                    status = enforcer.handle_routes()
+                else:
+                    status = enforcer.handle_unusable(item.unusable)
                 if status is not None:
                     self.transport.on_status(status)
                     self._record(enforcer, status)
@@ -238,7 +250,7 @@ class PremNode(Generic[D]):
                 item = self.queue.get_nowait()
             except queue.Empty:
                 return
-            if not isinstance(item, Stop | Fatal | Usability):
+            if not isinstance(item, Stop | Fatal | Usability | Routes):
                 self._document(self.enforcer, item)
 
     def _shutdown(self) -> None:
@@ -257,3 +269,8 @@ class PremNode(Generic[D]):
 
     def _on_usability(self, unusable: frozenset[int]) -> None:
         self.queue.put(Usability(unusable))
+
+    def _on_routes(self) -> None:
+        if not self._routes_pending.is_set():
+            self._routes_pending.set()
+            self.queue.put(Routes())

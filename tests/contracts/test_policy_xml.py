@@ -359,10 +359,11 @@ def test_too_many_policies_is_refused() -> None:
 
 
 def test_wrong_namespace_is_named() -> None:
-    data = document("<flush/>", HEAD.replace(":1", ":2"))
+    data = document("<flush/>", HEAD.replace(":1", ":3"))
     problem = only(refused(data))
     assert problem.reason == (
-        "expected namespace urn:multinet:flow-policy:1, got urn:multinet:flow-policy:2"
+        "expected namespace urn:multinet:flow-policy:1 or urn:multinet:flow-policy:2, "
+        "got urn:multinet:flow-policy:3"
     )
     assert problem.line == 2
 

@@ -19,8 +19,6 @@ from services.contracts.policy import (
     AddressMatch,
     AddressRange,
     Direction,
-    Drop,
-    Forward,
     IPAddress,
     Policy,
     PolicyMessage,
@@ -86,9 +84,7 @@ def selectors(draw: st.DrawFn) -> Selector:
     )
 
 
-forwards = st.lists(bids, min_size=1, max_size=4, unique=True).map(
-    lambda chain: Forward(bid=chain[0], fallbacks=tuple(chain[1:]))
-)
+forwards = policy_strategies.forwards(bids)
 
 
 def policies(policy_id: str) -> st.SearchStrategy[Policy]:
@@ -97,7 +93,7 @@ def policies(policy_id: str) -> st.SearchStrategy[Policy]:
         id=st.just(policy_id),
         priority=st.integers(0, 65535),
         selector=st.just(Selector()) | selectors(),
-        action=st.just(Drop()) | forwards,
+        action=policy_strategies.actions(bids),
     )
 
 
@@ -171,6 +167,11 @@ TOKENS = [
     b"<drop/>",
     b"<flush/>",
     b'<fallback bid="1"/>',
+    b'<share bid="1" weight="1000"/>',
+    b'<path bid="2"/>',
+    b"<balance>",
+    b"</duplicate>",
+    b"flow-policy:2",
     b'<delete id="a"/>',
     b"<selector/>",
     b'<source-port first="1" last="0"/>',

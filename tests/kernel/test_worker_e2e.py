@@ -321,3 +321,59 @@ def test_document_published_while_the_worker_is_down_is_applied_on_return(
     status = running.client.next_status("ha1", timeout_s=15)
     assert (status.result, status.version, status.replaced) == ("applied", 2, 1)
     assert _on(running.counts(), "b1")
+
+
+def test_duplicate_document_copies_to_both_bids_and_falls_back_on_carrier_loss(
+    running: Running,
+) -> None:
+    """A version-2 document through the broker: with nftables every datagram leaves by both
+    links, and when b2 loses its carrier the copy goes to the next usable path (here none:
+    the status lists BID 2 as skipped); with iptables the document is refused naming the back
+    end, and the kernel is unchanged."""
+    running.apply(Install(policies=(udp_to("video", 5001, 2),)))
+    before = running.kernel_dump()
+    duplicate = Policy.model_validate(
+        {
+            "id": "critical",
+            "priority": 5,
+            "selector": {"next_header": 17, "dst_port": {"first": 5001, "last": 5001}},
+            "action": {"kind": "duplicate", "paths": [1, 2]},
+        }
+    )
+    status = running.send(Update(insert=(duplicate,)))
+    if running.backend == "iptables":
+        assert status.result == "refused"
+        assert [(r.policy_id, r.field) for r in status.refusals] == [("critical", "duplicate")]
+        assert "iptables back end cannot enforce duplicate" in status.refusals[0].reason
+        assert running.kernel_dump() == before
+        return
+    assert status.result == "applied", status
+    assert _both(running.counts()), "every datagram on both links, one copy each"
+    netns.run(running.lab.receiver, ["ip", "link", "set", "d2", "down"])
+    status = running.client.next_status("ha1", timeout_s=5)
+    assert status.result == "fallback"
+    states = {f.policy_id: (f.active_bids, f.skipped_bids) for f in status.fallbacks}
+    assert states["critical"] == ((1,), (2,))
+    assert _on(running.counts(), "b1")
+    netns.run(running.lab.receiver, ["ip", "link", "set", "d2", "up"])
+    status = running.client.next_status("ha1", timeout_s=5)
+    assert (status.result, status.fallbacks) == ("fallback", ())
+    assert _both(running.counts())
+    # BID 2's route loses its gateway (the table keeps a route, so BID 2 stays usable): a copy
+    # has nowhere to go, the link watch's route events make the worker notice and say so
+    table = str(running.lab.table_base + 2)
+    route = ["ip", "-6", "route", "replace", "2001:db8:ff::/64"]
+    netns.run(running.lab.router, [*route, "dev", "b2", "table", table])
+    status = running.client.next_status("ha1", timeout_s=5)
+    states = {f.policy_id: (f.active_bids, f.skipped_bids) for f in status.fallbacks}
+    assert (status.result, states["critical"]) == ("fallback", ((1,), (2,)))
+    assert _on(running.counts(), "b1")
+    netns.run(running.lab.router, [*route, "via", "2001:db8:2::2", "table", table])
+    status = running.client.next_status("ha1", timeout_s=5)
+    assert (status.result, status.fallbacks) == ("fallback", ())
+    assert _both(running.counts())
+
+
+def _both(counts: tuple[int, int]) -> bool:
+    """Every datagram left by both links (allowing one stray packet each)."""
+    return all(PACKETS <= n <= PACKETS + 1 for n in counts)

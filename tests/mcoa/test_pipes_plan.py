@@ -70,13 +70,22 @@ def test_mr_vxlan_is_one_device_per_bid_with_a_fixed_far_end() -> None:
     )
     assert state.devices == {device}
     assert state.neighbours == {NeighbourSpec("mnvx1", pipe_kinds.HA_LINK_LOCAL, pipe_kinds.HA_MAC)}
+    gateway = IPv6Network(pipe_kinds.duplicate_gateway(1001, HOME))
+    assert gateway.subnet_of(pipe_kinds.DUPLICATE_GATEWAYS)
+    assert pipe_kinds.duplicate_gateway(1001, IPv6Address("2001:db8:100::3")) != gateway[0]
     assert state.routes == {
         RouteSpec(1001, TO_HA, "m1"),
         RouteSpec(1001, ANY, "mnvx1", gateway=pipe_kinds.HA_LINK_LOCAL),
+        RouteSpec(1001, gateway, "mnvx1", gateway=pipe_kinds.HA_LINK_LOCAL),
     }
     # No decap rule: the device receives by itself; what comes out of it is routed by main.
-    assert state.rules == {SOURCE_RULE, from_pipe_rule("mnvx1", 10)}
-    assert state.pipes == 1
+    # The duplicate gateway's rule sends copies (nft dup, no mark) into the BID's table.
+    assert state.rules == {
+        SOURCE_RULE,
+        from_pipe_rule("mnvx1", 10),
+        RuleSpec(priority=10, table=1001, dst=gateway),
+    }
+    assert state.pipes == 1, "a duplicate gateway is not a pipe"
 
 
 def test_mr_ip6tnl_is_one_tunnel_per_bid() -> None:
@@ -101,17 +110,20 @@ def test_ha_vxlan_is_one_flow_based_device_and_a_route_per_binding() -> None:
         1430,
         pipe_kinds.HA_MAC,
     )
+    encap2 = Ip6Encap(2, IPv6Address("2001:db8:2::2"), HA)
+    gateways = {t: IPv6Network(pipe_kinds.duplicate_gateway(t, HOME)) for t in (1001, 1002)}
     assert state.routes == {
         RouteSpec(1001, MNP, "mnvx", pipe_kinds.MR_LINK_LOCAL, Ip6Encap(1, COA1, HA)),
-        RouteSpec(
-            1002,
-            MNP,
-            "mnvx",
-            pipe_kinds.MR_LINK_LOCAL,
-            Ip6Encap(2, IPv6Address("2001:db8:2::2"), HA),
-        ),
+        RouteSpec(1002, MNP, "mnvx", pipe_kinds.MR_LINK_LOCAL, encap2),
+        # each BID's duplicate gateway: the same encapsulation as the BID's route
+        RouteSpec(1001, gateways[1001], "mnvx", pipe_kinds.MR_LINK_LOCAL, Ip6Encap(1, COA1, HA)),
+        RouteSpec(1002, gateways[1002], "mnvx", pipe_kinds.MR_LINK_LOCAL, encap2),
     }
-    assert state.rules == {from_pipe_rule("mnvx", 10)}
+    assert state.rules == {
+        from_pipe_rule("mnvx", 10),
+        RuleSpec(priority=10, table=1001, dst=gateways[1001]),
+        RuleSpec(priority=10, table=1002, dst=gateways[1002]),
+    }
     assert state.pipes == 2
 
 

@@ -60,19 +60,23 @@ def with_version(document: bytes, version: int) -> bytes:
 #: Few ids, so that updates meet installed policies and ids collide (cheap to draw, too).
 _ids = st.sampled_from(["video", "voice", "web", "a", "b.1", "x:y"])
 #: The test node declares BIDs 1 to 3; 9 is not declared.
-_forwards = st.lists(st.sampled_from([1, 2, 3, 9]), min_size=1, max_size=3, unique=True).map(
+_policy_bids = st.sampled_from([1, 2, 3, 9])
+_forwards = st.lists(_policy_bids, min_size=1, max_size=3, unique=True).map(
     lambda chain: Forward(bid=chain[0], fallbacks=tuple(chain[1:]))
 )
 
 
 def policies(policy_id: str) -> st.SearchStrategy[Policy]:
-    """One policy with this id: any selector, drop or forward."""
+    """One policy with this id: any selector, drop, forward, balance or duplicate."""
     return st.builds(
         Policy,
         id=st.just(policy_id),
         priority=st.sampled_from([0, 1, 10, 65535]),
         selector=st.just(Selector()) | selectors(),
-        action=st.just(Drop()) | _forwards,
+        action=st.just(Drop())
+        | _forwards
+        | policy_strategies.balances(_policy_bids)
+        | policy_strategies.duplicates(_policy_bids),
     )
 
 

@@ -18,6 +18,9 @@ class Backend(Protocol):
     """
 
     name: str
+    #: The policy action kinds it enforces ("forward", "drop", "balance", "duplicate"); the
+    #: enforcer refuses a document with any other before touching the kernel.
+    actions: frozenset[str]
 
     def read(self) -> FlowTable:
         """The flow table the data plane enforces now (empty when nothing of ours exists)."""
@@ -29,4 +32,11 @@ class Backend(Protocol):
 
     def remove_all(self) -> None:
         """Remove everything this back end owns (chains, tables, sets)."""
+        ...
+
+    def uncopyable(self) -> dict[tuple[int, int], str]:
+        """(address family 4 or 6, BID) -> why a duplicate policy cannot copy to that BID now
+        (the enforcer leaves those copies out, reports them as fallbacks and says why in the
+        status). A back end that cannot duplicate at all refuses duplicate policies instead
+        (`actions`)."""
         ...

@@ -28,6 +28,14 @@ Cost: rules are matched linearly (about 20-30 ns per rule per packet, see docs/k
 or nft map would make it O(1). Good enough for this first version; prefer the nftables back end
 for large tables.
 
+Balance and duplicate policies (version-2 documents) are refused whole, before anything is
+written (`actions`; the enforcer refuses them, and `apply` again as a last guard). xtables
+has the pieces: HMARK hashes the 5-tuple into the mark, TEE clones to `--gateway` by
+`--oif`; the kernel measured has both (CONFIG_NETFILTER_XT_TARGET_HMARK, _TEE) and
+python-iptables writes both (tried in a namespace). But HMARK sets the whole mark
+(offset + hash mod N), not only our bits, so balance would need another owner's bits saved
+around it, and neither is written here. Use the nftables back end for them.
+
 python-iptables keeps one libiptc snapshot per table per process: every operation refreshes
 first, and another writer must not change the same table between our refresh and commit.
 """
@@ -84,6 +92,8 @@ class IptablesBackend:
     """Flow rules as legacy-xtables mangle rules, written with one libiptc commit per family."""
 
     name = "iptables"
+    #: The policy actions this back end enforces (the enforcer refuses the others).
+    actions = frozenset({"forward", "drop"})
 
     def __init__(self, settings: PremSettings) -> None:
         self.settings = settings
@@ -103,6 +113,13 @@ class IptablesBackend:
         """Rewrite our chains to `desired`: one commit per family whose content changes."""
         if not changes:
             return
+        spread = [r.policy_id for r in desired if r.buckets or r.copies]
+        if spread:
+            raise KernelError(
+                "iptables apply",
+                f"the iptables back end cannot enforce balance or duplicate policies "
+                f"({', '.join(sorted(set(spread)))}); nothing was changed",
+            )
         desired = tuple(sorted(desired, key=FlowRule.precedence))
         wanted = {family: render(desired, family, self.settings) for family in FAMILIES}
         tables = {family: _table(family) for family in FAMILIES}
@@ -157,6 +174,10 @@ class IptablesBackend:
                 raise KernelError("iptables remove", f"IPv{family}: {exc}") from exc
 
     # -- the rule codec, bound to our chain and settings -----------------------------------
+
+    def uncopyable(self) -> dict[tuple[int, int], str]:
+        """Nothing to say: duplicate policies are refused before they reach the kernel."""
+        return {}
 
     def render_rule(self, rule: FlowRule) -> RuleSpec:
         """One flow rule as an xtables rule of our main chain."""

@@ -1,4 +1,7 @@
-"""An in-memory data plane for decision-side tests: it answers "which BID does this packet get?"."""
+"""An in-memory data plane for decision-side tests: it answers "which BID does this packet get?".
+
+It holds every kind of rule (forward, drop, balance buckets, duplicate copies) and reads back
+exactly what it holds."""
 
 from __future__ import annotations
 
@@ -12,6 +15,8 @@ class MemoryBackend:
     """Holds the flow table in memory and interprets it like the kernel would."""
 
     name = "memory"
+    #: The policy actions this back end enforces (the enforcer refuses the others).
+    actions = frozenset({"forward", "drop", "balance", "duplicate"})
 
     def __init__(
         self, settings: PremSettings | None = None, *, fail_next_apply: bool = False
@@ -20,6 +25,8 @@ class MemoryBackend:
         self._table: FlowTable = ()
         self.applied_batches = 0
         self.fail_next_apply = fail_next_apply
+        #: What `uncopyable` answers (tests set it to model BIDs without a copy route).
+        self.no_copy: dict[tuple[int, int], str] = {}
 
     def read(self) -> FlowTable:
         """The table as held."""
@@ -40,9 +47,24 @@ class MemoryBackend:
         """Forget every rule."""
         self._table = ()
 
+    def uncopyable(self) -> dict[tuple[int, int], str]:
+        """As set in `no_copy` (every BID can take a copy by default)."""
+        return dict(self.no_copy)
+
     def bid_for(self, packet: Packet) -> int | str | None:
-        """The BID `packet` is marked with, "drop", or None when no policy matches."""
+        """The BID `packet` is marked with, "drop", or None when no policy matches (a balance
+        rule picks by the packet's flow hash)."""
         rule = classify(self._table, packet)
         if rule is None:
             return None
-        return "drop" if rule.bid is None else rule.bid
+        bid = rule.bid_of(packet)
+        return "drop" if bid is None else bid
+
+    def paths_for(self, packet: Packet) -> tuple[int, ...]:
+        """Every BID `packet` leaves by: its marked BID, then the BIDs of its copies (empty
+        when it is dropped or matches nothing)."""
+        rule = classify(self._table, packet)
+        bid = None if rule is None else rule.bid_of(packet)
+        if rule is None or bid is None:
+            return ()
+        return (bid, *rule.copies)

@@ -5,21 +5,39 @@ classification chain that evaluates the layers in order (see `core.nft_layers`);
 the BID's chain, which sets our mark bits, or drops. Every change is one libnftables batch, so
 the kernel either takes all of it or none of it; the batch's text is rendered and the listing
 parsed by the pure core (`core.nft_render`, `core.nft_parse`).
+
+Balance rules go to a chain per bucket layout: `jhash` of the 5-tuple `mod N` into a verdict
+map from bucket to BID chain. Duplicate rules mark for the original's BID like a forward; the
+copies are made in two more tables, `ip6 <prefix>_dup` and `ip <prefix>_dup` (nft has no `dup`
+in an inet table): `dup to <gateway> device <device>`, learnt from each BID's routing table
+(`routing.copy_targets`), in the same batch. A BID whose table gives no target cannot take a
+copy (`uncopyable`): the enforcer leaves that copy out and reports it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+from collections.abc import Mapping
 
+from services import capabilities
+from services.contracts.errors import KernelError
+from services.prem import routing
 from services.prem.backends.libnftables import NftContext
 from services.prem.config import PremSettings
 from services.prem.core.flowtable import FlowRule, FlowTable
 from services.prem.core.nft_layers import Layer, assign_layers, flatten
-from services.prem.core.nft_parse import TableState, parse_table
+from services.prem.core.nft_parse import DupState, TableState, parse_dup_table, parse_table
 from services.prem.core.nft_render import (
+    DUP_FAMILIES,
+    balance_chain_commands,
+    balance_chains,
     bid_chain_command,
+    dup_table_commands,
+    dup_table_name,
     element_commands,
     map_parts,
+    marked_bids,
     table_commands,
     table_name,
 )
@@ -32,6 +50,8 @@ class NftablesBackend:
     """Renders flow tables into the table `inet <prefix>_prem` and reads it back."""
 
     name = "nftables"
+    #: The policy actions this back end enforces (the enforcer refuses the others).
+    actions = frozenset({"forward", "drop", "balance", "duplicate"})
 
     def __init__(self, settings: PremSettings) -> None:
         self.settings = settings
@@ -41,6 +61,11 @@ class NftablesBackend:
         self._known: TableState | None = None
         #: What the last apply sent: "none", "elements" or "replace" (for tests and logs).
         self.last_apply = "none"
+        self.dup_table = dup_table_name(settings)
+        #: Whether our dup tables exist, as last read or written (None: unknown).
+        self._dup_present: bool | None = None
+        #: Why each (family, BID) cannot take a copy, from the last look at the routes.
+        self.copy_problems: dict[tuple[int, int], str] = {}
 
     def _nft(self) -> NftContext:
         """The context, created on first use in the process (and namespace) that uses it."""
@@ -48,22 +73,57 @@ class NftablesBackend:
             self._ctx = NftContext()
         return self._ctx
 
+    def _tables(self) -> set[tuple[str, str]]:
+        listed = self._nft().run_json("list tables")
+        return {
+            (obj["table"]["family"], obj["table"]["name"])
+            for obj in listed.get("nftables", [])
+            if "table" in obj
+        }
+
     def _state(self) -> TableState:
-        """Our table as the kernel lists it (empty when absent)."""
-        tables = self._nft().run_json("list tables inet")
-        present = any(
-            "table" in obj and obj["table"]["name"] == self.table
-            for obj in tables.get("nftables", [])
-        )
-        if not present:
+        """Our tables as the kernel lists them (empty when absent), copies merged in."""
+        present = self._tables()
+        self._dup_present = any((kind, self.dup_table) in present for kind in ("ip6", "ip"))
+        if ("inet", self.table) not in present:
             return TableState((), frozenset())
         listing = self._nft().run_json(f"list table inet {self.table}")
-        return parse_table(listing, self.table, self.settings)
+        state = parse_table(listing, self.table, self.settings)
+        dups: dict[int, DupState] = {}
+        for family, kind in DUP_FAMILIES.items():
+            if (kind, self.dup_table) in present:
+                dup_listing = self._nft().run_json(f"list table {kind} {self.dup_table}")
+                dups[family] = parse_dup_table(dup_listing, self.dup_table)
+        if not dups:
+            return state
+        paths = routing.copy_targets(self.settings)
+        return dataclasses.replace(state, layers=_with_copies(state.layers, dups, paths))
 
     def read(self) -> FlowTable:
-        """The flow table enforced now, decoded from the kernel's listing."""
+        """The flow table enforced now, decoded from the kernel's listing.
+
+        A copy reads back as its BID only while its chain still sends where the BID's routes
+        say (else as BID 0, `_with_copies`): after a route change the read differs from the
+        desired table, and the next apply rewrites it.
+        """
         self._known = self._state()
         return flatten(self._known.layers)
+
+    def uncopyable(self) -> dict[tuple[int, int], str]:
+        """(family, BID) -> why a duplicate cannot copy to that BID now, from the BID tables
+        (`routing.copy_targets`); logged when it changes."""
+        problems = routing.copy_targets(self.settings).reasons
+        if problems != self.copy_problems:
+            for (family, bid), reason in sorted(problems.items()):
+                log.info(
+                    "node %s: no IPv%d copies to BID %d: %s",
+                    self.settings.node,
+                    family,
+                    bid,
+                    reason,
+                )
+        self.copy_problems = problems
+        return dict(problems)
 
     def apply(self, desired: FlowTable, changes: Changes) -> None:
         """Enforce `desired` in one transaction: element updates when the layout allows it.
@@ -81,27 +141,131 @@ class NftablesBackend:
         if commands is None:
             commands = table_commands(wanted, self.settings)
             mode = "replace"
+        copying = any(rule.copies for rule in desired)
+        # The dup tables are small and rewritten whole, unless the read found them right
+        # (copies, targets and exempt devices: `_with_copies`) and nothing else changes.
+        settled = not commands and flatten(current.layers) == desired
+        if (copying or self._dup_present is not False) and not settled:
+            paths = routing.copy_targets(self.settings) if copying else None
+            commands += (
+                dup_table_commands(self.settings, desired, paths.targets, paths.devices)
+                if paths is not None
+                else dup_table_commands(self.settings, desired, {})
+            )
         self._known = None
         self.last_apply = mode if commands else "none"
         if commands:
-            self._nft().run("\n".join(commands) + "\n")
-        self._known = TableState(wanted, _bids(wanted) | _kept_bids(current, mode))
+            try:
+                self._nft().run("\n".join(commands) + "\n")
+            except KernelError as exc:
+                raise _explained(exc, desired) from exc
+        self._dup_present = copying
+        self._known = TableState(
+            wanted,
+            _bids(wanted) | _kept_bids(current, mode),
+            frozenset(balance_chains(wanted)),
+        )
         log.debug("nftables apply: %s, %d commands", mode, len(commands))
 
     def remove_all(self) -> None:
         """Delete our table; an absent table is success."""
         self._known = None
-        self._nft().run(f"add table inet {self.table}\ndelete table inet {self.table}\n")
+        commands = [f"add table inet {self.table}", f"delete table inet {self.table}"]
+        for kind in DUP_FAMILIES.values():
+            commands += [
+                f"add table {kind} {self.dup_table}",
+                f"delete table {kind} {self.dup_table}",
+            ]
+        self._nft().run("\n".join(commands) + "\n")
+        self._dup_present = False
         self._known = TableState((), frozenset())
 
 
+#: The BID a stale copy reads as (no BID has it: BIDs start at 1).
+STALE_COPY = 0
+
+#: What each version-2 action needs from the kernel, by the capability probe's names.
+_NEEDS = {"balance": ("nft jhash",), "duplicate": ("nft dup", "nft dup ip")}
+
+
+def _explained(error: KernelError, desired: FlowTable) -> KernelError:
+    """The kernel refused a batch: when it holds balance or duplicate rules, say which kernel
+    feature is missing (a refused batch changed nothing)."""
+    wanted = set()
+    if any(rule.buckets for rule in desired):
+        wanted |= set(_NEEDS["balance"])
+    if any(rule.copies for rule in desired):
+        families = {rule.family for rule in desired if rule.copies}
+        wanted |= {"nft dup"} if 6 in families else set()
+        wanted |= {"nft dup ip"} if 4 in families else set()
+    if not wanted:
+        return error
+    try:
+        found = capabilities.probe(tuple(sorted(wanted)))
+    except (OSError, KernelError):
+        return error
+    missing = [found.check(name) for name in sorted(wanted) if not found.has(name)]
+    if not missing:
+        return error
+    texts = "; ".join(check.missing_text for check in missing)
+    return capabilities.MissingCapability(
+        "nftables apply",
+        f"{texts}; the nftables back end cannot enforce balance or duplicate policies here "
+        f"(kernel: {error})",
+    )
+
+
+def _with_copies(
+    layers: tuple[Layer, ...], dups: Mapping[int, DupState], paths: routing.CopyPaths
+) -> tuple[Layer, ...]:
+    """The layers with each rule's copies as the dup tables make them.
+
+    A copy whose chain sends elsewhere than the BID's routes say now (or none can go there),
+    and every copy of a family whose table does not exempt exactly the BID tables' devices
+    now (a new pipe device), reads as a copy to BID 0, which no BID is: the kernel still
+    copies, but not where a desired table would, so the read differs from any desired table
+    and the next apply rewrites the dup tables."""
+    targets = paths.targets
+
+    def copies(rule: FlowRule) -> tuple[int, ...]:
+        dup = dups.get(rule.family)
+        found = () if dup is None else dup.copies.get(rule.policy_id, ())
+        if dup is None or dup.pipe_devices != paths.devices:
+            return tuple(STALE_COPY for _ in found)
+        return tuple(
+            bid if targets.get((rule.family, bid)) == dup.targets.get(bid) else STALE_COPY
+            for bid in found
+        )
+
+    return tuple(
+        dataclasses.replace(
+            layer,
+            rules=tuple(dataclasses.replace(r, copies=copies(r)) for r in layer.rules),
+        )
+        for layer in layers
+    )
+
+
 def _bids(layers: tuple[Layer, ...]) -> frozenset[int]:
-    return frozenset(r.bid for layer in layers for r in layer.rules if r.bid is not None)
+    return frozenset(bid for layer in layers for r in layer.rules for bid in marked_bids(r))
 
 
 def _kept_bids(current: TableState, mode: str) -> frozenset[int]:
     """BID chains an element update leaves in place (a replace removes unused ones)."""
     return current.bid_chains if mode == "elements" else frozenset()
+
+
+def _new_chains(
+    table: str, current: TableState, new: tuple[Layer, ...], settings: PremSettings
+) -> list[str]:
+    """The BID and balance chains `new` needs that are not there yet."""
+    commands = [
+        bid_chain_command(table, bid, settings) for bid in sorted(_bids(new) - current.bid_chains)
+    ]
+    for name, (family, buckets) in sorted(balance_chains(new).items()):
+        if name not in current.balance_chains:
+            commands += balance_chain_commands(table, family, buckets)
+    return commands
 
 
 def _element_batch(
@@ -135,13 +299,14 @@ def _element_batch(
                 came[index].append(rule)
     for index, rule in old_at.values():
         gone[index].append(rule)
-    commands = [
-        bid_chain_command(table, bid, settings) for bid in sorted(_bids(new) - current.bid_chains)
-    ]
+    commands = _new_chains(table, current, new, settings)
     adds: list[str] = []
     for index, layer in enumerate(new):
         for part in map_parts(index, layer, gone[index]):
             commands += element_commands(table, part.name, part.key, part.rules, "delete")
         for part in map_parts(index, layer, came[index]):
             adds += element_commands(table, part.name, part.key, part.rules, "add")
-    return commands + adds
+    # Balance chains no rule goes to any more (a layout changed): removed after the elements
+    # that went there, in the same transaction.
+    unused = sorted(current.balance_chains - set(balance_chains(new)))
+    return commands + adds + [f"delete chain inet {table} {name}" for name in unused]

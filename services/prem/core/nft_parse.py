@@ -18,7 +18,12 @@ from services.contracts.errors import KernelError
 from services.contracts.policy import PortRange, Selector
 from services.prem.core.flowtable import FlowRule
 from services.prem.core.nft_layers import FIELDS, Layer, key_fields
-from services.prem.core.nft_render import CLASSIFY_CHAIN, parse_address
+from services.prem.core.nft_render import (
+    CLASSIFY_CHAIN,
+    DUP_SELECT_CHAIN,
+    CopyTarget,
+    parse_address,
+)
 from services.prem.core.settings import NodeSettings
 
 log = logging.getLogger(__name__)
@@ -39,6 +44,12 @@ class TableState:
 
     layers: tuple[Layer, ...]
     bid_chains: frozenset[int]
+    #: Names of the balance chains present (a name says its content, `balance_chain`).
+    balance_chains: frozenset[str] = frozenset()
+
+
+#: (BID, buckets) of a verdict: buckets empty unless it goes to a balance chain.
+Target = tuple[int | None, tuple[int, ...]]
 
 
 def _bad(detail: str) -> KernelError:
@@ -70,7 +81,7 @@ def _bounds(value: Any) -> tuple[int, int]:
 
 
 def _rule(
-    family: int, fields: Mapping[str, tuple[int, int]], text: str, bid: int | None
+    family: int, fields: Mapping[str, tuple[int, int]], text: str, target: Target
 ) -> FlowRule:
     """A flow rule from per-field bounds and the comment written with it."""
     try:
@@ -98,16 +109,42 @@ def _rule(
         dscp=single("ds"),
         flow_label=single("fl"),
     )
-    return FlowRule(int(priority), policy_id, family, selector, bid)
+    bid, buckets = target
+    return FlowRule(int(priority), policy_id, family, selector, bid, buckets)
 
 
-def _target(data: Any, chains: Mapping[str, int]) -> int | None:
-    """The BID of a verdict (`goto bid_N` decoded through that chain's mark), None for drop."""
+def _target(data: Any, chains: Mapping[str, int], balances: Mapping[str, Any]) -> Target:
+    """The BID of a verdict (`goto bid_N` decoded through that chain's mark), None for drop;
+    a balance chain's first bucket and buckets."""
     if isinstance(data, dict) and "drop" in data:
-        return None
-    if isinstance(data, dict) and "goto" in data and data["goto"]["target"] in chains:
-        return chains[data["goto"]["target"]]
+        return None, ()
+    if isinstance(data, dict) and "goto" in data:
+        name = data["goto"]["target"]
+        if name in chains:
+            return chains[name], ()
+        if name in balances:
+            buckets: tuple[int, ...] = balances[name]
+            return buckets[0], buckets
     raise _bad(f"unexpected verdict {data!r}")
+
+
+def _balance_buckets(exprs: list[Any], chains: Mapping[str, int]) -> tuple[int, ...]:
+    """The BID of each bucket of a balance chain's `jhash ... mod N vmap { ... }` rule."""
+    for expr in exprs:
+        vmap = expr.get("vmap") if isinstance(expr, dict) else None
+        if vmap is None or "jhash" not in vmap["key"]:
+            continue
+        size = int(vmap["key"]["jhash"]["mod"])
+        buckets: list[int | None] = [None] * size
+        for key, verdict in vmap["data"]["set"]:
+            low, high = _bounds(key)
+            bid, _ = _target(verdict, chains, {})
+            for index in range(low, high + 1):
+                buckets[index] = bid
+        if any(b is None for b in buckets):
+            raise _bad(f"balance map with unassigned buckets: {buckets}")
+        return tuple(b for b in buckets if b is not None)
+    raise _bad("balance chain without a jhash map")
 
 
 def _chain_bid(exprs: list[Any], settings: NodeSettings) -> int | None:
@@ -121,7 +158,9 @@ def _chain_bid(exprs: list[Any], settings: NodeSettings) -> int | None:
     return None
 
 
-def _map_layer(name: str, elements: list[Any], chains: Mapping[str, int]) -> tuple[str, Layer]:
+def _map_layer(
+    name: str, elements: list[Any], chains: Mapping[str, int], balances: Mapping[str, Any]
+) -> tuple[str, Layer]:
     """Decode `l<i>_<family>_<fields...>[_<dscp guard>]` and its elements.
 
     Returns the layer position (`l<i>`), so that the maps of one guarded layer join up.
@@ -144,18 +183,30 @@ def _map_layer(name: str, elements: list[Any], chains: Mapping[str, int]) -> tup
         fields = {f: _bounds(v) for f, v in zip(key, values, strict=True)}
         if guard is not None:
             fields["ds"] = (guard, guard)
-        rules.append(_rule(family, fields, elem.get("comment", ""), _target(data, chains)))
+        target = _target(data, chains, balances)
+        rules.append(_rule(family, fields, elem.get("comment", ""), target))
     return parts[0], Layer(family, shape, tuple(rules), exact=parts[0].startswith("h"))
 
 
-def _plain_layer(exprs: list[Any], text: str, chains: Mapping[str, int]) -> Layer:
+def _plain_layer(
+    exprs: list[Any], text: str, chains: Mapping[str, int], balances: Mapping[str, Any]
+) -> Layer:
     """Decode a rule matching field by field (nft may have folded `meta l4proto` into `udp`)."""
-    family = 0
-    fields: dict[str, tuple[int, int]] = {}
-    bid: int | None = None
+    family, fields = _plain_match(exprs)
+    target: Target = (None, ())
     for expr in exprs:
         if "match" not in expr:
-            bid = _target(expr, chains)
+            target = _target(expr, chains, balances)
+    shape = tuple(f for f in FIELDS if f in fields)
+    return Layer(family, shape, (_rule(family, fields, text, target),))
+
+
+def _plain_match(exprs: list[Any]) -> tuple[int, dict[str, tuple[int, int]]]:
+    """The family and per-field bounds of a rule's matches (its other statements skipped)."""
+    family = 0
+    fields: dict[str, tuple[int, int]] = {}
+    for expr in exprs:
+        if "match" not in expr:
             continue
         left, right = expr["match"]["left"], expr["match"]["right"]
         if left == {"meta": {"key": "nfproto"}}:
@@ -175,12 +226,14 @@ def _plain_layer(exprs: list[Any], text: str, chains: Mapping[str, int]) -> Laye
             fields[short] = _bounds(right)
         else:
             raise _bad(f"unexpected match {left!r}")
-    shape = tuple(f for f in FIELDS if f in fields)
-    return Layer(family, shape, (_rule(family, fields, text, bid),))
+    return family, fields
 
 
 def _layers(
-    classify: list[dict[str, Any]], maps: Mapping[str, list[Any]], chains: Mapping[str, int]
+    classify: list[dict[str, Any]],
+    maps: Mapping[str, list[Any]],
+    chains: Mapping[str, int],
+    balances: Mapping[str, Any],
 ) -> list[Layer]:
     """The layers in evaluation order; the maps of one guarded layer follow each other."""
     layers: list[Layer] = []
@@ -188,11 +241,11 @@ def _layers(
     for rule in classify:
         lookup = next((e["vmap"] for e in rule["expr"] if "vmap" in e), None)
         if lookup is None:
-            layers.append(_plain_layer(rule["expr"], rule.get("comment", ""), chains))
+            layers.append(_plain_layer(rule["expr"], rule.get("comment", ""), chains, balances))
             last_position = ""
             continue
         name = lookup["data"].lstrip("@")
-        position, layer = _map_layer(name, maps.get(name, []), chains)
+        position, layer = _map_layer(name, maps.get(name, []), chains, balances)
         if position == last_position:
             layer = Layer(layer.family, layer.shape, layers.pop().rules + layer.rules, layer.exact)
         layers.append(layer)
@@ -246,11 +299,87 @@ def parse_table(listing: Mapping[str, Any], table: str, settings: NodeSettings) 
         bid = _chain_bid(exprs, settings)
         if bid is not None:
             chains[chain] = bid
+    balances: dict[str, tuple[int, ...]] = {}
     try:
-        layers = _layers(classify, maps, chains)
+        for chain, exprs in marking.items():
+            if re.fullmatch(r"bal[46]_\d+_[0-9a-f]{12}", chain):
+                balances[chain] = _balance_buckets(exprs, chains)
+        layers = _layers(classify, maps, chains, balances)
     except (KernelError, KeyError, ValueError, TypeError, IndexError) as exc:
         log.warning("table %s holds rules that are not ours (%s): reading it as empty", table, exc)
         layers = []
     if not _hooked(objects, table):
         layers = []
-    return TableState(tuple(layers), frozenset(chains.values()))
+    return TableState(tuple(layers), frozenset(chains.values()), frozenset(balances))
+
+
+@dataclass(frozen=True)
+class DupState:
+    """What one dup table (`ip6` or `ip`) holds: each policy's copy BIDs, and the target
+    each copy chain sends to."""
+
+    copies: Mapping[str, tuple[int, ...]]
+    targets: Mapping[int, CopyTarget]
+    #: The devices whose packets are never copied (`iifname { ... } return`).
+    pipe_devices: frozenset[str] = frozenset()
+
+
+def parse_dup_table(listing: Mapping[str, Any], table: str) -> DupState:
+    """Copies per policy id (`jump copy_N` rules of the selection chain whose chain holds a
+    `dup` statement) and the target of each copy chain; nothing when not hooked."""
+    objects = [o for o in listing.get("nftables", []) if isinstance(o, dict)]
+    targets: dict[int, CopyTarget] = {}
+    jumps: list[tuple[str, int]] = []
+    devices: set[str] = set()
+    hooked = {
+        o["chain"]["name"]
+        for o in objects
+        if "chain" in o and o["chain"]["table"] == table and o["chain"].get("hook")
+    }
+    for obj in objects:
+        rule = obj.get("rule")
+        if rule is None or rule["table"] != table:
+            continue
+        found = re.fullmatch(r"copy_(\d+)", rule["chain"])
+        for expr in rule["expr"]:
+            if found and isinstance(expr, dict) and "dup" in expr:
+                targets[int(found.group(1))] = _copy_target(expr["dup"])
+            if rule["chain"] == DUP_SELECT_CHAIN and isinstance(expr, dict):
+                devices |= _iifnames(expr)
+            if rule["chain"] == DUP_SELECT_CHAIN and isinstance(expr, dict) and "jump" in expr:
+                name = re.fullmatch(r"copy_(\d+)", expr["jump"]["target"])
+                if name:
+                    jumps.append((rule.get("comment", "").split(" ")[0], int(name.group(1))))
+    copies: dict[str, tuple[int, ...]] = {}
+    if {"prerouting", "output"} <= hooked:
+        for policy_id, bid in jumps:
+            if bid in targets:
+                copies[policy_id] = (*copies.get(policy_id, ()), bid)
+    return DupState(copies, targets, frozenset(devices))
+
+
+def _copy_target(dup: Mapping[str, Any]) -> CopyTarget:
+    """A `dup` statement: to one address, or to a map from destination prefix to address."""
+    addr = dup["addr"]
+    if not isinstance(addr, dict):
+        return CopyTarget(str(addr), str(dup["dev"]))
+    pairs = []
+    for key, gateway in addr["map"]["data"]["set"]:
+        if isinstance(key, dict) and "prefix" in key:
+            prefix = f"{key['prefix']['addr']}/{key['prefix']['len']}"
+        else:
+            prefix = str(key)
+        pairs.append(
+            (ipaddress.ip_network(prefix).with_prefixlen, str(ipaddress.ip_address(gateway)))
+        )
+    return CopyTarget("", str(dup["dev"]), tuple(sorted(pairs)))
+
+
+def _iifnames(expr: Mapping[str, Any]) -> set[str]:
+    """The device names of an `iifname { ... }` (or `iifname "x"`) match, else none."""
+    match = expr.get("match")
+    if not isinstance(match, dict) or match.get("left") != {"meta": {"key": "iifname"}}:
+        return set()
+    right = match["right"]
+    values = right["set"] if isinstance(right, dict) and "set" in right else [right]
+    return {str(value) for value in values}

@@ -7,16 +7,25 @@ Pure code: no kernel.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import re
 import socket
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
-from services.contracts.policy import AddressMatch, AddressRange, PortRange, Selector
+from services.contracts.policy import (
+    PORT_PROTOCOLS,
+    AddressMatch,
+    AddressRange,
+    PortRange,
+    Selector,
+    selectors_overlap,
+)
 from services.prem.core.flowtable import FlowRule
 from services.prem.core.nft_layers import Layer, dscp_guarded, key_fields
 from services.prem.core.settings import NodeSettings
+from services.prem.core.spread import runs
 
 CLASSIFY_CHAIN = "classify"
 FAMILY_NAMES = {4: "ipv4", 6: "ipv6"}
@@ -34,6 +43,60 @@ def table_name(settings: NodeSettings) -> str:
 def bid_chain(bid: int) -> str:
     """The chain that marks packets for `bid`."""
     return f"bid_{bid}"
+
+
+#: The jhash seed of every balance chain (fixed, so a flow hashes alike after a reload).
+HASH_SEED = 0x6D6E0001
+#: The `meta l4proto` values whose transport header starts with the two ports.
+_PORT_PROTOCOL_SET = ", ".join(str(p) for p in sorted(PORT_PROTOCOLS))
+
+
+def balance_chain(family: int, buckets: tuple[int, ...]) -> str:
+    """The chain spreading a family's flows over `buckets`; named by its content, so rules
+    with the same layout share it and a name present in the kernel has the content wanted."""
+    digest = hashlib.sha256(",".join(map(str, buckets)).encode()).hexdigest()[:12]
+    return f"bal{family}_{len(buckets)}_{digest}"
+
+
+def marked_bids(rule: FlowRule) -> tuple[int, ...]:
+    """The BIDs whose marking chains a rule jumps to (its buckets' or its own)."""
+    if rule.buckets:
+        return tuple(sorted(set(rule.buckets)))
+    return () if rule.bid is None else (rule.bid,)
+
+
+def balance_chain_commands(table: str, family: int, buckets: tuple[int, ...]) -> list[str]:
+    """`jhash(5-tuple) mod N` into a verdict map from bucket to BID chain.
+
+    Two rules: port protocols hash addresses, protocol and ports; the others addresses and
+    protocol only (an ICMP or ESP header has no ports, and hashing its bytes would spread one
+    flow's packets). Runs of buckets of one BID are written as ranges.
+    """
+    chain = balance_chain(family, buckets)
+    ip = "ip" if family == 4 else "ip6"
+    addresses = f"{ip} saddr . {ip} daddr . meta l4proto"
+    elements = ", ".join(
+        f"{first if first == last else f'{first}-{last}'} : goto {bid_chain(bid)}"
+        for first, last, bid in runs(buckets)
+    )
+    tail = f"mod {len(buckets)} seed {HASH_SEED:#x} vmap {{ {elements} }}"
+    nfproto = f"meta nfproto {FAMILY_NAMES[family]}"
+    return [
+        f"add chain inet {table} {chain}",
+        f"add rule inet {table} {chain} {nfproto} meta l4proto {{ {_PORT_PROTOCOL_SET} }} "
+        f"jhash {addresses} . th sport . th dport {tail}",
+        f"add rule inet {table} {chain} {nfproto} jhash {addresses} {tail}",
+    ]
+
+
+def balance_chains(layers: Iterable[Layer]) -> dict[str, tuple[int, tuple[int, ...]]]:
+    """Every balance chain the layers' rules go to: name -> (family, buckets)."""
+    return {
+        balance_chain(rule.family, rule.buckets): (rule.family, rule.buckets)
+        for layer in layers
+        for rule in layer.rules
+        if rule.buckets
+    }
 
 
 @dataclass(frozen=True)
@@ -154,7 +217,12 @@ def _form(match: AddressMatch | None) -> str:
 
 
 def verdict(rule: FlowRule) -> str:
-    """Where a matching packet goes: its BID's marking chain, or drop."""
+    """Where a matching packet goes: its BID's marking chain, its balance chain, or drop.
+
+    A duplicate rule goes to its original's BID here; the copies are made in the dup tables
+    (`dup_table_commands`)."""
+    if rule.buckets:
+        return f"goto {balance_chain(rule.family, rule.buckets)}"
     return "drop" if rule.bid is None else f"goto {bid_chain(rule.bid)}"
 
 
@@ -222,14 +290,16 @@ def layer_commands(table: str, index: int, layer: Layer) -> list[str]:
 def table_commands(layers: tuple[Layer, ...], settings: NodeSettings) -> list[str]:
     """Replace the whole table in one batch (add+delete first, so it works when absent)."""
     table = table_name(settings)
-    bids = sorted({r.bid for layer in layers for r in layer.rules if r.bid is not None})
+    bids = sorted({bid for layer in layers for r in layer.rules for bid in marked_bids(r)})
     commands = [
         f"add table inet {table}",
         f"delete table inet {table}",
         f"add table inet {table}",
         *(bid_chain_command(table, bid, settings) for bid in bids),
-        f"add chain inet {table} {CLASSIFY_CHAIN}",
     ]
+    for _name, (family, buckets) in sorted(balance_chains(layers).items()):
+        commands += balance_chain_commands(table, family, buckets)
+    commands += [f"add chain inet {table} {CLASSIFY_CHAIN}"]
     for index, layer in enumerate(layers):
         commands += layer_commands(table, index, layer)
     for chain, kind in (("prerouting", "filter"), ("output", "route")):
@@ -250,3 +320,150 @@ def parse_address(family: int, low: int, high: int, form: str) -> AddressMatch:
     if family == 4:
         return ipaddress.IPv4Network((low, length))
     return ipaddress.IPv6Network((low, length))
+
+
+# --- Duplicates: one `ip6` and one `ip` table (nft has no dup in an inet table) --------------
+
+DUP_SELECT_CHAIN = "select"
+#: After the inet table's marking (priority mangle, -150): a copy is cloned with the original's
+#: mark, so when the copy passes the output hook the inet table sets the same mark again and
+#: the `route` chain does not send it back into the original's BID.
+DUP_PRIORITY = -140
+DUP_FAMILIES = {6: "ip6", 4: "ip"}
+
+
+@dataclass(frozen=True)
+class CopyTarget:
+    """Where the kernel sends a copy for a BID: `dup to <address> device <device>`, learnt
+    from the BID's routing table; or, where the table serves several mobile routers (an HA),
+    by destination: `dup to ip6 daddr map { <prefix> : <gateway>, ... } device <device>`
+    (`by_destination`, sorted; `address` is then empty)."""
+
+    address: str
+    device: str
+    by_destination: tuple[tuple[str, str], ...] = ()
+
+    def statement(self, family: int) -> str:
+        """The nft `dup` statement, from checked values only (addresses, prefixes and a plain
+        device name reach nft, nothing else)."""
+        if not _DEVICE.fullmatch(self.device):
+            raise ValueError(f"bad copy target {self}")
+        if not self.by_destination:
+            address = ipaddress.ip_address(self.address)
+            if address.version != family:
+                raise ValueError(f"bad copy target {self}")
+            return f'dup to {address} device "{self.device}"'
+        items = []
+        for prefix, gateway in self.by_destination:
+            net, gw = ipaddress.ip_network(prefix), ipaddress.ip_address(gateway)
+            if net.version != family or gw.version != family:
+                raise ValueError(f"bad copy target {self}")
+            items.append(f"{net.with_prefixlen} : {gw}")
+        key = "ip6 daddr" if family == 6 else "ip daddr"
+        return f'dup to {key} map {{ {", ".join(items)} }} device "{self.device}"'
+
+
+def dup_table_name(settings: NodeSettings) -> str:
+    """The name of our `ip6` and `ip` tables that copy packets."""
+    return f"{settings.name_prefix}_dup"
+
+
+def copy_chain(bid: int) -> str:
+    """The chain of a dup table that copies a packet to `bid`."""
+    return f"copy_{bid}"
+
+
+_DEVICE = re.compile(r"[A-Za-z0-9_.:-]{1,15}")
+
+
+def _match(rule: FlowRule, family: int) -> str:
+    parts = [f"{_expr(field, family)} {_value(field, rule)}" for field in _shape(rule.selector)]
+    return " ".join(parts)
+
+
+def _shape(selector: Selector) -> tuple[str, ...]:
+    values = {
+        "sa": selector.src_addr,
+        "da": selector.dst_addr,
+        "pr": selector.next_header,
+        "sp": selector.src_port,
+        "dp": selector.dst_port,
+        "ds": selector.dscp,
+        "fl": selector.flow_label,
+    }
+    return tuple(name for name, value in values.items() if value is not None)
+
+
+def dup_rules(table_rules: Iterable[FlowRule], family: int) -> list[FlowRule]:
+    """The rules of one family a dup table must hold, in precedence order: every duplicate
+    rule, and every rule before one that overlaps it (it takes those packets first, so they
+    must not be copied: the table returns on it)."""
+    ordered = sorted((r for r in table_rules if r.family == family), key=FlowRule.precedence)
+    last = max((i for i, r in enumerate(ordered) if r.copies), default=-1)
+    chosen: list[FlowRule] = []
+    for index, rule in enumerate(ordered[: last + 1]):
+        later = [r for r in ordered[index + 1 : last + 1] if r.copies]
+        if rule.copies or any(selectors_overlap(rule.selector, r.selector) for r in later):
+            chosen.append(rule)
+    return chosen
+
+
+def dup_table_commands(
+    settings: NodeSettings,
+    table_rules: Iterable[FlowRule],
+    targets: Mapping[tuple[int, int], CopyTarget],
+    pipe_devices: Iterable[str] = (),
+) -> list[str]:
+    """Replace both dup tables (removed when no rule has copies).
+
+    Per family: a chain per BID holding `dup to <address> device <device>` (`targets`, keyed
+    by (family, BID)); a selection chain that first returns for packets arriving from one of
+    `pipe_devices` (the BID tables' devices: such a packet crossed a pipe already, and copying
+    it again, when the other end duplicates the reverse direction with a selector matching
+    both ways, sends copies back and forth without end: measured), then, in precedence order,
+    a `return` for each rule that would take a duplicate's packets first, and for each
+    duplicate rule a jump to each copy chain, then `return`. Copies without a target are left
+    out (the caller reports them).
+    """
+    devices = sorted(set(pipe_devices))
+    for device in devices:
+        if not _DEVICE.fullmatch(device):
+            raise ValueError(f"bad device name {device!r}")
+    name = dup_table_name(settings)
+    rules = tuple(table_rules)
+    commands: list[str] = []
+    for family, kind in DUP_FAMILIES.items():
+        commands += [f"add table {kind} {name}", f"delete table {kind} {name}"]
+        chosen = dup_rules(rules, family)
+        if not chosen:
+            continue
+        commands.append(f"add table {kind} {name}")
+        used = sorted({b for r in chosen for b in r.copies if (family, b) in targets})
+        for bid in used:
+            dup = targets[family, bid].statement(family)
+            commands += [
+                f"add chain {kind} {name} {copy_chain(bid)}",
+                f"add rule {kind} {name} {copy_chain(bid)} {dup}",
+            ]
+        commands.append(f"add chain {kind} {name} {DUP_SELECT_CHAIN}")
+        if devices:
+            names = ", ".join(f'"{device}"' for device in devices)
+            commands.append(
+                f"add rule {kind} {name} {DUP_SELECT_CHAIN} iifname {{ {names} }} return"
+            )
+        for rule in chosen:
+            match = _match(rule, family)
+            note = f'comment "{comment(rule)}"'
+            for bid in rule.copies:
+                if (family, bid) in targets:
+                    commands.append(
+                        f"add rule {kind} {name} {DUP_SELECT_CHAIN} {match} "
+                        f"jump {copy_chain(bid)} {note}"
+                    )
+            commands.append(f"add rule {kind} {name} {DUP_SELECT_CHAIN} {match} return {note}")
+        for chain in ("prerouting", "output"):
+            commands.append(
+                f"add chain {kind} {name} {chain} {{ type filter hook {chain} priority "
+                f"{DUP_PRIORITY} ; policy accept ; jump {DUP_SELECT_CHAIN} ; }}"
+            )
+    return commands

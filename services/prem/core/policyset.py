@@ -13,6 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from services.contracts.errors import PolicyRefused, Problem
 from services.contracts.policy import (
+    Balance,
+    Duplicate,
     Flush,
     Forward,
     Install,
@@ -204,15 +206,25 @@ def _bid_problems(policies: tuple[Policy, ...], settings: NodeSettings) -> list[
     known = set(settings.bid_numbers())
     problems = []
     for policy in policies:
-        if isinstance(policy.action, Forward):
-            for bid in policy.action.bids():
+        action = policy.action
+        if isinstance(action, Forward | Balance | Duplicate):
+            for bid in action.bids():
                 if bid not in known:
                     problems.append(
                         Problem(
                             f"BID {bid} is not declared on node {settings.node!r} "
                             f"(declared: {sorted(known)})",
                             policy.id,
-                            "action.bid",
+                            _bid_field(action, bid),
                         )
                     )
     return problems
+
+
+def _bid_field(action: Forward | Balance | Duplicate, bid: int) -> str:
+    """Where a BID sits in its action, as the document names it."""
+    if isinstance(action, Forward):
+        return "action.bid"
+    if bid in action.fallbacks:
+        return f"{action.kind}.fallback"
+    return f"{action.kind}.{'share' if isinstance(action, Balance) else 'path'}"
