@@ -86,7 +86,9 @@ class Enforcement:
 
 
 def _bid(policy: Policy) -> int:
-    return DROPPED if isinstance(policy.action, Drop) else policy.action.bid
+    """The BID shown for a policy: a forward's BID; for a balance or a duplicate (version-2
+    documents) its first share or path, the one the console compares with the NSA's choice."""
+    return DROPPED if isinstance(policy.action, Drop) else policy.action.bids()[0]
 
 
 def _applied(current: dict[str, int] | None, operation: Operation) -> dict[str, int] | None:
