@@ -107,6 +107,12 @@ class Chain:
             policy.action.bid if policy is not None and isinstance(policy.action, Forward) else None
         )
 
+    def action(self, node: str) -> object:
+        """The action of the node's video policy (None: no such policy)."""
+        state = self.held(node)
+        policy = None if state is None else state.by_id().get("video.0")
+        return None if policy is None else policy.action
+
     def both_on(self, bid: int) -> Callable[[], bool]:
         return lambda: self.bid(HA_NODE) == bid and self.bid(MR_NODE) == bid
 

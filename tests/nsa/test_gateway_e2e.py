@@ -16,10 +16,11 @@ import pytest
 
 from services.contracts import policy_xml
 from services.contracts.messages import BindingEventKind
+from services.contracts.policy import Duplicate, Forward
 from services.contracts.settings import BrokerSettings
 from services.nsa.core import Reason
-from tests.nsa.busbed import nsa_process, wait_until, watched_nsa, write_settings
-from tests.nsa.chainbed import MR, MR_NODE, ROUTERS, Chain, running_chain
+from tests.nsa.busbed import VIDEO, nsa_process, wait_until, watched_nsa, write_settings
+from tests.nsa.chainbed import HA_NODE, MR, MR_NODE, ROUTERS, Chain, running_chain
 
 pytestmark = [pytest.mark.kernel, pytest.mark.broker]
 
@@ -95,3 +96,55 @@ def test_metrics_to_decision_to_gateway_to_both_workers(chain: Chain, tmp_path: 
     assert "says hello at version 0" in log
     assert log.count("full Install next") <= 4, "announcements of applied versions are no hellos"
     assert "decision mr1 trigger" in log
+
+
+def test_a_protected_class_goes_out_as_a_duplicate_to_both_workers(
+    chain: Chain, tmp_path: Path
+) -> None:
+    driver = chain.driver
+    video = {
+        **VIDEO,
+        "requirements": {"max_delay_ms": 100},
+        "protect": "when-at-risk",
+        "protect_hold_s": 1.0,
+    }
+    config = write_settings(
+        tmp_path / "nsa.yaml",
+        driver.broker,
+        ROUTERS,
+        nsa={"gateway": chain.soap_link(), "profiles": [video]},
+    )
+    with nsa_process(config, tmp_path / "nsa.log") as nsa:
+        driver.metrics(MR_NODE, 1, rtt_ms=20.0)
+        driver.metrics(MR_NODE, 2, rtt_ms=90.0)  # worse than BID 1 throughout: no move
+        for bid in (1, 2):
+            driver.binding(MR, bid, BindingEventKind.REGISTERED)
+        wait_until(
+            chain.both_on(1),
+            "video on BID 1 at both workers\n" + chain.logs(),
+            30,
+            watch=watched_nsa(nsa, tmp_path / "nsa.log"),
+        )
+        # BID 1 nears the bound (85 ms >= 0.8 x 100 ms): copies on BID 2 at both ends.
+        duplicate = Duplicate(paths=(1, 2))
+        driver.metrics(MR_NODE, 1, rtt_ms=85.0)
+        wait_until(
+            lambda: chain.action(HA_NODE) == duplicate and chain.action(MR_NODE) == duplicate,
+            "video duplicated at both workers\n" + chain.logs(),
+            10,
+        )
+        record = driver.latest(MR)
+        assert record is not None
+        entry = record.explanation.for_class("video")
+        assert entry.reason is Reason.PROTECTED
+        assert entry.detail.startswith("protected: ")
+        assert "delay 85 ms >= 0.8 x 100 ms" in entry.detail
+        # Healthy again: after the hold time, one link again (a version-1 forward).
+        driver.metrics(MR_NODE, 1, rtt_ms=20.0)
+        forward = Forward(bid=1, fallbacks=(2,))
+        wait_until(
+            lambda: chain.action(HA_NODE) == forward and chain.action(MR_NODE) == forward,
+            "video back to one link after the hold\n" + chain.logs(),
+            10,
+        )
+        assert nsa.poll() is None, chain.logs()

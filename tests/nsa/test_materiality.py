@@ -1,7 +1,7 @@
 """The tolerance after a decision is exact: a report it admits would not change the state.
 
-Random configurations (every steering mode, both scoring methods, requirements, cost caps,
-metrics ages) and random metric walks, small drifts and large jumps, values appearing,
+Random configurations (every steering mode, protection, both scoring methods, requirements,
+cost caps, metrics ages) and random metric walks, small drifts and large jumps, values appearing,
 vanishing and dropping to zero. The loop is the service's: timers first, then the report;
 whenever the tolerance admits a report, the real `decide` must return the very same state.
 """
@@ -39,7 +39,17 @@ def configs(draw: st.DrawFn) -> NsaConfig:
     profiles = []
     for index in range(draw(st.integers(1, 3))):
         steering = draw(
-            st.sampled_from(["best", "priority", "lowest-delay", "cheapest", "load-sharing"])
+            st.sampled_from(
+                [
+                    "best",
+                    "priority",
+                    "lowest-delay",
+                    "cheapest",
+                    "load-sharing",
+                    "load-balancing",
+                    "redundant",
+                ]
+            )
         )
         extra: dict[str, Any] = {}
         if steering == "priority":
@@ -57,6 +67,16 @@ def configs(draw: st.DrawFn) -> NsaConfig:
                 },
             )
         )
+        if steering == "redundant":
+            extra["paths"] = draw(st.sampled_from([None, 3]))
+        if steering == "load-balancing":
+            extra["shares"] = draw(st.sampled_from([[], [{"link": "lte", "weight": 3}]]))
+        watched = {"max_delay_ms", "max_jitter_ms", "max_loss"} & requirements.keys()
+        single = steering in ("best", "priority", "lowest-delay", "cheapest")
+        if watched and single and draw(st.booleans()):
+            extra["protect"] = "when-at-risk"
+            extra["risk_fraction"] = draw(st.sampled_from([0.5, 0.8, 1.0]))
+            extra["protect_hold_s"] = draw(st.sampled_from([0.0, 1.0, 10.0]))
         method = draw(st.sampled_from([None, "utility", "topsis"]))
         profiles.append(
             profile(

@@ -6,9 +6,10 @@ mobile router (MR); all models are frozen pydantic models (JSON-able, unknown ke
 
 Modules: `config` (preferences, profiles, rules, settings), `inputs` (the view of links and
 bindings), `eligibility` (hard constraints), `scoring` (utility and TOPSIS arithmetic),
-`steering` (ranking per mode, load-sharing apportionment), `stability` and `sharing` (the
-rules over time), `state`, `decide`, `plan` (desired sets, diffs, versions), `explain`,
-`step` (decide + plan).
+`steering` (ranking per mode, load-sharing apportionment), `stability`, `sharing` and
+`protection` (the rules over time; copies for redundant and protected classes), `state`,
+`decide`, `plan` (desired sets, diffs, versions, one action per flow), `explain`, `step`
+(decide + plan).
 
 Typical service loop for one MR (all values returned, nothing mutated):
 
@@ -28,8 +29,11 @@ problems name the dotted field:
 - `ApplicationProfile(name, selectors, requirements, steering, order, shares, method,
   priority, user, mobile_routers)`; selectors are contract `Selector`s written as the MR sees
   outgoing traffic; `Requirements(min_bandwidth_bps, max_delay_ms, max_jitter_ms, max_loss,
-  dscp)`; `SteeringMode`: best, priority (with `order` of BIDs/technologies), lowest-delay,
-  cheapest, load-sharing (with `shares`)
+  dscp)`; `SteeringMode`: best, priority (with `order` of BIDs/technologies), lowest-delay
+  (also read as "smallest-delay"), cheapest, load-sharing (with `shares`), load-balancing
+  (with `shares`: balance actions), redundant (with `paths`, 2..4: duplicate actions);
+  `protect=Protect.WHEN_AT_RISK` with `risk_fraction` (0.8) and `protect_hold_s` (10 s)
+  duplicates a single-link class while its link nears a bound (`protection`)
 - `Preferences(mobile_router, user, default, classes={class: Weights})`,
   `Weights(cost, delay, bandwidth, security)`
 - `OperatorRules(default, classes={class: ClassRule(technologies, max_cost_per_mb,
@@ -91,6 +95,7 @@ from services.nsa.core.config import (
     NsaSettings,
     OperatorRules,
     Preferences,
+    Protect,
     Requirements,
     ScoringMethod,
     Share,
@@ -148,6 +153,7 @@ __all__ = [
     "NsaSettings",
     "OperatorRules",
     "Preferences",
+    "Protect",
     "Reason",
     "Requirements",
     "Rule",

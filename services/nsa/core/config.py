@@ -14,7 +14,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Literal, get_args
 
-from pydantic import AfterValidator, Field, model_validator
+from pydantic import AfterValidator, Field, ValidationInfo, field_validator, model_validator
 
 from services.contracts.messages import LinkMetrics
 from services.contracts.policy import Bid, NodeId, Selector
@@ -47,13 +47,39 @@ def ref_matches(ref: int | str, bid: int, technology: str | None) -> bool:
 
 
 class SteeringMode(StrEnum):
-    """How a class picks among its eligible links."""
+    """How a class picks among its eligible links.
+
+    "smallest-delay" (the name issue 19 uses) is accepted as another spelling of
+    "lowest-delay", which stays the name written back (explanations, the console).
+    """
 
     BEST = "best"  # highest multi-attribute score
     PRIORITY = "priority"  # active-standby: first eligible in `order`
-    LOWEST_DELAY = "lowest-delay"
+    LOWEST_DELAY = "lowest-delay"  # also accepted as "smallest-delay"
     CHEAPEST = "cheapest"
     LOAD_SHARING = "load-sharing"  # flows (selectors) spread over links by `shares`
+    LOAD_BALANCING = "load-balancing"  # every flow's policy a weighted balance (`shares`)
+    REDUNDANT = "redundant"  # every packet on the best `paths` eligible links (duplicate)
+
+    @classmethod
+    def _missing_(cls, value: object) -> SteeringMode | None:
+        return cls.LOWEST_DELAY if value == "smallest-delay" else None
+
+
+class Protect(StrEnum):
+    """Whether a single-link class is duplicated onto a second link when its link is at risk."""
+
+    NEVER = "never"
+    #: Duplicate over the class's link and the best other eligible link as soon as its link's
+    #: delay, jitter or loss reaches `risk_fraction` of the class's bound; back to one link
+    #: once the link has stayed below that for `protect_hold_s`.
+    WHEN_AT_RISK = "when-at-risk"
+
+
+#: The steering modes that keep each flow on one link (the stability rule of `stability`).
+SINGLE_LINK_MODES = frozenset(
+    {SteeringMode.BEST, SteeringMode.PRIORITY, SteeringMode.LOWEST_DELAY, SteeringMode.CHEAPEST}
+)
 
 
 class ScoringMethod(StrEnum):
@@ -94,10 +120,13 @@ class Requirements(Frozen):
 
 
 class Share(Frozen):
-    """The weight of a link (by BID or technology) in a load-sharing class."""
+    """The weight of a link (by BID or technology) in a load-sharing or load-balancing class."""
 
     link: LinkRef
     weight: float = Field(gt=0)
+
+
+_SHARED = frozenset({SteeringMode.LOAD_SHARING, SteeringMode.LOAD_BALANCING})
 
 
 class ApplicationProfile(Frozen):
@@ -113,11 +142,53 @@ class ApplicationProfile(Frozen):
     requirements: Requirements = Requirements()
     steering: SteeringMode = SteeringMode.BEST
     order: tuple[LinkRef, ...] = Field(default=(), description="priority mode: best first")
-    shares: tuple[Share, ...] = Field(default=(), description="load sharing; unlisted: 1.0")
+    shares: tuple[Share, ...] = Field(
+        default=(), description="load sharing and load balancing; unlisted: 1.0"
+    )
+    paths: int | None = Field(
+        default=None, ge=2, le=4, description="redundant: links per packet (None: 2)"
+    )
+    protect: Protect = Protect.NEVER
+    risk_fraction: float = Field(
+        default=0.8, gt=0, le=1, description="at risk from this fraction of a bound"
+    )
+    protect_hold_s: float = Field(
+        default=10.0, ge=0, description="protection ends after this long healthy"
+    )
     method: ScoringMethod | None = Field(default=None, description="None: the NSA's default")
     priority: int = Field(default=1000, ge=0, le=65535)
     user: UserId | None = Field(default=None, description="whose preferences apply")
     mobile_routers: frozenset[NodeId] | None = Field(default=None, description="None: all")
+
+    # Field validators (not the model's) so that a refusal names the field itself; they see
+    # the fields declared before them in `info.data` (absent when those failed).
+    @field_validator("paths")
+    @classmethod
+    def _paths_for_redundant(cls, value: int | None, info: ValidationInfo) -> int | None:
+        if value is not None and info.data.get("steering") is not SteeringMode.REDUNDANT:
+            raise ValueError("`paths` is only for redundant steering")
+        return value
+
+    @field_validator("protect")
+    @classmethod
+    def _protect_needs(cls, value: Protect, info: ValidationInfo) -> Protect:
+        if value is Protect.NEVER or "steering" not in info.data:
+            return value
+        steering = info.data["steering"]
+        if steering not in SINGLE_LINK_MODES:
+            raise ValueError(
+                "protect when-at-risk is for single-link steering (best, priority, "
+                f"lowest-delay, cheapest), not {steering.value}"
+            )
+        need = info.data.get("requirements")
+        if isinstance(need, Requirements) and (
+            need.max_delay_ms is None and need.max_jitter_ms is None and need.max_loss is None
+        ):
+            raise ValueError(
+                "protect when-at-risk needs a bound to watch: requirements.max_delay_ms, "
+                "max_jitter_ms or max_loss"
+            )
+        return value
 
     @model_validator(mode="after")
     def _consistent(self) -> ApplicationProfile:
@@ -125,8 +196,8 @@ class ApplicationProfile(Frozen):
             raise ValueError("priority steering needs an `order` of BIDs or technologies")
         if self.order and self.steering is not SteeringMode.PRIORITY:
             raise ValueError("`order` is only for priority steering")
-        if self.shares and self.steering is not SteeringMode.LOAD_SHARING:
-            raise ValueError("`shares` are only for load-sharing steering")
+        if self.shares and self.steering not in _SHARED:
+            raise ValueError("`shares` are only for load-sharing and load-balancing steering")
         if len(set(self.order)) != len(self.order):
             raise ValueError("a link appears twice in `order`")
         if len({s.link for s in self.shares}) != len(self.shares):
@@ -138,6 +209,10 @@ class ApplicationProfile(Frozen):
             if dscp is not None and selector.dscp not in (None, dscp):
                 raise ValueError(f"selector {index} has DSCP {selector.dscp}, the class {dscp}")
         return self
+
+    def path_count(self) -> int:
+        """Redundant steering: how many links carry each packet."""
+        return 2 if self.paths is None else self.paths
 
     def flow_selectors(self) -> tuple[Selector, ...]:
         """The selectors as enforced: the class DSCP filled in where a selector has none."""

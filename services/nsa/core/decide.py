@@ -25,15 +25,14 @@ The returned `wake_at` is when a pending dwell or a metrics age runs out: the se
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 from services.contracts.errors import InvalidInput, Problem
-from services.nsa.core.config import ApplicationProfile, NsaConfig, NsaSettings, SteeringMode
+from services.nsa.core.config import ApplicationProfile, NsaConfig, SteeringMode
 from services.nsa.core.eligibility import FORBIDDING, violations
 from services.nsa.core.explain import ClassExplanation, Explanation, LinkVerdict, single_bid
 from services.nsa.core.frozen import Frozen
 from services.nsa.core.inputs import MrView, Trigger
-from services.nsa.core.sharing import choose_shared
+from services.nsa.core.protection import protect, with_copies
+from services.nsa.core.sharing import choose_balanced, choose_shared
 from services.nsa.core.stability import Context, choose_single
 from services.nsa.core.state import ClassState, MrState
 from services.nsa.core.steering import Candidate, priority_rank, rank_candidates
@@ -76,7 +75,7 @@ def decide(
     return Decision.model_construct(
         state=new_state,
         explanation=explanation,
-        wake_at=_wake_at(view, config.settings, classes.values(), now),
+        wake_at=_wake_at(view, config, classes, now),
     )
 
 
@@ -93,8 +92,16 @@ def decide_class(
     ctx = Context(view, config.settings, now, len(profile.selectors), why)
     if profile.steering is SteeringMode.LOAD_SHARING:
         outcome = choose_shared(profile, ranked, previous, ctx)
+    elif profile.steering is SteeringMode.LOAD_BALANCING:
+        outcome = choose_balanced(profile, ranked, previous, ctx)
+    elif profile.steering is SteeringMode.REDUNDANT:
+        outcome = with_copies(
+            profile, choose_single(profile.steering, ranked, previous, ctx), ranked, previous
+        )
     else:
-        outcome = choose_single(profile.steering, ranked, previous, ctx)
+        outcome = protect(
+            profile, choose_single(profile.steering, ranked, previous, ctx), ranked, previous, ctx
+        )
     moved = outcome.flows != previous.flows
     new_state = ClassState.model_construct(
         flows=outcome.flows,
@@ -107,6 +114,10 @@ def decide_class(
         members=outcome.members,
         eligible_since=outcome.eligible_since or {},
         displaced=outcome.displaced or {},
+        balance=outcome.balance,
+        copies=outcome.copies,
+        protected_since=outcome.protected_since,
+        healthy_since=outcome.healthy_since,
     )
     entry = ClassExplanation.model_construct(
         class_name=profile.name,
@@ -120,6 +131,8 @@ def decide_class(
         chosen_flows=outcome.flows,
         detail=outcome.detail,
         links=verdicts,
+        chosen_shares=outcome.balance,
+        chosen_copies=outcome.copies,
     )
     return new_state, entry
 
@@ -177,11 +190,19 @@ WAKE_SLACK_S = 1e-5
 
 
 def _wake_at(
-    view: MrView, settings: NsaSettings, classes: Iterable[ClassState], now: float
+    view: MrView, config: NsaConfig, classes: dict[str, ClassState], now: float
 ) -> float | None:
     """The earliest future time at which a decision could change without new input."""
+    settings = config.settings
     times: list[float] = []
-    for state in classes:
+    holding = {n: s.healthy_since for n, s in classes.items() if s.healthy_since is not None}
+    if holding:  # protected classes whose link is healthy: their hold time runs out
+        times += [
+            holding[p.name] + p.protect_hold_s
+            for p in config.profiles_for(view.mobile_router)
+            if p.name in holding
+        ]
+    for state in classes.values():
         if state.challenger_since is not None:
             times.append(state.challenger_since + settings.dwell_s)
         for bid, since in state.eligible_since.items():

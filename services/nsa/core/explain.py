@@ -31,6 +31,8 @@ class Reason(StrEnum):
     HANDOVER_COMPLETED = "handover-completed"
     REBALANCED = "rebalanced"  # load sharing: the set of links sharing the flows changed
     NO_ELIGIBLE_LINK = "no-eligible-link"  # policies withdrawn: default path
+    PROTECTED = "protected"  # protect when-at-risk: its link nears a bound, copies on another
+    PROTECTION_OFF = "protection-off"  # its link stayed healthy for the hold time
 
 
 class LinkVerdict(Frozen):
@@ -53,7 +55,9 @@ class ClassExplanation(Frozen):
 
     `previous_flows` / `chosen_flows` hold one BID per selector (empty: no policies);
     `previous_bid` / `chosen_bid` are the single BID of all flows, None when there are none
-    or (load sharing) they use several.
+    or (load sharing) they use several. `chosen_shares` (load balancing: every flow's policy
+    balances over these (BID, weight)) and `chosen_copies` (redundant or protected: a copy of
+    every packet goes on each) say what the policies do beyond forwarding.
     """
 
     class_name: str
@@ -67,6 +71,8 @@ class ClassExplanation(Frozen):
     chosen_flows: tuple[Bid, ...]
     detail: str = ""
     links: tuple[LinkVerdict, ...] = ()
+    chosen_shares: tuple[tuple[Bid, int], ...] = ()
+    chosen_copies: tuple[Bid, ...] = ()
 
 
 class Explanation(Frozen):
@@ -113,12 +119,19 @@ def _render_class(entry: ClassExplanation) -> list[str]:
     change = f"{_flows(entry.previous_flows)} -> {_flows(entry.chosen_flows)}"
     if not entry.moved:
         change = f"stays on {_flows(entry.chosen_flows)}"
+    if entry.chosen_shares:
+        change += " balanced over " + ", ".join(f"BID {b}:{w}" for b, w in entry.chosen_shares)
+    if entry.chosen_copies:
+        change += " copied to " + ", ".join(f"BID {b}" for b in entry.chosen_copies)
     detail = f": {entry.detail}" if entry.detail else ""
+    reason = entry.reason.value
+    if entry.detail.startswith(reason.replace("-", " ") + ":"):
+        reason, detail = entry.detail, ""  # a detail that names its reason ("protected: ...")
     lines = [
         f"  class {entry.class_name} [{entry.steering.value}, {entry.method.value}] "
-        f"{change} ({entry.reason.value}{detail})"
+        f"{change} ({reason}{detail})"
     ]
-    chosen = set(entry.chosen_flows)
+    chosen = {*entry.chosen_flows, *entry.chosen_copies, *(b for b, _ in entry.chosen_shares)}
     for link in entry.links:
         tech = f"{link.technology or '?':<8}"
         if link.excluded_by:

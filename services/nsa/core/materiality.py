@@ -25,7 +25,12 @@ Why it holds (see `decide`, `eligibility`, `steering`, `scoring`). A new state n
   the decision (its `slack`); a tie (gap 0) leaves no room: any change is decided on.
   TOPSIS's vector normalisation has no such simple bound: a TOPSIS score comparison leaves no
   room either. Load sharing uses no scores at all, only the eligible set.
-- a dwell time running out: not a metrics matter; `wake_at` timers decide then. A report
+- a protected class's link crossing `risk_fraction` of a bound (`protection`): one more
+  threshold per watched metric, a minimum test (value >= fraction x bound). Redundant steering
+  fills its copy links from the ranking, so all its comparisons count; load balancing, like
+  load sharing, uses the eligible set alone.
+- a dwell or protection hold time running out: not a metrics matter; `wake_at` timers
+  decide then. A report
   that arrives once the decision's wake time is (nearly) due is decided on, not admitted.
 
 Values the decision does not use (jitter and loss without a rule, rx/tx rates, signal, noise)
@@ -39,7 +44,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from services.contracts.messages import LinkMetrics
-from services.nsa.core.config import NsaConfig, ScoringMethod, SteeringMode
+from services.nsa.core.config import NsaConfig, Protect, ScoringMethod, SteeringMode
 from services.nsa.core.decide import WAKE_SLACK_S, Decision
 from services.nsa.core.explain import ClassExplanation, LinkVerdict
 from services.nsa.core.inputs import Link, MrView
@@ -126,7 +131,7 @@ def _slack(
     ranking does.
     """
     eligible = [v for v in entry.links if v.eligible and v.score is not None]
-    if entry.steering is SteeringMode.LOAD_SHARING or not eligible:
+    if entry.steering in _NO_SCORES or not eligible:
         return math.inf
     current = None
     if held is not None and not held.awaiting and held.current in {v.bid for v in eligible}:
@@ -135,8 +140,11 @@ def _slack(
         return _priority_slack(entry, eligible, order, current)
     if entry.steering is SteeringMode.BEST and entry.method is ScoringMethod.TOPSIS:
         return 0.0 if len(eligible) > 1 else math.inf
+    if entry.steering is SteeringMode.REDUNDANT and entry.method is ScoringMethod.TOPSIS:
+        return 0.0 if len(eligible) > 1 else math.inf
     ranking = _Ranking.of(entry, eligible, view)
-    if current is None:
+    if current is None or entry.steering is SteeringMode.REDUNDANT:
+        # Redundant: the copy links are filled from the ranking, so all of it counts.
         return ranking.all_pairs(margin)
     return ranking.against(current, margin)
 
@@ -207,6 +215,9 @@ class _Ranking:
         others = [self.gap(best, b) for b in self.merits if b != best]
         return min([top - held - margin, *others])
 
+
+#: Steering modes whose decision uses the eligible set alone, not the scores.
+_NO_SCORES = frozenset({SteeringMode.LOAD_SHARING, SteeringMode.LOAD_BALANCING})
 
 #: The single attribute a steering mode's merit is computed from.
 _SINGLE = {SteeringMode.LOWEST_DELAY: "rtt_ms", SteeringMode.CHEAPEST: "cost_per_mb"}
@@ -312,6 +323,15 @@ def _thresholds(config: NsaConfig, mobile_router: str) -> dict[str, tuple[Bound,
         ):
             if bound is not None:
                 found.setdefault(name, set()).add((bound, is_max))
+        if profile.protect is Protect.WHEN_AT_RISK:
+            # At risk from a fraction of a bound (value >= fraction x bound): a minimum test.
+            for name, bound in (
+                ("rtt_ms", need.max_delay_ms),
+                ("jitter_ms", need.max_jitter_ms),
+                ("loss", need.max_loss),
+            ):
+                if bound is not None:
+                    found.setdefault(name, set()).add((profile.risk_fraction * bound, False))
     return {name: tuple(sorted(bounds)) for name, bounds in found.items()}
 
 

@@ -3,10 +3,15 @@
 Desired sets: every selector of an assigned class is one policy, id "<class>.<index>",
 priority `profile.priority + index`, forwarding to its BID with the class's other BIDs the
 operator allows as fallbacks (so a PREM can fall over on carrier loss before the NSA decides
-again). The MR
+again); a load-balancing class's policies balance over its shares instead, and a redundant or
+protected class's duplicate on its BID and its copies (`flow_action`). The MR
 (uplink) gets the profile's selectors; the HA (downlink) gets them mirrored, the destination
-being the mobile network side. Scheme 1: one document per node. Scheme 2: only the HA's,
-marked `symmetric`, and the HA's worker derives the MR's (`mirror_message`).
+being the mobile network side; actions are the same at both ends (BIDs name the same
+bindings there). Scheme 1: one document per node. Scheme 2: only the HA's, marked
+`symmetric`, and the HA's worker derives the MR's (`mirror_message`, which mirrors the
+selectors and keeps every action). A message uses policy schema version 2 only when one of
+its policies balances or duplicates (`PolicyMessage.schema_version`); the codec writes the
+others as version 1.
 
 Ledgers: what each node last acknowledged (version and set) and what is in flight. A plan is
 the diff from the acknowledged set to the desired one, as an Update with the next version, or
@@ -25,18 +30,22 @@ from typing import Literal
 from services.contracts.errors import InvalidInput, Problem
 from services.contracts.messages import PolicyStatus, Presence
 from services.contracts.policy import (
+    MAX_ACTION_BIDS,
+    Balance,
     Direction,
+    Duplicate,
     Forward,
     Install,
     NodeId,
     Policy,
     PolicyMessage,
+    Share,
     Update,
     mirror_selector,
 )
 from services.nsa.core.config import NsaConfig
 from services.nsa.core.frozen import Frozen
-from services.nsa.core.state import MrState
+from services.nsa.core.state import ClassState, MrState
 
 
 def desired_policies(config: NsaConfig, state: MrState, direction: Direction) -> tuple[Policy, ...]:
@@ -46,13 +55,8 @@ def desired_policies(config: NsaConfig, state: MrState, direction: Direction) ->
         assigned = state.classes.get(profile.name)
         if assigned is None or not assigned.flows:
             continue  # withdrawn: the class's traffic takes the default path
+        allowed = assigned.fallbacks if config.settings.fallbacks else ()
         for index, selector in enumerate(profile.flow_selectors()[: len(assigned.flows)]):
-            bid = assigned.flows[index]
-            fallbacks = (
-                tuple(b for b in assigned.fallbacks if b != bid)
-                if config.settings.fallbacks
-                else ()
-            )
             policies.append(
                 Policy(
                     id=profile.policy_id(index),
@@ -60,10 +64,29 @@ def desired_policies(config: NsaConfig, state: MrState, direction: Direction) ->
                     selector=mirror_selector(selector)
                     if direction is Direction.DOWNLINK
                     else selector,
-                    action=Forward(bid=bid, fallbacks=fallbacks),
+                    action=flow_action(assigned, assigned.flows[index], allowed),
                 )
             )
     return tuple(sorted(policies, key=Policy.sort_key))
+
+
+def flow_action(
+    assigned: ClassState, bid: int, allowed: tuple[int, ...]
+) -> Forward | Balance | Duplicate:
+    """The action of one flow of a class: a balance over the class's shares (load
+    balancing), a duplicate on its BID and the class's copies (redundant, protected), else a
+    forward to its BID. The fallbacks are the other BIDs in `allowed`, as many as the action
+    can carry (`MAX_ACTION_BIDS` in all for a balance or a duplicate)."""
+    if assigned.balance:
+        shares = tuple(Share(bid=b, weight=w) for b, w in assigned.balance)
+        used = {b for b, _ in assigned.balance}
+        room = MAX_ACTION_BIDS - len(shares)
+        return Balance(shares=shares, fallbacks=tuple(b for b in allowed if b not in used)[:room])
+    paths = (bid, *(b for b in assigned.copies if b != bid))
+    if len(paths) > 1:
+        room = MAX_ACTION_BIDS - len(paths)
+        return Duplicate(paths=paths, fallbacks=tuple(b for b in allowed if b not in paths)[:room])
+    return Forward(bid=bid, fallbacks=tuple(b for b in allowed if b != bid))
 
 
 def diff(current: Iterable[Policy], desired: Iterable[Policy]) -> Update | None:

@@ -91,9 +91,10 @@ class Stats:
         return decided
 
 
-def assignment(state: MrState) -> dict[str, tuple[tuple[int, ...], tuple[int, ...]]]:
-    """What the nodes must hold for `state`: each class's BIDs and fallbacks."""
-    return {name: (c.flows, c.fallbacks) for name, c in state.classes.items()}
+def assignment(state: MrState) -> dict[str, tuple[object, ...]]:
+    """What the nodes must hold for `state`: each class's BIDs, fallbacks, balance shares and
+    duplicate copies."""
+    return {name: (c.flows, c.fallbacks, c.balance, c.copies) for name, c in state.classes.items()}
 
 
 def spread(name: str) -> float:

@@ -50,6 +50,10 @@ class Outcome:
     members: tuple[int, ...] = ()
     eligible_since: dict[int, float] | None = None
     displaced: dict[int, tuple[int, ...]] | None = None
+    balance: tuple[tuple[int, int], ...] = ()
+    copies: tuple[int, ...] = ()
+    protected_since: float | None = None
+    healthy_since: float | None = None
 
 
 def choose_single(

@@ -1,6 +1,7 @@
 """What the NSA remembers per mobile router between decisions: each class's assignment and
 the stability bookkeeping (challenger and since when, links left for a handover, load-sharing
-members). A JSON-able model, so a service can persist it or show it.
+members), and what a flow's policy does beyond forwarding (balance shares, duplicate copies,
+protection and its hold time). A JSON-able model, so a service can persist it or show it.
 """
 
 from __future__ import annotations
@@ -28,7 +29,21 @@ class ClassState(Frozen):
     displaced: dict[Bid, tuple[int, ...]] = Field(
         default_factory=dict, description="load sharing: flows (indices) left for a handover"
     )
-    eligible_since: dict[Bid, float] = Field(default_factory=dict, description="load sharing")
+    eligible_since: dict[Bid, float] = Field(
+        default_factory=dict, description="load sharing and balancing"
+    )
+    balance: tuple[tuple[Bid, int], ...] = Field(
+        default=(), description="load balancing: (BID, weight) of each flow's balance action"
+    )
+    copies: tuple[Bid, ...] = Field(
+        default=(), description="redundant or protected: BIDs carrying a copy of every packet"
+    )
+    protected_since: float | None = Field(
+        default=None, description="protect when-at-risk: when the copies started"
+    )
+    healthy_since: float | None = Field(
+        default=None, description="protected: since when the class's link is not at risk"
+    )
 
     @property
     def current(self) -> int | None:
