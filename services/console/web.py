@@ -384,7 +384,8 @@ Mobile router {e(mr)}</h1>
 <section id="router-alerts"></section>
 <h2>Links</h2><div id="links" class="links"></div>
 <h2>Bindings</h2><table><thead><tr><th>BID</th><th>Event</th><th>Care-of address</th>
-<th>Lifetime</th><th>Status</th><th>At</th></tr></thead><tbody id="bindings"></tbody></table>
+<th>Pipe</th><th>Lifetime</th><th>Status</th><th>At</th></tr></thead>
+<tbody id="bindings"></tbody></table>
 <h2>Classes: chosen and enforced</h2><table><thead><tr><th>Class</th><th>NSA chose</th>
 <th>HA enforces</th><th>MR enforces</th></tr></thead><tbody id="classes"></tbody></table>
 <h2>Decisions</h2><div id="decisions"></div>"""

@@ -151,7 +151,10 @@ def test_the_console_shows_the_test_beds_router_while_the_scenario_runs(
     row = next(r for r in watcher.fleet["rows"] if r["mr"] == MOBILE_ROUTER)
     assert row["ha"] == "ha1"
     assert watcher.router is not None
-    assert {b["bid"] for b in watcher.router["bindings"] if b["active"]} == {1, 2}
+    active = [b for b in watcher.router["bindings"] if b["active"]]
+    assert {b["bid"] for b in active} == {1, 2}
+    # mobility-events read the pipe kind from the BUs' and BAs' vendor-specific option.
+    assert {b["pipe"] for b in active} == {data.pipe_kind}
 
     # Only the hash is written down; the console is gone with the test bed.
     settings = (options.out / "config" / "console.yaml").read_text()
