@@ -238,12 +238,12 @@ class Live:
         if hold_s <= 0 or console is None or not self.running("console"):
             return
         self.collect()
-        self.say(
-            f"the scenario is over; the console stays up for {hold_s:g} s at {console.url} "
-            "(Ctrl-C to stop now)"
-        )
         deadline = time.monotonic() + hold_s
         try:
+            self.say(
+                f"the scenario is over; the console stays up for {hold_s:g} s at {console.url} "
+                "(Ctrl-C to stop now)"
+            )
             while time.monotonic() < deadline:
                 self.supervisor.check_alive()
                 time.sleep(min(1.0, max(deadline - time.monotonic(), 0.0)))
