@@ -3,9 +3,11 @@ to be ready.
 
 Per node, as in a deployment: on the MR a PREM worker, the monitor and the MCoA agent; on the
 HA a PREM worker, the MCoA agent and mobility-events; on the operator side (the host
-namespace, on localhost) the SOAP gateway and, with the `nsa` decider, the NSA. Services that
-talk to the broker run with `--netns` (their bus connection stays on the host side, their
-kernel work happens in the node); the stream server and receiver run under `ip netns exec`.
+namespace, on localhost) the SOAP gateway, with the `nsa` decider the NSA, and with
+`--console` the operator console (in the first group: it hears the bindings registered).
+Services that talk to the broker run with `--netns` (their bus connection stays on the host
+side, their kernel work happens in the node); the stream server and receiver run under
+`ip netns exec`.
 
 Groups start together and are waited for together, in an order that lets each find what it
 needs: workers before the NSA (so its first Install reaches them), the NSA and mobility-events
