@@ -63,6 +63,20 @@ class HistoryConfig(BaseModel):
         )
 
 
+class LoginLimits(BaseModel):
+    """How many failed logins the console takes before it stops checking passwords for a
+    while (services/soap_gateway/throttle.py keeps the count): per source address, and per
+    user name whatever the address (a guesser spread over many addresses)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    failures_per_address: int = Field(default=5, ge=1, le=1000)
+    failures_per_user: int = Field(default=20, ge=1, le=10_000)
+    window_s: float = Field(
+        default=60.0, gt=0, le=86_400, description="failures older than this are forgotten"
+    )
+
+
 class ConsoleSettings(BaseModel):
     """Validated settings of one console."""
 
@@ -88,6 +102,7 @@ class ConsoleSettings(BaseModel):
         "checked again)",
     )
     history: HistoryConfig = HistoryConfig()
+    login: LoginLimits = LoginLimits()
     metrics_listen: ListenAddress | None = Field(
         default=None, description="HOST:PORT of the Prometheus /metrics endpoint; None: off"
     )

@@ -51,6 +51,14 @@ class ConsoleMetrics(ServiceMetrics):
             ("fleet", "router"),
             reg,
         )
+        self.logins: Counter = counter_by(
+            "multinet_console_logins",
+            "Login attempts, by outcome (accepted, refused: wrong user or password, throttled: "
+            "refused unchecked after too many failures).",
+            "outcome",
+            ("accepted", "refused", "throttled"),
+            reg,
+        )
         self.routers = Gauge(
             "multinet_console_routers", "Mobile routers in the picture.", registry=reg
         )

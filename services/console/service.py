@@ -87,7 +87,9 @@ class ConsoleService:
         self.settings = settings
         self.topics = Topics(broker.topic_root)
         self.picture = Picture(ConsoleState(settings.history.limits()))
-        self.auth = Authenticator(settings.users, ttl_s=settings.session_ttl_s)
+        self.auth = Authenticator(
+            settings.users, ttl_s=settings.session_ttl_s, limits=settings.login
+        )
         self.metrics = ConsoleMetrics(settings.name)
         self.app = make_app(settings, self.picture, self.auth, self.metrics)
         self.bus = ServiceBus(

@@ -22,6 +22,7 @@ import asyncio
 import html
 import json
 import logging
+import math
 import secrets
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -140,9 +141,17 @@ class _Web:
     # --- login ---------------------------------------------------------------------------
 
     async def login_form(self, request: Request) -> Response:
-        token = secrets.token_urlsafe(32)
         failed = request.query_params.get("failed") == "1"
-        response = _page("Log in", _login_body(token, failed), status=401 if failed else 200)
+        return self._login_page(
+            "Wrong user or password." if failed else None, 401 if failed else 200
+        )
+
+    def _login_page(
+        self, error: str | None, status: int, headers: dict[str, str] | None = None
+    ) -> Response:
+        token = secrets.token_urlsafe(32)
+        response = _page("Log in", _login_body(token, error), status=status)
+        response.headers.update(headers or {})
         self._cookie(response, LOGIN_COOKIE, token, 600)
         return response
 
@@ -151,11 +160,24 @@ class _Web:
         if not same_token(form.get("csrf"), request.cookies.get(LOGIN_COOKIE)):
             return _forbidden("the login form expired or did not come from this console")
         user, password = form.get("user", ""), form.get("password", "")
+        address = request.client.host if request.client is not None else ""
         async with self._checks:
-            role = await run_in_threadpool(self.auth.check, user, password)
+            result = await run_in_threadpool(self.auth.login, user, password, address)
+        role = result.role
+        if result.retry_after_s is not None:
+            wait = max(1, math.ceil(result.retry_after_s))
+            log.warning("console login throttled for user %r from %s", user[:64], address)
+            self.metrics.logins.labels("throttled").inc()
+            return self._login_page(
+                f"Too many failed logins: try again in {wait} s.",
+                429,
+                {"Retry-After": str(wait)},
+            )
         if role is None:
-            log.warning("console login refused for user %r", user[:64])
+            log.warning("console login refused for user %r from %s", user[:64], address)
+            self.metrics.logins.labels("refused").inc()
             return RedirectResponse("/login?failed=1", status_code=303)
+        self.metrics.logins.labels("accepted").inc()
         log.info("console login: %s (%s)", user, role.value)
         response = RedirectResponse("/", status_code=303)
         self._cookie(
@@ -350,9 +372,9 @@ def _page(
     return HTMLResponse(text, status_code=status, headers=_SECURITY_HEADERS)
 
 
-def _login_body(token: str, failed: bool) -> str:
+def _login_body(token: str, message: str | None) -> str:
     e = html.escape
-    error = '<p class="error" id="login-error">Wrong user or password.</p>' if failed else ""
+    error = f'<p class="error" id="login-error">{e(message)}</p>' if message else ""
     return f"""<h1>multinet console</h1>
 <form method="post" action="/login" class="login">
 {error}
@@ -384,7 +406,8 @@ Mobile router {e(mr)}</h1>
 <section id="router-alerts"></section>
 <h2>Links</h2><div id="links" class="links"></div>
 <h2>Bindings</h2><table><thead><tr><th>BID</th><th>Event</th><th>Care-of address</th>
-<th>Lifetime</th><th>Status</th><th>At</th></tr></thead><tbody id="bindings"></tbody></table>
+<th>Pipe</th><th>Lifetime</th><th>Status</th><th>At</th></tr></thead>
+<tbody id="bindings"></tbody></table>
 <h2>Classes: chosen and enforced</h2><table><thead><tr><th>Class</th><th>NSA chose</th>
 <th>HA enforces</th><th>MR enforces</th></tr></thead><tbody id="classes"></tbody></table>
 <h2>Decisions</h2><div id="decisions"></div>"""

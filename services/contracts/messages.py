@@ -75,8 +75,18 @@ class BindingEventKind(StrEnum):
     REJECTED = "rejected"
 
 
+#: A pipe kind's name (`vxlan`, `ip6tnl`, `seg6`: services/mcoa/pipe_kinds.py).
+PipeKindName = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,15}$")]
+
+
 class BindingEvent(Envelope):
-    """A change of one MCoA binding, from Binding Update / Acknowledgement signalling."""
+    """A change of one MCoA binding, from Binding Update / Acknowledgement signalling.
+
+    `pipe` is the kind of bit pipe the binding uses (or, in a `rejected` event, asked for), when
+    its producer knows it: the MCoA agent's home agent always does, mobility-events when the BU
+    or BA carried the kind option (services/mobility_header/pipe_option.py). None means
+    unknown; an event without it is written without the key, as before the field existed.
+    """
 
     kind: Literal["binding-event"] = "binding-event"
     event: BindingEventKind
@@ -87,6 +97,7 @@ class BindingEvent(Envelope):
     lifetime_s: int | None = Field(default=None, ge=0)
     status: int | None = Field(default=None, ge=0, le=255)
     status_name: str | None = None
+    pipe: PipeKindName | None = Field(default=None, exclude_if=lambda value: value is None)
 
 
 def _echoed(limit: int) -> BeforeValidator:

@@ -14,7 +14,8 @@ Lab simplifications, on purpose:
   (see `identity`).
 
 Pipes are of the kind this kernel has and both ends agree on (`pipe_kinds`: ip6tnl devices,
-SRv6 routes or VXLAN devices; `pipe_option` carries the kind in the BU; docs/kernel.md).
+SRv6 routes or VXLAN devices; `services.mobility_header.pipe_option` carries the kind in the
+BU; docs/kernel.md).
 
 Pure decisions live in `cache` (HA), `registration` (MR) and `pipe_kinds` (what each kind needs
 in the kernel); `pipes`, `devices`, `kernel`, `mhsocket`, `ha`, `mr` and `agent` are the edge.

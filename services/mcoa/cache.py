@@ -21,9 +21,9 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from ipaddress import IPv6Address, IPv6Network
 
-from services.mcoa import pipe_option
 from services.mcoa.config import HaSettings
 from services.mcoa.identity import home_address_of
+from services.mobility_header import pipe_option
 from services.mobility_header.codec import (
     BindingAcknowledgement,
     BindingUpdate,

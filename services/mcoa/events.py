@@ -18,8 +18,10 @@ same                same                none
 
 A refused BU (status >= 128) leaves the cache as it was and gives one `rejected` per BID it
 named, with the status and its RFC name; a binding that ran out gives `expired`. A router the
-HA does not serve has no bus id and gives no event. `now` stamps the events (wall-clock
-seconds); the caller numbers them (`sequence`) when it publishes.
+HA does not serve has no bus id and gives no event. Every event names the binding's pipe kind
+(`pipe`): the one the cache entry holds, or for `rejected` the one the BU asked for (a BU
+without the kind option asks for `LEGACY_KIND`, as the cache reads it). `now` stamps the
+events (wall-clock seconds); the caller numbers them (`sequence`) when it publishes.
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ from collections.abc import Iterable, Mapping
 from ipaddress import IPv6Address
 
 from services.contracts.messages import BindingEvent, BindingEventKind
-from services.mcoa.cache import Binding, BindingKey, Cache, Decision
+from services.mcoa.cache import LEGACY_KIND, Binding, BindingKey, Cache, Decision
+from services.mobility_header import pipe_option
 from services.mobility_header.codec import BindingUpdate
 from services.mobility_header.status import ba_status_name, is_accepted
 
@@ -64,6 +67,7 @@ def entry_events(
                     lifetime_s=0,
                     status=status,
                     status_name=name,
+                    pipe=old.pipe_kind,
                 )
             ]
         )
@@ -86,6 +90,7 @@ def entry_events(
             lifetime_s=new.lifetime,
             status=status,
             status_name=name,
+            pipe=new.pipe_kind,
         )
     ]
 
@@ -136,6 +141,9 @@ def _rejected(
     now: float,
 ) -> list[BindingEvent]:
     events = []
+    asked = pipe_option.kind_of(bu.options)
+    kind = LEGACY_KIND if asked is None else asked
+    pipe = kind if pipe_option.KIND_NAME.fullmatch(kind) else None
     for option in bu.binding_ids:
         if option.bid < 1:  # BID 0 is reserved; the contract's Bid starts at 1
             continue
@@ -153,6 +161,7 @@ def _rejected(
                 lifetime_s=bu.lifetime_seconds,
                 status=status,
                 status_name=ba_status_name(status),
+                pipe=pipe,
             )
         )
     return events
@@ -171,6 +180,7 @@ def expired_events(
             bid=b.bid,
             care_of_address=str(b.care_of),
             lifetime_s=b.lifetime,
+            pipe=b.pipe_kind,
         )
         for b in sorted(gone, key=lambda b: (b.home, b.bid))
         if b.home in ids

@@ -34,7 +34,7 @@ from pyroute2 import IPRoute
 from services.contracts.errors import KernelError
 from services.contracts.messages import BindingEvent
 from services.contracts.settings import BrokerSettings
-from services.mcoa import events, kernel, mhsocket, pipe_kinds, pipe_option, pipes
+from services.mcoa import events, kernel, mhsocket, pipe_kinds, pipes
 from services.mcoa.cache import (
     Binding,
     BindingKey,
@@ -48,6 +48,7 @@ from services.mcoa.cache import next_expiry as cache_next_expiry
 from services.mcoa.config import HaSettings, McoaSettings
 from services.mcoa.metrics import McoaHaMetrics
 from services.metrics import ServiceMetrics
+from services.mobility_header import pipe_option
 from services.mobility_header.codec import BindingUpdate, decode
 from services.mobility_header.errors import MobilityHeaderError
 from services.mobility_header.status import BaStatus, ba_status_name

@@ -34,10 +34,11 @@ from pyroute2 import IPRoute, IPRSocket
 from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.rtnl import RTMGRP_IPV6_IFADDR, RTMGRP_LINK
 
-from services.mcoa import kernel, mhsocket, pipe_kinds, pipe_option, pipes
+from services.mcoa import kernel, mhsocket, pipe_kinds, pipes
 from services.mcoa.config import McoaSettings, MrSettings
 from services.mcoa.metrics import McoaMrMetrics
 from services.mcoa.registration import Registration, Sequencer
+from services.mobility_header import pipe_option
 from services.mobility_header.codec import BindingAcknowledgement, BindingUpdate, decode
 from services.mobility_header.errors import MobilityHeaderError
 from services.wakeup import Stopper

@@ -12,9 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from ipaddress import IPv6Address
 
-from services.mcoa import pipe_option
 from services.mcoa.config import LinkSettings, MrSettings
 from services.mcoa.identity import identifier_option
+from services.mobility_header import pipe_option
 from services.mobility_header.codec import (
     BindingAcknowledgement,
     BindingUpdate,

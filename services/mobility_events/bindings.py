@@ -24,6 +24,12 @@ first. So a BA that matches no pending BU is held for `EARLY_ACK_S`; a BU arrivi
 time that it answers settles at once with it. Only a BA still unmatched then counts as
 unmatched (at most `MAX_EARLY_ACKS` are held: a flood of stray BAs costs bounded memory).
 
+The pipe kind (`BindingEvent.pipe`): the kind an accepted BA confirms in the project's
+vendor-specific option (services/mobility_header/pipe_option.py), else the kind the BU asked
+for in it; a rejected BU's event names the kind asked for. Signalling without the option (a
+plain NEMO router, another vendor's stack) leaves it unknown (None): what a home agent this
+service does not run builds for such a BU is not visible in the signalling.
+
 Time is the `now` argument everywhere (seconds; the service passes wall-clock time, which also
 stamps the events), so tests step a fake clock.
 """
@@ -35,6 +41,7 @@ from dataclasses import dataclass, field
 from ipaddress import IPv6Address, IPv6Network
 
 from services.contracts.messages import BindingEvent, BindingEventKind
+from services.mobility_header import pipe_option
 from services.mobility_header.codec import (
     BindingAcknowledgement,
     BindingError,
@@ -91,6 +98,7 @@ class Binding:
     refreshed_at: float
     expires_at: float
     sequence: int
+    pipe: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +120,7 @@ class _Pending:
     seen_at: float
     requests: tuple[_Request, ...]
     keys: tuple[_Key, ...]
+    pipe: str | None = None
 
 
 @dataclass
@@ -199,7 +208,15 @@ class BindingView:
             if alternate.address != src:
                 keys.append((alternate.address, dst, bu.sequence))
         previous = self._pending.get(keys[0])
-        pending = _Pending(mr, bu.sequence, bu.lifetime_seconds, now, requests, tuple(keys))
+        pending = _Pending(
+            mr,
+            bu.sequence,
+            bu.lifetime_seconds,
+            now,
+            requests,
+            tuple(keys),
+            pipe_option.kind_name(bu.options),
+        )
         if previous is not None:
             self._drop_pending(previous)
         for key in keys:
@@ -261,6 +278,7 @@ class BindingView:
                         binding.bid,
                         care_of=binding.care_of,
                         lifetime_s=binding.lifetime_s,
+                        pipe=binding.pipe,
                     )
                 )
             self._next_deadline = min(
@@ -312,6 +330,7 @@ class BindingView:
                         care_of=request.care_of,
                         previous=current.care_of,
                         lifetime_s=pending.lifetime_s,
+                        pipe=pending.pipe or current.pipe,
                     )
                 )
         return events
@@ -340,6 +359,7 @@ class BindingView:
                 lifetime_s=pending.lifetime_s,
                 status=status,
                 status_name=name,
+                pipe=pending.pipe,
             )
         if pending.lifetime_s == 0 or ba.lifetime == 0:
             self._bindings.pop((mr, bid), None)
@@ -352,8 +372,10 @@ class BindingView:
                 lifetime_s=0,
                 status=status,
                 status_name=name,
+                pipe=current.pipe if current is not None else pending.pipe,
             )
         lifetime = ba.lifetime_seconds
+        pipe = pipe_option.kind_name(ba.options) or pending.pipe
         fresh = current is None or current.expires_at <= now
         self._bindings[(mr, bid)] = Binding(
             mobile_router=mr,
@@ -365,6 +387,7 @@ class BindingView:
             refreshed_at=now,
             expires_at=now + lifetime,
             sequence=pending.sequence,
+            pipe=pipe,
         )
         self._next_deadline = min(self._next_deadline, now + lifetime)
         if fresh:
@@ -383,6 +406,7 @@ class BindingView:
             lifetime_s=lifetime,
             status=status,
             status_name=name,
+            pipe=pipe,
         )
 
     def _drop_pending(self, pending: _Pending) -> None:
@@ -402,6 +426,7 @@ class BindingView:
         lifetime_s: int | None = None,
         status: int | None = None,
         status_name: str | None = None,
+        pipe: str | None = None,
     ) -> BindingEvent:
         self._sequence += 1
         return BindingEvent(
@@ -416,4 +441,5 @@ class BindingView:
             lifetime_s=lifetime_s,
             status=status,
             status_name=status_name,
+            pipe=pipe,
         )

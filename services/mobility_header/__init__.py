@@ -4,8 +4,10 @@ Binding Updates, Acknowledgements and Errors are read by the mobility-events ser
 watches the signalling) and written and read by the MCoA agent (which plays both ends), so the
 wire format lives here, once, and neither service imports the other. Pure and without I/O:
 `codec` encodes and decodes messages, `mh_options` the mobility options, `status` names the
-status codes, and `errors` holds the one typed decode error and the counters of why decodes
-failed (malformed signalling is expected from the network and never stops a service).
+status codes, `pipe_option` the project's vendor-specific option naming a binding's pipe
+kind (RFC 5094; the MCoA agent writes it, mobility-events reads it), and `errors` holds the
+one typed decode error and the counters of why decodes failed (malformed signalling is
+expected from the network and never stops a service).
 """
 
 from __future__ import annotations

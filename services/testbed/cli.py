@@ -19,7 +19,7 @@ from types import FrameType
 
 from services.capabilities import PIPE_KINDS, MissingCapability
 from services.contracts.errors import InvalidInput
-from services.contracts.settings import BrokerSettings
+from services.contracts.settings import BrokerSettings, parse_listen
 from services.testbed.scenario import Decider, Scenario
 
 _NEEDS_ROOT = (
@@ -76,6 +76,25 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     )
     run.add_argument("--prefix", default="mtb", help="namespace name prefix (default mtb)")
     run.add_argument("--broker", default="127.0.0.1:1883", metavar="HOST:PORT")
+    run.add_argument(
+        "--console",
+        action="store_true",
+        help="serve the operator console during the run (operator side, on the run's broker); "
+        "its URL and a login made for this run are printed",
+    )
+    run.add_argument(
+        "--console-listen",
+        metavar="HOST:PORT",
+        help="where the console listens (default: 127.0.0.1 on a free port); implies --console",
+    )
+    run.add_argument(
+        "--console-hold",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="keep the test bed and its console up this long after the scenario (Ctrl-C ends "
+        "it early; default 0: stop with the scenario); implies --console",
+    )
     run.set_defaults(testbed_func=_run)
     down = sub.add_parser("down", help="stop a kept or leftover test bed and delete it")
     down.add_argument("--prefix", default="mtb")
@@ -133,6 +152,26 @@ def _broker(value: str) -> BrokerSettings | None:
     return BrokerSettings(host=host.strip("[]"), port=int(port))
 
 
+def _console_problem(args: argparse.Namespace) -> str | None:
+    """What is wrong with the console options, None when nothing (sets `args.console`)."""
+    if args.console_listen is not None or args.console_hold:
+        args.console = True
+    if not args.console:
+        return None
+    if args.simulate:
+        return "--console needs the real test bed (a broker and services): drop --simulate"
+    if args.console_hold < 0:
+        return f"--console-hold {args.console_hold:g}: expected seconds >= 0"
+    if args.console_listen is not None:
+        try:
+            _, port = parse_listen(args.console_listen)
+        except ValueError as exc:
+            return f"--console-listen: {exc}"
+        if port == 0:
+            return "--console-listen: name a port (without it a free one is chosen)"
+    return None
+
+
 def _interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
@@ -145,6 +184,10 @@ def _run(args: argparse.Namespace) -> int:
     except InvalidInput as exc:
         return _problems(exc)
     requested = Decider(args.decider) if args.decider else None
+    problem = _console_problem(args)
+    if problem is not None:
+        print(problem, file=sys.stderr)
+        return 2
     if args.simulate:
         from services.testbed.simulate import simulate
 
@@ -180,6 +223,9 @@ def _run_bed(
         backend=args.backend,
         broker=broker,
         pipe=args.pipe,
+        console=args.console,
+        console_listen=args.console_listen,
+        console_hold_s=args.console_hold,
     )
     # Both end the run through its clean-up path (SIGINT explicitly too: a shell starts a
     # background job with SIGINT ignored, and Ctrl-C must still tear the test bed down).

@@ -39,6 +39,8 @@ class RunSettings:
     soap_port: int = 8080
     backend: str = "nftables"
     pipe: str = "vxlan"
+    #: HOST:PORT of the operator console (`--console`); None: no console this run.
+    console_listen: str | None = None
 
     @property
     def gateway_url(self) -> str:
@@ -167,6 +169,26 @@ def soap_gateway(run: RunSettings) -> dict[str, Any]:
             "port": run.soap_port,
             "ack_deadline_s": 5.0,
             "mobile_routers": [{"id": a.MOBILE_ROUTER, "ha_node": a.HA_NODE, "mr_node": a.MR_NODE}],
+        },
+        "broker": run.broker(),
+    }
+
+
+CONSOLE_NODE = "console"
+CONSOLE_USER = "operator"
+
+
+def console(run: RunSettings, password_hash: str) -> dict[str, Any]:
+    """The operator console on the operator side: one user, `operator`, whose password was
+    generated for this run (only its hash is written here; the password goes to the
+    terminal). Its intervals are the shipped defaults; its history holds the run's routers."""
+    if run.console_listen is None:
+        raise ValueError("this run has no console (console_listen is None)")
+    return {
+        "console": {
+            "name": CONSOLE_NODE,
+            "listen": run.console_listen,
+            "users": {CONSOLE_USER: {"role": "operator", "password_hash": password_hash}},
         },
         "broker": run.broker(),
     }

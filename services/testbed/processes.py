@@ -3,9 +3,11 @@ to be ready.
 
 Per node, as in a deployment: on the MR a PREM worker, the monitor and the MCoA agent; on the
 HA a PREM worker, the MCoA agent and mobility-events; on the operator side (the host
-namespace, on localhost) the SOAP gateway and, with the `nsa` decider, the NSA. Services that
-talk to the broker run with `--netns` (their bus connection stays on the host side, their
-kernel work happens in the node); the stream server and receiver run under `ip netns exec`.
+namespace, on localhost) the SOAP gateway, with the `nsa` decider the NSA, and with
+`--console` the operator console (in the first group: it hears the bindings registered).
+Services that talk to the broker run with `--netns` (their bus connection stays on the host
+side, their kernel work happens in the node); the stream server and receiver run under
+`ip netns exec`.
 
 Groups start together and are waited for together, in an order that lets each find what it
 needs: workers before the NSA (so its first Install reaches them), the NSA and mobility-events
@@ -53,6 +55,18 @@ def _wsdl(url: str) -> Readiness:
     return Readiness(f"WSDL at {url}?wsdl", answers)
 
 
+def _console_ready(recorder: Recorder, listen: str) -> Readiness:
+    """The console is ready once its presence says online and its pages answer."""
+
+    def answers() -> bool:
+        if not recorder.online(configs.CONSOLE_NODE, "console"):
+            return False
+        with urllib.request.urlopen(f"http://{listen}/healthz", timeout=1.0) as reply:
+            return bool(reply.status == 200)
+
+    return Readiness(f"presence of the console and http://{listen}/healthz", answers)
+
+
 def _kernel(bed: Topology, node: str, argv: list[str], needle: str, count: int = 1) -> Readiness:
     def present() -> bool:
         return bed.run(node, argv, check=False).count(needle) >= count
@@ -98,8 +112,11 @@ def service_groups(
     nsa: NsaConfig,
     traces: dict[str, Path],
     stream: StreamSpec,
+    console_hash: str | None = None,
 ) -> list[list[ServiceSpec]]:
-    """The start groups of one run, with every settings file written to the run directory."""
+    """The start groups of one run, with every settings file written to the run directory.
+    With `run.console_listen` set, the operator console starts in the first group (so it hears
+    the bindings being registered), its one user's password hash `console_hash`."""
     cfg = run.run_dir / "config"
     files = {
         "prem-ha": configs.write(cfg / "prem-ha.yaml", configs.prem(run, "ha")),
@@ -166,6 +183,19 @@ def service_groups(
             server,
         ]
     ]
+    if run.console_listen is not None:
+        if console_hash is None:
+            raise ValueError("a console needs its user's password hash")
+        console_file = configs.write(cfg / "console.yaml", configs.console(run, console_hash))
+        groups[0].append(
+            service(
+                "console",
+                ["console", "run"],
+                console_file,
+                "operator",
+                _console_ready(recorder, run.console_listen),
+            )
+        )
     if decider is Decider.NSA:
         nsa_file = configs.write(cfg / "nsa.yaml", configs.nsa_settings(run, nsa))
         ready = _nsa_ready(recorder)

@@ -27,6 +27,22 @@ class RunOptions:
     broker: BrokerSettings = field(default_factory=BrokerSettings)
     #: The pipe setting asked for (`auto` or a kind); the run resolves it once.
     pipe: str = "auto"
+    #: Serve the operator console during the run (`--console`).
+    console: bool = False
+    #: Its HOST:PORT (`--console-listen`); None: 127.0.0.1 on a free port.
+    console_listen: str | None = None
+    #: Seconds the test bed stays up after the scenario for a look at the console.
+    console_hold_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class ConsoleAccess:
+    """Where the run's console answers and its one-time login (the password is never
+    written to the run directory: only its hash, in the console's settings)."""
+
+    url: str
+    user: str
+    password: str = field(repr=False)
 
 
 @dataclass
@@ -48,3 +64,5 @@ class RunData:
     failure: str | None = None
     #: The pipe kind every node of this run builds (probed once, the same at both ends).
     pipe_kind: str = ""
+    #: The console of this run (`--console`), None without one.
+    console: ConsoleAccess | None = None

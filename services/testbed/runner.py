@@ -11,7 +11,9 @@ caller asked to keep them (`keep`, not honoured for Ctrl-C).
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import secrets
 import shutil
 import time
 import uuid
@@ -24,14 +26,15 @@ from typing import Any
 
 from services import capabilities, netns
 from services.ports import free_port
+from services.soap_gateway.passwords import hash_password
 from services.testbed import addressing as a
 from services.testbed import processes, tcpstats
 from services.testbed.actions import ActionContext, SoapStub
 from services.testbed.broker import ensure_broker
-from services.testbed.configs import RunSettings
+from services.testbed.configs import CONSOLE_USER, RunSettings
 from services.testbed.counters import FINE_PERIOD_S, CounterSampler
 from services.testbed.recorder import Recorder
-from services.testbed.rundata import RunData, RunOptions
+from services.testbed.rundata import ConsoleAccess, RunData, RunOptions
 from services.testbed.scenario import Decider, Scenario, trace_path
 from services.testbed.supervisor import Supervisor, kill_recorded, registry_path
 from services.testbed.timeline import Clock, StepFailed, run_steps
@@ -102,6 +105,14 @@ def prepare(options: RunOptions, say: Callable[[str], None] = print) -> Live:
         backend=options.backend,
         pipe=kind,
     )
+    console_hash: str | None = None
+    access: ConsoleAccess | None = None
+    if options.console:
+        listen = options.console_listen or f"127.0.0.1:{free_port()}"
+        settings = dataclasses.replace(settings, console_listen=listen)
+        password = secrets.token_urlsafe(12)
+        console_hash = hash_password(password)
+        access = ConsoleAccess(url=f"http://{listen}/", user=CONSOLE_USER, password=password)
     registry = registry_path(options.prefix)
     kill_recorded(registry)
     bed = Topology(a.Naming(options.prefix))
@@ -117,8 +128,14 @@ def prepare(options: RunOptions, say: Callable[[str], None] = print) -> Live:
             bed.ns("mr"), [link.interface for link in a.MR_LINKS], period_s=FINE_PERIOD_S
         ),
         supervisor=Supervisor(out / "logs", registry),
-        data=RunData(options=options, topic_root=topic_root, pipe_kind=kind),
+        data=RunData(
+            options=options,
+            topic_root=topic_root,
+            pipe_kind=kind,
+            console=access,
+        ),
         say=say,
+        console_hash=console_hash,
     )
 
 
@@ -128,15 +145,17 @@ def run(options: RunOptions, say: Callable[[str], None] = print) -> RunData:
     data = live.data
     interrupted = False
     try:
-        live.start()
-        live.scenario()
+        try:
+            live.start()
+            live.scenario()
+        except (StepFailed, RuntimeError, TimeoutError) as exc:
+            data.failure = str(exc)
+            say(f"run failed: {exc}")
+        live.hold()
     except KeyboardInterrupt:
         interrupted = True
         data.failure = "interrupted"
         raise
-    except (StepFailed, RuntimeError, TimeoutError) as exc:
-        data.failure = str(exc)
-        say(f"run failed: {exc}")
     finally:
         live.finish(keep=options.keep and not interrupted)
     return data
@@ -169,6 +188,8 @@ class Live:
     supervisor: Supervisor
     data: RunData
     say: Callable[[str], None]
+    console_hash: str | None = None
+    collected: bool = False
 
     def start(self, *, skip: frozenset[str] = frozenset()) -> None:
         """Subscribe to the run's topics, start the services, start counting."""
@@ -192,6 +213,7 @@ class Live:
             nsa=options.scenario.nsa,
             traces=traces,
             stream=options.scenario.stream,
+            console_hash=self.console_hash,
         )
         for full in groups:
             group = [spec for spec in full if spec.name not in skip]
@@ -201,6 +223,39 @@ class Live:
             started = time.monotonic()
             self.supervisor.start_group(group, _READY_TIMEOUT_S)
             self.say(f"ready: {names} ({time.monotonic() - started:.1f} s)")
+            if self.data.console is not None and any(s.name == "console" for s in group):
+                access = self.data.console
+                self.say(
+                    f"console: {access.url}  login: {access.user} / {access.password}  "
+                    "(a password for this run only)"
+                )
+
+    def hold(self) -> None:
+        """Keep the test bed up `console_hold_s` after the scenario, for a look at the console
+        (its measurements are taken first, so the hold changes nothing of the run's results);
+        Ctrl-C ends the hold early and the run ends as usual."""
+        hold_s, console = self.options.console_hold_s, self.data.console
+        if hold_s <= 0 or console is None or not self.running("console"):
+            return
+        self.collect()
+        deadline = time.monotonic() + hold_s
+        try:
+            self.say(
+                f"the scenario is over; the console stays up for {hold_s:g} s at {console.url} "
+                "(Ctrl-C to stop now)"
+            )
+            while time.monotonic() < deadline:
+                self.supervisor.check_alive()
+                time.sleep(min(1.0, max(deadline - time.monotonic(), 0.0)))
+        except KeyboardInterrupt:
+            self.say("hold ended")
+
+    def running(self, name: str) -> bool:
+        """Whether the process started as `name` still runs."""
+        try:
+            return self.supervisor.process(name).poll() is None
+        except KeyError:
+            return False
 
     def scenario(self) -> None:
         """Start the stream (t0), run the steps, stop the stream and collect its record."""
@@ -228,8 +283,11 @@ class Live:
             data.tcp_after = tcpstats.counters(bed)
             data.stream = _read_json(record)
 
-    def finish(self, *, keep: bool) -> None:
-        """Collect what was measured, then stop everything (unless kept)."""
+    def collect(self) -> None:
+        """Stop measuring and take what was measured (once)."""
+        if self.collected:
+            return
+        self.collected = True
         data = self.data
         data.ended = data.ended or time.monotonic()
         self.sampler.stop()
@@ -237,6 +295,10 @@ class Live:
         data.samples = self.sampler.samples()
         data.fine_samples = self.fine.samples()
         data.heard = self.recorder.all()
+
+    def finish(self, *, keep: bool) -> None:
+        """Collect what was measured, then stop everything (unless kept)."""
+        self.collect()
         if keep:
             self.say(
                 f"kept: namespaces {self.options.prefix}-* and their services "

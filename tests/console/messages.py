@@ -63,6 +63,7 @@ def binding(
     bid: int,
     event: BindingEventKind = BindingEventKind.REGISTERED,
     coa: str | None = "2001:db8::1",
+    pipe: str | None = None,
 ) -> tuple[TopicName, BindingEvent]:
     message = BindingEvent(
         sender="ha1",
@@ -71,6 +72,7 @@ def binding(
         bid=bid,
         care_of_address=coa,
         lifetime_s=60,
+        pipe=pipe,
     )
     return TopicName(TopicKind.BINDING_EVENT, mr, str(bid)), message
 

@@ -63,6 +63,9 @@ def test_the_fleet_page_shows_a_link_going_down_live(
             live_console.publish(t.link_state(mr, interface), up, retain=True)
     _, presence = m.presence("ha1", "prem", True)
     live_console.publish(t.presence("ha1", "prem"), presence, retain=True)
+    for bid, pipe in ((1, "vxlan"), (2, None)):
+        _, bound = m.binding("mr2", bid, pipe=pipe)
+        live_console.publish(t.binding_event("mr2", bid), bound)
 
     browser.get(live_console.url + "/")
     assert browser.current_url.endswith("/login")
@@ -128,6 +131,16 @@ def test_the_fleet_page_shows_a_link_going_down_live(
     down_card = browser.find_element(By.CSS_SELECTOR, ".link.down")
     assert "lte0" in down_card.text
     assert "carrier lost" in down_card.text
+    # Each binding with its pipe kind ("unknown" when no event named it).
+    wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#bindings tr")) == 2)
+    cells = [
+        [td.text for td in row.find_elements(By.TAG_NAME, "td")][:4]
+        for row in browser.find_elements(By.CSS_SELECTOR, "#bindings tr")
+    ]
+    assert cells == [
+        ["1", "registered", "2001:db8::1", "vxlan"],
+        ["2", "registered", "2001:db8::1", "unknown"],
+    ]
     browser.save_screenshot(str(tmp_path / "router.png"))
     # No script error, no resource refused (CSP) or missing, on either page.
     logs: list[dict[str, object]] = browser.get_log("browser")  # type: ignore[no-untyped-call]

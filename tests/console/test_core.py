@@ -116,6 +116,22 @@ def test_bindings_follow_their_events() -> None:
     assert state.routers["mr1"].row["bindings"] == 1
 
 
+def test_a_binding_shows_its_pipe_kind_once_an_event_named_it() -> None:
+    state = ConsoleState()
+    feed(state, m.binding("mr1", 1))  # an older producer: unknown
+    feed(state, m.binding("mr1", 2, pipe="vxlan"))
+    feed(state, m.binding("mr1", 2, BindingEventKind.REFRESHED, coa=None))  # says nothing
+    view = state.router_view("mr1")
+    assert view is not None
+    assert [(b["bid"], b["pipe"]) for b in view["bindings"]] == [(1, None), (2, "vxlan")]
+    # A binding that ended and registers again starts from what its new events say.
+    feed(state, m.binding("mr1", 2, BindingEventKind.EXPIRED))
+    feed(state, m.binding("mr1", 2))
+    view = state.router_view("mr1")
+    assert view is not None
+    assert [(b["bid"], b["pipe"]) for b in view["bindings"]] == [(1, None), (2, None)]
+
+
 def test_a_binding_event_on_another_routers_topic_is_dropped() -> None:
     state = ConsoleState()
     topic, message = m.binding("mr1", 1)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import Any
 
 from starlette.testclient import TestClient
 
@@ -214,3 +215,35 @@ def test_a_state_change_does_not_wait_for_the_router_interval() -> None:
         feeder.join()
     assert [data["links"][0]["up"] for _, data in router] == [True, False]
     assert router[1][1]["links"][0]["history"]["rtt_ms"] == [9.0]
+
+
+def test_too_many_failed_logins_get_429_with_retry_after_then_nothing_is_checked() -> None:
+    from services.console.config import LoginLimits
+
+    config, picture, auth, metrics = parts(
+        settings(login=LoginLimits(failures_per_address=3, window_s=60))
+    )
+    c = TestClient(make_app(config, picture, auth, metrics))
+
+    def attempt(password: str) -> Any:
+        form = c.get("/login")
+        return c.post(
+            "/login",
+            data={"user": "alice", "password": password, "csrf": csrf_of(form.text)},
+            follow_redirects=False,
+        )
+
+    for n in range(3):
+        assert attempt(f"guess-{n}").status_code == 303
+    checks = auth.checks
+    response = attempt(PASSWORDS["alice"])
+    assert response.status_code == 429
+    wait = int(response.headers["retry-after"])
+    assert 1 <= wait <= 60
+    assert f"try again in {wait} s" in response.text
+    assert csrf_of(response.text)  # the form, ready for later
+    assert auth.checks == checks
+    assert SESSION_COOKIE not in c.cookies
+    counted = metrics.registry.get_sample_value
+    assert counted("multinet_console_logins_total", {"outcome": "refused"}) == 3
+    assert counted("multinet_console_logins_total", {"outcome": "throttled"}) == 1

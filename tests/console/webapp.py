@@ -38,7 +38,7 @@ def parts(
 ) -> tuple[ConsoleSettings, Picture, Authenticator, ConsoleMetrics]:
     config = config or settings()
     picture = Picture(ConsoleState(config.history.limits()))
-    auth = Authenticator(config.users, ttl_s=config.session_ttl_s)
+    auth = Authenticator(config.users, ttl_s=config.session_ttl_s, limits=config.login)
     return config, picture, auth, ConsoleMetrics(config.name)
 
 

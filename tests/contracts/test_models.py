@@ -169,3 +169,20 @@ def test_only_a_downlink_document_can_be_symmetric() -> None:
             operation=Install(),
             symmetric=True,
         )
+
+
+def test_a_binding_event_may_name_its_pipe_kind_and_an_old_one_still_reads() -> None:
+    from services.contracts.messages import BindingEvent
+
+    old = (
+        b'{"schema_version":1,"sender":"ha1","timestamp":1.0,"sequence":3,'
+        b'"kind":"binding-event","event":"registered","mobile_router":"mr1","bid":1}'
+    )
+    event = decode(BindingEvent, old)
+    assert event.pipe is None
+    assert b"pipe" not in encode(event)  # no key for an unknown kind: what older readers expect
+    named = event.model_copy(update={"pipe": "vxlan"})
+    assert decode(BindingEvent, encode(named)).pipe == "vxlan"
+    for bad in ("VXLAN", "vx lan", "", "a" * 17, "<b>"):
+        with pytest.raises(ValidationError):
+            decode(BindingEvent, old[:-1] + f',"pipe":"{bad}"}}'.encode())

@@ -39,7 +39,16 @@ COMPOSE_CONF = DEPLOY / "mosquitto" / "compose.conf"
 DOCKERFILE = DEPLOY / "Dockerfile"
 
 #: Every role of the deployment (docs/architecture.md).
-ROLES = {"broker", "nsa", "soap_gateway", "prem-ha", "prem-mr", "monitor", "mobility_events"}
+ROLES = {
+    "broker",
+    "nsa",
+    "soap_gateway",
+    "console",
+    "prem-ha",
+    "prem-mr",
+    "monitor",
+    "mobility_events",
+}
 
 #: The workers that act on their node's kernel, and the capabilities each needs: PREM programs
 #: nftables/iptables and ip rules (NET_ADMIN; libiptc opens a raw socket: NET_RAW); the
@@ -57,6 +66,7 @@ KERNEL_FACING: dict[str, set[str]] = {
 SECTION = {
     "nsa": "nsa",
     "soap_gateway": "soap_gateway",
+    "console": "console",
     "prem-ha": "prem",
     "prem-mr": "prem",
     "monitor": "monitor",
@@ -275,6 +285,57 @@ def test_each_service_has_an_acl_user_and_its_password_from_the_env_file(service
         assert user == settings[SECTION[service]]["node"], "a node's user is its node id"
     else:
         assert user in acl_users, f"{service}: {user!r} has no block in the ACL"
+
+
+def test_the_console_is_published_on_the_loopback_only() -> None:
+    ports = SERVICES["console"].get("ports", [])
+    assert ports, "the console's pages are published"
+    settings = tomllib.loads(_config_path("console").read_text(encoding="utf-8"))["console"]
+    _host, port = settings["listen"].rsplit(":", 1)
+    for mapping in ports:
+        assert isinstance(mapping, str), "short syntax: HOST_IP:HOST_PORT:CONTAINER_PORT"
+        host_ip, _host_port, container_port = mapping.split(":")
+        assert host_ip == "127.0.0.1", f"{mapping}: the console is for this host only"
+        assert container_port == port, f"{mapping}: the console listens on {port}"
+    # Plain HTTP here: Secure cookies would never come back; behind TLS they must be on, and
+    # the file says how.
+    text = _config_path("console").read_text(encoding="utf-8")
+    assert settings["secure_cookies"] is False
+    assert "TLS" in text
+    assert "secure_cookies = true" in text
+
+
+def test_nobody_can_log_in_to_the_shipped_console_with_a_known_password() -> None:
+    from services.soap_gateway.passwords import PasswordHash
+
+    settings = tomllib.loads(_config_path("console").read_text(encoding="utf-8"))["console"]
+    example = tomllib.loads((DEPLOY / "examples" / "console.toml").read_text(encoding="utf-8"))
+    known = ["change-me-viewer", "change-me-operator"]
+    shipped = {u["password_hash"] for u in example["console"]["users"].values()}
+    for name, user in settings["users"].items():
+        assert user["password_hash"] not in shipped, f"{name}: the example's hash"
+        digest = PasswordHash.parse(user["password_hash"])
+        for password in [*known, name]:
+            assert not digest.matches(password.encode()), f"{name}: password {password!r}"
+
+
+def test_the_app_image_serves_the_consoles_chart_library() -> None:
+    """The wheel holds the console's own files, not node_modules: the image installs uPlot from
+    the pinned lock file and links it where services/console/web.py looks for it."""
+    from services.console import web
+
+    stages = _dockerfile_stages()
+    vendor = stages["console-vendor"]
+    assert any("package-lock.json" in line for line in vendor if line.startswith("COPY "))
+    assert any(line.startswith("RUN npm ci") for line in vendor), "npm ci: the lock's version"
+    relative = web.UPLOT_DIR.relative_to(Path(web.__file__).parent).as_posix()
+    app = " ".join(stages["app"])
+    assert (
+        "COPY --from=console-vendor /vendor/node_modules/uplot/dist /opt/multinet/uplot/dist" in app
+    )
+    assert f'ln -s /opt/multinet/uplot/dist "$console/{relative}"' in app
+    ignored = (DEPLOY / "Dockerfile.dockerignore").read_text(encoding="utf-8").splitlines()
+    assert "services/**/node_modules" in ignored, "the host's node_modules stay out of the context"
 
 
 def test_secrets_stay_out_of_the_repository() -> None:

@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 
-from services.mcoa import pipe_option
 from services.mcoa.cache import (
     Binding,
     BindingKey,
@@ -20,6 +19,7 @@ from services.mcoa.cache import (
     sequence_newer,
 )
 from services.mcoa.identity import home_address_of, identifier_option
+from services.mobility_header import pipe_option
 from services.mobility_header.codec import BindingUpdate, decode, encode
 from services.mobility_header.mh_options import (
     BindingIdentifier,

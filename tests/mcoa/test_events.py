@@ -185,3 +185,37 @@ def test_example_file_still_loads_and_broker_table_is_optional(tmp_path: Path) -
     assert settings.ha.mr_ids() == {HOME: "mr1"}
     broker = load_broker(path)
     assert (broker.topic_root, broker.port) == ("x/v1", 1884)
+
+
+def test_every_event_names_the_pipe_kind_of_its_binding() -> None:
+    vxlan = replace(_binding(), pipe_kind="vxlan")
+    (registered,) = entry_events("ha1", "mr1", None, vxlan, now=NOW)
+    (moved,) = entry_events("ha1", "mr1", vxlan, replace(vxlan, care_of=COA2), now=NOW)
+    (gone,) = entry_events("ha1", "mr1", vxlan, None, now=NOW)
+    (expired,) = expired_events("ha1", IDS, [vxlan], NOW)
+    assert [e.pipe for e in (registered, moved, gone, expired)] == ["vxlan"] * 4
+    # The default kind of a cache entry (a plain NEMO router's BU) is named too.
+    (legacy,) = entry_events("ha1", "mr1", None, _binding(), now=NOW)
+    assert legacy.pipe == "ip6tnl"
+    assert b'"pipe":"ip6tnl"' in legacy.model_dump_json().encode()
+
+
+@pytest.mark.parametrize(
+    ("option", "want"),
+    [(None, "ip6tnl"), ("seg6", "seg6"), ("VX LAN\n", None)],
+    ids=["no-option: legacy", "asked", "garbled: unknown"],
+)
+def test_a_rejected_event_names_the_kind_the_bu_asked_for(
+    option: str | None, want: str | None
+) -> None:
+    from services.mobility_header.mh_options import VendorSpecific
+    from services.mobility_header.pipe_option import SUB_TYPE_KIND, VENDOR_ID
+
+    message = bu(1)
+    if option is not None:
+        vsm = VendorSpecific(VENDOR_ID, SUB_TYPE_KIND, option.encode())
+        message = replace(message, options=(*message.options, vsm))
+    failed = BaStatus.FORWARDING_SETUP_FAILED
+    decision = Decision(failed, make_ack(message, failed, 0, 1), {}, HOME)
+    (event,) = decision_events("ha1", IDS, {}, decision, bu=message, source=COA1, now=NOW)
+    assert event.pipe == want

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from services.mcoa import pipe_option
 from services.mcoa.cache import decide
+from services.mobility_header import pipe_option
 from services.mobility_header.codec import encode
 from tests.mcoa.factories import COA1, HA, bu, ha_settings
 from tests.mcoa.lab import McoaLab

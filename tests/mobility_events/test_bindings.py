@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from ipaddress import IPv6Address, IPv6Network
+from typing import Any
 
 import pytest
 
@@ -351,3 +352,59 @@ def test_stray_acknowledgements_are_held_in_bounded_memory() -> None:
     for sequence in range(MAX_EARLY_ACKS + 10):
         view.observe_ba(T0, HA, COA1, ba(sequence % 65536))
     assert view.stats.acks_unmatched == 10
+
+
+def _with_kind(message: BindingUpdate | BindingAcknowledgement, kind: str) -> Any:
+    from dataclasses import replace
+
+    from services.mobility_header.pipe_option import kind_option
+
+    return replace(message, options=(*message.options, kind_option(kind)))
+
+
+def test_the_pipe_kind_comes_from_the_option_and_stays_with_the_binding() -> None:
+    view = BindingView("ha1", IDENTIFY)
+    events = play(
+        view,
+        [
+            Seen(0, _with_kind(bu(1, 10, (1, None)), "vxlan")),
+            Seen(0.1, _with_kind(ba(1), "vxlan")),  # the HA confirms
+            Seen(1, bu(2, 10, (1, None))),  # a refresh without the option
+            Seen(1.1, ba(2)),
+            Seen(60, None),  # expired
+        ],
+    )
+    assert [(e.event, e.pipe) for e in events] == [
+        (K.REGISTERED, "vxlan"),
+        (K.REFRESHED, None),  # this exchange named no kind: unknown, not remembered as true
+        (K.EXPIRED, None),
+    ]
+
+
+def test_the_ba_confirms_the_kind_and_a_bu_alone_names_what_was_asked() -> None:
+    view = BindingView("ha1", IDENTIFY)
+    events = play(
+        view,
+        [
+            Seen(0, _with_kind(bu(1, 10, (1, None)), "seg6")),
+            Seen(0.1, _with_kind(ba(1), "vxlan")),  # the HA's word wins
+            Seen(1, _with_kind(bu(2, 10, (2, COA2)), "seg6")),
+            Seen(1.1, ba(2)),  # accepted, no confirmation: the BU's request
+            Seen(2, _with_kind(bu(3, 10, (1, COA3)), "ip6tnl")),
+            Seen(2.1, ba(3, status=143)),  # refused: the kind asked for
+        ],
+    )
+    assert [(e.event, e.bid, e.pipe) for e in events] == [
+        (K.REGISTERED, 1, "vxlan"),
+        (K.REGISTERED, 2, "seg6"),
+        (K.HANDOVER_STARTED, 1, "ip6tnl"),
+        (K.REJECTED, 1, "ip6tnl"),
+    ]
+
+
+def test_plain_signalling_leaves_the_kind_unknown_and_the_wire_unchanged() -> None:
+    view = BindingView("ha1", IDENTIFY)
+    (event,) = play(view, [Seen(0, bu(1, 10, (1, None))), Seen(0.1, ba(1))])
+    assert event.pipe is None
+    assert b"pipe" not in event.model_dump_json().encode()  # as events were before the field
+    assert BindingEvent.model_validate_json(event.model_dump_json()) == event

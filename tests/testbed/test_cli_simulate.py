@@ -90,3 +90,19 @@ def test_decider_choice() -> None:
     assert choose_decider(radio, None) is Decider.NSA
     with pytest.raises(DeciderError, match="radio does not run with --decider soap"):
         choose_decider(radio, Decider.SOAP)
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["--console", "--simulate"], "drop --simulate"),
+        (["--console-hold", "-1"], "expected seconds >= 0"),
+        (["--console-listen", "localhost"], "expected HOST:PORT"),
+        (["--console-listen", "127.0.0.1:0"], "name a port"),
+    ],
+)
+def test_console_options_that_cannot_work_are_refused(
+    argv: list[str], says: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(["run", *argv]) == 2
+    assert says in capsys.readouterr().err

@@ -69,3 +69,22 @@ def test_the_published_documents_are_the_nsas() -> None:
     assert rules.rules == loaded.nsa.rules
     prefs = documents.PreferencesDocument.model_validate_json(preferences_payload(()))
     assert prefs.mobile_router == "mr1"
+
+
+def test_the_console_file_fits_the_console(run: configs.RunSettings, tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from services.console.config import ConsoleSettings, Role
+    from services.soap_gateway.passwords import PasswordHash, hash_password
+
+    with pytest.raises(ValueError, match="no console"):
+        configs.console(run, "x")
+    digest = hash_password("once", iterations=1000)
+    content = configs.console(replace(run, console_listen="127.0.0.1:18081"), digest)
+    data = _roundtrip(tmp_path / "console.yaml", content)
+    table = validate_section(ConsoleSettings, data, "console")
+    assert table.listen == "127.0.0.1:18081"
+    user = table.users[configs.CONSOLE_USER]
+    assert user.role is Role.OPERATOR
+    assert PasswordHash.parse(user.password_hash).matches(b"once")
+    assert validate_section(BrokerSettings, data, "broker").topic_root == run.topic_root

@@ -111,6 +111,8 @@ class Binding:
     status: str | None
     sender: str
     at: float
+    #: The pipe kind (`BindingEvent.pipe`), None while no event of this binding named it.
+    pipe: str | None = None
 
     @property
     def active(self) -> bool:
@@ -283,6 +285,7 @@ class ConsoleState:
             status=e.status_name,
             sender=e.sender,
             at=now,
+            pipe=e.pipe if e.pipe is not None or old is None or not old.active else old.pipe,
         )
         self._changed(router)
         return True
@@ -673,4 +676,5 @@ def _binding_json(b: Binding) -> dict[str, Any]:
         "status": b.status,
         "sender": b.sender,
         "at": b.at,
+        "pipe": b.pipe,
     }

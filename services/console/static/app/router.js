@@ -71,6 +71,7 @@
     links(view);
     table("bindings", view.bindings.map((b) => mn.el("tr", { class: b.active ? "" : "muted" },
       mn.el("td", {}, String(b.bid)), mn.el("td", {}, b.event), mn.el("td", {}, b.care_of_address || "-"),
+      mn.el("td", { class: b.pipe ? "" : "muted" }, b.pipe || "unknown"),
       mn.el("td", {}, b.lifetime_s === null ? "-" : b.lifetime_s + " s"), mn.el("td", {}, b.status || "-"),
       mn.el("td", {}, mn.time(b.at)))));
     const bids = (v) => v === null ? "unknown" : v.length ? v.join(", ") : "default path";

@@ -12,12 +12,18 @@ skips when it does not know the vendor and Wireshark decodes as a valid option:
   MR's request, in an accepted BA the HA's confirmation;
 - sub-type 2 (`SUB_TYPE_OFFERED`): the kinds the HA offers, comma-separated, in a refusal.
 
-A BU without the option comes from a plain NEMO mobile router: it gets IPv6-in-IPv6
-(`pipe_kinds.LEGACY_KIND`), as RFC 3963 prescribes.
+A BU without the option comes from a plain NEMO mobile router: the MCoA agent's home agent
+gives it IPv6-in-IPv6 (`services.mcoa.pipe_kinds.LEGACY_KIND`), as RFC 3963 prescribes. An
+observer (mobility-events) cannot know what a home agent it does not run does with such a BU,
+so to it a binding without the option has an unknown kind (`kind_name` None).
+
+The codec lives with the Mobility Header (not in the MCoA agent) because both the agent and
+the mobility-events service read it, and neither imports the other.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 
 from services.mobility_header.mh_options import MobilityOption, VendorSpecific
@@ -58,6 +64,17 @@ def _ours(options: tuple[MobilityOption, ...], sub_type: int) -> str | None:
 def kind_of(options: tuple[MobilityOption, ...]) -> str | None:
     """The pipe kind a message names, or None when it names none (a plain NEMO peer)."""
     return _ours(options, SUB_TYPE_KIND)
+
+
+#: A kind's name as the bus carries it (`BindingEvent.pipe`): what `kind_name` accepts.
+KIND_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,15}$")
+
+
+def kind_name(options: tuple[MobilityOption, ...]) -> str | None:
+    """The pipe kind a message names, when it is a well-formed kind name (`vxlan`); None when
+    it names none or something else (garbled, too long: unknown rather than a guess)."""
+    kind = kind_of(options)
+    return kind if kind is not None and KIND_NAME.fullmatch(kind) else None
 
 
 def offered_in(options: tuple[MobilityOption, ...]) -> tuple[str, ...] | None:
