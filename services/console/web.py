@@ -243,16 +243,29 @@ class _Web:
         if self.send_pin is None:
             return PlainTextResponse("503: this console cannot pin\n", status_code=503)
         mr = request.path_params["mr"]
+        pin = self._pin_request(form, mr, session)
+        if isinstance(pin, Response):
+            return pin
+        release = pin.release
+        if not self.send_pin(pin):
+            return PlainTextResponse(
+                "503: the broker is not reachable; nothing was sent\n", status_code=503
+            )
+        what = "release" if release else f"pin to BID {pin.bid} for {pin.duration_s} s"
+        log.info("console: %s asks %s of %s class %s", session.user, what, mr, pin.class_name)
+        action = "release" if release else "pin"
+        return RedirectResponse(f"/mr/{quote(mr, safe='')}?sent={action}", status_code=303)
+
+    def _pin_request(
+        self, form: dict[str, str], mr: str, session: Session
+    ) -> PinRequest | Response:
+        """The request a pin form makes, or the 400 answer naming the fields at fault."""
         release = form.get("action") == "release"
         missing = [k for k in ("bid", "duration_s") if not release and _int(form.get(k)) is None]
         if missing:
-            return PlainTextResponse(
-                f"400 Bad Request: {', '.join(missing)} must be a whole number\n",
-                status_code=400,
-                headers=_SECURITY_HEADERS,
-            )
+            return _bad_request(f"{', '.join(missing)} must be a whole number")
         try:
-            pin = PinRequest(
+            return PinRequest(
                 sender=self.settings.name,
                 mobile_router=mr,
                 class_name=form.get("class", ""),
@@ -264,19 +277,7 @@ class _Web:
             )
         except ValidationError as exc:
             fields = sorted({".".join(str(p) for p in e["loc"]) or "form" for e in exc.errors()})
-            return PlainTextResponse(
-                f"400 Bad Request: check {', '.join(fields)}\n",
-                status_code=400,
-                headers=_SECURITY_HEADERS,
-            )
-        if not self.send_pin(pin):
-            return PlainTextResponse(
-                "503: the broker is not reachable; nothing was sent\n", status_code=503
-            )
-        what = "release" if release else f"pin to BID {pin.bid} for {pin.duration_s} s"
-        log.info("console: %s asks %s of %s class %s", session.user, what, mr, pin.class_name)
-        action = "release" if release else "pin"
-        return RedirectResponse(f"/mr/{quote(mr, safe='')}?sent={action}", status_code=303)
+            return _bad_request(f"check {', '.join(fields)}")
 
     # --- JSON ----------------------------------------------------------------------------
 
@@ -461,6 +462,12 @@ def _fleet_body(session: Session) -> str:
 <h2>Other nodes</h2><table class="nodes"><thead><tr><th>Node</th><th>Services</th>
 <th>Routers</th><th>Alerts</th></tr></thead><tbody id="nodes"></tbody></table>
 <h2>Recent alerts</h2><ol id="alerts" class="alerts" reversed></ol>"""
+
+
+def _bad_request(reason: str) -> Response:
+    return PlainTextResponse(
+        f"400 Bad Request: {reason}\n", status_code=400, headers=_SECURITY_HEADERS
+    )
 
 
 def _int(value: str | None) -> int | None:

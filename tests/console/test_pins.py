@@ -144,7 +144,7 @@ def test_a_pin_from_the_page_is_on_the_broker_with_the_sessions_user(
     got = threading.Event()
 
     def on_message(c: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
-        received.append(decode(PinRequest, msg.payload))
+        received.append(decode(PinRequest, bytes(msg.payload)))
         got.set()
 
     subscribed = threading.Event()
