@@ -375,6 +375,9 @@ def engine_capacity(k: int, seconds: float, workdir: Path) -> dict[str, float]:
         def explain(self, mobile_router: str, record: Any) -> None:
             record.model_dump_json()  # the service encodes every decision
 
+        def audit(self, mobile_router: str, record: Any) -> None:
+            pass
+
         def deliver(self, call: Call) -> None:
             delivery.deliver(call)
 

@@ -19,7 +19,7 @@ from services.soap_gateway.passwords import PasswordHash
 
 
 class Role(StrEnum):
-    """What a user may do: look (viewer), later also act (operator: pins, not yet)."""
+    """What a user may do: look (viewer), and act (operator: pin a class to a BID, release it)."""
 
     VIEWER = "viewer"
     OPERATOR = "operator"

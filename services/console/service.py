@@ -6,8 +6,9 @@ thread on a socket bound here first, so a port in use stops the start with a cle
 main thread ticks the picture once a second (dead-letter alerts expire) until `stop()`.
 
 The console publishes nothing but its own presence (and, if handling a message ever raised, a
-dead letter): connection, presence, dead letters, metrics endpoint, signals and the order of
-shutdown are the shared runtime's (`services.runtime.ServiceBus`).
+dead letter) and the operators' pin requests (`web`: operator role, CSRF token; the NSA
+checks, applies and audits them): connection, presence, dead letters, metrics endpoint,
+signals and the order of shutdown are the shared runtime's (`services.runtime.ServiceBus`).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from services.contracts.messages import (
     DeadLetter,
     LinkMetrics,
     LinkState,
+    PinRequest,
     PolicyStatus,
     Presence,
 )
@@ -91,7 +93,7 @@ class ConsoleService:
             settings.users, ttl_s=settings.session_ttl_s, limits=settings.login
         )
         self.metrics = ConsoleMetrics(settings.name)
-        self.app = make_app(settings, self.picture, self.auth, self.metrics)
+        self.app = make_app(settings, self.picture, self.auth, self.metrics, self._send_pin)
         self.bus = ServiceBus(
             service=SERVICE,
             node=settings.name,
@@ -105,6 +107,14 @@ class ConsoleService:
         self.port: int | None = None
 
     # --- bus -----------------------------------------------------------------------------
+
+    def _send_pin(self, request: PinRequest) -> bool:
+        """An operator's pin request on the router's pin topic (QoS 1, not retained); False
+        when the broker is not connected (the page says nothing was sent)."""
+        if not self.bus.client.is_connected():
+            return False
+        info = self.bus.publish(self.topics.pin(request.mobile_router), request)
+        return info.rc == mqtt.MQTT_ERR_SUCCESS
 
     def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
         name = self.topics.parse(msg.topic)

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote
 
+from pydantic import ValidationError
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -44,9 +45,15 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from services.console.auth import LOGIN_COOKIE, SESSION_COOKIE, Authenticator, Session, same_token
-from services.console.config import ConsoleSettings
+from services.console.config import ConsoleSettings, Role
 from services.console.metrics import ConsoleMetrics
 from services.console.picture import FleetCursor, Picture
+from services.contracts.messages import PIN_MAX_S, PinRequest
+
+#: Sends an operator's pin request on the bus; False when it could not be sent.
+PinSender = Callable[[PinRequest], bool]
+#: The duration a pin form proposes (seconds).
+DEFAULT_PIN_S = 600
 
 log = logging.getLogger(__name__)
 
@@ -75,9 +82,11 @@ def make_app(
     picture: Picture,
     auth: Authenticator,
     metrics: ConsoleMetrics,
+    pin: PinSender | None = None,
 ) -> Starlette:
-    """The ASGI app (served by uvicorn in the service, by TestClient in tests)."""
-    web = _Web(settings, picture, auth, metrics)
+    """The ASGI app (served by uvicorn in the service, by TestClient in tests); `pin` sends
+    operators' pin requests (None: the console cannot pin)."""
+    web = _Web(settings, picture, auth, metrics, pin)
     if not UPLOT_DIR.is_dir():
         log.warning("uPlot is not installed in %s (bash scripts/setup.sh): no charts", UPLOT_DIR)
     routes: list[BaseRoute] = [
@@ -86,6 +95,7 @@ def make_app(
         Route("/logout", web.logout, methods=["POST"]),
         Route("/", web.fleet_page),
         Route("/mr/{mr}", web.router_page),
+        Route("/mr/{mr}/pin", web.pin, methods=["POST"]),
         Route("/api/fleet", web.fleet_json),
         Route("/api/mr/{mr}", web.router_json),
         Route("/events/fleet", web.fleet_events),
@@ -105,11 +115,13 @@ class _Web:
         picture: Picture,
         auth: Authenticator,
         metrics: ConsoleMetrics,
+        pin: PinSender | None = None,
     ) -> None:
         self.settings = settings
         self.picture = picture
         self.auth = auth
         self.metrics = metrics
+        self.send_pin = pin
         self._checks = asyncio.Semaphore(LOGIN_CHECKS)
 
     # --- sessions ------------------------------------------------------------------------
@@ -209,9 +221,63 @@ class _Web:
         if session is None:
             return RedirectResponse("/login", status_code=303)
         mr = request.path_params["mr"]
-        return _page(
-            f"Mobile router {mr}", _router_body(mr, session), script="router.js", session=session
-        )
+        body = _router_body(mr, session)
+        if session.role is Role.OPERATOR and self.send_pin is not None:
+            sent = request.query_params.get("sent")
+            body += _pin_forms(mr, session, self.picture.router(mr, 0, None), sent)
+        return _page(f"Mobile router {mr}", body, script="router.js", session=session)
+
+    # --- operator actions ----------------------------------------------------------------
+
+    async def pin(self, request: Request) -> Response:
+        """Pin a class of the router to a BID for a time, or release it: operators only,
+        with the session's CSRF token; the user is the session's, never the form's. The
+        request goes on the bus; the NSA owning the router checks, applies and audits it."""
+        session = self._session(request)
+        form = await self._form(request)
+        if session is None or not same_token(form.get("csrf"), session.csrf):
+            return _forbidden("no session, or the form did not come from this console")
+        if session.role is not Role.OPERATOR:
+            log.warning("console pin refused: %s is a %s", session.user, session.role.value)
+            return _forbidden(f"{session.role.value}s cannot pin; operators can")
+        if self.send_pin is None:
+            return PlainTextResponse("503: this console cannot pin\n", status_code=503)
+        mr = request.path_params["mr"]
+        pin = self._pin_request(form, mr, session)
+        if isinstance(pin, Response):
+            return pin
+        release = pin.release
+        if not self.send_pin(pin):
+            return PlainTextResponse(
+                "503: the broker is not reachable; nothing was sent\n", status_code=503
+            )
+        what = "release" if release else f"pin to BID {pin.bid} for {pin.duration_s} s"
+        log.info("console: %s asks %s of %s class %s", session.user, what, mr, pin.class_name)
+        action = "release" if release else "pin"
+        return RedirectResponse(f"/mr/{quote(mr, safe='')}?sent={action}", status_code=303)
+
+    def _pin_request(
+        self, form: dict[str, str], mr: str, session: Session
+    ) -> PinRequest | Response:
+        """The request a pin form makes, or the 400 answer naming the fields at fault."""
+        release = form.get("action") == "release"
+        missing = [k for k in ("bid", "duration_s") if not release and _int(form.get(k)) is None]
+        if missing:
+            return _bad_request(f"{', '.join(missing)} must be a whole number")
+        try:
+            return PinRequest(
+                sender=self.settings.name,
+                mobile_router=mr,
+                class_name=form.get("class", ""),
+                bid=None if release else _int(form.get("bid")),
+                release=release,
+                duration_s=None if release else _int(form.get("duration_s")),
+                user=session.user,
+                reason=form.get("reason", ""),
+            )
+        except ValidationError as exc:
+            fields = sorted({".".join(str(p) for p in e["loc"]) or "form" for e in exc.errors()})
+            return _bad_request(f"check {', '.join(fields)}")
 
     # --- JSON ----------------------------------------------------------------------------
 
@@ -396,6 +462,55 @@ def _fleet_body(session: Session) -> str:
 <h2>Other nodes</h2><table class="nodes"><thead><tr><th>Node</th><th>Services</th>
 <th>Routers</th><th>Alerts</th></tr></thead><tbody id="nodes"></tbody></table>
 <h2>Recent alerts</h2><ol id="alerts" class="alerts" reversed></ol>"""
+
+
+def _bad_request(reason: str) -> Response:
+    return PlainTextResponse(
+        f"400 Bad Request: {reason}\n", status_code=400, headers=_SECURITY_HEADERS
+    )
+
+
+def _int(value: str | None) -> int | None:
+    """A form's whole number, None when absent or not one (the model then names the field)."""
+    try:
+        return None if value is None else int(value)
+    except ValueError:
+        return None
+
+
+def _pin_forms(mr: str, session: Session, view: dict[str, Any] | None, sent: str | None) -> str:
+    """One form per class: pin to a BID for a time, or release (operators only)."""
+    e = html.escape
+    classes = [c["class"] for c in (view or {}).get("classes", [])]
+    bids = sorted(
+        {link["bid"] for link in (view or {}).get("links", [])}
+        | {b["bid"] for b in (view or {}).get("bindings", [])}
+    )
+    note = ""
+    if sent in ("pin", "release"):
+        note = (
+            f'<p class="sent" id="pin-sent">{sent.capitalize()} request sent: the decisions '
+            "above show it in force (operator override), the NSA's audit says who and when.</p>"
+        )
+    action = f"/mr/{e(quote(mr, safe=''))}/pin"
+    options = "".join(f'<option value="{b}">BID {b}</option>' for b in bids)
+    forms = []
+    for name in classes:
+        forms.append(
+            f'<form method="post" action="{action}" class="pin" data-class="{e(name)}">'
+            f'<input type="hidden" name="csrf" value="{e(session.csrf)}">'
+            f'<input type="hidden" name="class" value="{e(name)}">'
+            f"<strong>{e(name)}</strong> "
+            f'<label>BID <select name="bid">{options}</select></label> '
+            f'<label>for <input name="duration_s" type="number" min="1" max="{PIN_MAX_S}" '
+            f'value="{DEFAULT_PIN_S}"> s</label> '
+            '<label>reason <input name="reason" maxlength="200"></label> '
+            '<button type="submit" name="action" value="pin">Pin</button> '
+            '<button type="submit" name="action" value="release">Release</button></form>'
+        )
+    if not forms:
+        forms.append("<p>No class of this router is known yet (reload when one is).</p>")
+    return f'<h2>Operator actions</h2><section id="pins">{note}{"".join(forms)}</section>'
 
 
 def _router_body(mr: str, session: Session) -> str:

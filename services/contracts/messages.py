@@ -10,7 +10,7 @@ import time
 from enum import StrEnum
 from typing import Annotated, Literal, TypeVar
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from services.contracts.echo import FIELD_LIMIT, ID_LIMIT, REASON_LIMIT, echo
 from services.contracts.policy import Bid, Direction, NodeId, PolicyId
@@ -208,6 +208,63 @@ class DeadLetter(Envelope):
     payload_bytes: int = Field(ge=0)
     payload_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     payload_head: str = Field(description="base64 of the payload's first bytes")
+
+
+#: The longest a pin may last (a day); a longer override is an operator rule, not a pin.
+PIN_MAX_S = 86_400
+#: The longest reason an operator may give for a pin (printable text, no line breaks).
+PIN_REASON_LIMIT = 200
+#: An operator's user name (console users: services/console/auth.py).
+OperatorUser = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.@-]{1,64}$")]
+#: A class (application profile) name as it can appear in a pin.
+ClassName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
+
+
+class PinRequest(Envelope):
+    """An operator asks to pin one class of one mobile router to a BID for a time, or to
+    release it (`Topics.pin(mr)`, QoS 1, not retained).
+
+    `bid` None with `release` true removes the class's pin; a pin needs a `bid` and a
+    `duration_s` (1 s to a day). `user` is who asked, as the console's session knows it (never
+    a form field). The NSA owning the router answers with an `AuditRecord` either way.
+    """
+
+    kind: Literal["pin-request"] = "pin-request"
+    mobile_router: NodeId
+    class_name: ClassName
+    bid: Bid | None = None
+    release: bool = False
+    duration_s: int | None = Field(default=None, ge=1, le=PIN_MAX_S)
+    user: OperatorUser
+    reason: str = Field(default="", max_length=PIN_REASON_LIMIT, pattern=r"^[ -~]*$")
+
+    @model_validator(mode="after")
+    def _pin_or_release(self) -> PinRequest:
+        if self.release:
+            if self.bid is not None or self.duration_s is not None:
+                raise ValueError("a release names neither a bid nor a duration_s")
+        elif self.bid is None or self.duration_s is None:
+            raise ValueError("a pin needs a bid and a duration_s (or release: true)")
+        return self
+
+
+class AuditRecord(Envelope):
+    """What the NSA did with an operator action (`Topics.audit(mr)`, QoS 1, not retained):
+    who asked, when, what, and the outcome (`applied`, `released`, `refused` with the field
+    and why, `expired` when a pin ran out)."""
+
+    kind: Literal["audit"] = "audit"
+    mobile_router: NodeId
+    user: EchoedId
+    action: Literal["pin", "release", "expire"]
+    class_name: EchoedId
+    bid: Bid | None = None
+    until: float | None = Field(default=None, ge=0)
+    requested_at: float = Field(ge=0, description="the request's timestamp")
+    outcome: Literal["applied", "released", "refused", "expired"]
+    field: EchoedField | None = None
+    detail: EchoedReason = ""
+    reason: EchoedReason = ""
 
 
 MessageT = TypeVar("MessageT", bound=Envelope)

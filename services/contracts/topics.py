@@ -78,6 +78,16 @@ class Topics:
         `multinet nsa explain MR` and operators' tools find the current reasoning at once."""
         return f"{self.root}/mr/{_segment(mobile_router, 'mobile router')}/decision"
 
+    def pin(self, mobile_router: str) -> str:
+        """Operator pin requests for one MR's classes (`PinRequest`, QoS 1, not retained): the
+        console publishes them, the replica owning the MR reads them."""
+        return f"{self.root}/mr/{_segment(mobile_router, 'mobile router')}/pin"
+
+    def audit(self, mobile_router: str) -> str:
+        """The NSA's audit of operator actions on one MR (`AuditRecord`: who, when, what,
+        outcome; QoS 1, not retained)."""
+        return f"{self.root}/mr/{_segment(mobile_router, 'mobile router')}/audit"
+
     # --- subscribers: topic filters (a `None` is any: MQTT's one-level `+`) and parsing ------
 
     def binding_events(self, mobile_router: str | None = None) -> str:
@@ -114,6 +124,14 @@ class Topics:
     def preference_sets(self, mobile_router: str | None = None) -> str:
         """Filter: the preferences of `mobile_router` (of every MR if None)."""
         return f"{self.root}/mr/{_any(mobile_router, 'mobile router')}/preferences"
+
+    def pins(self, mobile_router: str | None = None) -> str:
+        """Filter: the pin requests for `mobile_router` (for every MR if None)."""
+        return f"{self.root}/mr/{_any(mobile_router, 'mobile router')}/pin"
+
+    def audits(self, mobile_router: str | None = None) -> str:
+        """Filter: the audit records of `mobile_router` (of every MR if None)."""
+        return f"{self.root}/mr/{_any(mobile_router, 'mobile router')}/audit"
 
     def parse(self, topic: str) -> TopicName | None:
         """What a received `topic` names: its kind, node or MR, and service, link or BID.
@@ -160,6 +178,8 @@ class TopicKind(StrEnum):
     PREFERENCES = "preferences"
     OPERATOR_RULES = "operator-rules"
     DECISION = "decision"
+    PIN = "pin"
+    AUDIT = "audit"
 
 
 class TopicName(NamedTuple):
@@ -185,6 +205,8 @@ _SHAPES: dict[TopicKind, tuple[str | None, ...]] = {
     TopicKind.PREFERENCES: ("mr", None, "preferences"),
     TopicKind.OPERATOR_RULES: ("operator", "rules"),
     TopicKind.DECISION: ("mr", None, "decision"),
+    TopicKind.PIN: ("mr", None, "pin"),
+    TopicKind.AUDIT: ("mr", None, "audit"),
 }
 #: (segment count, the even segments) -> (kind, each odd segment's position and its fixed value
 #: or None for a name): one dict lookup per topic. Every shape's even segments are fixed.

@@ -35,6 +35,7 @@ from pathlib import Path
 from types import FrameType
 
 from services.contracts.errors import InvalidInput
+from services.contracts.messages import AuditRecord
 from services.contracts.topics import Topics
 from services.metrics import MetricsListenError
 from services.nsa.buslink import BusIntake, connect
@@ -108,6 +109,10 @@ class NsaService:
     def explain(self, mobile_router: str, record: DecisionRecord) -> None:
         """Publish a decision, retained, on the router's decision topic."""
         self.bus.publish_latest(self.topics.decision(mobile_router), record)
+
+    def audit(self, mobile_router: str, record: AuditRecord) -> None:
+        """Publish the outcome of an operator action on the router's audit topic (QoS 1)."""
+        self.bus.publish(self.topics.audit(mobile_router), record)
 
     def deliver(self, call: Call) -> None:
         """Hand a call to the delivery pool."""

@@ -23,6 +23,8 @@ _BUILT = [
     (T.preferences("mr1"), TopicName(TopicKind.PREFERENCES, "mr1")),
     (T.operator_rules(), TopicName(TopicKind.OPERATOR_RULES)),
     (T.decision("mr1"), TopicName(TopicKind.DECISION, "mr1")),
+    (T.pin("mr1"), TopicName(TopicKind.PIN, "mr1")),
+    (T.audit("mr1"), TopicName(TopicKind.AUDIT, "mr1")),
 ]
 
 

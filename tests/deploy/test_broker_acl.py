@@ -111,7 +111,9 @@ WRITES: list[tuple[str, str, bool]] = [
     ("operator", T.operator_rules(), True),
     ("operator", T.policy("mr1"), False),
     ("operator", T.status("mr1"), False),
-    # The console reads; it writes only its own presence and dead letters.
+    # The console reads; it writes only its own presence and dead letters, and pin requests.
+    ("console", T.pin("mr1"), True),
+    ("console", T.audit("mr1"), False),
     ("console", T.presence("console", "console"), True),
     ("console", T.dead_letter("console", "console"), True),
     ("console", T.presence("ha1", "prem"), False),
@@ -121,6 +123,17 @@ WRITES: list[tuple[str, str, bool]] = [
     ("console", T.link_state("mr1", "eth0"), False),
     ("console", T.preferences("mr1"), False),
     ("console", T.operator_rules(), False),
+    ("console", T.binding_event("mr1", 1), False),
+    ("console", T.link_metrics("mr1", "eth0"), False),
+    ("console", T.presence("nsa-1", "nsa"), False),
+    ("console", T.dead_letter("ha1", "prem"), False),
+    # Pin requests come from the console only; their audit from the NSA only.
+    ("nsa", T.audit("mr1"), True),
+    ("nsa", T.pin("mr1"), False),
+    ("operator", T.pin("mr1"), False),
+    ("operator", T.audit("mr1"), False),
+    ("mr1", T.pin("mr1"), False),
+    ("mr1", T.audit("mr1"), False),
 ]
 
 
@@ -157,6 +170,8 @@ PUBLICATIONS: list[tuple[str, str]] = [
     ("nsa", T.decision("mr1")),
     ("nsa", T.presence("nsa-1", "nsa")),
     ("ha1", T.dead_letter("ha1", "prem")),
+    ("console", T.pin("mr1")),
+    ("nsa", T.audit("mr1")),
 ]
 
 #: The PREM workers' acknowledgements and presence: what the gateway reads.
@@ -181,6 +196,7 @@ READS: dict[str, list[str]] = {
         T.preferences("mr1"),
         T.operator_rules(),
         T.presence("nsa-1", "nsa"),
+        T.pin("mr1"),
     ],
     "soap-gateway": _PREM_REPORTS,
     "operator": [
@@ -188,6 +204,7 @@ READS: dict[str, list[str]] = {
         T.operator_rules(),
         T.decision("mr1"),
         T.dead_letter("ha1", "prem"),
+        T.audit("mr1"),
     ],
     "mobility-ha": [],
     # Everything it shows; not the preferences and rules (the NSA's inputs, not its state).
@@ -203,6 +220,7 @@ READS: dict[str, list[str]] = {
         T.decision("mr1"),
         T.presence("nsa-1", "nsa"),
         T.dead_letter("ha1", "prem"),
+        T.audit("mr1"),
     ],
 }
 

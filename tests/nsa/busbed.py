@@ -18,6 +18,7 @@ import yaml
 
 from services import bus
 from services.contracts.messages import (
+    AuditRecord,
     BindingEvent,
     BindingEventKind,
     Envelope,
@@ -93,6 +94,7 @@ class BusDriver:
         self.broker = broker.model_copy(update={"session_expiry_s": 0})
         self.topics = Topics(broker.topic_root)
         self.decisions: list[DecisionRecord] = []
+        self.audits: list[AuditRecord] = []  # operator actions' outcomes, from the NSA
         self.documents: list[tuple[str, bytes]] = []  # (node, payload) on policy topics
         self._lock = threading.Lock()
         self.links: dict[tuple[str, int], dict[str, Any]] = {}  # (mr node, bid) -> values
@@ -102,7 +104,11 @@ class BusDriver:
         subscribed = threading.Event()
         self.client = bus.make_client(self.broker, f"test-driver-{uuid.uuid4().hex[:10]}")
         self.client.on_connect = lambda c, *_: c.subscribe(
-            [(f"{broker.topic_root}/mr/+/decision", 1), (f"{broker.topic_root}/node/+/policy", 1)]
+            [
+                (f"{broker.topic_root}/mr/+/decision", 1),
+                (f"{broker.topic_root}/node/+/policy", 1),
+                (f"{broker.topic_root}/mr/+/audit", 1),
+            ]
         )
         self.client.on_subscribe = lambda *_: subscribed.set()
         self.client.on_message = self._on_message
@@ -113,6 +119,8 @@ class BusDriver:
         with self._lock:
             if msg.topic.endswith("/decision") and msg.payload:
                 self.decisions.append(decode(DecisionRecord, bytes(msg.payload)))
+            elif msg.topic.endswith("/audit"):
+                self.audits.append(decode(AuditRecord, bytes(msg.payload)))
             elif msg.topic.endswith("/policy"):
                 self.documents.append((msg.topic.split("/")[-2], bytes(msg.payload)))
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from services.contracts.messages import (
+    AuditRecord,
     BindingEvent,
     BindingEventKind,
     Envelope,
@@ -93,6 +94,7 @@ class Bed:
     gateway: FakeGateway
     now: float = 1000.0
     records: list[DecisionRecord] = field(default_factory=list)
+    audits: list[AuditRecord] = field(default_factory=list)
     results: list[CallResult] = field(default_factory=list)
     engine: Engine = field(init=False)
     routes: Routes = field(init=False)
@@ -110,6 +112,9 @@ class Bed:
     # effects (the engine calls these) ----------------------------------------------------
     def explain(self, mobile_router: str, record: DecisionRecord) -> None:
         self.records.append(record)
+
+    def audit(self, mobile_router: str, record: AuditRecord) -> None:
+        self.audits.append(record)
 
     def deliver(self, call: Call) -> None:
         self.gateway.calls.append(call)

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from services.contracts.messages import BindingEventKind
+from services.contracts.messages import BindingEventKind, PinRequest
 from services.contracts.settings import BrokerSettings
 from services.nsa.core import Reason
 from services.nsa.service import NsaService
@@ -192,3 +192,27 @@ def test_sighup_reloads_and_a_bad_file_keeps_the_running_settings(
         wait_until(voice_decided, "a decision with the reloaded profiles", 20)
         assert proc.poll() is None, tail(log)
     assert "reloaded" in log.read_text()
+
+
+def test_a_pin_request_on_the_bus_overrides_the_class_and_is_audited(
+    driver: BusDriver, service: NsaService
+) -> None:
+    _start_links(driver)
+    wait_until(lambda: driver.class_bid(MR) == 1, "the first decision: the faster BID 1")
+    request = PinRequest(
+        sender="console", mobile_router=MR, class_name="video", bid=2, duration_s=60, user="bob"
+    )
+    driver.publish(driver.topics.pin(MR), request)
+    wait_until(lambda: driver.class_bid(MR) == 2, "the pinned BID 2")
+    latest = driver.latest(MR)
+    assert latest is not None
+    entry = latest.explanation.for_class("video")
+    assert entry.reason is Reason.OPERATOR_OVERRIDE
+    assert entry.detail.startswith("operator override by bob until ")
+    wait_until(lambda: bool(driver.audits), "the audit record")
+    [audit] = driver.audits
+    assert (audit.user, audit.action, audit.outcome, audit.bid) == ("bob", "pin", "applied", 2)
+    refused = request.model_copy(update={"class_name": "voice"})
+    driver.publish(driver.topics.pin(MR), refused)
+    wait_until(lambda: len(driver.audits) == 2, "the refusal's audit record")
+    assert (driver.audits[1].outcome, driver.audits[1].field) == ("refused", "class_name")

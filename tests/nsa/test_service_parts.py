@@ -167,6 +167,7 @@ def test_a_partitioned_replica_subscribes_to_its_own_routers_only() -> None:
         "t/multinet/v1/node/mrn1/link/+/state",
         "t/multinet/v1/mr/mr1/binding/+",
         topics.preferences("mr1"),
+        topics.pin("mr1"),  # operator pins: only its own routers'
         topics.status("ha1"),
         topics.status("mrn1"),
         topics.presence("ha1", "prem"),

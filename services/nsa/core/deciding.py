@@ -19,6 +19,8 @@ from services.nsa.core.documents import DecisionRecord
 from services.nsa.core.effects import Effects
 from services.nsa.core.inputs import Trigger, TriggerKind
 from services.nsa.core.materiality import tolerance
+from services.nsa.core.pinning import expired
+from services.nsa.core.pins import overridden
 from services.nsa.core.slot import Slot, assignment, current_view
 from services.nsa.core.summary import summarise
 from services.nsa.core.timers import TimerKind
@@ -40,6 +42,9 @@ class Decider:
         trigger = slot.trigger or Trigger(kind=TriggerKind.TIMER)
         config = self.store.config_for(slot.router.id)
         decision = decide(current_view(slot), config, slot.state, now, trigger)
+        if slot.pins:  # operator pins override the classes they name (`pins`)
+            expired(agenda, self.effects, slot, now)
+            decision = overridden(decision, config, slot.pins, now)
         changed = assignment(decision.state) != assignment(slot.state)
         slot.state = decision.state
         slot.tolerance = tolerance(slot.view, config, decision, now)

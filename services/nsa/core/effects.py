@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from services.contracts.messages import AuditRecord
 from services.nsa.core.calls import Call
 from services.nsa.core.documents import DecisionRecord
 
@@ -18,6 +19,10 @@ class Effects(Protocol):
 
     def explain(self, mobile_router: str, record: DecisionRecord) -> None:
         """Publish a decision (retained)."""
+        ...
+
+    def audit(self, mobile_router: str, record: AuditRecord) -> None:
+        """Publish the outcome of an operator action (QoS 1, not retained)."""
         ...
 
     def deliver(self, call: Call) -> None:

@@ -11,6 +11,7 @@ The engine only dispatches; each part holds one responsibility and its rules:
 - `reports`: link metrics, link state and binding events into the views;
 - `acks`: the workers' statuses and presences into the ledgers;
 - `configinputs`: retained preferences and operator rules, and settings reloads;
+- `pinning`: operator pin requests into the routers' pins, and their audit records;
 - `deciding`: one decision per router with inputs waiting, its explanation and timers;
 - `delivering`: plans into gateway calls, one in flight per router, and their answers.
 
@@ -31,6 +32,7 @@ from services.contracts.messages import (
     BindingEvent,
     LinkMetrics,
     LinkState,
+    PinRequest,
     PolicyStatus,
     Presence,
     decode,
@@ -45,6 +47,7 @@ from services.nsa.core.deciding import Decider
 from services.nsa.core.delivering import Deliveries
 from services.nsa.core.effects import Effects
 from services.nsa.core.inputs import MrView
+from services.nsa.core.pinning import PinRequests
 from services.nsa.core.reports import LinkReports
 from services.nsa.core.routes import InputKind, Raw
 from services.nsa.core.settings import NsaServiceSettings, RouterEntry
@@ -73,6 +76,7 @@ class Engine:
         self.config = ConfigInputs(self.agenda, store)
         self.decider = Decider(self.agenda, store, effects)
         self.deliveries = Deliveries(self.agenda, store, effects)
+        self.pins = PinRequests(self.agenda, store, effects)
 
     @property
     def settings(self) -> NsaServiceSettings:
@@ -132,6 +136,8 @@ class Engine:
             self.config.preferences(raw, now)
         elif kind is InputKind.RULES:
             self.config.rules(raw, now)
+        elif kind is InputKind.PIN:
+            self.pins.request(slots[raw.key], decode(PinRequest, raw.payload), now)
 
     def delivered(self, result: CallResult, now: float) -> None:
         """A call's answer: acknowledge or lose each node, then plan again."""

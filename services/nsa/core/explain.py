@@ -33,6 +33,7 @@ class Reason(StrEnum):
     NO_ELIGIBLE_LINK = "no-eligible-link"  # policies withdrawn: default path
     PROTECTED = "protected"  # protect when-at-risk: its link nears a bound, copies on another
     PROTECTION_OFF = "protection-off"  # its link stayed healthy for the hold time
+    OPERATOR_OVERRIDE = "operator-override"  # an operator's pin holds it on a BID (`pins`)
 
 
 class LinkVerdict(Frozen):
@@ -125,7 +126,8 @@ def _render_class(entry: ClassExplanation) -> list[str]:
         change += " copied to " + ", ".join(f"BID {b}" for b in entry.chosen_copies)
     detail = f": {entry.detail}" if entry.detail else ""
     reason = entry.reason.value
-    if entry.detail.startswith(reason.replace("-", " ") + ":"):
+    named = reason.replace("-", " ")
+    if entry.detail.startswith((named + ":", named + " by ")):
         reason, detail = entry.detail, ""  # a detail that names its reason ("protected: ...")
     lines = [
         f"  class {entry.class_name} [{entry.steering.value}, {entry.method.value}] "

@@ -27,6 +27,7 @@ class InputKind(Enum):
     BINDING = "binding-event"
     PREFERENCES = "preferences"
     RULES = "operator-rules"
+    PIN = "pin"
     STATUS = "status"
     PRESENCE = "presence"
 
@@ -35,7 +36,8 @@ class InputKind(Enum):
 class Raw:
     """One message as received: parsed later, on the decision thread.
 
-    `key` is the mobile router for metrics, link state, binding events and preferences, the
+    `key` is the mobile router for metrics, link state, binding events, preferences and pin
+    requests, the
     node for statuses and presences, empty for operator rules.
     """
 
@@ -74,6 +76,7 @@ class Routes:
             topics.links(report="state"),
             topics.binding_events(),
             topics.preference_sets(),
+            topics.pins(),
             topics.operator_rules(),
             topics.statuses(),
             topics.presences(service="prem"),
@@ -86,6 +89,7 @@ class Routes:
             found[topics.links(router.mr_node, "state")] = None
             found[topics.binding_events(router.id)] = None
             found[topics.preferences(router.id)] = None
+            found[topics.pins(router.id)] = None
             for node in (router.ha_node, router.mr_node):
                 found[topics.status(node)] = None
                 found[topics.presence(node, "prem")] = None
@@ -106,7 +110,7 @@ class Routes:
         """The router (or node) an input of `owner` concerns; None when not this replica's."""
         if kind is InputKind.METRICS or kind is InputKind.LINK_STATE:
             return self._router_of_mr_node.get(owner)
-        if kind is InputKind.BINDING or kind is InputKind.PREFERENCES:
+        if kind is InputKind.BINDING or kind is InputKind.PREFERENCES or kind is InputKind.PIN:
             return owner if owner in self._routers else None
         if kind is InputKind.STATUS or (kind is InputKind.PRESENCE and item == "prem"):
             return owner if owner in self._nodes else None
@@ -122,4 +126,5 @@ _INPUTS = {
     TopicKind.BINDING_EVENT: InputKind.BINDING,
     TopicKind.PREFERENCES: InputKind.PREFERENCES,
     TopicKind.OPERATOR_RULES: InputKind.RULES,
+    TopicKind.PIN: InputKind.PIN,
 }

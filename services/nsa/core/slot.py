@@ -14,6 +14,7 @@ from services.contracts.messages import LinkMetrics
 from services.nsa.core.calls import Call
 from services.nsa.core.inputs import MrView, Trigger, apply_metrics
 from services.nsa.core.materiality import Tolerance
+from services.nsa.core.pins import Pin
 from services.nsa.core.plan import MrLedgers
 from services.nsa.core.settings import RouterEntry
 from services.nsa.core.state import MrState
@@ -51,6 +52,8 @@ class Slot:
     unapplied: dict[int, tuple[LinkMetrics, float]] = field(default_factory=dict)
     metrics_seen: dict[int, float] = field(default_factory=dict)
     state_seen: dict[int, float] = field(default_factory=dict)
+    #: operator pins by class (`pins`): inputs of every decision until they end
+    pins: dict[str, Pin] = field(default_factory=dict)
 
 
 @dataclass
