@@ -6,6 +6,7 @@ real process, and reads what a subscriber (the NSA's seat) receives.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import threading
@@ -329,3 +330,41 @@ def test_a_delay_step_is_reported_within_500_ms_at_10_hz(
             assert min(latencies) > 0.14, shown
     finally:
         responder.stop()
+
+
+def test_a_budgeted_links_volume_is_published_and_survives_a_restart(
+    lab: MonitorLab, broker_settings: BrokerSettings, tmp_path: Path
+) -> None:
+    state = tmp_path / "budget.json"
+    links = [
+        {
+            "interface": "eth0",
+            "bid": 1,
+            "technology": "lte",
+            "budget_bytes": 10**9,
+            "probe": {"kind": "icmp", "target": str(ar_address(0))},
+        }
+    ]
+    config = lab.config(
+        tmp_path / "m.toml",
+        broker_settings,
+        links=links,
+        budget_state=str(state),
+        budget_save_s=0.5,
+        **FAST,
+    )
+    # The probes themselves are the traffic the counters show.
+    with monitor_process(config, lab, log=tmp_path / "log"), BusRecorder(broker_settings) as rec:
+        _, first = rec.wait_for(
+            LinkMetrics, lambda m: m.interface == "eth0" and (m.budget_used_bytes or 0) > 2000
+        )
+        assert first.budget_bytes == 10**9
+        assert first.budget_period_end is not None
+        assert first.probe_bytes_per_hour == pytest.approx(2 * 60 * 36000)
+    saved = json.loads(state.read_text())["links"]["eth0"]["used_bytes"]
+    assert saved >= 2000
+    with monitor_process(config, lab, log=tmp_path / "log2"), BusRecorder(broker_settings) as rec:
+        _, again = rec.wait_for(
+            LinkMetrics, lambda m: m.interface == "eth0" and m.budget_used_bytes is not None
+        )
+        assert (again.budget_used_bytes or 0) >= saved
