@@ -33,6 +33,10 @@ class Envelope(BaseModel):
     sequence: int = Field(default=0, ge=0)
 
 
+def _absent(value: object) -> bool:
+    return value is None
+
+
 class LinkMetrics(Envelope):
     """Measured state of one access link over the last period."""
 
@@ -49,6 +53,13 @@ class LinkMetrics(Envelope):
     noise_dbm: float | None = None
     bitrate_bps: float | None = Field(default=None, ge=0)
     cost_per_mb: float | None = Field(default=None, ge=0)
+    # Optional, written only when known (issue 19), so a report without them reads as before:
+    # the probes' own traffic (both directions, IP and up), and the link's data budget in its
+    # billing period (`period_end`: unix time).
+    probe_bytes_per_hour: float | None = Field(default=None, ge=0, exclude_if=_absent)
+    budget_bytes: int | None = Field(default=None, gt=0, exclude_if=_absent)
+    budget_used_bytes: int | None = Field(default=None, ge=0, exclude_if=_absent)
+    budget_period_end: float | None = Field(default=None, ge=0, exclude_if=_absent)
 
 
 class LinkState(Envelope):

@@ -16,6 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from services.contracts.policy import Bid, NodeId
 from services.contracts.settings import ListenAddress
+from services.monitor.brownout import BrownoutSettings
+from services.monitor.budget import BudgetPeriod
 from services.monitor.change import ChangeSettings
 from services.monitor.probe import DEFAULT_PROBE_PORT, ProbeKind, ProbeTarget
 from services.monitor.state import LinkStateSettings
@@ -93,12 +95,47 @@ class LinkConfig(BaseModel):
     )
     radio: RadioSource = RadioSource.NONE
     trace: TraceConfig | None = None
+    protected: bool = Field(
+        default=False, description="carries a protected class: probe every fast_interval_s"
+    )
+    metered: bool = Field(
+        default=False, description="paid by volume: probe every relaxed_interval_s"
+    )
+    interval_s: float | None = Field(
+        default=None, ge=0.01, le=600, description="this link's probe interval, overriding all"
+    )
+    brownout_delay_ms: float | None = Field(
+        default=None, gt=0, description="report at once when a probe's RTT exceeds this"
+    )
+    brownout_loss: float | None = Field(
+        default=None, gt=0, lt=1, description="report at once when the short window's loss does"
+    )
+    budget_bytes: int | None = Field(default=None, gt=0, description="data budget per period")
+    budget_period: BudgetPeriod | None = Field(
+        default=None, description="the billing period (default: monthly from day 1)"
+    )
 
     @model_validator(mode="after")
     def _trace_given(self) -> LinkConfig:
         if (self.radio is RadioSource.TRACE) != (self.trace is not None):
             raise ValueError("radio = 'trace' and a [trace] table go together")
+        if self.probe is None and (
+            self.brownout_delay_ms is not None or self.brownout_loss is not None
+        ):
+            raise ValueError("brownout thresholds need a probe")
+        if self.budget_period is not None and self.budget_bytes is None:
+            raise ValueError("budget_period without budget_bytes")
         return self
+
+    @property
+    def watches_brownout(self) -> bool:
+        """Whether this link has a brownout threshold."""
+        return self.brownout_delay_ms is not None or self.brownout_loss is not None
+
+    @property
+    def period(self) -> BudgetPeriod:
+        """The billing period in force (monthly from day 1 unless configured)."""
+        return self.budget_period or BudgetPeriod()
 
     def probe_target(self) -> ProbeTarget | None:
         """The prober's view of this link's probe."""
@@ -123,12 +160,22 @@ class MonitorSettings(BaseModel):
     interval_s: float = Field(default=1.0, ge=0.01, le=60, description="probe interval")
     fast_interval_s: float = Field(default=0.1, ge=0.01, le=60)
     fast: bool = Field(default=False, description="probe every fast_interval_s instead")
+    relaxed_interval_s: float = Field(
+        default=10.0, ge=0.01, le=600, description="probe interval of metered links"
+    )
     probe_timeout_s: float = Field(
         default=1.0, gt=0, le=60, description="an unanswered probe is lost after this long"
     )
     window: ProbeSettings = ProbeSettings()
     state: LinkStateSettings = LinkStateSettings()
     publish: ChangeSettings = ChangeSettings(period_s=1.0)
+    brownout: BrownoutSettings = BrownoutSettings()
+    budget_state: Path | None = Field(
+        default=None, description="where budgeted links' used volume is kept across restarts"
+    )
+    budget_save_s: float = Field(
+        default=60.0, gt=0, le=3600, description="save the used volume at most this often"
+    )
     metrics_listen: ListenAddress | None = Field(
         default=None, description="HOST:PORT of the Prometheus /metrics endpoint; None: off"
     )
@@ -146,7 +193,25 @@ class MonitorSettings(BaseModel):
                     f"BID {link.bid} is given to both {bids[link.bid]} and {link.interface}"
                 )
             bids[link.bid] = link.interface
+        budgeted = [link.interface for link in self.links if link.budget_bytes is not None]
+        if budgeted and self.budget_state is None:
+            raise ValueError(
+                f"{', '.join(budgeted)} have a budget_bytes: budget_state must name the file "
+                "that keeps the used volume across restarts"
+            )
         return self
+
+    def interval_for(self, link: LinkConfig) -> float:
+        """A link's probe interval: its own; else fast for a protected link (or everywhere with
+        --fast); else relaxed for a metered one; else `interval_s`. Protected beats metered:
+        a protected class needs the detection more than the volume matters."""
+        if link.interval_s is not None:
+            return link.interval_s
+        if link.protected or self.fast:
+            return self.fast_interval_s
+        if link.metered:
+            return self.relaxed_interval_s
+        return self.interval_s
 
     @property
     def probe_interval_s(self) -> float:

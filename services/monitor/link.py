@@ -8,13 +8,26 @@ the event loop that feeds it stays a thin shell and tests step a fake clock.
 Combining a radio trace with probes: a trace stands for the radio segment this machine cannot
 emulate, so its RTT adds to the probe's (the wired path the probe really measured) and its loss
 combines with the probe's as independent losses, `1 - (1 - a)(1 - b)`.
+
+Brownouts (`brownout`): a link with thresholds reports its metrics at once when a brownout
+begins or ends, not at the next period. While it lasts, the report's RTT is the larger of the
+EWMA and the newest probe's RTT, and its loss the larger of the window's and the short
+window's: the EWMA alone would show a delay step only after seconds, and the NSA compares the
+report with the classes' bounds.
+
+Budgets (`budget`): a budgeted link's counters also count into its `BudgetMeter`, given the
+wall-clock time (billing periods are calendar periods); each report carries the used volume,
+the budget and the period's end, and every report carries the probes' bytes per hour.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from services.contracts.messages import Envelope, LinkMetrics, LinkState
+from services.monitor.brownout import BrownoutDetector, BrownoutEvent, BrownoutSettings
+from services.monitor.budget import BudgetMeter
 from services.monitor.change import ChangeDetector, ChangeSettings
 from services.monitor.config import LinkConfig
 from services.monitor.counters import Counters, rates
@@ -23,6 +36,8 @@ from services.monitor.radio import RadioReading
 from services.monitor.state import LinkStateMachine, LinkStateSettings, Transition
 from services.monitor.stats import ProbeSettings, ProbeWindow
 from services.monitor.trace import TraceSample
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +81,12 @@ def _add(a: float | None, b: float | None) -> float | None:
     return a if b is None else a + b
 
 
+def _larger(a: float | None, b: float | None) -> float | None:
+    if a is None:
+        return b
+    return a if b is None else max(a, b)
+
+
 def _combined_loss(a: float | None, b: float | None) -> float | None:
     if a is None:
         return b
@@ -86,6 +107,9 @@ class LinkTracker:
         initial: InterfaceState,
         now: float,
         assume_up: bool = True,
+        brownout: BrownoutSettings | None = None,
+        budget: BudgetMeter | None = None,
+        probe_bytes_per_hour: float | None = None,
     ) -> None:
         self.node = node
         self.link = link
@@ -102,6 +126,12 @@ class LinkTracker:
         self._started = now
         self.state_messages = 0
         self.metric_messages = 0
+        self.detector: BrownoutDetector | None = None
+        if link.probe is not None and link.watches_brownout:
+            self.detector = BrownoutDetector(link.brownout_delay_ms, link.brownout_loss, brownout)
+        self.budget = budget
+        self.probe_bytes_per_hour = probe_bytes_per_hour
+        self.brownouts: list[tuple[float, BrownoutEvent]] = []  # the last few, for the log
 
     @property
     def up(self) -> bool:
@@ -144,10 +174,14 @@ class LinkTracker:
     def answered(self, seqs: list[int], now: float) -> list[Envelope]:
         """Answers arrived for these probes."""
         out: list[Envelope] = []
+        edge = False
         for seq in seqs:
-            if self.window.answered(seq, now) is not None:
+            rtt = self.window.answered(seq, now)
+            if rtt is not None:
                 out.extend(self._transition(self.machine.probe(ok=True, now=now), now))
-        return out + self._metrics_if_material(now)
+                if self.detector is not None:
+                    edge |= self._brownout(self.detector.answered(rtt * 1000.0), now)
+        return out + self._metrics_now(now, edge)
 
     def expire(self, now: float, timeout_s: float) -> list[Envelope]:
         """Count every probe older than `timeout_s` as lost."""
@@ -155,13 +189,37 @@ class LinkTracker:
         if not lost:
             return []
         out: list[Envelope] = []
+        edge = False
         for _ in lost:
             out.extend(self._transition(self.machine.probe(ok=False, now=now), now))
-        return out + self._metrics_if_material(now)
+            if self.detector is not None:
+                edge |= self._brownout(self.detector.lost(), now)
+        return out + self._metrics_now(now, edge)
 
-    def counters(self, counters: Counters | None) -> None:
-        """New interface counters: update the bit rates (None: the device is gone)."""
+    def _brownout(self, event: BrownoutEvent | None, now: float) -> bool:
+        if event is None:
+            return False
+        self.brownouts = [*self.brownouts[-7:], (now, event)]
+        log.info(
+            "node %s: link %s brownout %s: %s",
+            self.node,
+            self.link.interface,
+            event.edge.value,
+            event.reason,
+        )
+        return True
+
+    @property
+    def in_brownout(self) -> bool:
+        """Whether the link is in a brownout now."""
+        return self.detector is not None and self.detector.active
+
+    def counters(self, counters: Counters | None, wall: float | None = None) -> None:
+        """New interface counters: update the bit rates (None: the device is gone) and, for a
+        budgeted link, the used volume (`wall`: the unix time of the reading)."""
         previous, self._counters = self._counters, counters
+        if counters is not None and self.budget is not None and wall is not None:
+            self.budget.count(counters, wall)
         if counters is None:
             self.rx_bps = self.tx_bps = None
             return
@@ -187,9 +245,21 @@ class LinkTracker:
 
     def _quality(self) -> tuple[float | None, float | None, float | None]:
         stats = self.window.snapshot()
-        loss = _combined_loss(stats.loss, self.radio.loss)
-        rtt = _add(stats.rtt_ewma_ms, self.radio.rtt_ms)
+        probe_loss, probe_rtt = stats.loss, stats.rtt_ewma_ms
+        detector = self.detector
+        if detector is not None and detector.active:
+            probe_loss = _larger(probe_loss, detector.loss)
+            probe_rtt = _larger(probe_rtt, detector.last_rtt_ms)
+        loss = _combined_loss(probe_loss, self.radio.loss)
+        rtt = _add(probe_rtt, self.radio.rtt_ms)
         return loss, rtt, stats.jitter_ms
+
+    def _metrics_now(self, now: float, edge: bool) -> list[Envelope]:
+        """The metrics at once after a brownout edge, else if material."""
+        if not edge:
+            return self._metrics_if_material(now)
+        loss, rtt, jitter = self._quality()
+        return [self._metrics(now, loss, rtt, jitter)]
 
     def _metrics_if_material(self, now: float) -> list[Envelope]:
         loss, rtt, jitter = self._quality()
@@ -217,6 +287,10 @@ class LinkTracker:
             noise_dbm=self.radio.noise_dbm,
             bitrate_bps=self.radio.bitrate_bps,
             cost_per_mb=self.link.cost_per_mb,
+            probe_bytes_per_hour=self.probe_bytes_per_hour,
+            budget_bytes=None if self.budget is None else self.budget.budget_bytes,
+            budget_used_bytes=None if self.budget is None else self.budget.used_bytes,
+            budget_period_end=None if self.budget is None else self.budget.period_end,
         )
 
     def _transition(self, transition: Transition | None, now: float) -> list[Envelope]:

@@ -34,6 +34,24 @@ class MonitorMetrics(ServiceMetrics):
         self.loss = Gauge(
             "multinet_monitor_loss_ratio", "Probe loss over the window.", labels, registry=reg
         )
+        self.probe_bytes = Gauge(
+            "multinet_monitor_probe_bytes_per_hour",
+            "The probes' own traffic on the link (both directions, from the IP header up).",
+            labels,
+            registry=reg,
+        )
+        self.budget_used = Gauge(
+            "multinet_monitor_budget_used_bytes",
+            "Bytes the link carried in its current billing period.",
+            labels,
+            registry=reg,
+        )
+        self.budget = Gauge(
+            "multinet_monitor_budget_bytes",
+            "The link's data budget per billing period.",
+            labels,
+            registry=reg,
+        )
         self.published = counter_by(
             "multinet_monitor_messages_published",
             "Messages published, by kind (link-state, link-metrics).",
@@ -52,3 +70,9 @@ class MonitorMetrics(ServiceMetrics):
         self.rtt.labels(*labels).set(_seconds(message.rtt_ms))
         self.jitter.labels(*labels).set(_seconds(message.jitter_ms))
         self.loss.labels(*labels).set(math.nan if message.loss is None else message.loss)
+        if message.probe_bytes_per_hour is not None:
+            self.probe_bytes.labels(*labels).set(message.probe_bytes_per_hour)
+        if message.budget_bytes is not None:
+            self.budget.labels(*labels).set(message.budget_bytes)
+        if message.budget_used_bytes is not None:
+            self.budget_used.labels(*labels).set(message.budget_used_bytes)

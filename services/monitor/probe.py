@@ -82,6 +82,17 @@ UDP_PROBE_VERSION = 1
 UDP_PROBE_BYTES = _UDP_PROBE.size
 
 
+_IP_HEADER_BYTES = {6: 40, 4: 20}
+_TRANSPORT_BYTES = {"icmp": 8 + _ICMP_PAYLOAD.size, "udp": 8 + UDP_PROBE_BYTES}
+
+
+def probe_bytes_per_hour(kind: str, version: int, interval_s: float) -> float:
+    """The probes' own traffic on the link in an hour: one request and one answer every
+    `interval_s`, counted from the IP header up (a link layer adds its own framing)."""
+    packet = _IP_HEADER_BYTES[version] + _TRANSPORT_BYTES[kind]
+    return 2 * packet * 3600 / interval_s
+
+
 class ProbeKind(StrEnum):
     """How a link is probed."""
 

@@ -224,6 +224,19 @@ class DelayResponder:
         return int(self._sock.getsockname()[1])
 
     @property
+    def delay_s(self) -> float:
+        """The delay added to every answer from now on."""
+        return self._delay
+
+    @delay_s.setter
+    def delay_s(self, value: float) -> None:
+        """Change the delay while serving (a test's delay step); requests already waiting
+        keep theirs."""
+        if not 0 <= value <= MAX_DELAY_MS / 1000:
+            raise ValueError(f"delay_s must be 0..{MAX_DELAY_MS / 1000}, got {value}")
+        self._delay = value
+
+    @property
     def stats(self) -> ResponderStats:
         """A copy of the counters."""
         return replace(self._stats)

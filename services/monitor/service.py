@@ -35,11 +35,12 @@ from services.contracts.errors import ConfigError, Problem
 from services.contracts.messages import Envelope, LinkMetrics, LinkState
 from services.contracts.settings import BrokerSettings
 from services.contracts.topics import Topics
+from services.monitor.budget import BudgetFile, BudgetMeter, load_state, save_state
 from services.monitor.config import LinkConfig, MonitorSettings, RadioSource
 from services.monitor.link import LinkTracker, Radio
 from services.monitor.metrics import MonitorMetrics
 from services.monitor.netlink import InterfaceState, LinkEvents
-from services.monitor.probe import Prober, open_prober
+from services.monitor.probe import Prober, open_prober, probe_bytes_per_hour
 from services.monitor.radio import Nl80211Radio, RadioUnavailable
 from services.monitor.trace import TraceReplay, TraceSample
 from services.runtime import ServiceBus, on_signals
@@ -97,6 +98,7 @@ class MonitorService:
         self._poll = select.poll()
         self._events: LinkEvents | None = None
         self._republish = threading.Event()
+        self._budgets = BudgetFile()
         self.metrics = MonitorMetrics(settings.node)
         self.bus = ServiceBus(
             service=SERVICE,
@@ -151,6 +153,9 @@ class MonitorService:
             )
         self._poll.register(self.stopper.fileno(), select.POLLIN)
         self._poll.register(events.fileno(), select.POLLIN)
+        if self.settings.budget_state is not None:
+            self._budgets = load_state(self.settings.budget_state)
+            self._at(now + self.settings.budget_save_s, self._save_budgets)
         base = random.randrange(0x10000)  # noqa: S311 - an identifier, not a secret
         for index, config in enumerate(self.settings.links):
             link = self._make_link(config, current[config.interface], (base + index) & 0xFFFF, now)
@@ -160,16 +165,34 @@ class MonitorService:
             if link.replay is not None:
                 self._at(now, self._trace_of(link))
         log.info(
-            "node %s: monitoring %s every %.3g s",
+            "node %s: monitoring %s",
             self.node,
-            ", ".join(f"{c.interface} (BID {c.bid}, {c.technology})" for c in self.settings.links),
-            self.settings.probe_interval_s,
+            ", ".join(
+                f"{c.interface} (BID {c.bid}, {c.technology}, every "
+                f"{self.settings.interval_for(c):.3g} s)"
+                for c in self.settings.links
+            ),
         )
 
     def _make_link(
         self, config: LinkConfig, state: InterfaceState, ident: int, now: float
     ) -> _Link:
         settings = self.settings
+        meter = None
+        if config.budget_bytes is not None:
+            meter = BudgetMeter(
+                config.budget_bytes,
+                config.period,
+                self._budgets.links.get(config.interface),
+                time.time(),
+            )
+            self._budgets.links[config.interface] = meter.usage
+        target = config.probe_target()
+        per_hour = None
+        if target is not None:
+            per_hour = probe_bytes_per_hour(
+                target.kind, target.address.version, settings.interval_for(config)
+            )
         tracker = LinkTracker(
             self.node,
             config,
@@ -178,6 +201,9 @@ class MonitorService:
             publish=settings.publish,
             initial=state,
             now=now,
+            brownout=settings.brownout,
+            budget=meter,
+            probe_bytes_per_hour=per_hour,
         )
         link = _Link(config, tracker, ident)
         self._open_prober(link, state)
@@ -260,7 +286,7 @@ class MonitorService:
         heapq.heappush(self._timers, _Timer(due, next(self._order), action))
 
     def _round_of(self, link: _Link) -> Callable[[float], None]:
-        interval = self.settings.probe_interval_s
+        interval = self.settings.interval_for(link.config)
         timeout = self.settings.probe_timeout_s
 
         def round_(now: float) -> None:
@@ -284,7 +310,23 @@ class MonitorService:
             return
         name = link.config.interface
         exists = link.tracker.interface.exists
-        link.tracker.counters(self._events.counters(name) if exists else None)
+        link.tracker.counters(self._events.counters(name) if exists else None, time.time())
+        budget = link.tracker.budget
+        if budget is not None:  # a period rollover made a new record
+            self._budgets.links[name] = budget.usage
+
+    def _save_budgets(self, now: float) -> None:
+        self._write_budgets()
+        self._at(now + self.settings.budget_save_s, self._save_budgets)
+
+    def _write_budgets(self) -> None:
+        path = self.settings.budget_state
+        if path is None or not self._budgets.links:
+            return
+        try:
+            save_state(path, self._budgets)
+        except OSError as exc:
+            log.error("node %s: budget state %s not saved: %s", self.node, path, exc)
 
     def _expiry_of(self, link: _Link) -> Callable[[float], None]:
         timeout = self.settings.probe_timeout_s
@@ -340,6 +382,7 @@ class MonitorService:
             self._republish.set()
 
     def _shutdown(self, events: LinkEvents) -> None:
+        self._write_budgets()
         for link in self.links.values():
             if link.prober is not None:
                 link.prober.close()

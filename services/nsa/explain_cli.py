@@ -85,4 +85,11 @@ def explain(path: Path, mobile_router: str, *, timeout_s: float = 3.0) -> int:
     when = datetime.fromtimestamp(record.explanation.at, UTC).isoformat(timespec="seconds")
     print(f"decided by NSA replica {record.sender} (index {record.replica}) at {when}")
     print(render(record.explanation))
+    for budget in record.budgets:
+        ends = ""
+        if budget.period_end is not None:
+            ends = ", period ends " + datetime.fromtimestamp(budget.period_end, UTC).isoformat(
+                timespec="minutes"
+            )
+        print(f"  budget BID {budget.bid}: {budget.state}{ends}")
     return 0

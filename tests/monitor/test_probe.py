@@ -614,3 +614,11 @@ def test_open_prober_from_an_address_not_configured_names_it(link: Link) -> None
     with pytest.raises(KernelError, match="fd00:1::77") as caught:
         open_in(link.router, target)
     assert caught.value.errno == 99  # EADDRNOTAVAIL
+
+
+def test_probe_bytes_per_hour_counts_both_directions_from_the_ip_header() -> None:
+    from services.monitor.probe import probe_bytes_per_hour
+
+    # ICMPv6 echo: 40 + 8 + 12 bytes each way, 10 a second: 3600 * 10 * 2 * 60.
+    assert probe_bytes_per_hour("icmp", 6, 0.1) == pytest.approx(4_320_000)
+    assert probe_bytes_per_hour("udp", 4, 10.0) == pytest.approx(2 * (20 + 8 + 24) * 360)

@@ -6,8 +6,10 @@ real process, and reads what a subscriber (the NSA's seat) receives.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -25,6 +27,7 @@ from labs.monitor import (
 from services import netns
 from services.contracts.messages import LinkMetrics, LinkState, Presence
 from services.contracts.settings import BrokerSettings
+from services.monitor.responder import DelayResponder
 from services.monitor.trace import bundled_trace, load_trace
 from tests.faults.broker import OwnBroker
 
@@ -259,3 +262,109 @@ def test_a_broker_that_lost_its_retained_messages_learns_the_links_again(
 
 def _named(interface: str) -> Callable[[LinkState], bool]:
     return lambda m: m.interface == interface
+
+
+def _responder_in(namespace: str, port: int) -> DelayResponder:
+    """A responder whose delay the test can step, its socket bound in `namespace`."""
+    responder = DelayResponder("::", port)
+
+    def bind() -> None:
+        netns.enter(namespace)  # this thread only; the socket stays in the namespace
+        responder.open()
+
+    thread = threading.Thread(target=bind)
+    thread.start()
+    thread.join(10)
+    responder.start()
+    return responder
+
+
+def test_a_delay_step_is_reported_within_500_ms_at_10_hz(
+    lab: MonitorLab, broker_settings: BrokerSettings, tmp_path: Path
+) -> None:
+    links = [
+        {
+            "interface": "eth0",
+            "bid": 1,
+            "technology": "wlan",
+            "protected": True,
+            "brownout_delay_ms": 50.0,
+            "probe": {"kind": "udp", "target": str(ar_address(0)), "port": 50009},
+        }
+    ]
+    config = lab.config(tmp_path / "m.toml", broker_settings, links=links, probe_timeout_s=1.0)
+    responder = _responder_in(lab.ar(0), 50009)
+    try:
+        with (
+            monitor_process(config, lab, log=tmp_path / "log"),
+            BusRecorder(broker_settings) as rec,
+        ):
+            latencies = []
+            for _ in range(4):
+                # Healthy first: the EWMA back well under the threshold.
+                rec.wait_for(
+                    LinkMetrics,
+                    lambda m: m.interface == "eth0" and m.rtt_ms is not None and m.rtt_ms < 20,
+                    timeout=20,
+                )
+                # Probes answered late from the last step may still be in flight: let them
+                # settle (10 probes) so that the report awaited below is the new step's.
+                time.sleep(1.0)
+                rec.forget()
+                step = time.monotonic()
+                responder.delay_s = 0.15
+                arrived, report = rec.wait_for(
+                    LinkMetrics,
+                    lambda m: m.interface == "eth0" and (m.rtt_ms or 0.0) > 50,
+                    timeout=5,
+                )
+                latencies.append(arrived - step)
+                assert report.probe_bytes_per_hour is not None
+                responder.delay_s = 0.0
+                rec.forget()  # the healthy report awaited next must be a new one
+            shown = [round(x * 1000, 1) for x in latencies]
+            print(f"delay step (0 -> 150 ms, threshold 50 ms, 10 Hz) -> subscriber: {shown} ms")
+            # The floor is the 150 ms of the step itself plus up to one probe interval.
+            assert max(latencies) < 0.5, shown
+            # Sooner than the step's own delay would be a report of something else.
+            assert min(latencies) > 0.14, shown
+    finally:
+        responder.stop()
+
+
+def test_a_budgeted_links_volume_is_published_and_survives_a_restart(
+    lab: MonitorLab, broker_settings: BrokerSettings, tmp_path: Path
+) -> None:
+    state = tmp_path / "budget.json"
+    links = [
+        {
+            "interface": "eth0",
+            "bid": 1,
+            "technology": "lte",
+            "budget_bytes": 10**9,
+            "probe": {"kind": "icmp", "target": str(ar_address(0))},
+        }
+    ]
+    config = lab.config(
+        tmp_path / "m.toml",
+        broker_settings,
+        links=links,
+        budget_state=str(state),
+        budget_save_s=0.5,
+        **FAST,
+    )
+    # The probes themselves are the traffic the counters show.
+    with monitor_process(config, lab, log=tmp_path / "log"), BusRecorder(broker_settings) as rec:
+        _, first = rec.wait_for(
+            LinkMetrics, lambda m: m.interface == "eth0" and (m.budget_used_bytes or 0) > 2000
+        )
+        assert first.budget_bytes == 10**9
+        assert first.budget_period_end is not None
+        assert first.probe_bytes_per_hour == pytest.approx(2 * 60 * 36000)
+    saved = json.loads(state.read_text())["links"]["eth0"]["used_bytes"]
+    assert saved >= 2000
+    with monitor_process(config, lab, log=tmp_path / "log2"), BusRecorder(broker_settings) as rec:
+        _, again = rec.wait_for(
+            LinkMetrics, lambda m: m.interface == "eth0" and m.budget_used_bytes is not None
+        )
+        assert (again.budget_used_bytes or 0) >= saved

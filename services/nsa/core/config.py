@@ -148,6 +148,10 @@ class ApplicationProfile(Frozen):
     paths: int | None = Field(
         default=None, ge=2, le=4, description="redundant: links per packet (None: 2)"
     )
+    bulk: bool = Field(
+        default=False,
+        description="leaves a link whose data budget is used beyond the NSA's bulk_budget_share",
+    )
     protect: Protect = Protect.NEVER
     risk_fraction: float = Field(
         default=0.8, gt=0, le=1, description="at risk from this fraction of a bound"
@@ -341,6 +345,12 @@ class NsaSettings(Frozen):
     fallbacks: bool = Field(default=True, description="list the other eligible BIDs")
     max_metrics_age_s: float | None = Field(default=None, gt=0, description="None: no limit")
     scheme: Literal[1, 2] = 1
+    bulk_budget_share: float = Field(
+        default=0.8,
+        gt=0,
+        le=1,
+        description="bulk classes leave a link with more of its budget used",
+    )
 
 
 class NsaConfig(Frozen):

@@ -15,7 +15,7 @@ import logging
 from services.nsa.core.agenda import Agenda
 from services.nsa.core.configstore import ConfigStore
 from services.nsa.core.decide import decide
-from services.nsa.core.documents import DecisionRecord
+from services.nsa.core.documents import DecisionRecord, budgets_of
 from services.nsa.core.effects import Effects
 from services.nsa.core.inputs import Trigger, TriggerKind
 from services.nsa.core.materiality import tolerance
@@ -41,7 +41,8 @@ class Decider:
         agenda, stats, settings = self.agenda, self.agenda.stats, self.agenda.settings
         trigger = slot.trigger or Trigger(kind=TriggerKind.TIMER)
         config = self.store.config_for(slot.router.id)
-        decision = decide(current_view(slot), config, slot.state, now, trigger)
+        view = current_view(slot)
+        decision = decide(view, config, slot.state, now, trigger)
         if slot.pins:  # operator pins override the classes they name (`pins`)
             expired(agenda, self.effects, slot, now)
             decision = overridden(decision, config, slot.pins, now)
@@ -67,6 +68,7 @@ class Decider:
             sender=settings.name,
             replica=settings.replica,
             explanation=decision.explanation,
+            budgets=budgets_of(view),
         )
         self.effects.explain(slot.router.id, record)
         if log.isEnabledFor(logging.INFO):  # the summary costs as much as a small decision

@@ -16,7 +16,10 @@ from pydantic import Field, model_validator
 from services.contracts.messages import Envelope
 from services.contracts.policy import NodeId
 from services.nsa.core.config import OperatorRules, Preferences
+from services.nsa.core.eligibility import budget_state
 from services.nsa.core.explain import Explanation
+from services.nsa.core.frozen import Frozen
+from services.nsa.core.inputs import MrView
 
 
 class PreferencesDocument(Envelope):
@@ -63,6 +66,16 @@ class RulesDocument(Envelope):
     rules: OperatorRules
 
 
+class LinkBudget(Frozen):
+    """A budgeted link's state as the decision saw it (for `multinet nsa explain`)."""
+
+    bid: int
+    state: str = Field(description="`eth1 at 85% of 10 GB`")
+    used_bytes: int
+    budget_bytes: int
+    period_end: float | None = None
+
+
 class DecisionRecord(Envelope):
     """One decision of one replica for one mobile router (`mr/<mr>/decision`, retained).
 
@@ -73,3 +86,23 @@ class DecisionRecord(Envelope):
     kind: Literal["nsa-decision"] = "nsa-decision"
     replica: int = Field(ge=0)
     explanation: Explanation
+    budgets: tuple[LinkBudget, ...] = Field(default=(), exclude_if=lambda value: not value)
+
+
+def budgets_of(view: MrView) -> tuple[LinkBudget, ...]:
+    """Every link of the view that reports a data budget, by BID."""
+    found = []
+    for bid in sorted(view.links):
+        link = view.links[bid]
+        if link.budget_bytes is None or link.budget_used_bytes is None:
+            continue
+        found.append(
+            LinkBudget(
+                bid=bid,
+                state=budget_state(link),
+                used_bytes=link.budget_used_bytes,
+                budget_bytes=link.budget_bytes,
+                period_end=link.budget_period_end,
+            )
+        )
+    return tuple(found)

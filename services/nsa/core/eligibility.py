@@ -30,6 +30,7 @@ class Rule(StrEnum):
     MAX_DELAY = "max-delay"
     MAX_JITTER = "max-jitter"
     MAX_LOSS = "max-loss"
+    BUDGET = "budget"  # a bulk class, and the link's data budget used beyond the share
 
 
 #: Rules that forbid a link outright, even as a fallback the PREM would use on carrier loss:
@@ -61,7 +62,34 @@ def violations(
     found[:0] = _link_violations(link, config, now)
     found += _operator_violations(view.mobile_router, link, profile, config)
     found += _requirement_violations(link, profile)
+    found += _budget_violations(link, profile, config)
     return tuple(found)
+
+
+def _budget_violations(
+    link: Link, profile: ApplicationProfile, config: NsaConfig
+) -> list[Violation]:
+    share = link.budget_share
+    limit = config.settings.bulk_budget_share
+    if not profile.bulk or share is None or share <= limit:
+        return []
+    return [Violation(rule=Rule.BUDGET, detail=budget_state(link) + f" > {limit:.0%}")]
+
+
+def budget_state(link: Link) -> str:
+    """`eth1 at 85% of 10 GB` (a link without a budget: empty)."""
+    share = link.budget_share
+    if share is None or link.budget_bytes is None:
+        return ""
+    name = link.interface or f"BID {link.bid}"
+    return f"{name} at {share:.0%} of {_bytes(link.budget_bytes)}"
+
+
+def _bytes(value: float) -> str:
+    for unit, size in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if value >= size:
+            return f"{value / size:.3g} {unit}"
+    return f"{value:.0f} B"
 
 
 def _binding_violations(view: MrView, bid: int) -> list[Violation]:

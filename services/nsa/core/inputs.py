@@ -75,6 +75,16 @@ class Link(Frozen):
     signal_dbm: float | None = None
     cost_per_mb: float | None = None
     updated_at: float | None = Field(default=None, description="when metrics last arrived")
+    budget_bytes: int | None = None
+    budget_used_bytes: int | None = None
+    budget_period_end: float | None = Field(default=None, description="unix time")
+
+    @property
+    def budget_share(self) -> float | None:
+        """Used / budget in the billing period, None without a budget."""
+        if self.budget_bytes is None or self.budget_used_bytes is None:
+            return None
+        return self.budget_used_bytes / self.budget_bytes
 
 
 class MrView(Frozen):
@@ -130,6 +140,9 @@ def apply_metrics(view: MrView, metrics: LinkMetrics, now: float) -> tuple[MrVie
             "bitrate_bps": metrics.bitrate_bps,
             "signal_dbm": metrics.signal_dbm,
             "cost_per_mb": metrics.cost_per_mb,
+            "budget_bytes": metrics.budget_bytes,
+            "budget_used_bytes": metrics.budget_used_bytes,
+            "budget_period_end": metrics.budget_period_end,
             "updated_at": now,
         }
     )

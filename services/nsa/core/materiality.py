@@ -29,6 +29,8 @@ Why it holds (see `decide`, `eligibility`, `steering`, `scoring`). A new state n
   threshold per watched metric, a minimum test (value >= fraction x bound). Redundant steering
   fills its copy links from the ranking, so all its comparisons count; load balancing, like
   load sharing, uses the eligible set alone.
+- a bulk class's link crossing `bulk_budget_share` of its data budget: one more maximum
+  test, on used / budget.
 - a dwell or protection hold time running out: not a metrics matter; `wake_at` timers
   decide then. A report
   that arrives once the decision's wake time is (nearly) due is decided on, not admitted.
@@ -88,7 +90,7 @@ class Tolerance:
             if not _within(getattr(ref, name), getattr(metrics, name), self.factor):
                 return False
         for name, bounds in self.thresholds.items():
-            old, new = getattr(ref, name), getattr(metrics, name)
+            old, new = _metric(ref, name), _metric(metrics, name)
             for bound, is_max in bounds:
                 if _passes(old, bound, is_max) != _passes(new, bound, is_max):
                     return False
@@ -323,6 +325,8 @@ def _thresholds(config: NsaConfig, mobile_router: str) -> dict[str, tuple[Bound,
         ):
             if bound is not None:
                 found.setdefault(name, set()).add((bound, is_max))
+        if profile.bulk:
+            found.setdefault(BUDGET_SHARE, set()).add((config.settings.bulk_budget_share, True))
         if profile.protect is Protect.WHEN_AT_RISK:
             # At risk from a fraction of a bound (value >= fraction x bound): a minimum test.
             for name, bound in (
@@ -333,6 +337,19 @@ def _thresholds(config: NsaConfig, mobile_router: str) -> dict[str, tuple[Bound,
                 if bound is not None:
                     found.setdefault(name, set()).add((profile.risk_fraction * bound, False))
     return {name: tuple(sorted(bounds)) for name, bounds in found.items()}
+
+
+#: The used share of a link's data budget: a bulk class's threshold (not a report's field).
+BUDGET_SHARE = "budget_share"
+
+
+def _metric(source: Link | LinkMetrics, name: str) -> float | None:
+    if name != BUDGET_SHARE:
+        value: float | None = getattr(source, name)
+        return value
+    if source.budget_bytes is None or source.budget_used_bytes is None:
+        return None
+    return source.budget_used_bytes / source.budget_bytes
 
 
 def _within(old: float | None, new: float | None, factor: float) -> bool:
