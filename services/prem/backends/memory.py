@@ -37,7 +37,8 @@ class MemoryBackend:
         if self.fail_next_apply:
             self.fail_next_apply = False
             raise KernelError("memory apply", "injected failure")
-        present = [r for r in self._table if r not in set(changes.remove)]
+        removed = set(changes.remove)  # once, not once per rule held
+        present = [r for r in self._table if r not in removed]
         self._table = tuple(sorted({*present, *changes.add}, key=lambda r: r.precedence()))
         if self._table != desired:
             raise KernelError("memory apply", "changes do not lead to the desired table")

@@ -33,16 +33,18 @@ Box = tuple[int, ...]
 
 def shape_of(selector: Selector) -> tuple[str, ...]:
     """The selector fields present, in key order."""
-    values = (
-        selector.src_addr,
-        selector.dst_addr,
-        selector.next_header,
-        selector.src_port,
-        selector.dst_port,
-        selector.dscp,
-        selector.flow_label,
+    fields = selector.__dict__  # one dict read per field instead of attribute lookups
+    return tuple([name for name, attr in _FIELD_ATTRS if fields[attr] is not None])
+
+
+#: Each key field and the Selector attribute it reads, in FIELDS order.
+_FIELD_ATTRS = tuple(
+    zip(
+        FIELDS,
+        ("src_addr", "dst_addr", "next_header", "src_port", "dst_port", "dscp", "flow_label"),
+        strict=True,
     )
-    return tuple(name for name, value in zip(FIELDS, values, strict=True) if value is not None)
+)
 
 
 def dscp_guarded(family: int, shape: tuple[str, ...]) -> bool:
@@ -134,7 +136,11 @@ class _Building:
 
     def add(self, rule: FlowRule, box: Box) -> None:
         self.rules.append(rule)
-        self.exact = self.exact and all(box[2 * i] == box[2 * i + 1] for i in self._key)
+        if self.exact:
+            for i in self._key:
+                if box[2 * i] != box[2 * i + 1]:
+                    self.exact = False
+                    break
         low, high = box[2 * self._dim], box[2 * self._dim + 1]
         bisect.insort(self._entries, (low, len(self.rules), box))
         self._widest = max(self._widest, high - low)
@@ -159,6 +165,8 @@ def assign_layers(table: Iterable[FlowRule]) -> tuple[Layer, ...]:
     """
     layers: list[_Building] = []
     by_shape: dict[tuple[int, tuple[str, ...]], list[int]] = {}
+    #: mappable() per (family, shape), asked once per key instead of once per rule.
+    shareable_of: dict[tuple[int, tuple[str, ...]], bool] = {}
     for rule in sorted(table, key=FlowRule.precedence):
         box = box_of(rule)
         floor = 0
@@ -168,7 +176,9 @@ def assign_layers(table: Iterable[FlowRule]) -> tuple[Layer, ...]:
                 break
         shape = shape_of(rule.selector)
         key = (rule.family, shape)
-        shareable = mappable(rule.family, shape)
+        shareable = shareable_of.get(key)
+        if shareable is None:
+            shareable = shareable_of[key] = mappable(rule.family, shape)
         candidates = by_shape.setdefault(key, []) if shareable else []
         position = bisect.bisect_left(candidates, floor)
         if position < len(candidates):

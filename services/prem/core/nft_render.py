@@ -166,8 +166,9 @@ def _address(match: AddressMatch) -> str:
         return (
             first if match.first == match.last else f"{first}-{_ip_text(int(match.last), family)}"
         )
-    address = _ip_text(int(match.network_address), match.version)
-    return address if match.prefixlen == match.max_prefixlen else f"{address}/{match.prefixlen}"
+    version, length = match.version, match.prefixlen
+    address = _ip_text(int(match.network_address), version)
+    return address if length == (32 if version == 4 else 128) else f"{address}/{length}"
 
 
 def _ports(ports: PortRange | None) -> str:
@@ -228,11 +229,26 @@ def verdict(rule: FlowRule) -> str:
 
 def element(rule: FlowRule, shape: tuple[str, ...], *, with_data: bool = True) -> str:
     """One map element: the concatenated key, and (for adds) comment and verdict."""
-    sel = rule.selector
-    key = " . ".join([_FIELD_TEXT[field](sel) for field in shape])
+    return _elements([rule], shape, with_data)[0]
+
+
+def _elements(rules: Iterable[FlowRule], shape: tuple[str, ...], with_data: bool) -> list[str]:
+    """`element` for many rules of one shape: the field formatters are looked up once, and a
+    BID's verdict text is made once (this runs for every element of a large install)."""
+    texts = [_FIELD_TEXT[field] for field in shape]
     if not with_data:
-        return key
-    return f'{key} comment "{comment(rule)}" : {verdict(rule)}'
+        return [" . ".join([text(r.selector) for text in texts]) for r in rules]
+    verdicts: dict[object, str] = {}
+    items = []
+    for rule in rules:
+        sel = rule.selector
+        key = " . ".join([text(sel) for text in texts])
+        target = rule.buckets or rule.bid
+        found = verdicts.get((rule.family, target))
+        if found is None:
+            found = verdicts[(rule.family, target)] = verdict(rule)
+        items.append(f'{key} comment "{comment(rule)}" : {found}')
+    return items
 
 
 def plain_rule(table: str, rule: FlowRule, shape: tuple[str, ...]) -> str:
@@ -259,7 +275,7 @@ def element_commands(
     table: str, name: str, shape: tuple[str, ...], rules: Iterable[FlowRule], verb: str
 ) -> list[str]:
     """`add element` / `delete element` for many rules in one command (empty: no command)."""
-    items = [element(r, shape, with_data=verb == "add") for r in rules]
+    items = _elements(rules, shape, verb == "add")
     if not items:
         return []
     return [f"{verb} element inet {table} {name} {{ {', '.join(items)} }}"]
