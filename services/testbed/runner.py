@@ -11,10 +11,12 @@ caller asked to keep them (`keep`, not honoured for Ctrl-C).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import secrets
 import shutil
+import signal
 import threading
 import time
 import uuid
@@ -303,6 +305,11 @@ class Live:
             data.ended = time.monotonic()
             data.tcp_connection = tcpstats.connection(bed, scenario.stream.port)
             self.supervisor.stop("http-client@mnn")
+            # Both voice ends stop sending at once (each drains what is under way), so
+            # neither end's last datagrams reach a peer that has already gone.
+            for spec in voice:
+                with contextlib.suppress(KeyError, OSError):
+                    self.supervisor.process(spec.name).send_signal(signal.SIGTERM)
             for spec in voice:
                 self.supervisor.stop(spec.name)
             data.tcp_after = tcpstats.counters(bed)
