@@ -49,7 +49,7 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
         "--scenario",
         default="figure7",
         metavar="NAME|FILE",
-        help="a shipped scenario (figure7, radio) or a scenario file (default figure7)",
+        help="a shipped scenario (figure7, radio, critical) or a scenario file (default figure7)",
     )
     run.add_argument("--out", type=Path, metavar="DIR", help="run directory (default: new)")
     run.add_argument(
