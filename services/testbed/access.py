@@ -84,3 +84,30 @@ def _router_of(bed: Topology, interface: str) -> str:
     if router is None:
         raise LookupError(f"the far end of {interface} is in no access router")
     return router
+
+
+DEGRADE_TABLE = "multinet_degrade"
+
+
+def set_loss(bed: Topology, interface: str, loss: float) -> str:
+    """Drop `loss` (0..1) of the packets crossing the AR's end of the link, both ways, at
+    random (nft `numgen random`, per mille; the kernels here have no netem); 0 removes the
+    rules. Probes to the AR itself (its input and output) are dropped alike, so the monitor
+    sees the loss the traffic sees. Returns the AR it was done in."""
+    router = _router_of(bed, interface)
+    port = a.mr_link(interface).port
+    bed.run(router, ["nft", "delete", "table", "inet", DEGRADE_TABLE], check=False)
+    per_mille = round(loss * 1000)
+    if per_mille <= 0:
+        return router
+    drop = f"numgen random mod 1000 < {per_mille} drop"
+    script = (
+        f"table inet {DEGRADE_TABLE} {{\n"
+        f"  chain pre {{ type filter hook prerouting priority -300; "
+        f'iifname "{port}" {drop}; }}\n'
+        f"  chain post {{ type filter hook postrouting priority 300; "
+        f'oifname "{port}" {drop}; }}\n'
+        "}\n"
+    )
+    bed.run(router, ["nft", script])
+    return router

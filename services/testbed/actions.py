@@ -29,6 +29,7 @@ from services.contracts.policy import (
     Update,
     mirror_selector,
 )
+from services.monitor.responder import DelayResponder
 from services.nsa.core import OperatorRules, Preferences
 from services.testbed import access
 from services.testbed import addressing as a
@@ -38,6 +39,7 @@ from services.testbed.scenario import (
     Attach,
     CareOf,
     Carrier,
+    Degrade,
     Detach,
     FlushPolicies,
     InstallPolicies,
@@ -155,6 +157,8 @@ class ActionContext:
     bed: Topology
     recorder: Recorder
     soap: SoapStub | None = None
+    #: The probe responder of each access router (by name), for `degrade`'s delay.
+    responders: dict[str, DelayResponder] = field(default_factory=dict)
 
 
 def perform(action: Action, ctx: ActionContext) -> ActionRecord:
@@ -186,7 +190,24 @@ def _dispatch(action: Action, ctx: ActionContext) -> dict[str, Any]:  # noqa: PL
     if isinstance(action, CareOf):
         old = access.change_care_of(ctx.bed, action.link, str(action.address))
         return {"link": action.link, "care_of": str(action.address), "old": old}
+    if isinstance(action, Degrade):
+        return _degrade(action, ctx)
     raise AssertionError(f"unhandled action {action!r}")
+
+
+def _degrade(action: Degrade, ctx: ActionContext) -> dict[str, Any]:
+    router = access.set_loss(ctx.bed, action.link, action.loss)
+    responder = ctx.responders.get(router)
+    if action.delay_ms > 0 and responder is None:
+        raise ActionFailed(f"no probe responder in {router}: give {action.link} a udp probe")
+    if responder is not None:
+        responder.delay_s = action.delay_ms / 1000
+    return {
+        "link": action.link,
+        "router": router,
+        "loss": action.loss,
+        "delay_ms": action.delay_ms,
+    }
 
 
 def _soap(

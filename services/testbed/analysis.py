@@ -24,7 +24,7 @@ from typing import Any
 
 from services.contracts.messages import BindingEvent, LinkMetrics, LinkState, PolicyStatus
 from services.testbed import addressing as a
-from services.testbed import tcpstats
+from services.testbed import tcpstats, voice
 from services.testbed.conditions import LINKS, deltas, first_packets, switch_time
 from services.testbed.counters import Sample
 from services.testbed.recorder import Heard, PolicySent
@@ -243,6 +243,7 @@ def analyse(data: RunData) -> dict[str, Any]:
         "duration_s": round(data.ended - data.t0, 3) if data.t0 else None,
         "steps": step_rows(data) if data.t0 else [],
         "stream": stream_stats(data.stream, data.t0),
+        "voice": voice.summary(data.voice["cn"], data.voice["mnn"]) if data.voice else None,
         "tcp": {
             "counters": tcp,
             "connection_retransmitted": tcpstats.retransmitted(data.tcp_connection),

@@ -10,6 +10,8 @@ enforcement, and needs neither root nor a broker.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import os
 import signal
 import sys
@@ -47,7 +49,7 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
         "--scenario",
         default="figure7",
         metavar="NAME|FILE",
-        help="a shipped scenario (figure7, radio) or a scenario file (default figure7)",
+        help="a shipped scenario (figure7, radio, critical) or a scenario file (default figure7)",
     )
     run.add_argument("--out", type=Path, metavar="DIR", help="run directory (default: new)")
     run.add_argument(
@@ -213,11 +215,12 @@ def _run_bed(
     except runner.DeciderError as exc:
         print(exc, file=sys.stderr)
         return 2
-    options = RunOptions(
+    out = args.out or runner.default_out(loaded.name)
+    base = RunOptions(
         scenario=loaded,
         scenario_file=path,
         decider=decider,
-        out=args.out or runner.default_out(loaded.name),
+        out=out,
         keep=args.keep,
         prefix=args.prefix,
         backend=args.backend,
@@ -231,18 +234,51 @@ def _run_bed(
     # background job with SIGINT ignored, and Ctrl-C must still tear the test bed down).
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGINT, _interrupt)
-    try:
-        data = runner.run(options)
-    except KeyboardInterrupt:
-        print("interrupted: the test bed was torn down", file=sys.stderr)
-        return 130
-    except MissingCapability as exc:
-        print(f"multinet testbed: {exc}", file=sys.stderr)
-        return 2
-    return _outputs(data)
+    variants = loaded.variants()
+    results: dict[str, dict[str, object]] = {}
+    failed = False
+    for label, variant in variants:
+        options = base
+        if label:
+            print(f"\n=== {loaded.name}: {label} ===")
+            options = dataclasses.replace(
+                base,
+                scenario=variant,
+                out=out / label,
+                keep=base.keep and label == variants[-1][0],
+            )
+        try:
+            data = runner.run(options)
+        except KeyboardInterrupt:
+            print("interrupted: the test bed was torn down", file=sys.stderr)
+            return 130
+        except MissingCapability as exc:
+            print(f"multinet testbed: {exc}", file=sys.stderr)
+            return 2
+        code, result = _outputs(data)
+        failed = failed or code != 0
+        results[label] = result
+    if len(variants) > 1:
+        _compare(out, loaded.name, results)
+    return 1 if failed else 0
 
 
-def _outputs(data: object) -> int:
+def _compare(out: Path, name: str, results: dict[str, dict[str, object]]) -> None:
+    """The runs side by side: printed, in comparison.txt, and in out/result.json."""
+    from services.testbed import report
+
+    text = report.comparison(results)
+    (out / "comparison.txt").write_text(text + "\n", encoding="utf-8")
+    (out / "result.json").write_text(
+        json.dumps({"scenario": name, "runs": results, "comparison": text}, indent=1),
+        encoding="utf-8",
+    )
+    print(f"\n{name}: " + " vs ".join(results))
+    print(text)
+    print(f"\nboth runs: {out}/result.json (and {', '.join(results)}/ for each run)")
+
+
+def _outputs(data: object) -> tuple[int, dict[str, object]]:
     from services.testbed import analysis, plot, report
     from services.testbed.rundata import RunData
 
@@ -256,7 +292,7 @@ def _outputs(data: object) -> int:
     print(f"\nrun directory: {out}")
     print(f"  {paths['json'].name}, {paths['timeline'].name}, logs/, config/", end="")
     print(f", {figure.name}" if figure else " (no figure: matplotlib is not installed)")
-    return 1 if data.failure else 0
+    return (1 if data.failure else 0), result
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -14,6 +14,7 @@ to adapt if that table changes before the service lands.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -132,11 +133,22 @@ def mobility_events(run: RunSettings) -> dict[str, Any]:
     }
 
 
-def monitor(run: RunSettings, traces: dict[str, Path] | None = None) -> dict[str, Any]:
+#: Where each access router's probe responder listens (UDP probes of a scenario's `monitor`).
+PROBE_PORT = 50007
+
+
+def monitor(
+    run: RunSettings,
+    traces: dict[str, Path] | None = None,
+    watch: Mapping[Any, Any] | None = None,
+) -> dict[str, Any]:
     """The MR's link monitor: ICMPv6 probes to the AR (its link-local address, the same on
-    every AR, so a handover does not change the target), optional radio traces per link."""
+    every AR, so a handover does not change the target), optional radio traces per link.
+    `watch` (a scenario's `monitor`: per link a MonitorLink) may make a link protected, give
+    it brownout thresholds, or probe it by UDP to the AR's probe responder instead."""
     links = []
     for link in a.MR_LINKS:
+        how = (watch or {}).get(link.interface)
         entry: dict[str, Any] = {
             "interface": link.interface,
             "bid": link.bid,
@@ -144,6 +156,13 @@ def monitor(run: RunSettings, traces: dict[str, Path] | None = None) -> dict[str
             "cost_per_mb": 0.0 if link.technology == "wlan" else 0.02,
             "probe": {"kind": "icmp", "target": a.AR_LINK_LOCAL},
         }
+        if how is not None:
+            entry["protected"] = how.protected
+            if how.probe == "udp":
+                entry["probe"] = {"kind": "udp", "target": a.AR_LINK_LOCAL, "port": PROBE_PORT}
+            for key in ("brownout_delay_ms", "brownout_loss"):
+                if getattr(how, key) is not None:
+                    entry[key] = getattr(how, key)
         trace = (traces or {}).get(link.interface)
         if trace is not None:
             entry["radio"] = "trace"

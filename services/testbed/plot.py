@@ -57,8 +57,11 @@ def draw(result: dict[str, Any], path: Path) -> Path | None:
     ax.set_xlabel("time since the stream started (s)")
     ax.set_ylabel("packets per second (100 ms bins)")
     ax.set_ylim(0, top * 1.22)
+    what = "HTTP stream CN -> MNN"
+    if result.get("voice"):
+        what = "HTTP stream and voice (both ways)"
     ax.set_title(
-        f"{result.get('scenario')}: HTTP stream CN -> MNN on the MR's egress interfaces "
+        f"{result.get('scenario')}: {what} on the MR's egress interfaces "
         f"({result.get('decider')} decider, {result.get('pipe_kind') or '?'} pipes)",
         fontsize=10,
     )

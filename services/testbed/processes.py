@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import sys
 import urllib.request
+from collections.abc import Mapping
 from pathlib import Path
 
 from services.mcoa.pipes import RTPROT_MCOA
@@ -29,7 +30,7 @@ from services.nsa.core import NsaConfig
 from services.testbed import addressing as a
 from services.testbed import configs
 from services.testbed.recorder import Recorder
-from services.testbed.scenario import Decider, StreamSpec
+from services.testbed.scenario import Decider, Interface, MonitorLink, StreamSpec, VoiceSpec
 from services.testbed.supervisor import Readiness, ServiceSpec
 from services.testbed.topology import Topology
 
@@ -113,6 +114,7 @@ def service_groups(
     traces: dict[str, Path],
     stream: StreamSpec,
     console_hash: str | None = None,
+    watch: Mapping[Interface, MonitorLink] | None = None,
 ) -> list[list[ServiceSpec]]:
     """The start groups of one run, with every settings file written to the run directory.
     With `run.console_listen` set, the operator console starts in the first group (so it hears
@@ -124,7 +126,7 @@ def service_groups(
         "mcoa-ha": configs.write(cfg / "mcoa-ha.yaml", configs.mcoa(run, "ha")),
         "mcoa-mr": configs.write(cfg / "mcoa-mr.yaml", configs.mcoa(run, "mr")),
         "events": configs.write(cfg / "mobility-events.yaml", configs.mobility_events(run)),
-        "monitor": configs.write(cfg / "monitor.yaml", configs.monitor(run, traces)),
+        "monitor": configs.write(cfg / "monitor.yaml", configs.monitor(run, traces, watch)),
         "gateway": configs.write(cfg / "soap-gateway.yaml", configs.soap_gateway(run)),
     }
     server = ServiceSpec(
@@ -261,3 +263,37 @@ def receiver(bed: Topology, stream: StreamSpec, out: Path) -> ServiceSpec:
         ),
         node="mnn",
     )
+
+
+def voice_peers(bed: Topology, voice: VoiceSpec, out_dir: Path) -> list[ServiceSpec]:
+    """The voice stream's two ends, CN and MNN (started at t0; each writes its record to
+    `out_dir/voice-<node>.json` when stopped)."""
+    specs = []
+    for node, remote in (("cn", a.MNN), ("mnn", a.CN)):
+        specs.append(
+            ServiceSpec(
+                name=f"voice@{node}",
+                argv=(
+                    "ip",
+                    "netns",
+                    "exec",
+                    bed.ns(node),
+                    sys.executable,
+                    "-m",
+                    "services.testbed.voice",
+                    "peer",
+                    "--remote",
+                    remote,
+                    "--port",
+                    str(voice.port),
+                    "--rate",
+                    str(voice.rate),
+                    "--size",
+                    str(voice.size),
+                    "--out",
+                    str(out_dir / f"voice-{node}.json"),
+                ),
+                node=node,
+            )
+        )
+    return specs

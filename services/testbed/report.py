@@ -102,8 +102,63 @@ def table(result: dict[str, Any]) -> str:
         f"(fast {counters.get('TCPFastRetrans', 0)}, timeouts {counters.get('TCPTimeouts', 0)}, "
         f"loss probes {counters.get('TCPLossProbes', 0)}) of {counters.get('OutSegs', 0)} sent",
     ]
+    voice = result.get("voice")
+    if voice:
+        lines.append(
+            f"voice: {voice['lost']} lost (down {voice['downlink']['lost']} of "
+            f"{voice['downlink']['sent']}, up {voice['uplink']['lost']} of "
+            f"{voice['uplink']['sent']}), {voice['duplicates']} duplicates, longest gap "
+            f"{_gap(voice['longest_gap_s'])}"
+        )
     if result.get("failure"):
         lines.append(f"FAILED: {result['failure']}")
+    return "\n".join(lines)
+
+
+def _gap(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds * 1000:.0f} ms"
+
+
+def comparison(results: dict[str, dict[str, Any]]) -> str:
+    """Runs of one scenario side by side (protection off and on): voice lost, longest voice
+    gap, duplicates received, bulk throughput."""
+    names = list(results)
+    rows: list[tuple[str, list[str]]] = []
+
+    def voice_of(result: dict[str, Any], key: str) -> Any:
+        voice = result.get("voice") or {}
+        return voice.get(key)
+
+    rows.append(("voice packets lost", [str(voice_of(r, "lost")) for r in results.values()]))
+    rows.append(
+        (
+            "  downlink / uplink",
+            [
+                f"{(r.get('voice') or {}).get('downlink', {}).get('lost')} / "
+                f"{(r.get('voice') or {}).get('uplink', {}).get('lost')}"
+                for r in results.values()
+            ],
+        )
+    )
+    rows.append(
+        ("longest voice gap", [_gap(voice_of(r, "longest_gap_s")) for r in results.values()])
+    )
+    rows.append(("duplicates received", [str(voice_of(r, "duplicates")) for r in results.values()]))
+    rows.append(
+        (
+            "bulk throughput",
+            [
+                f"{r['stream']['goodput_bps'] / 1e6:.2f} Mb/s"
+                if r["stream"].get("goodput_bps")
+                else "-"
+                for r in results.values()
+            ],
+        )
+    )
+    rows.append(("run", ["failed" if r.get("failure") else "ok" for r in results.values()]))
+    width = max(14, *(len(n) for n in names))
+    lines = [f"{'':22}" + "".join(f"{n:>{width + 2}}" for n in names)]
+    lines += [f"{label:22}" + "".join(f"{v:>{width + 2}}" for v in vals) for label, vals in rows]
     return "\n".join(lines)
 
 

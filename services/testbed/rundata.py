@@ -58,6 +58,8 @@ class RunData:
     fine_samples: list[Sample] = field(default_factory=list)  # every 10 ms: when flows moved
     heard: list[Heard] = field(default_factory=list)
     stream: dict[str, Any] = field(default_factory=dict)
+    #: The voice peers' records by node (cn, mnn), when the scenario has a voice stream.
+    voice: dict[str, dict[str, Any]] = field(default_factory=dict)
     tcp_before: dict[str, int] = field(default_factory=dict)
     tcp_after: dict[str, int] = field(default_factory=dict)
     tcp_connection: str = ""

@@ -11,10 +11,13 @@ caller asked to keep them (`keep`, not honoured for Ctrl-C).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import secrets
 import shutil
+import signal
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -25,10 +28,11 @@ from pathlib import Path
 from typing import Any
 
 from services import capabilities, netns
+from services.monitor.responder import DelayResponder
 from services.ports import free_port
 from services.soap_gateway.passwords import hash_password
 from services.testbed import addressing as a
-from services.testbed import processes, tcpstats
+from services.testbed import configs, processes, tcpstats
 from services.testbed.actions import ActionContext, SoapStub
 from services.testbed.broker import ensure_broker
 from services.testbed.configs import CONSOLE_USER, RunSettings
@@ -190,10 +194,12 @@ class Live:
     say: Callable[[str], None]
     console_hash: str | None = None
     collected: bool = False
+    responders: dict[str, DelayResponder] = dataclasses.field(default_factory=dict)
 
     def start(self, *, skip: frozenset[str] = frozenset()) -> None:
         """Subscribe to the run's topics, start the services, start counting."""
         self.recorder.start()
+        self.start_responders()
         self.start_services(skip)
         self.sampler.start()
         self.fine.start()
@@ -214,6 +220,7 @@ class Live:
             traces=traces,
             stream=options.scenario.stream,
             console_hash=self.console_hash,
+            watch=options.scenario.monitor,
         )
         for full in groups:
             group = [spec for spec in full if spec.name not in skip]
@@ -229,6 +236,17 @@ class Live:
                     f"console: {access.url}  login: {access.user} / {access.password}  "
                     "(a password for this run only)"
                 )
+
+    def start_responders(self) -> None:
+        """A probe responder in every access router when a link is probed by UDP (a
+        scenario's `monitor`), so `degrade` can add delay to what the monitor measures."""
+        if not any(how.probe == "udp" for how in self.options.scenario.monitor.values()):
+            return
+        for router in a.ACCESS_ROUTERS:
+            responder = DelayResponder("::", configs.PROBE_PORT)
+            _in_thread(self.bed.ns(router), responder.open)
+            responder.start()
+            self.responders[router] = responder
 
     def hold(self) -> None:
         """Keep the test bed up `console_hold_s` after the scenario, for a look at the console
@@ -262,11 +280,18 @@ class Live:
         options, data, bed = self.options, self.data, self.bed
         scenario = options.scenario
         soap = SoapStub(self.settings.gateway_url) if options.decider is Decider.SOAP else None
-        ctx = ActionContext(bed=bed, recorder=self.recorder, soap=soap)
+        ctx = ActionContext(bed=bed, recorder=self.recorder, soap=soap, responders=self.responders)
         data.tcp_before = tcpstats.counters(bed)
         record = options.out / "stream.json"
         data.t0 = time.monotonic()
         self.supervisor.start(processes.receiver(bed, scenario.stream, record))
+        voice = (
+            processes.voice_peers(bed, scenario.voice, options.out)
+            if scenario.voice is not None
+            else []
+        )
+        for spec in voice:
+            self.supervisor.start(spec)
         clock = Clock(data.t0, self.say, self.sampler, self.supervisor.check_alive)
         self.say(
             f"scenario {scenario.name} with the {options.decider.value} decider; t0 = stream start"
@@ -280,8 +305,19 @@ class Live:
             data.ended = time.monotonic()
             data.tcp_connection = tcpstats.connection(bed, scenario.stream.port)
             self.supervisor.stop("http-client@mnn")
+            # Both voice ends stop sending at once (each drains what is under way), so
+            # neither end's last datagrams reach a peer that has already gone.
+            for spec in voice:
+                with contextlib.suppress(KeyError, OSError):
+                    self.supervisor.process(spec.name).send_signal(signal.SIGTERM)
+            for spec in voice:
+                self.supervisor.stop(spec.name)
             data.tcp_after = tcpstats.counters(bed)
             data.stream = _read_json(record)
+            if voice:
+                data.voice = {
+                    node: _read_json(options.out / f"voice-{node}.json") for node in ("cn", "mnn")
+                }
 
     def collect(self) -> None:
         """Stop measuring and take what was measured (once)."""
@@ -306,8 +342,29 @@ class Live:
             )
         else:
             self.supervisor.stop_all()
+            for responder in self.responders.values():
+                responder.stop()
             self.bed.destroy()
         self.recorder.close()
+
+
+def _in_thread(ns: str, fn: Callable[[], None]) -> None:
+    """Call `fn` in a thread of its own inside namespace `ns` (a socket opened there stays
+    there; this thread, `setns` being per thread, never leaves the host's namespace)."""
+    failed: list[BaseException] = []
+
+    def body() -> None:
+        try:
+            netns.enter(ns)
+            fn()
+        except BaseException as exc:
+            failed.append(exc)
+
+    thread = threading.Thread(target=body, name=f"in-{ns}")
+    thread.start()
+    thread.join()
+    if failed:
+        raise RuntimeError(f"in namespace {ns}: {failed[0]}") from failed[0]
 
 
 def _read_json(path: Path) -> dict[str, Any]:

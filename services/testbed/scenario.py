@@ -29,6 +29,7 @@ from services.contracts.errors import ConfigError, Problem
 from services.contracts.messages import BindingEventKind
 from services.contracts.policy import Bid, Policy, PolicyId
 from services.nsa.core import NsaConfig, OperatorRules, Preferences
+from services.nsa.core.config import Protect
 from services.testbed.stream import DEFAULT_CHUNK_INTERVAL_S, DEFAULT_PORT, DEFAULT_RATE_BPS
 
 SCENARIO_DIR = Path(__file__).resolve().parents[2] / "deploy" / "testbed" / "scenarios"
@@ -124,6 +125,19 @@ class CareOf(_Model):
     address: IPv6Address
 
 
+class Degrade(_Model):
+    """The link's quality changes: `loss` of the packets crossing its access router's port
+    dropped in both directions (nft `numgen random`, this kernel has no netem), and
+    `delay_ms` added by the access router's probe responder to every probe answer (the
+    monitor's UDP probes: what the NSA sees as the link's RTT; the traffic itself is not
+    delayed). Zero for both restores the link."""
+
+    action: Literal["degrade"]
+    link: Interface
+    loss: float = Field(default=0.0, ge=0, le=1)
+    delay_ms: float = Field(default=0.0, ge=0, le=5000)
+
+
 Action = Annotated[
     InstallPolicies
     | UpdatePolicies
@@ -133,7 +147,8 @@ Action = Annotated[
     | Detach
     | Attach
     | Carrier
-    | CareOf,
+    | CareOf
+    | Degrade,
     Field(discriminator="action"),
 ]
 SOAP_ACTIONS = (InstallPolicies, UpdatePolicies, FlushPolicies)
@@ -241,6 +256,25 @@ class StreamSpec(_Model):
     port: int = Field(default=DEFAULT_PORT, ge=1, le=65535)
 
 
+class VoiceSpec(_Model):
+    """A voice-like UDP stream both ways between the CN and the MNN (`services.testbed.voice`)."""
+
+    rate: int = Field(default=50, ge=1, le=1000, description="datagrams a second each way")
+    size: int = Field(default=160, ge=8, le=1400, description="bytes of UDP payload")
+    port: int = Field(default=5004, ge=1, le=65535)
+
+
+class MonitorLink(_Model):
+    """How the MR's monitor watches one link in this scenario."""
+
+    protected: bool = False
+    probe: Literal["icmp", "udp"] = Field(
+        default="icmp", description="udp: to the access router's probe responder (delay steps)"
+    )
+    brownout_delay_ms: float | None = Field(default=None, gt=0)
+    brownout_loss: float | None = Field(default=None, gt=0, lt=1)
+
+
 class Scenario(_Model):
     """A whole scenario file."""
 
@@ -252,6 +286,12 @@ class Scenario(_Model):
         default_factory=dict, description="monitor radio trace per MR link (file or bundled)"
     )
     nsa: NsaConfig = NsaConfig()
+    voice: VoiceSpec | None = Field(default=None, description="a voice stream beside the HTTP one")
+    monitor: dict[Interface, MonitorLink] = Field(default_factory=dict)
+    compare_protection: bool = Field(
+        default=False,
+        description="run twice: every protected NSA class unprotected, then as written",
+    )
     end_at: float | None = Field(default=None, gt=0, description="stop the stream at this time")
     steps: tuple[Step, ...] = Field(min_length=1)
 
@@ -273,6 +313,19 @@ class Scenario(_Model):
             if step.only is not None and step.only not in self.deciders:
                 raise ValueError(f"steps[{index}] is only for {step.only}, not a decider here")
         return self
+
+    def variants(self) -> list[tuple[str, Scenario]]:
+        """The runs of this scenario: itself, or with `compare_protection` first every NSA
+        class with `protect` set turned to `never` ("unprotected"), then as written
+        ("protected")."""
+        if not self.compare_protection:
+            return [("", self)]
+        never = [p.model_copy(update={"protect": Protect.NEVER}) for p in self.nsa.profiles]
+        bare = self.nsa.model_copy(update={"profiles": tuple(never)})
+        return [
+            ("unprotected", self.model_copy(update={"nsa": bare})),
+            ("protected", self),
+        ]
 
     def steps_for(self, decider: Decider) -> tuple[Step, ...]:
         """The timeline as run with `decider`."""

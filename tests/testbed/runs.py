@@ -18,13 +18,20 @@ SHARE = 0.9  # of the stream's packets in each direction on the expected interfa
 
 
 def run_scenario(
-    name: str, decider: Decider, naming: Naming, out: Path, pipe: str = "auto"
+    name: str,
+    decider: Decider,
+    naming: Naming,
+    out: Path,
+    pipe: str = "auto",
+    variant: scenario.Scenario | None = None,
 ) -> tuple[Any, RunOptions, RunData, dict[str, Any]]:
     """Run a shipped scenario as `multinet testbed run` does, with pipes of kind `pipe`; check
     the run's own promises: no failure, within LIMIT_S, nothing left behind, the pipe kind
-    named in the result. Returns (scenario, options, data, result).
+    named in the result. Returns (scenario, options, data, result). `variant`: one of the
+    scenario's variants (`Scenario.variants`) instead of the file as written.
     """
     loaded, path = scenario.load(name)
+    loaded = variant or loaded
     options = RunOptions(
         scenario=loaded,
         scenario_file=path,
