@@ -64,6 +64,10 @@ def test_the_fleet_page_shows_a_link_going_down_live(
     wait.until(lambda d: names() == ["mr1", "mr2"])
     wait.until(lambda d: all("2 / 2" in text(f"#rows tr[data-mr='{mr}']") for mr in ("mr1", "mr2")))
     wait.until(lambda d: d.find_element(By.ID, "live").text == "live")
+    # The page marks its first fleet drawn (what bench/console.py --render times).
+    wait.until(
+        lambda d: d.execute_script("return performance.getEntriesByName('fleet-rendered').length")
+    )
     cell = "#rows tr[data-mr='mr2'] td.alerts-cell"
     assert text(cell) == "0"
 
