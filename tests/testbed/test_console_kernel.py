@@ -213,6 +213,7 @@ class PinDriver:
         self.seen: dict[str, Any] = {}
         self.holding = threading.Event()
         self.done = threading.Event()
+        self.run_over = threading.Event()
         self._thread: threading.Thread | None = None
 
     def say(self, line: str) -> None:
@@ -235,8 +236,9 @@ class PinDriver:
             self.error = exc
         finally:
             self.done.set()
-            # The hold is inside the run's try (Ctrl-C ends it): interrupt only once it began.
-            if self.holding.wait(180):
+            # The hold is inside the run's try (Ctrl-C ends it): interrupt only once it began,
+            # and never after the run returned.
+            if self.holding.wait(240) and not self.run_over.is_set():
                 _thread.interrupt_main()
 
     def _kernel(self) -> dict[str, set[int | None]]:
@@ -371,6 +373,7 @@ class PinDriver:
 
 
 @pytest.mark.browser
+@pytest.mark.timeout(420)
 def test_a_pin_made_in_the_page_is_enforced_in_both_kernels_and_shows_as_an_override(
     broker: tuple[str, int], naming: Naming, tmp_path: Path
 ) -> None:
@@ -387,10 +390,13 @@ def test_a_pin_made_in_the_page_is_enforced_in_both_kernels_and_shows_as_an_over
         out=tmp_path / "run",
         prefix=naming.prefix,
         console=True,
-        console_hold_s=150,
+        console_hold_s=300,
     )
     driver = PinDriver(options.out, naming, tmp_path)
-    data = runner.run(options, say=driver.say)
+    try:
+        data = runner.run(options, say=driver.say)
+    finally:
+        driver.run_over.set()
     driver.join()
     print("\n".join(driver.lines))
     print(json.dumps({"timings_s": driver.timings, "seen": driver.seen}, indent=1, default=str))
