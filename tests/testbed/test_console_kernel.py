@@ -10,7 +10,9 @@ The second drives a real browser (headless Chromium) to the router's page while 
 the scenario's class to the other BID with the page's form, and reads the kernel back (`nft
 -j list table` in the HA's and the MR's namespaces): both PREM workers enforce the pin within
 a few seconds, and the page shows the class as an operator override, with the NSA's audit
-record; then the same for the release.
+record; then the same for the release. The third keeps the router's page open (no reload)
+with the class on eth1, drops eth1's carrier (its AR's port down) and sees the class on eth0,
+chosen and enforced at both ends, on the page within 2 s.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from services.prem.core.nft_layers import flatten
 from services.prem.core.nft_parse import parse_table
 from services.prem.core.nft_render import table_name
 from services.testbed import runner, scenario
-from services.testbed.addressing import MOBILE_ROUTER, Naming
+from services.testbed.addressing import MOBILE_ROUTER, Naming, mr_link
 from services.testbed.rundata import RunOptions
 from services.testbed.scenario import Decider
 
@@ -192,11 +194,33 @@ def enforced_bids(out: Path, naming: Naming, role: str) -> set[int | None]:
     the back end's libnftables context lists it), decoded as the nftables back end decodes it."""
     settings = load_service_file(out / "config" / f"prem-{role}.yaml", "prem", PremSettings)
     table = table_name(settings.settings)
-    listing = json.loads(
-        netns.run(naming.ns(role), ["nft", "-j", "-n", "list", "table", "inet", table])
-    )
+    argv = ["nft", "-j", "-n", "list", "table", "inet", table]
+    listed = netns.run(naming.ns(role), argv, check=False)
+    if not listed.strip():
+        return set()  # no table yet: the worker has applied nothing
+    listing = json.loads(listed)
     rules = flatten(parse_table(listing, table, settings.settings).layers)
     return {r.bid for r in rules if r.policy_id.split(".")[0] == CLASS}
+
+
+def log_in(browser: Any, url: str, user: str, password: str) -> None:
+    """The login form filled and sent; back on the fleet page (a click does not wait for the
+    navigation it starts)."""
+    from selenium.webdriver.common.by import By
+
+    browser.get(url)
+    browser.find_element(By.ID, "user").send_keys(user)
+    browser.find_element(By.ID, "password").send_keys(password)
+    browser.find_element(By.ID, "login").click()
+    landed(browser, lambda u: u == url)
+
+
+def landed(browser: Any, where: Callable[[str], bool], timeout: float = 10) -> None:
+    """Wait until the browser's address satisfies `where` (AssertionError with it if not)."""
+    deadline = time.monotonic() + timeout
+    while not where(browser.current_url):
+        assert time.monotonic() < deadline, browser.current_url
+        time.sleep(0.02)
 
 
 class PinDriver:
@@ -231,7 +255,7 @@ class PinDriver:
             from tests.console.chromium import chromium
 
             with chromium() as browser:
-                self._pin_and_release(browser)
+                self.script(browser)
         except BaseException as exc:  # reported by the test
             self.error = exc
         finally:
@@ -240,6 +264,10 @@ class PinDriver:
             # and never after the run returned.
             if self.holding.wait(240) and not self.run_over.is_set():
                 _thread.interrupt_main()
+
+    def script(self, browser: Any) -> None:
+        """What the browser does once the run printed the console's line."""
+        self._pin_and_release(browser)
 
     def _kernel(self) -> dict[str, set[int | None]]:
         return {role: enforced_bids(self.out, self.naming, role) for role in ("ha", "mr")}
@@ -263,11 +291,7 @@ class PinDriver:
 
         assert self.access is not None
         url, user, password = self.access
-        browser.get(url)
-        browser.find_element(By.ID, "user").send_keys(user)
-        browser.find_element(By.ID, "password").send_keys(password)
-        browser.find_element(By.ID, "login").click()
-        assert browser.current_url == url, browser.current_url
+        log_in(browser, url, user, password)
         page = f"{url}mr/{MOBILE_ROUTER}"
 
         def cells(selector: str) -> list[str]:
@@ -303,6 +327,10 @@ class PinDriver:
         )
         self._until("the class row on BID 1", lambda: row()[1:4] == ["1", "1", "1"], 10)
         self.seen["before"] = row()
+        # Act once the scenario's own steps are over (the bed held up), not under them.
+        assert self.holding.wait(120), "the scenario never ended"
+        self.seen["before"] = row()
+        assert self.seen["before"][1:4] == ["1", "1", "1"], self.seen["before"]
         browser.save_screenshot(str(self.shots / "router-before-pin.png"))
 
         # Pin to the other BID for 60 s with the page's form.
@@ -313,7 +341,7 @@ class PinDriver:
         form().find_element(By.NAME, "reason").send_keys("kernel test")
         form().find_element(By.CSS_SELECTOR, "button[value='pin']").click()
         sent = time.monotonic()
-        assert browser.current_url.endswith("?sent=pin"), browser.current_url
+        landed(browser, lambda u: u.endswith("?sent=pin"))
         assert browser.find_element(By.ID, "pin-sent").is_displayed()
         self._until(
             "the pin in both kernels",
@@ -344,7 +372,7 @@ class PinDriver:
         # Release it from the same page: the NSA decides the class again (back to BID 1).
         form().find_element(By.CSS_SELECTOR, "button[value='release']").click()
         released = time.monotonic()
-        assert browser.current_url.endswith("?sent=release"), browser.current_url
+        landed(browser, lambda u: u.endswith("?sent=release"))
         self._until(
             "the class back on BID 1 in both kernels",
             lambda: self._kernel() == {"ha": {HOME_BID}, "mr": {HOME_BID}},
@@ -409,3 +437,113 @@ def test_a_pin_made_in_the_page_is_enforced_in_both_kernels_and_shows_as_an_over
     for shot in ("router-before-pin", "router-pinned", "router-released"):
         assert (tmp_path / f"{shot}.png").stat().st_size > 0
     assert not any(netns.exists(n) for n in naming.all())
+
+
+#: SHORT with the class preferring lte (BID 2, eth1) first.
+LTE_FIRST = {
+    **SHORT,
+    "name": "console-carrier",
+    "nsa": {"profiles": [{**SHORT["nsa"]["profiles"][0], "order": ["lte", "wlan"]}]},  # type: ignore[index]
+    "steps": [{"at": 0, "label": "t0", "wait": [{"until": "flows", "interface": "eth1"}]}],
+}
+#: How soon after eth1's carrier drops the router's page must show the class on eth0.
+CARRIER_WITHIN_S = 2.0
+
+
+class CarrierDriver(PinDriver):
+    """In the browser, the router's page open (never reloaded after): the class on BID 2
+    (eth1) at both ends; eth1's carrier dropped (its AR's port down, as the scenario's
+    `carrier` action does); the page shows the class on BID 1 (eth0) chosen and enforced."""
+
+    def script(self, browser: Any) -> None:
+        from selenium.common.exceptions import StaleElementReferenceException
+        from selenium.webdriver.common.by import By
+
+        assert self.access is not None
+        url, user, password = self.access
+        log_in(browser, url, user, password)
+        browser.get(f"{url}mr/{MOBILE_ROUTER}")
+
+        def row() -> list[str]:
+            selector = f"#classes tr[data-class='{CLASS}'] td"
+            try:
+                return [str(td.text) for td in browser.find_elements(By.CSS_SELECTOR, selector)]
+            except StaleElementReferenceException:
+                return []
+
+        def link_down() -> bool:
+            cards = browser.find_elements(By.CSS_SELECTOR, ".link.down[data-interface='eth1']")
+            return len(cards) == 1
+
+        self._until(
+            "the class on BID 2 in both kernels",
+            lambda: self._kernel() == {"ha": {PIN_BID}, "mr": {PIN_BID}},
+            90,
+        )
+        self._until("the class row on BID 2", lambda: row()[1:4] == ["2", "2", "2"], 10)
+        self.seen["before"] = row()
+        assert self.holding.wait(120), "the scenario never ended"
+        self.seen["before"] = row()
+        assert self.seen["before"][1:4] == ["2", "2", "2"], self.seen["before"]
+        browser.save_screenshot(str(self.shots / "router-before-carrier-loss.png"))
+        port = mr_link("eth1").port
+        netns.run(self.naming.ns(mr_link("eth1").router), ["ip", "link", "set", port, "down"])
+        dropped = time.monotonic()
+        self._until("eth1 shown down", link_down, CARRIER_WITHIN_S)
+        self.timings["link down page"] = time.monotonic() - dropped
+        self._until(
+            "the class row on eth0 (BID 1), chosen and enforced at both ends",
+            lambda: row()[1:4] == ["1", "1", "1"],
+            CARRIER_WITHIN_S + dropped - time.monotonic(),
+        )
+        self.timings["class on eth0 page"] = time.monotonic() - dropped
+        self.seen["after"] = row()
+        browser.save_screenshot(str(self.shots / "router-after-carrier-loss.png"))
+        self.timings["class on eth0 kernels"] = (
+            time.monotonic()
+            - dropped
+            + self._until(
+                "the class on BID 1 in both kernels",
+                lambda: self._kernel() == {"ha": {HOME_BID}, "mr": {HOME_BID}},
+                CARRIER_WITHIN_S,
+            )
+        )
+        logs: list[dict[str, object]] = browser.get_log("browser")
+        self.seen["errors"] = [e for e in logs if e["level"] == "SEVERE"]
+
+
+@pytest.mark.browser
+@pytest.mark.timeout(420)
+def test_the_routers_page_shows_the_class_leaving_a_dropped_link_within_2_s(
+    broker: tuple[str, int], naming: Naming, tmp_path: Path
+) -> None:
+    from tests.console.chromium import require
+
+    require()
+    file = tmp_path / "console-carrier.yaml"
+    file.write_text(yaml.safe_dump(LTE_FIRST), encoding="utf-8")
+    loaded, path = scenario.load(str(file))
+    options = RunOptions(
+        scenario=loaded,
+        scenario_file=path,
+        decider=Decider.NSA,
+        out=tmp_path / "run",
+        prefix=naming.prefix,
+        console=True,
+        console_hold_s=300,
+    )
+    driver = CarrierDriver(options.out, naming, tmp_path)
+    try:
+        data = runner.run(options, say=driver.say)
+    finally:
+        driver.run_over.set()
+    driver.join()
+    print("\n".join(driver.lines))
+    print(json.dumps({"timings_s": driver.timings, "seen": driver.seen}, indent=1, default=str))
+    assert driver.access is not None, "the run printed no console line"
+    assert driver.done.is_set(), "the browser never finished"
+    assert driver.error is None, repr(driver.error)
+    assert data.failure is None, data.failure
+    assert driver.seen["errors"] == []
+    for shot in ("router-before-carrier-loss", "router-after-carrier-loss"):
+        assert (tmp_path / f"{shot}.png").stat().st_size > 0
