@@ -15,7 +15,15 @@ and uvicorn), the fleet reports in the background at 1 Hz, a client holds a rout
 stream, and a link-state change is published `--count` times; the time from the publish to
 the event that shows it is recorded. Quoted: p50 and p99.
 
+Part 3, first render (`--render`, needs Debian's chromium and chromium-driver): the console's
+web app (uvicorn) over a picture holding the whole fleet, headless Chromium logged in loads
+the fleet page `--loads` times; each load's time from the navigation's start to the mark the
+page sets once its first fleet event is in the table and drawn (`fleet-rendered`, a
+`performance` mark: `performance.timeOrigin` is the navigation's start). Quoted: median and
+worst, with every row checked to be in the table.
+
     .venv/bin/python -m bench.console [--routers 1000] [--links 3] [--seconds 10] [--delay]
+        [--render] [--loads 5]
 """
 
 from __future__ import annotations
@@ -197,6 +205,60 @@ def delay_run(routers: int, links: int, count: int) -> list[float]:
     return delays
 
 
+def render_run(routers: int, links: int, loads: int) -> list[float]:
+    """Navigation start -> fleet table drawn (seconds), per load of the fleet page."""
+    import socket
+
+    import uvicorn
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from services.console.web import make_app
+    from tests.console.chromium import chromium
+    from tests.console.webapp import PASSWORDS, parts, settings
+
+    config, picture, auth, metrics = parts(settings(stream_max_s=600.0, fleet_interval_s=1.0))
+    for second in range(2):
+        for topic, payload in _fleet_messages(routers, links, second, 7):
+            picture.feed(topic, decode_message(topic.kind, payload))
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(128)
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(
+        uvicorn.Config(make_app(config, picture, auth, metrics, None), log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}/"
+    times: list[float] = []
+    try:
+        with chromium() as browser:
+            browser.get(url)
+            browser.find_element(By.ID, "user").send_keys("alice")
+            browser.find_element(By.ID, "password").send_keys(PASSWORDS["alice"])
+            browser.find_element(By.ID, "login").click()
+            for _ in range(loads + 1):  # the first load warms the caches: not counted
+                browser.get(url)
+                mark = WebDriverWait(browser, 30, poll_frequency=0.05).until(
+                    lambda d: d.execute_script(
+                        "const m = performance.getEntriesByName('fleet-rendered');"
+                        "return m.length ? m[0].startTime : null;"
+                    )
+                )
+                shown = browser.execute_script(
+                    "return document.querySelectorAll('#rows tr').length"
+                )
+                if shown != routers:
+                    raise RuntimeError(f"{shown} rows in the table, {routers} expected")
+                times.append(float(mark) / 1000)
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()
+    return times[1:]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--routers", type=int, default=1000)
@@ -206,6 +268,8 @@ def main() -> int:
     parser.add_argument("--flap", type=int, default=100, help="every Nth message a state change")
     parser.add_argument("--delay", action="store_true", help="part 2: bus to event delay")
     parser.add_argument("--count", type=int, default=40)
+    parser.add_argument("--render", action="store_true", help="part 3: first render in Chromium")
+    parser.add_argument("--loads", type=int, default=5, help="fleet page loads (part 3)")
     args = parser.parse_args()
     rate = args.routers * args.links
     print(f"console: {args.routers} routers x {args.links} links at 1 Hz = {rate} messages/s")
@@ -231,6 +295,13 @@ def main() -> int:
         print(
             f"  bus -> router stream event, under the fleet's load: p50 {p50 * 1000:.0f} ms, "
             f"p99 {p99 * 1000:.0f} ms ({len(delays)} of {args.count})"
+        )
+    if args.render:
+        times = render_run(args.routers, args.links, args.loads)
+        print(
+            f"  first render of the fleet view in headless Chromium ({args.routers} routers): "
+            f"median {statistics.median(times) * 1000:.0f} ms, worst {max(times) * 1000:.0f} ms "
+            f"({len(times)} loads; navigation start -> table drawn)"
         )
     return 0
 

@@ -30,6 +30,7 @@ from services.console.web import make_app
 from services.contracts import policy_xml
 from services.contracts.errors import InvalidInput
 from services.contracts.messages import (
+    AuditRecord,
     BindingEvent,
     DeadLetter,
     LinkMetrics,
@@ -55,6 +56,7 @@ _MODELS: dict[TopicKind, type[BaseModel]] = {
     TopicKind.STATUS: PolicyStatus,
     TopicKind.PRESENCE: Presence,
     TopicKind.DEAD_LETTER: DeadLetter,
+    TopicKind.AUDIT: AuditRecord,
 }
 
 
@@ -68,6 +70,7 @@ def subscriptions(topics: Topics) -> list[Subscription]:
         Subscription(topics.policies()),
         Subscription(topics.presences()),
         Subscription(topics.dead_letters()),
+        Subscription(topics.audits()),
     ]
 
 

@@ -524,5 +524,9 @@ Mobile router {e(mr)}</h1>
 <th>Pipe</th><th>Lifetime</th><th>Status</th><th>At</th></tr></thead>
 <tbody id="bindings"></tbody></table>
 <h2>Classes: chosen and enforced</h2><table><thead><tr><th>Class</th><th>NSA chose</th>
-<th>HA enforces</th><th>MR enforces</th></tr></thead><tbody id="classes"></tbody></table>
-<h2>Decisions</h2><div id="decisions"></div>"""
+<th>HA enforces</th><th>MR enforces</th><th>Operator override</th></tr></thead>
+<tbody id="classes"></tbody></table>
+<h2>Decisions</h2><div id="decisions"></div>
+<h2>Audit of operator actions</h2><table><thead><tr><th>At</th><th>Who</th><th>What</th>
+<th>Class</th><th>BID</th><th>Until</th><th>Outcome</th><th>Detail</th></tr></thead>
+<tbody id="audits"></tbody></table>"""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from services.contracts.messages import (
+    AuditRecord,
     BindingEvent,
     BindingEventKind,
     DeadLetter,
@@ -78,14 +79,19 @@ def binding(
 
 
 def decision(
-    mr: str, chosen: dict[str, tuple[int, ...]], at: float = 100.0
+    mr: str,
+    chosen: dict[str, tuple[int, ...]],
+    at: float = 100.0,
+    overrides: dict[str, str] | None = None,
 ) -> tuple[TopicName, DecisionRecord]:
+    overrides = overrides or {}
     classes = tuple(
         ClassExplanation(
             class_name=name,
             steering=SteeringMode.BEST,
             method=ScoringMethod.UTILITY,
-            reason=Reason.INITIAL,
+            reason=Reason.OPERATOR_OVERRIDE if name in overrides else Reason.INITIAL,
+            detail=overrides.get(name, ""),
             moved=True,
             previous_bid=None,
             chosen_bid=flows[0] if len(set(flows)) == 1 else None,
@@ -163,3 +169,30 @@ def dead_letter(node: str, service: str) -> tuple[TopicName, DeadLetter]:
         payload_head="eHl6",
     )
     return TopicName(TopicKind.DEAD_LETTER, node, service), message
+
+
+def audit(
+    mr: str,
+    user: str = "bob",
+    action: str = "pin",
+    outcome: str = "applied",
+    bid: int | None = 2,
+    at: float = 100.0,
+    **extra: object,
+) -> tuple[TopicName, AuditRecord]:
+    message = AuditRecord.model_validate(
+        {
+            "sender": "nsa-1",
+            "timestamp": at,
+            "mobile_router": mr,
+            "user": user,
+            "action": action,
+            "class_name": "video",
+            "bid": bid,
+            "until": at + 60 if action == "pin" and outcome == "applied" else None,
+            "requested_at": at - 0.1,
+            "outcome": outcome,
+            **extra,
+        }
+    )
+    return TopicName(TopicKind.AUDIT, mr), message

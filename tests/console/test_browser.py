@@ -3,8 +3,6 @@ see the fleet, and see a link go down on the page without a reload."""
 
 from __future__ import annotations
 
-import os
-import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,45 +10,22 @@ from pathlib import Path
 import pytest
 from selenium import webdriver
 from selenium.common.exceptions import StaleElementReferenceException
-from selenium.webdriver.chrome.options import Options
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
 from tests.console import messages as m
+from tests.console.chromium import chromium, require
 from tests.console.conftest import LiveConsole
 from tests.console.webapp import PASSWORDS
 
 pytestmark = [pytest.mark.broker, pytest.mark.browser]
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
-
 
 @pytest.fixture
 def browser() -> Iterator[webdriver.Chrome]:
-    missing = [p for p in (CHROMIUM, CHROMEDRIVER) if not os.access(p, os.X_OK)]
-    if missing:
-        why = f"needs {', '.join(missing)} (Debian: chromium, chromium-driver; scripts/setup.sh)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI must run this test but cannot: {why}")
-        pytest.skip(why)
-    options = Options()
-    options.binary_location = CHROMIUM
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    for argument in (
-        "--headless=new",
-        "--no-sandbox",  # root, in a container
-        "--disable-dev-shm-usage",
-        "--disable-gpu",
-        "--window-size=1280,900",
-    ):
-        options.add_argument(argument)
-    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
-    try:
+    require()
+    with chromium() as driver:
         yield driver
-    finally:
-        driver.quit()
 
 
 def test_the_fleet_page_shows_a_link_going_down_live(
@@ -89,6 +64,10 @@ def test_the_fleet_page_shows_a_link_going_down_live(
     wait.until(lambda d: names() == ["mr1", "mr2"])
     wait.until(lambda d: all("2 / 2" in text(f"#rows tr[data-mr='{mr}']") for mr in ("mr1", "mr2")))
     wait.until(lambda d: d.find_element(By.ID, "live").text == "live")
+    # The page marks its first fleet drawn (what bench/console.py --render times).
+    wait.until(
+        lambda d: d.execute_script("return performance.getEntriesByName('fleet-rendered').length")
+    )
     cell = "#rows tr[data-mr='mr2'] td.alerts-cell"
     assert text(cell) == "0"
 

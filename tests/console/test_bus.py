@@ -58,7 +58,7 @@ def test_published_metrics_decision_and_status_show_in_json_and_stream(
     assert view["links"][0]["latest"]["rtt_ms"] == 42.5
     assert view["ha"] == "ha1"
     assert view["classes"] == [
-        {"class": "video", "chosen": [1], "ha": [2], "mr": None, "mismatch": True}
+        {"class": "video", "chosen": [1], "ha": [2], "mr": None, "mismatch": True, "override": None}
     ]
     assert "class video" in view["decisions"][0]["text"]
     # Its own presence, retained, through the shared runtime.
@@ -101,3 +101,25 @@ def _next_event(lines: Iterator[str]) -> dict[str, Any]:
             assert isinstance(data, dict)
             return data
     raise AssertionError("the stream ended")
+
+
+def test_the_nsas_audit_records_show_in_the_routers_view(live_console: LiveConsole) -> None:
+    t = live_console.topics
+    client = _logged_in(live_console.url)
+    live_console.publish(t.link_metrics("mr1", "wlan0"), m.metrics("mr1", "wlan0", 1)[1])
+    live_console.publish(t.audit("mr1"), m.audit("mr1", reason="wlan maintenance")[1])
+    live_console.publish(
+        t.audit("mr1"), m.audit("mr1", outcome="refused", bid=7, field="bid", detail="no link")[1]
+    )
+
+    def audits() -> list[dict[str, Any]]:
+        response = client.get("/api/mr/mr1")
+        return response.json().get("audits", []) if response.status_code == 200 else []
+
+    wait_for("both audit records", lambda: len(audits()) == 2, timeout=5)
+    refused, applied = audits()
+    assert (refused["outcome"], refused["bid"], refused["detail"]) == ("refused", 7, "bid: no link")
+    assert (applied["user"], applied["action"], applied["class"]) == ("bob", "pin", "video")
+    assert applied["reason"] == "wlan maintenance"
+    # The router's page has the table the script fills.
+    assert 'id="audits"' in client.get("/mr/mr1").text

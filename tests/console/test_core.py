@@ -165,8 +165,15 @@ def test_chosen_against_enforced_per_class_and_mismatch() -> None:
     assert view is not None
     assert view["ha"] == "ha1"
     assert view["classes"] == [
-        {"class": "video", "chosen": [1], "ha": [1], "mr": [1], "mismatch": False},
-        {"class": "voice", "chosen": [2], "ha": [1], "mr": [2], "mismatch": True},
+        {
+            "class": "video",
+            "chosen": [1],
+            "ha": [1],
+            "mr": [1],
+            "mismatch": False,
+            "override": None,
+        },
+        {"class": "voice", "chosen": [2], "ha": [1], "mr": [2], "mismatch": True, "override": None},
     ]
     assert state.totals["mismatches"] == 1
     # The HA's worker catches up with an Update: no mismatch left.
@@ -265,3 +272,47 @@ def test_the_decision_log_keeps_the_last_n() -> None:
     decisions = state.router_view("mr1")["decisions"]  # type: ignore[index]
     assert [d["at"] for d in decisions] == [5.0, 4.0, 3.0]
     assert "class video" in decisions[0]["text"]
+
+
+def test_the_audit_of_operator_actions_keeps_the_last_n_newest_first() -> None:
+    state = ConsoleState(Limits(audits=3))
+    feed(state, m.state("mr1", "wlan0", 1, up=True))
+    row = dict(state.routers["mr1"].row)
+    revision = state.routers["mr1"].revision
+    feed(state, m.audit("mr1", at=10.0, reason="wlan maintenance"))
+    feed(
+        state, m.audit("mr1", user="carol", action="release", outcome="released", bid=None, at=11.0)
+    )
+    feed(state, m.audit("mr1", outcome="refused", at=12.0, field="bid", detail="no link"))
+    feed(state, m.audit("mr1", action="expire", outcome="expired", bid=None, at=13.0))
+    assert state.routers["mr1"].revision > revision, "the router's page is told"
+    assert state.routers["mr1"].row == row, "the fleet row is not touched"
+    audits = state.router_view("mr1")["audits"]  # type: ignore[index]
+    assert [(a["at"], a["user"], a["action"], a["outcome"]) for a in audits] == [
+        (13.0, "bob", "expire", "expired"),
+        (12.0, "bob", "pin", "refused"),
+        (11.0, "carol", "release", "released"),
+    ]
+    assert audits[1]["detail"] == "bid: no link"
+    assert audits[0]["class"] == "video"
+    assert ("audits", 3, 3) in set(state.footprint())
+
+
+def test_an_audit_record_on_another_routers_topic_is_dropped() -> None:
+    state = ConsoleState()
+    topic, record = m.audit("mr1")
+    assert not state.feed(type(topic)(topic.kind, "mr2", topic.item), record, 100.0)
+    assert state.dropped == 1
+    assert "mr2" not in state.routers
+
+
+def test_a_class_under_an_operator_pin_shows_the_override() -> None:
+    state = ConsoleState()
+    detail = "operator override by bob until 2026-01-01T00:00:00Z"
+    feed(state, m.decision("mr1", {"video": (2,), "bulk": (1,)}, overrides={"video": detail}))
+    classes = {c["class"]: c for c in state.router_view("mr1")["classes"]}  # type: ignore[index]
+    assert classes["video"]["override"] == detail
+    assert classes["bulk"]["override"] is None
+    feed(state, m.decision("mr1", {"video": (1,), "bulk": (1,)}, at=101.0))
+    classes = {c["class"]: c for c in state.router_view("mr1")["classes"]}  # type: ignore[index]
+    assert classes["video"]["override"] is None, "released: the next decision has no override"

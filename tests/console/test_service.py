@@ -45,6 +45,7 @@ def test_it_subscribes_to_what_it_shows_and_nothing_else() -> None:
             "multinet/v1/node/+/policy",
             "multinet/v1/node/+/presence/+",
             "multinet/v1/node/+/dead-letter/+",
+            "multinet/v1/mr/+/audit",
         ]
     )
 

@@ -3,8 +3,10 @@
 Per mobile router: its links (latest metrics and state, and a ring of recent samples for the
 sparklines), its bindings (from binding events), per application class the BIDs the NSA chose
 (its latest decision) beside the BIDs its HA's and its own PREM worker enforce (their statuses
-and documents, `enforced`), the last few decisions with their explanations as text, and its
-active alerts. Per node (routers, HAs, NSA replicas, gateways): each service's presence.
+and documents, `enforced`) and whether an operator's pin overrides it, the last few decisions
+with their explanations as text, its active alerts, and the NSA's audit of operator actions
+on it (pins, releases, expiries: who, what, when, outcome; the last few). Per node (routers,
+HAs, NSA replicas, gateways): each service's presence.
 
 Every container per router and per node has a bound, and so has the number of routers and
 nodes, so a flood of names or messages cannot grow the process without limit.
@@ -26,6 +28,7 @@ from typing import Any
 from services.console.core.enforced import Enforcement
 from services.console.core.ring import Ring
 from services.contracts.messages import (
+    AuditRecord,
     BindingEvent,
     BindingEventKind,
     DeadLetter,
@@ -37,12 +40,13 @@ from services.contracts.messages import (
 from services.contracts.policy import Direction, PolicyMessage
 from services.contracts.topics import TopicKind, TopicName
 from services.nsa.core.documents import DecisionRecord
-from services.nsa.core.explain import render
+from services.nsa.core.explain import Reason, render
 
 #: The sampled values of a link, in the order of its ring's columns.
 SERIES = ("rtt_ms", "loss", "rx_bps", "tx_bps")
 _ENDED = frozenset({BindingEventKind.DEREGISTERED, BindingEventKind.EXPIRED})
 _TEXT_LIMIT = 4000
+_DETAIL_LIMIT = 300
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +60,7 @@ class Limits:
     classes: int = 64  # per router
     history: int = 300  # samples per link (5 minutes at 1 Hz)
     decisions: int = 10  # per router
+    audits: int = 20  # per router: the NSA's audit records of operator actions
     alerts: int = 32  # active, per router or node
     services: int = 16  # per node
     log: int = 200  # recent alert events, fleet-wide
@@ -131,6 +136,38 @@ class Decision:
     text: str
 
 
+@dataclass(frozen=True, slots=True)
+class Audit:
+    """One audit record of an operator action as the router's page shows it."""
+
+    at: float
+    requested_at: float
+    sender: str
+    user: str
+    action: str
+    class_name: str
+    bid: int | None
+    until: float | None
+    outcome: str
+    detail: str
+    reason: str
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "at": self.at,
+            "requested_at": self.requested_at,
+            "sender": self.sender,
+            "user": self.user,
+            "action": self.action,
+            "class": self.class_name,
+            "bid": self.bid,
+            "until": self.until,
+            "outcome": self.outcome,
+            "detail": self.detail,
+            "reason": self.reason,
+        }
+
+
 @dataclass(slots=True)
 class Node:
     """One node's services (presence) and its alerts that belong to no router."""
@@ -156,6 +193,8 @@ class Router:
     chosen_at: float | None = None
     enforcement: dict[Direction, Enforcement] = field(default_factory=dict)
     decisions: deque[Decision] = field(default_factory=deque)
+    overrides: dict[str, str] = field(default_factory=dict)  # class -> operator override
+    audits: deque[Audit] = field(default_factory=deque)
     alerts: dict[tuple[str, str], Alert] = field(default_factory=dict)
     revision: int = 0  # of the whole view
     row: dict[str, Any] = field(default_factory=dict)
@@ -204,6 +243,8 @@ class ConsoleState:
             handled = self._presence(owner, topic.item, message, now)
         elif kind is TopicKind.DEAD_LETTER and isinstance(message, DeadLetter):
             handled = self._dead_letter(owner, topic.item, message, now)
+        elif kind is TopicKind.AUDIT and isinstance(message, AuditRecord):
+            handled = self._audit(owner, message, now)
         if not handled:
             self.dropped += 1
         return handled
@@ -299,6 +340,11 @@ class ConsoleState:
             return False
         classes = explanation.classes[: self.limits.classes]
         router.chosen = {c.class_name: c.chosen_flows for c in classes}
+        router.overrides = {
+            c.class_name: c.detail[:_DETAIL_LIMIT]
+            for c in classes
+            if c.reason is Reason.OPERATOR_OVERRIDE
+        }
         router.chosen_at = explanation.at
         router.decisions.append(
             Decision(
@@ -312,6 +358,32 @@ class ConsoleState:
         while len(router.decisions) > self.limits.decisions:
             router.decisions.popleft()
         self._changed(router)
+        return True
+
+    def _audit(self, owner: str, record: AuditRecord, now: float) -> bool:
+        if record.mobile_router != owner:
+            return False
+        router = self._router(owner, now)
+        if router is None:
+            return False
+        router.audits.append(
+            Audit(
+                at=record.timestamp,
+                requested_at=record.requested_at,
+                sender=record.sender,
+                user=record.user,
+                action=record.action,
+                class_name=record.class_name,
+                bid=record.bid,
+                until=record.until,
+                outcome=record.outcome,
+                detail=(f"{record.field}: " if record.field else "") + record.detail,
+                reason=record.reason,
+            )
+        )
+        while len(router.audits) > self.limits.audits:
+            router.audits.popleft()
+        self._changed(router, row=False)
         return True
 
     def _document(self, node: str, message: PolicyMessage) -> bool:
@@ -572,6 +644,7 @@ class ConsoleState:
                 }
                 for d in reversed(router.decisions)
             ],
+            "audits": [a.as_json() for a in reversed(router.audits)],
             "alerts": [a.as_json() for a in router.alerts.values()]
             + ([a.as_json() for a in ha.alerts.values()] if ha is not None else []),
             "enforcement": {
@@ -608,6 +681,7 @@ class ConsoleState:
                     "ha": None if at_ha is None else list(at_ha),
                     "mr": None if at_mr is None else list(at_mr),
                     "mismatch": mismatch,
+                    "override": router.overrides.get(name),
                 }
             )
         return out
@@ -626,6 +700,7 @@ class ConsoleState:
             yield "bindings", len(router.bindings), lim.bindings
             yield "classes", len(router.chosen), lim.classes
             yield "decisions", len(router.decisions), lim.decisions
+            yield "audits", len(router.audits), lim.audits
             yield "alerts", len(router.alerts), lim.alerts
             for link in router.links.values():
                 yield "history", len(link.history), lim.history

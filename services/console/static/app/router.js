@@ -75,12 +75,20 @@
       mn.el("td", {}, b.lifetime_s === null ? "-" : b.lifetime_s + " s"), mn.el("td", {}, b.status || "-"),
       mn.el("td", {}, mn.time(b.at)))));
     const bids = (v) => v === null ? "unknown" : v.length ? v.join(", ") : "default path";
-    table("classes", view.classes.map((c) => mn.el("tr", { class: c.mismatch ? "mismatch" : "" },
+    table("classes", view.classes.map((c) => mn.el("tr",
+      { class: (c.mismatch ? "mismatch" : "") + (c.override ? " override" : ""), "data-class": c.class },
       mn.el("td", {}, c.class), mn.el("td", {}, bids(c.chosen)),
-      mn.el("td", {}, bids(c.ha)), mn.el("td", {}, bids(c.mr)))));
+      mn.el("td", {}, bids(c.ha)), mn.el("td", {}, bids(c.mr)),
+      mn.el("td", { class: "override-cell" }, c.override || "-"))));
     document.getElementById("decisions").replaceChildren(...view.decisions.map((d) =>
       mn.el("details", {}, mn.el("summary", {}, `${mn.time(d.at)} ${d.trigger}, ${d.moves} moved (${d.sender})`),
         mn.el("pre", { class: "decision" }, d.text))));
+    table("audits", (view.audits || []).map((a) => mn.el("tr",
+      { class: a.outcome === "refused" ? "bad" : "", "data-outcome": a.outcome },
+      mn.el("td", {}, mn.time(a.at)), mn.el("td", {}, a.user), mn.el("td", {}, a.action),
+      mn.el("td", {}, a.class), mn.el("td", {}, a.bid === null ? "-" : String(a.bid)),
+      mn.el("td", {}, a.until === null ? "-" : mn.time(a.until)), mn.el("td", {}, a.outcome),
+      mn.el("td", {}, [a.detail, a.reason].filter((x) => x).join("; ") || "-"))));
   }
 
   mn.stream(heading.dataset.events, { router: render });
