@@ -400,16 +400,16 @@ class PinDriver:
             self._thread.join(30)
 
 
-@pytest.mark.browser
-@pytest.mark.timeout(420)
-def test_a_pin_made_in_the_page_is_enforced_in_both_kernels_and_shows_as_an_override(
-    broker: tuple[str, int], naming: Naming, tmp_path: Path
-) -> None:
+def run_with_browser(
+    spec: dict[str, Any], driver_type: type[PinDriver], naming: Naming, tmp_path: Path
+) -> PinDriver:
+    """Run the test bed on `spec` with the console held open while `driver_type` drives a
+    headless Chromium against it; the checks every such run must pass, then the driver."""
     from tests.console.chromium import require
 
     require()
-    file = tmp_path / "console-pin.yaml"
-    file.write_text(yaml.safe_dump(SHORT), encoding="utf-8")
+    file = tmp_path / "console-browser.yaml"
+    file.write_text(yaml.safe_dump(spec), encoding="utf-8")
     loaded, path = scenario.load(str(file))
     options = RunOptions(
         scenario=loaded,
@@ -420,7 +420,7 @@ def test_a_pin_made_in_the_page_is_enforced_in_both_kernels_and_shows_as_an_over
         console=True,
         console_hold_s=300,
     )
-    driver = PinDriver(options.out, naming, tmp_path)
+    driver = driver_type(options.out, naming, tmp_path)
     try:
         data = runner.run(options, say=driver.say)
     finally:
@@ -432,14 +432,22 @@ def test_a_pin_made_in_the_page_is_enforced_in_both_kernels_and_shows_as_an_over
     assert driver.done.is_set(), "the browser never finished"
     assert driver.error is None, repr(driver.error)
     assert data.failure is None, data.failure
-    assert "operator override by operator" in driver.seen["decision"]
     assert driver.seen["errors"] == []
+    assert not any(netns.exists(n) for n in naming.all())
+    return driver
+
+
+@pytest.mark.browser
+@pytest.mark.timeout(420)
+def test_a_pin_made_in_the_page_is_enforced_in_both_kernels_and_shows_as_an_override(
+    broker: tuple[str, int], naming: Naming, tmp_path: Path
+) -> None:
+    driver = run_with_browser(SHORT, PinDriver, naming, tmp_path)
+    assert "operator override by operator" in driver.seen["decision"]
     for shot in ("router-before-pin", "router-pinned", "router-released"):
         assert (tmp_path / f"{shot}.png").stat().st_size > 0
-    assert not any(netns.exists(n) for n in naming.all())
 
 
-#: SHORT with the class preferring lte (BID 2, eth1) first.
 LTE_FIRST = {
     **SHORT,
     "name": "console-carrier",
@@ -517,33 +525,6 @@ class CarrierDriver(PinDriver):
 def test_the_routers_page_shows_the_class_leaving_a_dropped_link_within_2_s(
     broker: tuple[str, int], naming: Naming, tmp_path: Path
 ) -> None:
-    from tests.console.chromium import require
-
-    require()
-    file = tmp_path / "console-carrier.yaml"
-    file.write_text(yaml.safe_dump(LTE_FIRST), encoding="utf-8")
-    loaded, path = scenario.load(str(file))
-    options = RunOptions(
-        scenario=loaded,
-        scenario_file=path,
-        decider=Decider.NSA,
-        out=tmp_path / "run",
-        prefix=naming.prefix,
-        console=True,
-        console_hold_s=300,
-    )
-    driver = CarrierDriver(options.out, naming, tmp_path)
-    try:
-        data = runner.run(options, say=driver.say)
-    finally:
-        driver.run_over.set()
-    driver.join()
-    print("\n".join(driver.lines))
-    print(json.dumps({"timings_s": driver.timings, "seen": driver.seen}, indent=1, default=str))
-    assert driver.access is not None, "the run printed no console line"
-    assert driver.done.is_set(), "the browser never finished"
-    assert driver.error is None, repr(driver.error)
-    assert data.failure is None, data.failure
-    assert driver.seen["errors"] == []
+    run_with_browser(LTE_FIRST, CarrierDriver, naming, tmp_path)
     for shot in ("router-before-carrier-loss", "router-after-carrier-loss"):
         assert (tmp_path / f"{shot}.png").stat().st_size > 0
