@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from services.durable import replace_file
 from services.monitor.counters import Counters
 
 log = logging.getLogger(__name__)
@@ -154,23 +153,7 @@ def load_state(path: Path) -> BudgetFile:
 
 def save_state(path: Path, state: BudgetFile) -> None:
     """Write the counts atomically: a temporary file beside it, fsync, rename, fsync the dir."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    data = json.dumps(state.model_dump(mode="json"), sort_keys=True).encode()
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
+    replace_file(path, json.dumps(state.model_dump(mode="json"), sort_keys=True).encode())
 
 
 def human_bytes(value: float) -> str:

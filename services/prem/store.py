@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import contextlib
-import os
-import tempfile
 from pathlib import Path
 
 from pydantic import ValidationError
 
 from services.contracts.errors import ConfigError, Problem
+from services.durable import replace_file
 from services.prem.core.policyset import DesiredState
 
 
@@ -45,20 +44,4 @@ def remove_leftovers(path: Path) -> None:
 
 def save(path: Path, state: DesiredState) -> None:
     """Write to a temporary file in the same directory, fsync, rename over, fsync the directory."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(state.model_dump_json().encode())
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    dir_fd = os.open(path.parent, os.O_DIRECTORY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    replace_file(path, state.model_dump_json().encode())
