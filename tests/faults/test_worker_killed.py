@@ -3,9 +3,9 @@ exactly the desired state.
 
 Real worker process, nftables in a namespace of its own, real broker. Each round publishes an
 Install of a few thousand policies (a different BID per policy each round) and kills the worker
-some way into handling it: a fraction of one apply's time after publishing, or the moment the
-worker starts writing its state file (after the kernel transaction committed, before the new
-state is durable: the window where kernel and stored state disagree). The restarted worker
+some way into handling it: a fraction of one apply's time after publishing, or the moment
+`nft monitor` reports its kernel transaction (committed, while the new state is not yet
+durable: the window where kernel and stored state disagree). The restarted worker
 reconciles the kernel to its stored state, then the broker redelivers the unacknowledged
 document (QoS 1, persistent session), so the end state is always the new document. The kernel
 is read with `nft -j` in the namespace, not through the worker.
@@ -27,13 +27,17 @@ from services.contracts.settings import BrokerSettings
 from services.ports import free_port
 from services.prem.client import PolicyClient
 from services.prem.readback import Entry, expected_entries, read_table
+from tests.faults.commits import Commits
 from tests.faults.procs import Service, bare_node, prem_config, prem_worker
 from tests.observability.scrape import scrape, wait_scrape
 from tests.prem.factories import message, udp_to
 
 pytestmark = [pytest.mark.kernel, pytest.mark.broker]
 POLICIES = 3000
-#: When each round kills: a fraction of one apply's time after publishing, or SAVING.
+#: The worker's nftables table, as `nft monitor` names it.
+TABLE = "multinet_prem"
+#: When each round kills: a fraction of one apply's time after publishing, or SAVING (the
+#: moment the kernel transaction is committed, before the state file is saved).
 SAVING = "saving"
 KILL_AT: tuple[float | str, ...] = (0.1, 0.4, SAVING, 0.7, SAVING, 1.5)
 #: A SAVING kill can come too late (the test process was descheduled while the worker wrote
@@ -69,14 +73,16 @@ class Node:
         the state file once written and synced."""
         return list(self.state_file.parent.glob(f".{self.state_file.name}.*"))
 
-    def kill_while_saving(self, version: int, timeout_s: float = 30.0) -> None:
-        """SIGKILL as soon as a temporary state file appears, or at once when the save of
-        `version` was missed (it lasts milliseconds; on a busy machine the poll may not see it):
-        that kill lands after the save, and the extra rounds make up for it."""
-        deadline = time.monotonic() + timeout_s
-        while not self.temporary_files() and self.stored_version() != version:
-            assert time.monotonic() < deadline, "the worker never started saving its state"
-        self.worker.kill()
+    def publish_and_kill_after_commit(self, version: int, timeout_s: float = 60.0) -> None:
+        """Publish `version` and SIGKILL the worker the moment its kernel transaction is
+        reported by `nft monitor` (armed before the publish), before it has serialised and
+        saved its state. A kill can still land late (this process descheduled for longer than
+        the serialisation); the extra rounds make up for it."""
+        with Commits(self.namespace) as commits:
+            self.publish(version)
+            committed = commits.wait(TABLE, timeout_s)
+            self.worker.kill()
+        assert committed, "the worker never committed the document"
 
     def stored_version(self) -> int:
         if not self.state_file.exists():
@@ -139,10 +145,10 @@ def test_the_kernel_equals_the_desired_state_after_a_kill_mid_apply(node: Node) 
         if when == SAVING and BETWEEN in phases and len(phases) >= len(KILL_AT):
             break  # the extra rounds only make up for kills that came too late
         version += 1
-        node.publish(version)
         if when == SAVING:
-            node.kill_while_saving(version)
+            node.publish_and_kill_after_commit(version)
         else:
+            node.publish(version)
             time.sleep(apply_s * float(when))  # the point of the round: kill at this moment
             node.worker.kill()
         phases.append(_phase(node, version, previous))
