@@ -180,11 +180,12 @@ def start(client: mqtt.Client, settings: BrokerSettings, *, timeout_s: float = 1
     def on_connect(
         c: mqtt.Client, userdata: object, flags: mqtt.ConnectFlags, reason: object, props: object
     ) -> None:
-        # The service's own handler (subscriptions) runs first, so that whatever the caller
-        # publishes after `start` returns is already answered on subscribed topics.
+        # The backoff is reset first (the CONNACK is accepted whatever the handler does); the
+        # service's own handler (subscriptions) runs before `start` returns, so that whatever
+        # the caller publishes then is already answered on subscribed topics.
+        reset_backoff(c, reason)
         if previous is not None:
             previous(c, userdata, flags, reason, props)
-        reset_backoff(c, reason)
         connected.set()
 
     client.on_connect = on_connect
