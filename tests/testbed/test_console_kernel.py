@@ -329,8 +329,13 @@ class PinDriver:
         self.seen["before"] = row()
         # Act once the scenario's own steps are over (the bed held up), not under them.
         assert self.holding.wait(120), "the scenario never ended"
+        # One read can meet the table while the page re-renders it (a stale element): retried.
+        self._until(
+            "the class row still on BID 1 once the scenario is over",
+            lambda: row()[1:4] == ["1", "1", "1"],
+            10,
+        )
         self.seen["before"] = row()
-        assert self.seen["before"][1:4] == ["1", "1", "1"], self.seen["before"]
         browser.save_screenshot(str(self.shots / "router-before-pin.png"))
 
         # Pin to the other BID for 60 s with the page's form.
@@ -491,8 +496,13 @@ class CarrierDriver(PinDriver):
         self._until("the class row on BID 2", lambda: row()[1:4] == ["2", "2", "2"], 10)
         self.seen["before"] = row()
         assert self.holding.wait(120), "the scenario never ended"
+        # One read can meet the table while the page re-renders it (a stale element): retried.
+        self._until(
+            "the class row still on BID 2 once the scenario is over",
+            lambda: row()[1:4] == ["2", "2", "2"],
+            10,
+        )
         self.seen["before"] = row()
-        assert self.seen["before"][1:4] == ["2", "2", "2"], self.seen["before"]
         browser.save_screenshot(str(self.shots / "router-before-carrier-loss.png"))
         port = mr_link("eth1").port
         netns.run(self.naming.ns(mr_link("eth1").router), ["ip", "link", "set", port, "down"])
