@@ -39,7 +39,7 @@ from services.testbed.configs import CONSOLE_USER, RunSettings
 from services.testbed.counters import FINE_PERIOD_S, CounterSampler
 from services.testbed.recorder import Recorder
 from services.testbed.rundata import ConsoleAccess, RunData, RunOptions
-from services.testbed.scenario import Decider, Scenario, trace_path
+from services.testbed.scenario import Decider, Degrade, Scenario, trace_path
 from services.testbed.supervisor import Supervisor, kill_recorded, registry_path
 from services.testbed.timeline import Clock, StepFailed, run_steps
 from services.testbed.topology import Topology
@@ -95,6 +95,10 @@ def prepare(options: RunOptions, say: Callable[[str], None] = print) -> Live:
     """Everything before the services: the pipe kind, the broker, the run directory and its
     settings, the removal of any leftover of an earlier run, and the namespaces."""
     kind = pipe_kind(options.pipe, say)
+    if any(isinstance(s.do, Degrade) and s.do.loss > 0 for s in options.scenario.steps):
+        # Random drops are nft `numgen` in the access routers: refuse the run now, naming the
+        # kernel option, rather than when the scenario reaches its first loss step.
+        capabilities.probe(("nft numgen",)).require("nft numgen")
     ensure_broker(options.broker.host, options.broker.port)
     topic_root = f"testbed-{uuid.uuid4().hex[:8]}/multinet/v1"
     out = options.out
