@@ -5,6 +5,9 @@ where; load changes alone change nothing (the PREM meters saturation, not the NS
 
 from __future__ import annotations
 
+import re
+import tomllib
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -147,4 +150,19 @@ def test_refusals_name_the_dotted_field(extra: dict[str, Any], field: str, words
         load(NsaConfig, data)
     assert any(p.field == field and words in p.reason for p in refused.value.problems), (
         refused.value.problems
+    )
+
+
+def test_the_readme_example_decides_as_it_says() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    blocks = [b for b in re.findall(r"```toml\n(.*?)```", readme, re.DOTALL) if "overflow" in b]
+    assert blocks, "README.md shows a priority-overflow profile"
+    profiles = [p for p in tomllib.loads(blocks[0])["nsa"]["profiles"] if p["name"] == "bulk-sync"]
+    sim = Sim(load(NsaConfig, {"profiles": profiles}))
+    explanation = sim.start(0.0, LINKS).decision.explanation
+    text = render(explanation).splitlines()[1]
+    assert text == (
+        "  class bulk-sync [priority-overflow, utility] default path -> BID 1 overflowing to "
+        "BID 2, BID 3 (initial: preferred BID 1 (wlan) up to 20 Mb/s; new flows above it "
+        "overflow to BID 2 (lte) up to 5 Mb/s, then to BID 3 (umts))"
     )
