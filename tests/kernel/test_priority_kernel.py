@@ -39,21 +39,25 @@ def priority_policy(tiers: tuple[Tier, ...] | None = None) -> Policy:
     )
 
 
-def send(sink: str, source: str, dst: str, steps: list[Step]) -> dict[int, dict[str, int]]:
-    """Send the steps' datagrams from `source` (one socket per source port, kept open across
-    steps); per source port, how many of its datagrams each sink link carried."""
+def send(
+    sink: str, source: str, dst: str, steps: list[Step], other: dict[int, str] | None = None
+) -> dict[int, dict[str, int]]:
+    """Send the steps' datagrams from `source` to `dst` (the source ports in `other` to the
+    address given there), one socket per source port kept open across steps; per source
+    port, how many of its datagrams each sink link carried."""
     netns.enter(sink)
     captures = _captures(("x-a", "x-b"))
     netns.enter(source)
-    family = socket.AF_INET6 if ":" in dst else socket.AF_INET
     sockets: dict[int, socket.socket] = {}
     for sport, count, size in steps:
+        to = (other or {}).get(sport, dst)
+        family = socket.AF_INET6 if ":" in to else socket.AF_INET
         sock = sockets.get(sport)
         if sock is None:
             sock = sockets[sport] = socket.socket(family, socket.SOCK_DGRAM)
             sock.bind(("::" if family == socket.AF_INET6 else "0.0.0.0", sport))
         for _ in range(count):
-            sock.sendto(b"x" * size, (dst, PORT))
+            sock.sendto(b"x" * size, (to, PORT))
     for sock in sockets.values():
         sock.close()
     time.sleep(0.3)
@@ -150,3 +154,15 @@ def test_priority_skips_an_unusable_tier_and_updates_in_place(lab: tuple[str, st
         assert not state["again"]
         assert state["same_ruleset"]
         assert str(state["ruleset"]).count("chain pri_") == (1 if policies else 0), "none stale"
+
+
+def test_one_meter_per_class_for_both_families(lab: tuple[str, str, str]) -> None:
+    """The class's IPv4 and IPv6 rules share one chain, so one meter: an IPv6 flow filling
+    BID 1 sends the class's new IPv4 flows to BID 2 as well."""
+    sender, router, sink = lab
+    state = netns.call_in(router, enforce, (priority_policy(),))
+    assert str(state["ruleset"]).count("chain pri_") == 1
+    steps: list[Step] = [(HEAVY, 300, 1200), (34000, 2, 100)]
+    seen = netns.call_in(sink, send, sink, sender, DST, steps, {34000: "198.51.100.7"})
+    assert set(seen[HEAVY]) == {"x-a"}
+    assert seen[34000] == {"x-b": 2}, "the new IPv4 flow overflowed"
