@@ -1,4 +1,5 @@
-"""Priority policies on real packets: fill BID 1 up to its rate, new flows overflow to BID 2.
+"""Priority policies on real packets: fill BID 1 up to its rate, new flows overflow to BID 2
+(over veth links, and once through the MCoA agents' real pipes per pipe kind this kernel has).
 
 Topology and captures as in `test_spread_kernel` (sender -> router -> BID 1 by `r-a`, BID 2
 by `r-b`, AF_PACKET captures at the sink's `x-a` and `x-b`). The class's rate on BID 1 is
@@ -18,7 +19,8 @@ import pytest
 from services import capabilities, netns
 from services.contracts.policy import Policy, PortRange, Priority, Selector, Tier
 from tests.kernel.test_backend_behaviour import build_router
-from tests.kernel.test_spread_kernel import _captures, _udp_of, enforce
+from tests.kernel.test_spread_kernel import _captures, _rx, _udp_of, enforce, enforce_in_pipes
+from tests.mcoa.lab import MNN, McoaLab
 
 pytestmark = pytest.mark.kernel
 
@@ -166,3 +168,46 @@ def test_one_meter_per_class_for_both_families(lab: tuple[str, str, str]) -> Non
     seen = netns.call_in(sink, send, sink, sender, DST, steps, {34000: "198.51.100.7"})
     assert set(seen[HEAVY]) == {"x-a"}
     assert seen[34000] == {"x-b": 2}, "the new IPv4 flow overflowed"
+
+
+def burst6(dst: str, steps: list[Step]) -> None:
+    """Send the steps' datagrams to dst:PORT, one socket per source port (no captures)."""
+    sockets: dict[int, socket.socket] = {}
+    for sport, count, size in steps:
+        sock = sockets.get(sport)
+        if sock is None:
+            sock = sockets[sport] = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+            sock.bind(("::", sport))
+        for _ in range(count):
+            sock.sendto(b"x" * size, (dst, PORT))
+    for sock in sockets.values():
+        sock.close()
+
+
+def test_priority_through_real_pipes(mcoa_lab_each_kind: McoaLab) -> None:
+    """Downlink at the HA through the MCoA agents' real pipes: a heavy flow fills BID 1's
+    pipe, the flows that start meanwhile take BID 2's; every datagram arrives once. Counted on
+    the MR's two access links (m1, m2)."""
+    check = capabilities.probe(("nft overflow",)).check("nft overflow")
+    if not check.present:
+        pytest.skip(check.missing_text)
+    lab = mcoa_lab_each_kind
+    lab.start("ha")
+    lab.wait("HA listening", lambda: "serving on" in lab.log("ha"), 10)
+    lab.start("mr")
+    lab.wait("BID 1 pipe", lambda: lab.ha_far_end(1) == "2001:db8:1::2", 5)
+    lab.wait("BID 2 pipe", lambda: lab.ha_far_end(2) == "2001:db8:2::2", 5)
+    lab.wait("both BAs", lambda: lab.log("mr").count("status 0 (Binding Update accepted)") >= 2, 5)
+    netns.call_in(lab.ha, enforce_in_pipes, "ha", (priority_policy(),))
+    steps: list[Step] = [(HEAVY, 300, 1000)]
+    new = range(32000, 32010)
+    for port in new:
+        steps += [(HEAVY, 20, 1000), (port, 1, 100)]
+    before_rx = [_rx(lab.mr, dev) for dev in ("m1", "m2")]
+    before = lab.udp_no_ports()
+    netns.call_in(lab.cn, burst6, MNN, steps)
+    time.sleep(0.5)
+    assert lab.udp_no_ports() - before == 300 + 20 * len(new) + len(new), "each arrived once"
+    m1, m2 = (_rx(lab.mr, dev) - old for dev, old in zip(("m1", "m2"), before_rx, strict=True))
+    assert m1 >= 300 + 20 * len(new), (m1, m2)
+    assert len(new) <= m2 < len(new) + 10, f"the new flows alone took BID 2 {(m1, m2)}"
