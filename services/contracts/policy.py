@@ -205,10 +205,12 @@ class Duplicate(_Frozen):
         return (*self.paths, *self.fallbacks)
 
 
-#: The lowest and highest rate of a priority tier, in bits per second (1 kB/s to 1 Tbit/s): the
-#: data plane meters bytes per second, so a rate below 8000 would round to nothing.
+#: The lowest and highest rate of a priority tier, in bits per second (1 kB/s to 100 Gbit/s):
+#: the data plane meters bytes per second, so a rate below 8000 would round to nothing, and
+#: the kernel's byte meter refuses a rate whose second in nanoseconds overflows 64 bits
+#: (about 147 Gbit/s: "Value too large for defined data type", measured).
 MIN_TIER_RATE_BPS = 8000
-MAX_TIER_RATE_BPS = 10**12
+MAX_TIER_RATE_BPS = 10**11
 
 
 class Tier(_Frozen):

@@ -346,6 +346,7 @@ def test_priority_refusals_name_policy_field_and_line(action: str, field: str, w
     ("build", "words"),
     [
         (lambda: Tier(bid=1, rate_bps=7999), "greater than or equal to 8000"),
+        (lambda: Tier(bid=1, rate_bps=10**11 + 1), "less than or equal to 100000000000"),
         (lambda: Priority(tiers=(Tier(bid=1, rate_bps=9000),)), "at least 2 items"),
         (lambda: Priority(tiers=(Tier(bid=1), Tier(bid=2))), "tier 1 (BID 1) has no rate"),
         (
