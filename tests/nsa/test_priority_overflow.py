@@ -14,7 +14,7 @@ import pytest
 
 from services.contracts.errors import InvalidInput
 from services.contracts.policy import Forward, Install, PolicyMessage, Priority, Tier, Update
-from services.nsa.core import NsaConfig, load, render
+from services.nsa.core import MrState, NsaConfig, load, render
 from tests.nsa.factories import HA_NODE, MR_NODE, Sim, config, profile, udp
 
 #: BID 1 wlan, 2 lte, 3 umts (tests.nsa.factories.TECH).
@@ -62,6 +62,8 @@ def test_the_class_fills_its_preferred_link_and_overflows_in_order_at_both_nodes
     )
     text = render(result.decision.explanation)
     assert "[priority-overflow, utility] default path -> BID 1 overflowing to BID 2, BID 3" in text
+    # The state persists and reads back with its tiers (the NSA keeps it across restarts).
+    assert MrState.model_validate_json(sim.state.model_dump_json()) == sim.state
 
 
 def test_a_link_without_a_capacity_is_the_last_tier_the_others_fallbacks() -> None:

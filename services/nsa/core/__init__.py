@@ -89,6 +89,7 @@ ledgers), `summary` (the log line of a decision). The I/O around it is in `servi
 
 from services.nsa.core.config import (
     ApplicationProfile,
+    Capacity,
     ClassRule,
     Exclusion,
     LinkSecurity,
@@ -137,6 +138,7 @@ __all__ = [
     "ApplicationProfile",
     "Binding",
     "BindingStatus",
+    "Capacity",
     "ClassExplanation",
     "ClassRule",
     "ClassState",
