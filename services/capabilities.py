@@ -157,6 +157,19 @@ FEATURES: tuple[Feature, ...] = (
         needs=("nf_tables",),
     ),
     Feature(
+        "nft overflow",
+        Group.NETFILTER,
+        "nft conntrack marks, byte-rate limits and timed dynamic sets (priority policies)",
+        "CONFIG_NF_CONNTRACK_MARK, CONFIG_NFT_CT, CONFIG_NFT_LIMIT",
+        _steps(
+            f"nft add set {_T} sat {{ type mark ; flags dynamic, timeout ; timeout 1s ; }}",
+            f"nft add rule {_T} pre ct mark and 0xff00 0x100 limit rate over 125000 "
+            "bytes/second update @sat { ct mark and 0xff00 }",
+            f"nft add rule {_T} pre ct mark set ct mark and 0xffff00ff or 0x100",
+        ),
+        needs=("nf_tables",),
+    ),
+    Feature(
         "nfqueue",
         Group.NETFILTER,
         "nfqueue",

@@ -138,8 +138,8 @@ class Drop(_Frozen):
     kind: Literal["drop"] = "drop"
 
 
-#: At most this many BIDs in one balance or duplicate action (its shares or paths plus its
-#: fallbacks): the data plane keeps one hash bucket map or one copy per BID.
+#: At most this many BIDs in one balance, duplicate or priority action (its shares, paths or
+#: tiers plus its fallbacks): the data plane keeps one hash bucket, copy or meter per BID.
 MAX_ACTION_BIDS = 8
 #: A share's weight is a count of hash buckets; the largest keeps a whole map under 8000.
 MAX_WEIGHT = 1000
@@ -205,7 +205,58 @@ class Duplicate(_Frozen):
         return (*self.paths, *self.fallbacks)
 
 
-Action = Annotated[Forward | Drop | Balance | Duplicate, Field(discriminator="kind")]
+#: The lowest and highest rate of a priority tier, in bits per second (1 kB/s to 100 Gbit/s):
+#: the data plane meters bytes per second, so a rate below 8000 would round to nothing, and
+#: the kernel's byte meter refuses a rate whose second in nanoseconds overflows 64 bits
+#: (about 147 Gbit/s: "Value too large for defined data type", measured).
+MIN_TIER_RATE_BPS = 8000
+MAX_TIER_RATE_BPS = 10**11
+
+
+class Tier(_Frozen):
+    """One BID of a priority action and the rate of the class it carries before new flows
+    overflow to the next tier (bits per second; the last tier has none: it takes the rest)."""
+
+    bid: Bid
+    rate_bps: int | None = Field(default=None, ge=MIN_TIER_RATE_BPS, le=MAX_TIER_RATE_BPS)
+
+
+class Priority(_Frozen):
+    """Fill the first tier's BID up to its rate, overflow to the next (schema version 2).
+
+    The data plane decides per flow: while a tier's BID carries more of the class than its
+    rate, new flows of the class start on the next tier; a flow stays on the BID it started
+    on, so none is reordered. Unusable tiers are skipped; when no tier is usable the first
+    usable fallback takes every flow (as a forward's fallback would).
+    """
+
+    kind: Literal["priority"] = "priority"
+    tiers: tuple[Tier, ...] = Field(min_length=2, max_length=MAX_ACTION_BIDS)
+    fallbacks: tuple[Bid, ...] = ()
+
+    @model_validator(mode="after")
+    def _rates(self) -> Priority:
+        _check_distinct("priority/fallback", self.bids())
+        for index, tier in enumerate(self.tiers[:-1]):
+            if tier.rate_bps is None:
+                raise ValueError(
+                    f"tier {index + 1} (BID {tier.bid}) has no rate: every tier but the last "
+                    "needs one, above it new flows overflow to the next tier"
+                )
+        last = self.tiers[-1]
+        if last.rate_bps is not None:
+            raise ValueError(
+                f"the last tier (BID {last.bid}) has a rate: it takes whatever overflows the "
+                "tiers before it, so it has none"
+            )
+        return self
+
+    def bids(self) -> tuple[int, ...]:
+        """The tiers' BIDs in order of preference, followed by the fallbacks."""
+        return (*(tier.bid for tier in self.tiers), *self.fallbacks)
+
+
+Action = Annotated[Forward | Drop | Balance | Duplicate | Priority, Field(discriminator="kind")]
 
 #: The actions a version-1 document can carry; the others need version 2.
 VERSION_1_ACTIONS = (Forward, Drop)
@@ -277,7 +328,7 @@ class PolicyMessage(_Frozen):
 
     def schema_version(self) -> int:
         """The lowest document version that can carry this message: 1 unless an action is
-        new in version 2 (balance, duplicate)."""
+        new in version 2 (balance, duplicate, priority)."""
         op = self.operation
         policies: tuple[Policy, ...] = ()
         if isinstance(op, Install):

@@ -5,8 +5,8 @@ anything beyond our vocabulary before it can cost memory or reach a file: no DTD
 no processing instructions, UTF-8 only (no other byte-order mark, no NUL byte, no other
 `encoding=` declared), a byte limit before parsing and a policy-count limit before building
 models. The XSD of the document's version (`policy.xsd` for version 1, namespace
-`urn:multinet:flow-policy:1`; `policy-2.xsd` for version 2, which adds the balance and
-duplicate actions) fixes structure and value ranges; the pydantic
+`urn:multinet:flow-policy:1`; `policy-2.xsd` for version 2, which adds the balance,
+duplicate and priority actions) fixes structure and value ranges; the pydantic
 models add the cross-field rules. Every refusal is a `PolicyDocumentError` whose problems name
 the line, the policy id and the field, so a sender can fix its document without guessing.
 """
@@ -38,15 +38,17 @@ from services.contracts.policy import (
     Policy,
     PolicyMessage,
     PortRange,
+    Priority,
     Selector,
     Share,
+    Tier,
     Update,
 )
 
 #: Version 1: forward and drop. Still accepted unchanged, and still written for every message
 #: that needs nothing newer, so nodes that know only version 1 keep understanding them.
 NAMESPACE = "urn:multinet:flow-policy:1"
-#: Version 2: version 1 plus the balance and duplicate actions (`policy-2.xsd`).
+#: Version 2: version 1 plus the balance, duplicate and priority actions (`policy-2.xsd`).
 NAMESPACE_V2 = "urn:multinet:flow-policy:2"
 #: Document version by namespace, and the schema file of each.
 VERSIONS = {NAMESPACE: 1, NAMESPACE_V2: 2}
@@ -91,6 +93,8 @@ _XML_NAMES = {
     "fallbacks": "fallback",
     "shares": "share",
     "paths": "path",
+    "tiers": "tier",
+    "rate_bps": "rate-bps",
 }
 
 _M = TypeVar("_M", bound=BaseModel)
@@ -279,7 +283,7 @@ def _check_schema(root: etree._Element) -> None:
 
 def _version_hint(problem: Problem) -> Problem:
     """A version-1 document using a version-2 action: say which namespace it needs."""
-    for name in ("balance", "duplicate"):
+    for name in ("balance", "duplicate", "priority"):
         if f"Element '{name}'" in problem.reason:
             reason = (
                 f"{problem.reason} (the {name} action needs a version-2 document, "
@@ -464,11 +468,26 @@ def _duplicate(element: etree._Element) -> Duplicate:
     return _build(Duplicate, element, paths=paths, fallbacks=_bids_of(element, "fallback"))
 
 
-_ACTIONS: dict[str, Callable[[etree._Element], Forward | Drop | Balance | Duplicate]] = {
+def _priority(element: etree._Element) -> Priority:
+    tiers = tuple(
+        _build(Tier, child, bid=_int(child.get("bid")), rate_bps=_optional_int(child, "rate-bps"))
+        for child in element.iterchildren(_qn(element, "tier"))
+    )
+    return _build(Priority, element, tiers=tiers, fallbacks=_bids_of(element, "fallback"))
+
+
+def _optional_int(element: etree._Element, attribute: str) -> int | None:
+    text = element.get(attribute)
+    return None if text is None else _int(text)
+
+
+_Action = Forward | Drop | Balance | Duplicate | Priority
+_ACTIONS: dict[str, Callable[[etree._Element], _Action]] = {
     "forward": _forward,
     "drop": lambda _element: Drop(),
     "balance": _balance,
     "duplicate": _duplicate,
+    "priority": _priority,
 }
 
 
@@ -579,6 +598,13 @@ def _render_policy(parent: etree._Element, policy: Policy) -> None:
         holder = etree.SubElement(element, q("duplicate"))
         for bid in action.paths:
             etree.SubElement(holder, q("path"), bid=str(bid))
+        fallbacks = action.fallbacks
+    elif isinstance(action, Priority):
+        holder = etree.SubElement(element, q("priority"))
+        for tier in action.tiers:
+            written = etree.SubElement(holder, q("tier"), bid=str(tier.bid))
+            if tier.rate_bps is not None:
+                written.set("rate-bps", str(tier.rate_bps))
         fallbacks = action.fallbacks
     else:
         etree.SubElement(element, q("drop"))

@@ -22,7 +22,9 @@ from services.contracts.policy import (
     Install,
     Policy,
     PolicyMessage,
+    Priority,
     Share,
+    Tier,
     Update,
 )
 from services.contracts.policy_xml import NAMESPACE, NAMESPACE_V2, parse, render, validate_xsd
@@ -236,8 +238,130 @@ def test_the_readme_example_parses() -> None:
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
     found = re.findall(r"```xml\n(<policy-message[^`]*flow-policy:2[^`]*)```", readme)
     assert found, "README.md shows a version-2 document"
+    kinds: set[str] = set()
     for text in found:
         parsed = parse(text.encode())
         assert isinstance(parsed.operation, Install)
-        kinds = {p.action.kind for p in parsed.operation.policies}
-        assert kinds == {"balance", "duplicate"}
+        kinds |= {p.action.kind for p in parsed.operation.policies}
+    assert kinds == {"balance", "duplicate", "priority"}
+
+
+# ---- priority ------------------------------------------------------------------------------------
+
+PRIORITY = Priority(
+    tiers=(Tier(bid=1, rate_bps=20_000_000), Tier(bid=2, rate_bps=5_000_000), Tier(bid=3)),
+    fallbacks=(4,),
+)
+
+
+def test_priority_parses_renders_and_round_trips() -> None:
+    parsed = parse(
+        document("""
+        <policy id="bulk" priority="30">
+          <priority>
+            <tier bid="1" rate-bps="20000000"/><tier bid="2" rate-bps="5000000"/>
+            <tier bid="3"/><fallback bid="4"/>
+          </priority>
+        </policy>
+    """)
+    )
+    assert isinstance(parsed.operation, Install)
+    (bulk,) = parsed.operation.policies
+    assert bulk.action == PRIORITY
+    assert bulk.action.bids() == (1, 2, 3, 4)
+    new = message(Policy(id="bulk", priority=30, action=PRIORITY))
+    assert new.schema_version() == 2
+    rendered = render(new)
+    assert f'xmlns="{NAMESPACE_V2}"'.encode() in rendered
+    validate_xsd(rendered)
+    assert parse(rendered) == new
+    assert render(parse(rendered)) == rendered
+
+
+def test_version_1_document_with_priority_says_which_version() -> None:
+    problem = only(
+        refused(
+            document(
+                '<policy id="v" priority="1"><priority><tier bid="1" rate-bps="8000"/>'
+                '<tier bid="2"/></priority></policy>',
+                NAMESPACE,
+            )
+        )
+    )
+    assert "priority action needs a version-2 document" in problem.reason
+    assert (problem.policy_id, problem.line) == ("v", 4)
+
+
+@pytest.mark.parametrize(
+    ("action", "field", "words"),
+    [
+        ('<priority><tier bid="1" rate-bps="8000"/></priority>', "priority", "Missing child"),
+        (
+            '<priority><tier bid="1"/><tier bid="2"/></priority>',
+            "priority",
+            "tier 1 (BID 1) has no rate",
+        ),
+        (
+            '<priority><tier bid="1" rate-bps="9000"/><tier bid="2" rate-bps="9000"/></priority>',
+            "priority",
+            "the last tier (BID 2) has a rate",
+        ),
+        (
+            '<priority><tier bid="1" rate-bps="7999"/><tier bid="2"/></priority>',
+            "priority.tier",
+            "7999",
+        ),
+        (
+            '<priority><tier bid="1" rate-bps="fast"/><tier bid="2"/></priority>',
+            "priority.tier",
+            "rate-bps",
+        ),
+        (
+            '<priority><tier bid="2" rate-bps="9000"/><tier bid="2"/></priority>',
+            "priority",
+            "BID repeated in priority/fallback list [2, 2]",
+        ),
+        (
+            '<priority><tier bid="1" rate-bps="9000"/><tier bid="2"/><fallback bid="1"/>'
+            "</priority>",
+            "priority",
+            "BID repeated",
+        ),
+        (
+            '<priority><tier bid="1" rate-bps="9000"/><tier bid="2"/><path bid="3"/></priority>',
+            "priority.path",
+            "not expected",
+        ),
+    ],
+)
+def test_priority_refusals_name_policy_field_and_line(action: str, field: str, words: str) -> None:
+    problem = only(refused(document(f'<policy id="p" priority="1">\n{action}\n</policy>')))
+    assert words in problem.reason
+    assert problem.policy_id == "p"
+    assert problem.field == field
+    assert problem.line == 5
+
+
+@pytest.mark.parametrize(
+    ("build", "words"),
+    [
+        (lambda: Tier(bid=1, rate_bps=7999), "greater than or equal to 8000"),
+        (lambda: Tier(bid=1, rate_bps=10**11 + 1), "less than or equal to 100000000000"),
+        (lambda: Priority(tiers=(Tier(bid=1, rate_bps=9000),)), "at least 2 items"),
+        (lambda: Priority(tiers=(Tier(bid=1), Tier(bid=2))), "tier 1 (BID 1) has no rate"),
+        (
+            lambda: Priority(tiers=(Tier(bid=1, rate_bps=9000), Tier(bid=2, rate_bps=9000))),
+            "the last tier (BID 2) has a rate",
+        ),
+        (
+            lambda: Priority(
+                tiers=(Tier(bid=1, rate_bps=9000), Tier(bid=2)), fallbacks=tuple(range(3, 10))
+            ),
+            "9 BIDs",
+        ),
+    ],
+)
+def test_priority_models_refuse_the_same_without_a_document(build: object, words: str) -> None:
+    with pytest.raises(ValidationError) as info:
+        build()  # type: ignore[operator]
+    assert words in str(info.value)

@@ -411,7 +411,7 @@ def test_iptables_back_end_refuses_balance_and_changes_nothing(
     need_backend("iptables")
     answer = netns.call_in(make_netns("ipt"), iptables_refuses)
     assert answer.startswith("KernelError")
-    assert "cannot enforce balance or duplicate" in answer
+    assert "cannot enforce balance, duplicate or priority" in answer
     assert answer.endswith("| ()")
 
 

@@ -377,3 +377,39 @@ def test_duplicate_document_copies_to_both_bids_and_falls_back_on_carrier_loss(
 def _both(counts: tuple[int, int]) -> bool:
     """Every datagram left by both links (allowing one stray packet each)."""
     return all(PACKETS <= n <= PACKETS + 1 for n in counts)
+
+
+def test_priority_document_fills_bid_1_and_falls_back_on_carrier_loss(running: Running) -> None:
+    """A priority document through the broker: with nftables a light flow stays on its first
+    tier; when b1 loses its carrier the class's flows take BID 2 (the status lists BID 1 as
+    skipped), and return when it is back; with iptables the document is refused naming the
+    back end, and the kernel is unchanged. (Overflow itself: tests/kernel/test_priority_kernel.)"""
+    running.apply(Install(policies=(udp_to("video", 5001, 2),)))
+    before = running.kernel_dump()
+    priority = Policy.model_validate(
+        {
+            "id": "bulk",
+            "priority": 5,
+            "selector": {"next_header": 17, "dst_port": {"first": 5001, "last": 5001}},
+            "action": {"kind": "priority", "tiers": [{"bid": 1, "rate_bps": 8e6}, {"bid": 2}]},
+        }
+    )
+    status = running.send(Update(insert=(priority,)))
+    if running.backend == "iptables":
+        assert status.result == "refused"
+        assert [(r.policy_id, r.field) for r in status.refusals] == [("bulk", "priority")]
+        assert "iptables back end cannot enforce priority" in status.refusals[0].reason
+        assert running.kernel_dump() == before
+        return
+    assert status.result == "applied", status
+    assert _on(running.counts(), "b1"), "below 1 MB/s: the first tier"
+    netns.run(running.lab.receiver, ["ip", "link", "set", "d1", "down"])
+    status = running.client.next_status("ha1", timeout_s=5)
+    assert status.result == "fallback"
+    states = {f.policy_id: (f.active_bids, f.skipped_bids) for f in status.fallbacks}
+    assert states["bulk"] == ((2,), (1,))
+    assert _on(running.counts(), "b2")
+    netns.run(running.lab.receiver, ["ip", "link", "set", "d1", "up"])
+    status = running.client.next_status("ha1", timeout_s=5)
+    assert (status.result, status.fallbacks) == ("fallback", ())
+    assert _on(running.counts(), "b1")

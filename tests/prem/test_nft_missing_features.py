@@ -36,7 +36,7 @@ def test_missing_dup_is_named_with_its_kernel_option(monkeypatch: pytest.MonkeyP
     assert isinstance(explained, capabilities.MissingCapability)
     assert str(explained).startswith(
         "this kernel has no nft dup in ip6 tables (CONFIG_NFT_DUP_IPV6); the nftables back end "
-        "cannot enforce balance or duplicate policies here"
+        "cannot enforce balance, duplicate or priority policies here"
     )
 
 
@@ -45,6 +45,15 @@ def test_missing_jhash_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
     error = KernelError("nft", "Could not process rule")
     explained = nftables._explained(error, (FlowRule(1, "b", 4, SEL, 1, buckets=(1, 2)),))
     assert "this kernel has no nft jhash (CONFIG_NFT_HASH)" in str(explained)
+
+
+def test_missing_overflow_features_are_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(capabilities, "probe", fake_probe({"nft overflow"}))
+    error = KernelError("nft", "Could not process rule: No such file or directory")
+    rule = FlowRule(1, "p", 6, SEL, 1, tiers=((1, 1000), (2, 0)))
+    explained = str(nftables._explained(error, (rule,)))
+    assert "(CONFIG_NF_CONNTRACK_MARK, CONFIG_NFT_CT, CONFIG_NFT_LIMIT)" in explained
+    assert "cannot enforce balance, duplicate or priority policies here" in explained
 
 
 def test_other_failures_are_left_as_they_are(monkeypatch: pytest.MonkeyPatch) -> None:

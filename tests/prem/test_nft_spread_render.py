@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+from typing import Any
 
 import pytest
 
@@ -35,7 +36,7 @@ def udp(port: int) -> Selector:
     return Selector(next_header=17, dst_port=PortRange(first=port, last=port))
 
 
-def rule(pid: str, prio: int, sel: Selector, bid: int | None, **kw: tuple[int, ...]) -> FlowRule:
+def rule(pid: str, prio: int, sel: Selector, bid: int | None, **kw: Any) -> FlowRule:
     return FlowRule(prio, pid, 6, sel, bid, **kw)
 
 

@@ -26,12 +26,13 @@ problems name the dotted field:
 - `NsaConfig(settings, profiles, preferences, rules)`
 - `NsaSettings(method="utility"|"topsis", margin=0.1, dwell_s=10.0, fallbacks=True,
   max_metrics_age_s=None, scheme=1|2)`
-- `ApplicationProfile(name, selectors, requirements, steering, order, shares, method,
+- `ApplicationProfile(name, selectors, requirements, steering, order, capacities, shares, method,
   priority, user, mobile_routers)`; selectors are contract `Selector`s written as the MR sees
   outgoing traffic; `Requirements(min_bandwidth_bps, max_delay_ms, max_jitter_ms, max_loss,
   dscp)`; `SteeringMode`: best, priority (with `order` of BIDs/technologies), lowest-delay
   (also read as "smallest-delay"), cheapest, load-sharing (with `shares`), load-balancing
-  (with `shares`: balance actions), redundant (with `paths`, 2..4: duplicate actions);
+  (with `shares`: balance actions), redundant (with `paths`, 2..4: duplicate actions),
+  priority-overflow (with `order` and `capacities`: priority actions);
   `protect=Protect.WHEN_AT_RISK` with `risk_fraction` (0.8) and `protect_hold_s` (10 s)
   duplicates a single-link class while its link nears a bound (`protection`)
 - `Preferences(mobile_router, user, default, classes={class: Weights})`,
@@ -88,6 +89,7 @@ ledgers), `summary` (the log line of a decision). The I/O around it is in `servi
 
 from services.nsa.core.config import (
     ApplicationProfile,
+    Capacity,
     ClassRule,
     Exclusion,
     LinkSecurity,
@@ -136,6 +138,7 @@ __all__ = [
     "ApplicationProfile",
     "Binding",
     "BindingStatus",
+    "Capacity",
     "ClassExplanation",
     "ClassRule",
     "ClassState",

@@ -17,7 +17,13 @@ from typing import Annotated, Literal, get_args
 from pydantic import AfterValidator, Field, ValidationInfo, field_validator, model_validator
 
 from services.contracts.messages import LinkMetrics
-from services.contracts.policy import Bid, NodeId, Selector
+from services.contracts.policy import (
+    MAX_TIER_RATE_BPS,
+    MIN_TIER_RATE_BPS,
+    Bid,
+    NodeId,
+    Selector,
+)
 from services.nsa.core.frozen import Frozen
 
 ClassName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,48}$")]
@@ -60,6 +66,9 @@ class SteeringMode(StrEnum):
     LOAD_SHARING = "load-sharing"  # flows (selectors) spread over links by `shares`
     LOAD_BALANCING = "load-balancing"  # every flow's policy a weighted balance (`shares`)
     REDUNDANT = "redundant"  # every packet on the best `paths` eligible links (duplicate)
+    #: Fill the first eligible link of `order` up to its capacity; new flows overflow to the
+    #: next (a `priority` policy action, metered per flow by the PREM).
+    PRIORITY_OVERFLOW = "priority-overflow"
 
     @classmethod
     def _missing_(cls, value: object) -> SteeringMode | None:
@@ -75,6 +84,9 @@ class Protect(StrEnum):
     #: once the link has stayed below that for `protect_hold_s`.
     WHEN_AT_RISK = "when-at-risk"
 
+
+#: The modes that rank links by the configured `order` (ties: the score).
+ORDERED_MODES = frozenset({SteeringMode.PRIORITY, SteeringMode.PRIORITY_OVERFLOW})
 
 #: The steering modes that keep each flow on one link (the stability rule of `stability`).
 SINGLE_LINK_MODES = frozenset(
@@ -129,6 +141,15 @@ class Share(Frozen):
 _SHARED = frozenset({SteeringMode.LOAD_SHARING, SteeringMode.LOAD_BALANCING})
 
 
+class Capacity(Frozen):
+    """What a link (by BID or technology) can carry of a priority-overflow class, bits per
+    second: above it new flows of the class overflow to the next link. An achievable rate,
+    not the nominal one (a WLAN saturates well below its PHY rate)."""
+
+    link: LinkRef
+    bps: float = Field(ge=MIN_TIER_RATE_BPS, le=MAX_TIER_RATE_BPS)
+
+
 class ApplicationProfile(Frozen):
     """One application class: which flows it holds, what they need, and how to steer them.
 
@@ -141,7 +162,12 @@ class ApplicationProfile(Frozen):
     selectors: tuple[Selector, ...] = Field(min_length=1)
     requirements: Requirements = Requirements()
     steering: SteeringMode = SteeringMode.BEST
-    order: tuple[LinkRef, ...] = Field(default=(), description="priority mode: best first")
+    order: tuple[LinkRef, ...] = Field(
+        default=(), description="priority and priority-overflow modes: best first"
+    )
+    capacities: tuple[Capacity, ...] = Field(
+        default=(), description="priority-overflow: what each link takes before overflowing"
+    )
     shares: tuple[Share, ...] = Field(
         default=(), description="load sharing and load balancing; unlisted: 1.0"
     )
@@ -196,10 +222,21 @@ class ApplicationProfile(Frozen):
 
     @model_validator(mode="after")
     def _consistent(self) -> ApplicationProfile:
-        if self.steering is SteeringMode.PRIORITY and not self.order:
-            raise ValueError("priority steering needs an `order` of BIDs or technologies")
-        if self.order and self.steering is not SteeringMode.PRIORITY:
-            raise ValueError("`order` is only for priority steering")
+        if self.steering in ORDERED_MODES and not self.order:
+            raise ValueError(
+                f"{self.steering.value} steering needs an `order` of BIDs or technologies"
+            )
+        if self.order and self.steering not in ORDERED_MODES:
+            raise ValueError("`order` is only for priority and priority-overflow steering")
+        if self.steering is SteeringMode.PRIORITY_OVERFLOW and not self.capacities:
+            raise ValueError(
+                "priority-overflow steering needs `capacities`: what a link carries of the "
+                "class before new flows overflow to the next"
+            )
+        if self.capacities and self.steering is not SteeringMode.PRIORITY_OVERFLOW:
+            raise ValueError("`capacities` are only for priority-overflow steering")
+        if len({c.link for c in self.capacities}) != len(self.capacities):
+            raise ValueError("a link appears twice in `capacities`")
         if self.shares and self.steering not in _SHARED:
             raise ValueError("`shares` are only for load-sharing and load-balancing steering")
         if len(set(self.order)) != len(self.order):

@@ -26,11 +26,12 @@ The returned `wake_at` is when a pending dwell or a metrics age runs out: the se
 from __future__ import annotations
 
 from services.contracts.errors import InvalidInput, Problem
-from services.nsa.core.config import ApplicationProfile, NsaConfig, SteeringMode
+from services.nsa.core.config import ORDERED_MODES, ApplicationProfile, NsaConfig, SteeringMode
 from services.nsa.core.eligibility import FORBIDDING, violations
 from services.nsa.core.explain import ClassExplanation, Explanation, LinkVerdict, single_bid
 from services.nsa.core.frozen import Frozen
 from services.nsa.core.inputs import MrView, Trigger
+from services.nsa.core.overflow import with_tiers
 from services.nsa.core.protection import protect, with_copies
 from services.nsa.core.sharing import choose_balanced, choose_shared
 from services.nsa.core.stability import Context, choose_single
@@ -94,6 +95,10 @@ def decide_class(
         outcome = choose_shared(profile, ranked, previous, ctx)
     elif profile.steering is SteeringMode.LOAD_BALANCING:
         outcome = choose_balanced(profile, ranked, previous, ctx)
+    elif profile.steering is SteeringMode.PRIORITY_OVERFLOW:
+        outcome = with_tiers(
+            profile, choose_single(profile.steering, ranked, previous, ctx), ranked
+        )
     elif profile.steering is SteeringMode.REDUNDANT:
         outcome = with_copies(
             profile, choose_single(profile.steering, ranked, previous, ctx), ranked, previous
@@ -116,6 +121,7 @@ def decide_class(
         displaced=outcome.displaced or {},
         balance=outcome.balance,
         copies=outcome.copies,
+        tiers=outcome.tiers,
         protected_since=outcome.protected_since,
         healthy_since=outcome.healthy_since,
     )
@@ -133,6 +139,7 @@ def decide_class(
         links=verdicts,
         chosen_shares=outcome.balance,
         chosen_copies=outcome.copies,
+        chosen_tiers=outcome.tiers,
     )
     return new_state, entry
 
@@ -177,7 +184,7 @@ def _fallback_order(
     order, else ascending BID, never the scores.
     """
     allowed = [v for v in verdicts if not any(x.rule in FORBIDDING for x in v.excluded_by)]
-    if profile.steering is SteeringMode.PRIORITY:
+    if profile.steering in ORDERED_MODES:
         allowed.sort(key=lambda v: (priority_rank(profile.order, v.bid, v.technology), v.bid))
     return tuple(v.bid for v in allowed)
 

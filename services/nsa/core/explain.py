@@ -54,11 +54,12 @@ class LinkVerdict(Frozen):
 class ClassExplanation(Frozen):
     """The decision for one class.
 
-    `previous_flows` / `chosen_flows` hold one BID per selector (empty: no policies);
-    `previous_bid` / `chosen_bid` are the single BID of all flows, None when there are none
-    or (load sharing) they use several. `chosen_shares` (load balancing: every flow's policy
-    balances over these (BID, weight)) and `chosen_copies` (redundant or protected: a copy of
-    every packet goes on each) say what the policies do beyond forwarding.
+        `previous_flows` / `chosen_flows` hold one BID per selector (empty: no policies);
+        `previous_bid` / `chosen_bid` are the single BID of all flows, None when there are none
+        or (load sharing) they use several. `chosen_shares` (load balancing: every flow's policy
+        balances over these (BID, weight)) and `chosen_copies` (redundant or protected: a copy of
+        every packet goes on each) and `chosen_tiers` (priority-overflow: new flows fill each BID up
+    to its capacity, then the next) say what the policies do beyond forwarding.
     """
 
     class_name: str
@@ -74,6 +75,10 @@ class ClassExplanation(Frozen):
     links: tuple[LinkVerdict, ...] = ()
     chosen_shares: tuple[tuple[Bid, int], ...] = ()
     chosen_copies: tuple[Bid, ...] = ()
+    chosen_tiers: tuple[tuple[Bid, int | None], ...] = Field(
+        default=(),
+        description="priority-overflow: (BID, capacity in bit/s) filled in order; last None",
+    )
 
 
 class Explanation(Frozen):
@@ -124,6 +129,8 @@ def _render_class(entry: ClassExplanation) -> list[str]:
         change += " balanced over " + ", ".join(f"BID {b}:{w}" for b, w in entry.chosen_shares)
     if entry.chosen_copies:
         change += " copied to " + ", ".join(f"BID {b}" for b in entry.chosen_copies)
+    if entry.chosen_tiers:
+        change += " overflowing to " + ", ".join(f"BID {b}" for b, _ in entry.chosen_tiers[1:])
     detail = f": {entry.detail}" if entry.detail else ""
     reason = entry.reason.value
     named = reason.replace("-", " ")
@@ -133,7 +140,12 @@ def _render_class(entry: ClassExplanation) -> list[str]:
         f"  class {entry.class_name} [{entry.steering.value}, {entry.method.value}] "
         f"{change} ({reason}{detail})"
     ]
-    chosen = {*entry.chosen_flows, *entry.chosen_copies, *(b for b, _ in entry.chosen_shares)}
+    chosen = {
+        *entry.chosen_flows,
+        *entry.chosen_copies,
+        *(b for b, _ in entry.chosen_shares),
+        *(b for b, _ in entry.chosen_tiers),
+    }
     for link in entry.links:
         tech = f"{link.technology or '?':<8}"
         if link.excluded_by:

@@ -46,7 +46,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from services.contracts.messages import LinkMetrics
-from services.nsa.core.config import NsaConfig, Protect, ScoringMethod, SteeringMode
+from services.nsa.core.config import (
+    ORDERED_MODES,
+    NsaConfig,
+    Protect,
+    ScoringMethod,
+    SteeringMode,
+)
 from services.nsa.core.decide import WAKE_SLACK_S, Decision
 from services.nsa.core.explain import ClassExplanation, LinkVerdict
 from services.nsa.core.inputs import Link, MrView
@@ -138,8 +144,10 @@ def _slack(
     current = None
     if held is not None and not held.awaiting and held.current in {v.bid for v in eligible}:
         current = held.current
-    if entry.steering is SteeringMode.PRIORITY:
-        return _priority_slack(entry, eligible, order, current)
+    if entry.steering in ORDERED_MODES:
+        # Overflow tiers follow the whole ranking: every tie between links of one rank counts.
+        held_link = current if entry.steering is SteeringMode.PRIORITY else None
+        return _priority_slack(entry, eligible, order, held_link)
     if entry.steering is SteeringMode.BEST and entry.method is ScoringMethod.TOPSIS:
         return 0.0 if len(eligible) > 1 else math.inf
     if entry.steering is SteeringMode.REDUNDANT and entry.method is ScoringMethod.TOPSIS:

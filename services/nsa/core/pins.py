@@ -6,9 +6,9 @@ the router's, the BID one of its links), `overridden` applies the router's pins 
 that was taken as if there were none:
 
 - a pin in force puts every flow of its class on its BID (a plain forward: no balance shares,
-  no copies), whatever the scores, the hysteresis or the operator rules say: the operator
-  asked for exactly that. The explanation's reason is `operator-override`, its detail
-  `operator override by <user> until <time>`;
+  no copies, no overflow tiers), whatever the scores, the hysteresis or the operator rules
+  say: the operator asked for exactly that. The explanation's reason is `operator-override`,
+  its detail `operator override by <user> until <time>`;
 - unless the BID cannot carry anything now (link down, no live binding, a handover under way,
   never measured): then the class keeps the NSA's own choice (the fallbacks), and the detail
   says the pin is not in force and why; it comes back into force when the BID does;
@@ -146,6 +146,7 @@ def overridden(
             displaced={},
             balance=(),
             copies=(),
+            tiers=(),
             protected_since=None,
             healthy_since=None,
         )
@@ -159,6 +160,7 @@ def overridden(
                     "chosen_flows": flows,
                     "chosen_shares": (),
                     "chosen_copies": (),
+                    "chosen_tiers": (),
                     "detail": detail,
                 }
             )

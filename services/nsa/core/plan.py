@@ -3,8 +3,9 @@
 Desired sets: every selector of an assigned class is one policy, id "<class>.<index>",
 priority `profile.priority + index`, forwarding to its BID with the class's other BIDs the
 operator allows as fallbacks (so a PREM can fall over on carrier loss before the NSA decides
-again); a load-balancing class's policies balance over its shares instead, and a redundant or
-protected class's duplicate on its BID and its copies (`flow_action`). The MR
+again); a load-balancing class's policies balance over its shares instead, a redundant or
+protected class's duplicate on its BID and its copies, and a priority-overflow class's fill
+its tiers in order (`flow_action`). The MR
 (uplink) gets the profile's selectors; the HA (downlink) gets them mirrored, the destination
 being the mobile network side; actions are the same at both ends (BIDs name the same
 bindings there). Scheme 1: one document per node. Scheme 2: only the HA's, marked
@@ -39,7 +40,9 @@ from services.contracts.policy import (
     NodeId,
     Policy,
     PolicyMessage,
+    Priority,
     Share,
+    Tier,
     Update,
     mirror_selector,
 )
@@ -72,11 +75,17 @@ def desired_policies(config: NsaConfig, state: MrState, direction: Direction) ->
 
 def flow_action(
     assigned: ClassState, bid: int, allowed: tuple[int, ...]
-) -> Forward | Balance | Duplicate:
+) -> Forward | Balance | Duplicate | Priority:
     """The action of one flow of a class: a balance over the class's shares (load
-    balancing), a duplicate on its BID and the class's copies (redundant, protected), else a
-    forward to its BID. The fallbacks are the other BIDs in `allowed`, as many as the action
-    can carry (`MAX_ACTION_BIDS` in all for a balance or a duplicate)."""
+    balancing), a duplicate on its BID and the class's copies (redundant, protected), a
+    priority over its tiers (priority-overflow), else a forward to its BID. The fallbacks are
+    the other BIDs in `allowed`, as many as the action can carry (`MAX_ACTION_BIDS` in all
+    for a balance, a duplicate or a priority)."""
+    if len(assigned.tiers) > 1:
+        tiers = tuple(Tier(bid=b, rate_bps=rate) for b, rate in assigned.tiers)
+        used = {b for b, _ in assigned.tiers}
+        room = MAX_ACTION_BIDS - len(tiers)
+        return Priority(tiers=tiers, fallbacks=tuple(b for b in allowed if b not in used)[:room])
     if assigned.balance:
         shares = tuple(Share(bid=b, weight=w) for b, w in assigned.balance)
         used = {b for b, _ in assigned.balance}

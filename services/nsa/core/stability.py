@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from services.nsa.core.config import NsaSettings, SteeringMode
+from services.nsa.core.config import ORDERED_MODES, NsaSettings, SteeringMode
 from services.nsa.core.eligibility import Rule, Violation
 from services.nsa.core.explain import Reason
 from services.nsa.core.inputs import BindingStatus, MrView
@@ -52,6 +52,7 @@ class Outcome:
     displaced: dict[int, tuple[int, ...]] | None = None
     balance: tuple[tuple[int, int], ...] = ()
     copies: tuple[int, ...] = ()
+    tiers: tuple[tuple[int, int | None], ...] = ()
     protected_since: float | None = None
     healthy_since: float | None = None
 
@@ -191,7 +192,7 @@ def still_awaiting(
 
 
 def _advantage(mode: SteeringMode, best: Candidate, current: Candidate) -> str:
-    if mode is SteeringMode.PRIORITY:
+    if mode in ORDERED_MODES:
         return f"BID {best.bid} ranks before BID {current.bid}"
     return f"BID {best.bid} beats BID {current.bid} by {best.merit - current.merit:.3f}"
 

@@ -1,7 +1,8 @@
 """What the NSA remembers per mobile router between decisions: each class's assignment and
 the stability bookkeeping (challenger and since when, links left for a handover, load-sharing
 members), and what a flow's policy does beyond forwarding (balance shares, duplicate copies,
-protection and its hold time). A JSON-able model, so a service can persist it or show it.
+priority tiers, protection and its hold time). A JSON-able model, so a service can persist it
+or show it.
 """
 
 from __future__ import annotations
@@ -37,6 +38,10 @@ class ClassState(Frozen):
     )
     copies: tuple[Bid, ...] = Field(
         default=(), description="redundant or protected: BIDs carrying a copy of every packet"
+    )
+    tiers: tuple[tuple[Bid, int | None], ...] = Field(
+        default=(),
+        description="priority-overflow: (BID, capacity in bit/s) in order; the last has None",
     )
     protected_since: float | None = Field(
         default=None, description="protect when-at-risk: when the copies started"

@@ -2,9 +2,9 @@
 
 Every mode reduces to a ranking of candidates plus a "beats" test used by the stability rule:
 best score, smallest delay and cheapest compare a merit in [0, 1] (the score, or the ratio-
-normalised delay or cost alone) against the margin; priority (active-standby) compares the
-position in the configured order. Ties fall to the higher overall score, then the lower BID,
-so the same inputs always give the same choice.
+normalised delay or cost alone) against the margin; priority (active-standby) and
+priority-overflow compare the position in the configured order. Ties fall to the higher
+overall score, then the lower BID, so the same inputs always give the same choice.
 
 Load sharing spreads flows, not packets: each selector of the class is one flow unit. The
 number of flows per link is apportioned by weight (largest remainder), and flows stay where
@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from services.nsa.core.config import (
+    ORDERED_MODES,
     ApplicationProfile,
     ScoringMethod,
     Share,
@@ -66,7 +67,7 @@ def rank_candidates(
         )
         for i, link in enumerate(links)
     ]
-    if profile.steering is SteeringMode.PRIORITY:
+    if profile.steering in ORDERED_MODES:
         found.sort(key=lambda c: (c.rank, -round(c.score, 9), c.bid))
     else:
         found.sort(key=lambda c: (-round(c.merit, 9), -round(c.score, 9), c.bid))
@@ -108,7 +109,7 @@ def _merits(
 
 def beats(mode: SteeringMode, challenger: Candidate, current: Candidate, margin: float) -> bool:
     """Whether `challenger` is better than `current` by enough to move a class to it."""
-    if mode is SteeringMode.PRIORITY:
+    if mode in ORDERED_MODES:
         return challenger.rank < current.rank
     return challenger.merit - current.merit > margin + _EPSILON
 

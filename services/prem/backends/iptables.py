@@ -34,7 +34,10 @@ has the pieces: HMARK hashes the 5-tuple into the mark, TEE clones to `--gateway
 `--oif`; the kernel measured has both (CONFIG_NETFILTER_XT_TARGET_HMARK, _TEE) and
 python-iptables writes both (tried in a namespace). But HMARK sets the whole mark
 (offset + hash mod N), not only our bits, so balance would need another owner's bits saved
-around it, and neither is written here. Use the nftables back end for them.
+around it, and neither is written here. Priority policies are refused the same way: xtables
+could meter with hashlimit and pin flows with CONNMARK, but a per-flow overflow needs the
+"tier saturated" state that nft keeps in a timed set, and writing it twice is not worth it
+while the nftables back end has it. Use the nftables back end for them.
 
 python-iptables keeps one libiptc snapshot per table per process: every operation refreshes
 first, and another writer must not change the same table between our refresh and commit.
@@ -113,11 +116,11 @@ class IptablesBackend:
         """Rewrite our chains to `desired`: one commit per family whose content changes."""
         if not changes:
             return
-        spread = [r.policy_id for r in desired if r.buckets or r.copies]
+        spread = [r.policy_id for r in desired if r.buckets or r.copies or r.tiers]
         if spread:
             raise KernelError(
                 "iptables apply",
-                f"the iptables back end cannot enforce balance or duplicate policies "
+                f"the iptables back end cannot enforce balance, duplicate or priority policies "
                 f"({', '.join(sorted(set(spread)))}); nothing was changed",
             )
         desired = tuple(sorted(desired, key=FlowRule.precedence))

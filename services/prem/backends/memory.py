@@ -1,7 +1,8 @@
 """An in-memory data plane for decision-side tests: it answers "which BID does this packet get?".
 
-It holds every kind of rule (forward, drop, balance buckets, duplicate copies) and reads back
-exactly what it holds."""
+It holds every kind of rule (forward, drop, balance buckets, duplicate copies, priority tiers)
+and reads back exactly what it holds. A priority rule sends every packet to its first tier: this
+model meters nothing."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ class MemoryBackend:
 
     name = "memory"
     #: The policy actions this back end enforces (the enforcer refuses the others).
-    actions = frozenset({"forward", "drop", "balance", "duplicate"})
+    actions = frozenset({"forward", "drop", "balance", "duplicate", "priority"})
 
     def __init__(
         self, settings: PremSettings | None = None, *, fail_next_apply: bool = False

@@ -12,6 +12,10 @@ copies are made in two more tables, `ip6 <prefix>_dup` and `ip <prefix>_dup` (nf
 in an inet table): `dup to <gateway> device <device>`, learnt from each BID's routing table
 (`routing.copy_targets`), in the same batch. A BID whose table gives no target cannot take a
 copy (`uncopyable`): the enforcer leaves that copy out and reports it.
+
+Priority rules go to a chain per policy (`nft_render.priority_chain_commands`): conntrack
+marks pin each flow to a tier, a meter per tier and a set of saturated tiers send new flows
+to the next tier while the class is over a tier's rate.
 """
 
 from __future__ import annotations
@@ -33,11 +37,15 @@ from services.prem.core.nft_render import (
     balance_chain_commands,
     balance_chains,
     bid_chain_command,
+    delete_spread_chain_commands,
     dup_table_commands,
     dup_table_name,
     element_commands,
     map_parts,
     marked_bids,
+    priority_chain_commands,
+    priority_chains,
+    spread_chain_names,
     table_commands,
     table_name,
 )
@@ -51,7 +59,7 @@ class NftablesBackend:
 
     name = "nftables"
     #: The policy actions this back end enforces (the enforcer refuses the others).
-    actions = frozenset({"forward", "drop", "balance", "duplicate"})
+    actions = frozenset({"forward", "drop", "balance", "duplicate", "priority"})
 
     def __init__(self, settings: PremSettings) -> None:
         self.settings = settings
@@ -163,7 +171,7 @@ class NftablesBackend:
         self._known = TableState(
             wanted,
             _bids(wanted) | _kept_bids(current, mode),
-            frozenset(balance_chains(wanted)),
+            spread_chain_names(wanted),
         )
         log.debug("nftables apply: %s, %d commands", mode, len(commands))
 
@@ -185,15 +193,21 @@ class NftablesBackend:
 STALE_COPY = 0
 
 #: What each version-2 action needs from the kernel, by the capability probe's names.
-_NEEDS = {"balance": ("nft jhash",), "duplicate": ("nft dup", "nft dup ip")}
+_NEEDS = {
+    "balance": ("nft jhash",),
+    "duplicate": ("nft dup", "nft dup ip"),
+    "priority": ("nft overflow",),
+}
 
 
 def _explained(error: KernelError, desired: FlowTable) -> KernelError:
-    """The kernel refused a batch: when it holds balance or duplicate rules, say which kernel
-    feature is missing (a refused batch changed nothing)."""
+    """The kernel refused a batch: when it holds balance, duplicate or priority rules, say
+    which kernel feature is missing (a refused batch changed nothing)."""
     wanted = set()
     if any(rule.buckets for rule in desired):
         wanted |= set(_NEEDS["balance"])
+    if any(rule.tiers for rule in desired):
+        wanted |= set(_NEEDS["priority"])
     if any(rule.copies for rule in desired):
         families = {rule.family for rule in desired if rule.copies}
         wanted |= {"nft dup"} if 6 in families else set()
@@ -210,7 +224,8 @@ def _explained(error: KernelError, desired: FlowTable) -> KernelError:
     texts = "; ".join(check.missing_text for check in missing)
     return capabilities.MissingCapability(
         "nftables apply",
-        f"{texts}; the nftables back end cannot enforce balance or duplicate policies here "
+        f"{texts}; the nftables back end cannot enforce balance, duplicate or priority "
+        "policies here "
         f"(kernel: {error})",
     )
 
@@ -258,13 +273,16 @@ def _kept_bids(current: TableState, mode: str) -> frozenset[int]:
 def _new_chains(
     table: str, current: TableState, new: tuple[Layer, ...], settings: PremSettings
 ) -> list[str]:
-    """The BID and balance chains `new` needs that are not there yet."""
+    """The BID, balance and priority chains `new` needs that are not there yet."""
     commands = [
         bid_chain_command(table, bid, settings) for bid in sorted(_bids(new) - current.bid_chains)
     ]
     for name, (family, buckets) in sorted(balance_chains(new).items()):
         if name not in current.balance_chains:
             commands += balance_chain_commands(table, family, buckets)
+    for name, tiers in sorted(priority_chains(new).items()):
+        if name not in current.balance_chains:
+            commands += priority_chain_commands(table, name, tiers, settings)
     return commands
 
 
@@ -306,7 +324,9 @@ def _element_batch(
             commands += element_commands(table, part.name, part.key, part.rules, "delete")
         for part in map_parts(index, layer, came[index]):
             adds += element_commands(table, part.name, part.key, part.rules, "add")
-    # Balance chains no rule goes to any more (a layout changed): removed after the elements
-    # that went there, in the same transaction.
-    unused = sorted(current.balance_chains - set(balance_chains(new)))
-    return commands + adds + [f"delete chain inet {table} {name}" for name in unused]
+    # Balance and priority chains no rule goes to any more (a layout changed): removed after
+    # the elements that went there, in the same transaction.
+    unused = sorted(current.balance_chains - spread_chain_names(new))
+    return (
+        commands + adds + [c for name in unused for c in delete_spread_chain_commands(table, name)]
+    )

@@ -6,9 +6,10 @@ the first usable one of the policy's primary and fallbacks, so a fallback switch
 different flow table. Pure code: no kernel, no bus.
 
 A balance rule also carries the BID of each hash bucket (`buckets`; `bid` is the first
-bucket's), a duplicate rule the BIDs its copies go to (`copies`; `bid` is the original's), as
-`core.spread` computes them from the usable BIDs. A rule with neither is a plain forward or a
-drop, as in version 1.
+bucket's), a duplicate rule the BIDs its copies go to (`copies`; `bid` is the original's), a
+priority rule its tiers with their rates (`tiers`; `bid` is the first tier's), as `core.spread`
+computes them from the usable BIDs. A rule with none of them is a plain forward or a drop, as
+in version 1.
 """
 
 from __future__ import annotations
@@ -26,10 +27,11 @@ from services.contracts.policy import (
     Duplicate,
     Forward,
     Policy,
+    Priority,
     Selector,
     address_bounds,
 )
-from services.prem.core.spread import balance_buckets, duplicate_paths
+from services.prem.core.spread import Tiers, balance_buckets, duplicate_paths, priority_tiers
 
 
 @dataclass(frozen=True)
@@ -45,15 +47,21 @@ class FlowRule:
     buckets: tuple[int, ...] = ()
     #: Duplicate: the BIDs that get a copy of each packet (the original goes to `bid`).
     copies: tuple[int, ...] = ()
+    #: Priority: (BID, rate in bytes per second) of each tier, at least two; the last has 0.
+    tiers: Tiers = ()
 
     def verdict_bids(self) -> tuple[int, ...]:
         """Every BID this rule sends packets to (marks for, or copies to)."""
         if self.buckets:
             return tuple(sorted(set(self.buckets)))
+        if self.tiers:
+            return tuple(sorted(bid for bid, _ in self.tiers))
         return () if self.bid is None else (self.bid, *self.copies)
 
     def bid_of(self, packet: Packet) -> int | None:
-        """The BID whose mark `packet` gets from this rule (a balance picks by flow hash)."""
+        """The BID whose mark `packet` gets from this rule (a balance picks by flow hash; a
+        priority rule's first tier, as no tier is saturated in this model, which meters
+        nothing)."""
         if not self.buckets:
             return self.bid
         return self.buckets[flow_hash(packet) % len(self.buckets)]
@@ -123,6 +131,8 @@ def effective_bid(policy: Policy, unusable: frozenset[int]) -> int | None:
         return balance_buckets(action, unusable)[0]
     if isinstance(action, Duplicate):
         return duplicate_paths(action, unusable)[0]
+    if isinstance(action, Priority):
+        return priority_tiers(action, unusable)[0][0]
     if not isinstance(action, Forward):
         return None
     for bid in action.bids():
@@ -176,6 +186,12 @@ def _rule(
         return FlowRule(
             policy.priority, policy.id, family, policy.selector, paths[0], copies=paths[1:]
         )
+    if isinstance(action, Priority):
+        tiers = priority_tiers(action, unusable)
+        tiered = tiers if len(tiers) > 1 else ()
+        return FlowRule(
+            policy.priority, policy.id, family, policy.selector, tiers[0][0], tiers=tiered
+        )
     return FlowRule(
         policy.priority, policy.id, family, policy.selector, effective_bid(policy, unusable)
     )
@@ -201,13 +217,13 @@ def fallback_states(
     uncopyable: Uncopyable | None = None,
 ) -> tuple[FallbackState, ...]:
     """The policies whose primary BID is unusable, with the BID their flows use instead; the
-    balance and duplicate policies with any share or path unusable (or, for a duplicate,
-    unable to take a copy in some family), with the BIDs they use now."""
+    balance, duplicate and priority policies with any share, path or tier unusable (or, for a
+    duplicate, unable to take a copy in some family), with the BIDs they use now."""
     no_copy = frozenset().union(*(uncopyable or {}).values())
     states = []
     for policy in sorted(policies, key=Policy.sort_key):
         action = policy.action
-        if isinstance(action, Balance | Duplicate):
+        if isinstance(action, Balance | Duplicate | Priority):
             state = _spread_state(policy.id, action, unusable, no_copy)
             if state is not None:
                 states.append(state)
@@ -224,11 +240,18 @@ def fallback_states(
 
 
 def _spread_state(
-    policy_id: str, action: Balance | Duplicate, unusable: frozenset[int], no_copy: frozenset[int]
+    policy_id: str,
+    action: Balance | Duplicate | Priority,
+    unusable: frozenset[int],
+    no_copy: frozenset[int],
 ) -> FallbackState | None:
-    if isinstance(action, Balance):
-        declared = tuple(share.bid for share in action.shares)
-        now = balance_buckets(action, unusable)
+    if isinstance(action, Balance | Priority):
+        if isinstance(action, Balance):
+            declared = tuple(share.bid for share in action.shares)
+            now = balance_buckets(action, unusable)
+        else:
+            declared = tuple(tier.bid for tier in action.tiers)
+            now = tuple(bid for bid, _ in priority_tiers(action, unusable))
         skipped = tuple(bid for bid in declared if bid in unusable)
     else:
         declared = action.paths

@@ -23,6 +23,7 @@ from services.prem.core.nft_render import (
     DUP_SELECT_CHAIN,
     CopyTarget,
     parse_address,
+    parse_priority_chain,
 )
 from services.prem.core.settings import NodeSettings
 
@@ -44,12 +45,14 @@ class TableState:
 
     layers: tuple[Layer, ...]
     bid_chains: frozenset[int]
-    #: Names of the balance chains present (a name says its content, `balance_chain`).
+    #: Names of the balance and priority chains present (a name says its content,
+    #: `balance_chain`, `priority_chain`).
     balance_chains: frozenset[str] = frozenset()
 
 
-#: (BID, buckets) of a verdict: buckets empty unless it goes to a balance chain.
-Target = tuple[int | None, tuple[int, ...]]
+#: (BID, buckets, tiers) of a verdict: buckets empty unless it goes to a balance chain, tiers
+#: unless it goes to a priority chain.
+Target = tuple[int | None, tuple[int, ...], tuple[tuple[int, int], ...]]
 
 
 def _bad(detail: str) -> KernelError:
@@ -109,22 +112,25 @@ def _rule(
         dscp=single("ds"),
         flow_label=single("fl"),
     )
-    bid, buckets = target
-    return FlowRule(int(priority), policy_id, family, selector, bid, buckets)
+    bid, buckets, tiers = target
+    return FlowRule(int(priority), policy_id, family, selector, bid, buckets, tiers=tiers)
 
 
 def _target(data: Any, chains: Mapping[str, int], balances: Mapping[str, Any]) -> Target:
     """The BID of a verdict (`goto bid_N` decoded through that chain's mark), None for drop;
-    a balance chain's first bucket and buckets."""
+    a balance chain's first bucket and buckets; a priority chain's first tier and tiers."""
     if isinstance(data, dict) and "drop" in data:
-        return None, ()
+        return None, (), ()
     if isinstance(data, dict) and "goto" in data:
         name = data["goto"]["target"]
         if name in chains:
-            return chains[name], ()
+            return chains[name], (), ()
         if name in balances:
             buckets: tuple[int, ...] = balances[name]
-            return buckets[0], buckets
+            if name.startswith("pri_"):
+                tiers = parse_priority_chain(name) or ()
+                return tiers[0][0], (), tiers
+            return buckets[0], buckets, ()
     raise _bad(f"unexpected verdict {data!r}")
 
 
@@ -138,7 +144,7 @@ def _balance_buckets(exprs: list[Any], chains: Mapping[str, int]) -> tuple[int, 
         buckets: list[int | None] = [None] * size
         for key, verdict in vmap["data"]["set"]:
             low, high = _bounds(key)
-            bid, _ = _target(verdict, chains, {})
+            bid, _, _ = _target(verdict, chains, {})
             for index in range(low, high + 1):
                 buckets[index] = bid
         if any(b is None for b in buckets):
@@ -193,7 +199,7 @@ def _plain_layer(
 ) -> Layer:
     """Decode a rule matching field by field (nft may have folded `meta l4proto` into `udp`)."""
     family, fields = _plain_match(exprs)
-    target: Target = (None, ())
+    target: Target = (None, (), ())
     for expr in exprs:
         if "match" not in expr:
             target = _target(expr, chains, balances)
@@ -304,6 +310,8 @@ def parse_table(listing: Mapping[str, Any], table: str, settings: NodeSettings) 
         for chain, exprs in marking.items():
             if re.fullmatch(r"bal[46]_\d+_[0-9a-f]{12}", chain):
                 balances[chain] = _balance_buckets(exprs, chains)
+            elif parse_priority_chain(chain) is not None:
+                balances[chain] = ()  # its name says its tiers (`_target`)
         layers = _layers(classify, maps, chains, balances)
     except (KernelError, KeyError, ValueError, TypeError, IndexError) as exc:
         log.warning("table %s holds rules that are not ours (%s): reading it as empty", table, exc)

@@ -25,7 +25,7 @@ from services.contracts.policy import (
 from services.prem.core.flowtable import FlowRule
 from services.prem.core.nft_layers import Layer, dscp_guarded, key_fields
 from services.prem.core.settings import NodeSettings
-from services.prem.core.spread import runs
+from services.prem.core.spread import Tiers, runs
 
 CLASSIFY_CHAIN = "classify"
 FAMILY_NAMES = {4: "ipv4", 6: "ipv6"}
@@ -59,9 +59,11 @@ def balance_chain(family: int, buckets: tuple[int, ...]) -> str:
 
 
 def marked_bids(rule: FlowRule) -> tuple[int, ...]:
-    """The BIDs whose marking chains a rule jumps to (its buckets' or its own)."""
+    """The BIDs whose marking chains a rule jumps to (its buckets', its tiers' or its own)."""
     if rule.buckets:
         return tuple(sorted(set(rule.buckets)))
+    if rule.tiers:
+        return tuple(sorted(bid for bid, _ in rule.tiers))
     return () if rule.bid is None else (rule.bid,)
 
 
@@ -97,6 +99,108 @@ def balance_chains(layers: Iterable[Layer]) -> dict[str, tuple[int, tuple[int, .
         for rule in layer.rules
         if rule.buckets
     }
+
+
+# --- Priority: fill the first tier's BID up to its rate, new flows overflow to the next -------
+
+#: How long a tier counts as saturated after its meter last found the class over its rate.
+SATURATED_HOLD_S = 1
+_PRIORITY_CHAIN = re.compile(r"pri_([0-9a-f]{12})_((?:\d+r\d+_)+\d+)")
+
+
+def priority_chain(policy_id: str, tiers: Tiers) -> str:
+    """The chain of one priority policy: its id's digest (its meters are the class's own, so
+    two policies never share one; the IPv4 and IPv6 rules of one policy do) and its tiers,
+    `<BID>r<bytes per second>` each and the last one's BID (`parse_priority_chain`)."""
+    digest = hashlib.sha256(policy_id.encode()).hexdigest()[:12]
+    parts = [f"{bid}r{rate}" for bid, rate in tiers[:-1]]
+    return f"pri_{digest}_{'_'.join([*parts, str(tiers[-1][0])])}"
+
+
+def parse_priority_chain(name: str) -> Tiers | None:
+    """The tiers a priority chain's name says, or None if it is not one."""
+    found = _PRIORITY_CHAIN.fullmatch(name)
+    if found is None:
+        return None
+    parts = found.group(2).split("_")
+    tiers = [(int(bid), int(rate)) for bid, rate in (part.split("r") for part in parts[:-1])]
+    return (*tiers, (int(parts[-1]), 0))
+
+
+def saturated_set(chain: str) -> str:
+    """The set of a priority chain that holds, for `SATURATED_HOLD_S`, the conntrack mark of
+    each tier found over its rate."""
+    return f"{chain}_sat"
+
+
+def priority_chains(layers: Iterable[Layer]) -> dict[str, Tiers]:
+    """Every priority chain the layers' rules go to: name -> tiers."""
+    return {
+        priority_chain(rule.policy_id, rule.tiers): rule.tiers
+        for layer in layers
+        for rule in layer.rules
+        if rule.tiers
+    }
+
+
+def priority_chain_commands(
+    table: str, name: str, tiers: Tiers, settings: NodeSettings
+) -> list[str]:
+    """Per-flow overflow: the conntrack mark pins each flow to the tier it started on.
+
+    A flow's tier is kept in the conntrack mark (our mark bits, the BID's mark, so other
+    owners' bits survive). A packet of a flow pinned to a tier with a rate passes that tier's
+    meter (`limit rate over`: it consumes tokens while the class is under the rate) and, when
+    the class is over it, refreshes the tier's entry in the saturated set; then it goes to the
+    tier's BID chain. A new flow (or one pinned to a tier no longer listed, e.g. unusable)
+    takes the first tier not in the saturated set, the last tier otherwise, and is pinned
+    there. A packet without conntrack takes the first tier. The saturated set, not the meter,
+    answers for new flows: the meter tests a packet against the tokens left, and a small first
+    packet (a SYN) would pass between the large packets of a saturated link.
+    """
+    mask = settings.mark_mask
+    keep = ~mask & 0xFFFFFFFF
+    marks = [(bid, rate, settings.mark_of(bid)) for bid, rate in tiers]
+    held = saturated_set(name)
+    ct = f"ct mark and {mask:#010x}"
+    rule = f"add rule inet {table} {name}"
+    commands = [
+        f"add set inet {table} {held} {{ type mark ; flags dynamic, timeout ; "
+        f"timeout {SATURATED_HOLD_S}s ; size {len(tiers) * 2} ; }}",
+        f"add chain inet {table} {name}",
+        f"{rule} ct state {{ invalid, untracked }} goto {bid_chain(tiers[0][0])}",
+    ]
+    for bid, rate, mark in marks:
+        if rate:
+            commands.append(
+                f"{rule} {ct} {mark:#010x} limit rate over {rate} bytes/second "
+                f"update @{held} {{ {ct} }}"
+            )
+        commands.append(f"{rule} {ct} {mark:#010x} goto {bid_chain(bid)}")
+    for bid, _rate, mark in marks[:-1]:
+        commands += [
+            f"{rule} ct mark set ct mark and {keep:#010x} or {mark:#010x}",
+            f"{rule} {ct} != @{held} goto {bid_chain(bid)}",
+        ]
+    last, _, mark = marks[-1]
+    commands.append(
+        f"{rule} ct mark set ct mark and {keep:#010x} or {mark:#010x} goto {bid_chain(last)}"
+    )
+    return commands
+
+
+def spread_chain_names(layers: Iterable[Layer]) -> frozenset[str]:
+    """The balance and priority chains the layers' rules go to."""
+    chosen = tuple(layers)
+    return frozenset(balance_chains(chosen)) | frozenset(priority_chains(chosen))
+
+
+def delete_spread_chain_commands(table: str, name: str) -> list[str]:
+    """Remove a balance or priority chain no rule goes to (a priority chain's set with it)."""
+    commands = [f"delete chain inet {table} {name}"]
+    if parse_priority_chain(name) is not None:
+        commands.append(f"delete set inet {table} {saturated_set(name)}")
+    return commands
 
 
 @dataclass(frozen=True)
@@ -224,6 +328,8 @@ def verdict(rule: FlowRule) -> str:
     (`dup_table_commands`)."""
     if rule.buckets:
         return f"goto {balance_chain(rule.family, rule.buckets)}"
+    if rule.tiers:
+        return f"goto {priority_chain(rule.policy_id, rule.tiers)}"
     return "drop" if rule.bid is None else f"goto {bid_chain(rule.bid)}"
 
 
@@ -243,7 +349,8 @@ def _elements(rules: Iterable[FlowRule], shape: tuple[str, ...], with_data: bool
     for rule in rules:
         sel = rule.selector
         key = " . ".join([text(sel) for text in texts])
-        target = rule.buckets or rule.bid
+        # A priority rule's chain is its policy's own (its meter is the class's).
+        target = (rule.policy_id, rule.tiers) if rule.tiers else rule.buckets or rule.bid
         found = verdicts.get((rule.family, target))
         if found is None:
             found = verdicts[(rule.family, target)] = verdict(rule)
@@ -315,6 +422,8 @@ def table_commands(layers: tuple[Layer, ...], settings: NodeSettings) -> list[st
     ]
     for _name, (family, buckets) in sorted(balance_chains(layers).items()):
         commands += balance_chain_commands(table, family, buckets)
+    for name, tiers in sorted(priority_chains(layers).items()):
+        commands += priority_chain_commands(table, name, tiers, settings)
     commands += [f"add chain inet {table} {CLASSIFY_CHAIN}"]
     for index, layer in enumerate(layers):
         commands += layer_commands(table, index, layer)

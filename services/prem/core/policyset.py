@@ -21,6 +21,7 @@ from services.contracts.policy import (
     NodeId,
     Policy,
     PolicyMessage,
+    Priority,
     Selector,
     Update,
 )
@@ -207,7 +208,7 @@ def _bid_problems(policies: tuple[Policy, ...], settings: NodeSettings) -> list[
     problems = []
     for policy in policies:
         action = policy.action
-        if isinstance(action, Forward | Balance | Duplicate):
+        if isinstance(action, Forward | Balance | Duplicate | Priority):
             for bid in action.bids():
                 if bid not in known:
                     problems.append(
@@ -221,10 +222,11 @@ def _bid_problems(policies: tuple[Policy, ...], settings: NodeSettings) -> list[
     return problems
 
 
-def _bid_field(action: Forward | Balance | Duplicate, bid: int) -> str:
+def _bid_field(action: Forward | Balance | Duplicate | Priority, bid: int) -> str:
     """Where a BID sits in its action, as the document names it."""
     if isinstance(action, Forward):
         return "action.bid"
     if bid in action.fallbacks:
         return f"{action.kind}.fallback"
-    return f"{action.kind}.{'share' if isinstance(action, Balance) else 'path'}"
+    part = {"balance": "share", "duplicate": "path", "priority": "tier"}[action.kind]
+    return f"{action.kind}.{part}"

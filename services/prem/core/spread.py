@@ -1,4 +1,5 @@
-"""Where the packets of a balance or duplicate policy go, given which BIDs are usable (pure).
+"""Where the packets of a balance, duplicate or priority policy go, given which BIDs are usable
+(pure).
 
 Balance: a policy's weights become hash buckets (a share of weight w owns w buckets, after
 dividing every weight by their greatest common divisor), in share order, so a flow's bucket is
@@ -12,6 +13,11 @@ Duplicate: the original packet takes the first usable path, copies the other usa
 unusable path is replaced by the next usable fallback, so the policy keeps as many copies as
 it can. A path that is usable but cannot take a copy (the back end found no way to reach it
 for that address family, `uncopyable`) is skipped like an unusable one.
+
+Priority: the usable tiers in order, each with its rate in bytes per second (what the kernel
+meters); the last usable tier loses its rate, as it takes whatever overflows. When no tier is
+usable the first usable fallback takes every flow; when nothing at all is usable the layout is
+kept, so the flows return by themselves.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable
 from math import gcd
 
-from services.contracts.policy import Balance, Duplicate
+from services.contracts.policy import Balance, Duplicate, Priority
 
 
 def base_buckets(action: Balance) -> tuple[int, ...]:
@@ -81,6 +87,23 @@ def duplicate_paths(
         if bid not in uncopyable:
             chosen.append(bid)
     return tuple(chosen)
+
+
+#: A tier's rate as the kernel meters it: bytes per second. 0 on the last tier: no limit.
+Tiers = tuple[tuple[int, int], ...]
+
+
+def priority_tiers(action: Priority, unusable: Collection[int]) -> Tiers:
+    """(BID, rate in bytes per second) of each tier now (see the module's description); one
+    tier means a plain forward to that BID."""
+    usable = [tier for tier in action.tiers if tier.bid not in unusable]
+    if not usable:
+        fallback = next((bid for bid in action.fallbacks if bid not in unusable), None)
+        if fallback is not None:
+            return ((fallback, 0),)
+        usable = list(action.tiers)
+    found = [(tier.bid, (tier.rate_bps or 0) // 8) for tier in usable[:-1]]
+    return (*found, (usable[-1].bid, 0))
 
 
 def runs(buckets: Iterable[int]) -> list[tuple[int, int, int]]:
