@@ -192,6 +192,26 @@ def test_smallest_delay_is_accepted_as_lowest_delay() -> None:
     assert sim.bid("voip") == 2
 
 
+def test_active_standby_is_accepted_as_priority() -> None:
+    cfg = load(
+        NsaConfig,
+        {
+            "profiles": [
+                {
+                    "name": "video",
+                    "selectors": [udp(443).model_dump()],
+                    "steering": "active-standby",
+                    "order": [2, 1],
+                }
+            ]
+        },
+    )
+    assert cfg.profiles[0].steering is SteeringMode.PRIORITY
+    sim = Sim(cfg)
+    sim.start(0.0, {1: {"rtt_ms": 10}, 2: {"rtt_ms": 40}})
+    assert sim.bid("video") == 2
+
+
 @pytest.mark.parametrize(
     ("extra", "field", "words"),
     [

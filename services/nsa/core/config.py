@@ -55,8 +55,9 @@ def ref_matches(ref: int | str, bid: int, technology: str | None) -> bool:
 class SteeringMode(StrEnum):
     """How a class picks among its eligible links.
 
-    "smallest-delay" (the name issue 19 uses) is accepted as another spelling of
-    "lowest-delay", which stays the name written back (explanations, the console).
+    The 3GPP ATSSS names are accepted as other spellings: "smallest-delay" of
+    "lowest-delay" and "active-standby" of "priority"; the names written back (explanations,
+    the console) stay ours.
     """
 
     BEST = "best"  # highest multi-attribute score
@@ -72,7 +73,11 @@ class SteeringMode(StrEnum):
 
     @classmethod
     def _missing_(cls, value: object) -> SteeringMode | None:
-        return cls.LOWEST_DELAY if value == "smallest-delay" else None
+        return _SPELLINGS.get(value) if isinstance(value, str) else None
+
+
+#: Other accepted spellings of steering modes (the 3GPP ATSSS names).
+_SPELLINGS = {"smallest-delay": SteeringMode.LOWEST_DELAY, "active-standby": SteeringMode.PRIORITY}
 
 
 class Protect(StrEnum):
