@@ -91,7 +91,7 @@ class ConsoleService:
     ) -> None:
         self.settings = settings
         self.topics = Topics(broker.topic_root)
-        self.picture = Picture(ConsoleState(settings.history.limits()))
+        self.picture = Picture(ConsoleState(settings.limits()))
         self.auth = Authenticator(
             settings.users, ttl_s=settings.session_ttl_s, limits=settings.login
         )

@@ -520,6 +520,8 @@ Mobile router {e(mr)}</h1>
 <p id="summary"></p>
 <section id="router-alerts"></section>
 <h2>Links</h2><div id="links" class="links"></div>
+<h2>Packets per link</h2><div id="rates" class="rates"></div>
+<ol id="rate-markers" class="markers" reversed></ol>
 <h2>Bindings</h2><table><thead><tr><th>BID</th><th>Event</th><th>Care-of address</th>
 <th>Pipe</th><th>Lifetime</th><th>Status</th><th>At</th></tr></thead>
 <tbody id="bindings"></tbody></table>
