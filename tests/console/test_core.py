@@ -351,6 +351,14 @@ def test_decisions_handovers_fallbacks_and_link_changes_become_chart_markers() -
     markers = state.router_view("mr1")["markers"]  # type: ignore[index]
     assert len(markers) == 4  # bounded: the oldest went
     assert markers[-1]["label"] == "eth1 up"
+    back = m.status("ha1", "mr1", 4, result="fallback")
+    feed(state, back, now=104.0)  # back on the primaries after a fallback: marked
+    feed(state, back, now=105.0)  # again, with none before it: not marked
+    markers = state.router_view("mr1")["markers"]  # type: ignore[index]
+    assert [(x["at"], x["label"]) for x in markers[-2:]] == [
+        (103.0, "eth1 up"),
+        (104.0, "fallback at the HA: back on primary"),
+    ]
 
 
 def test_a_budget_near_its_cap_raises_an_alert_in_the_row_until_it_falls_back() -> None:

@@ -215,6 +215,8 @@ class Router:
     overrides: dict[str, str] = field(default_factory=dict)  # class -> operator override
     audits: deque[Audit] = field(default_factory=deque)
     markers: deque[Marker] = field(default_factory=deque)
+    #: Per direction, whether the worker's last fallback status listed any fallback.
+    falling_back: dict[Direction, bool] = field(default_factory=dict)
     alerts: dict[tuple[str, str], Alert] = field(default_factory=dict)
     revision: int = 0  # of the whole view
     row: dict[str, Any] = field(default_factory=dict)
@@ -454,7 +456,10 @@ class ConsoleState:
         enforcement = self._enforcement(router, status.direction, node)
         enforcement.status(status, now)
         if status.result == "fallback":
-            self._mark(router, Marker(now, "fallback", _fallback_label(status)))
+            # A return to the primaries is marked only after a fallback it ends.
+            if status.fallbacks or router.falling_back.get(status.direction, False):
+                self._mark(router, Marker(now, "fallback", _fallback_label(status)))
+            router.falling_back[status.direction] = bool(status.fallbacks)
         key = ("refused-document", node)
         if status.result == "refused":
             detail = f"{status.direction.value} version {status.requested_version}: "

@@ -70,11 +70,11 @@
   function drawMarkers(u) {
     const ctx = u.ctx, r = window.devicePixelRatio || 1;
     const min = u.scales.x.min, max = u.scales.x.max;
+    const ends = [];  // per label row, where its last label ends (pixels): labels never overlap
     ctx.save();
     ctx.font = `${11 * r}px system-ui, sans-serif`;
     ctx.lineWidth = r;
     ctx.setLineDash([4 * r, 3 * r]);
-    let row = 0;
     for (const m of markers) {
       if (m.at < min || m.at > max) continue;
       const x = Math.round(u.valToPos(m.at, "x", true));
@@ -83,10 +83,15 @@
       ctx.moveTo(x, u.bbox.top);
       ctx.lineTo(x, u.bbox.top + u.bbox.height);
       ctx.stroke();
-      const right = x > u.bbox.left + u.bbox.width * 0.7;  // label left of a late line
-      ctx.textAlign = right ? "right" : "left";
-      ctx.fillText(m.label, x + (right ? -3 : 3) * r, u.bbox.top + (12 + 13 * (row % 5)) * r);
-      row++;
+      const width = ctx.measureText(m.label).width;
+      const right = x + width + 6 * r > u.bbox.left + u.bbox.width;  // label left of a late line
+      const from = right ? x - width - 3 * r : x + 3 * r;
+      let row = ends.findIndex((end) => end < from);
+      if (row < 0 && ends.length < 6) row = ends.push(0) - 1;
+      if (row < 0) continue;  // crowded: the line only (the list below names it)
+      ends[row] = from + width + 4 * r;
+      ctx.textAlign = "left";
+      ctx.fillText(m.label, from, u.bbox.top + (12 + 13 * row) * r);
     }
     ctx.restore();
   }
