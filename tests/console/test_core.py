@@ -387,3 +387,23 @@ def test_a_report_without_a_budget_clears_its_alert() -> None:
     assert state.routers["mr1"].row["alert_kinds"] == ["budget-near-cap"]
     feed(state, m.metrics("mr1", "lte0", 2), now=101.0)
     assert state.routers["mr1"].row["alerts"] == 0
+
+
+def test_a_watch_wakes_on_a_change_of_the_routers_row_not_on_its_metrics() -> None:
+    from services.console.picture import Picture
+
+    picture = Picture(ConsoleState(), clock=lambda: 100.0)
+    woken: list[str] = []
+    unwatch = picture.watch("mr1", lambda: woken.append("mr1"))
+    picture.watch("mr2", lambda: woken.append("mr2"))
+    picture.feed(*m.state("mr1", "eth1", 2, up=True))  # a new router: its row appears
+    assert woken == ["mr1"]
+    picture.feed(*m.metrics("mr1", "eth1", 2))
+    picture.feed(*m.metrics("mr1", "eth1", 2, rtt_ms=99.0))
+    assert woken == ["mr1"]  # metrics do not change the row: no wake-up
+    picture.feed(*m.state("mr1", "eth1", 2, up=False))
+    picture.feed(*m.state("mr2", "eth0", 1, up=False))
+    assert woken == ["mr1", "mr1", "mr2"]
+    unwatch()
+    picture.feed(*m.state("mr1", "eth1", 2, up=True))
+    assert woken == ["mr1", "mr1", "mr2"]
