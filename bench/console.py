@@ -11,9 +11,14 @@ simulated seconds each); then the memory the picture holds once every link's his
 (tracemalloc).
 
 Part 2, delay (`--delay`, needs the broker on 127.0.0.1:1883): a console runs for real (bus
-and uvicorn), the fleet reports in the background at 1 Hz, a client holds a router's event
-stream, and a link-state change is published `--count` times; the time from the publish to
-the event that shows it is recorded. Quoted: p50 and p99.
+and uvicorn), the fleet reports at 1 Hz from another process (as monitors do), each second's
+messages in `--slices` even bursts (1: all at once), a client holds a router's event stream,
+and a link-state change is published `--count` times; the time from the publish to the event
+that shows it is recorded, split into `bus` (publish -> fed to the picture: broker, paho,
+decoding, and the queue of fleet messages ahead of it), `wait` (fed -> the stream's event
+built: its wake-up and gaps) and `send` (built -> read by the client: JSON, uvicorn, the
+socket). Quoted: p50 and p99 of each, and the console process's CPU per fleet message over
+the run (its bus thread, web thread and this bench's client).
 
 Part 3, first render (`--render`, needs Debian's chromium and chromium-driver): the console's
 web app (uvicorn) over a picture holding the whole fleet, headless Chromium logged in loads
@@ -23,7 +28,7 @@ page sets once its first fleet event is in the table and drawn (`fleet-rendered`
 worst, with every row checked to be in the table.
 
     .venv/bin/python -m bench.console [--routers 1000] [--links 3] [--seconds 10] [--delay]
-        [--render] [--loads 5]
+        [--count 40] [--slices 10] [--render] [--loads 5]
 """
 
 from __future__ import annotations
