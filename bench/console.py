@@ -11,9 +11,14 @@ simulated seconds each); then the memory the picture holds once every link's his
 (tracemalloc).
 
 Part 2, delay (`--delay`, needs the broker on 127.0.0.1:1883): a console runs for real (bus
-and uvicorn), the fleet reports in the background at 1 Hz, a client holds a router's event
-stream, and a link-state change is published `--count` times; the time from the publish to
-the event that shows it is recorded. Quoted: p50 and p99.
+and uvicorn), the fleet reports at 1 Hz from another process (as monitors do), each second's
+messages in `--slices` even bursts (1: all at once), a client holds a router's event stream,
+and a link-state change is published `--count` times; the time from the publish to the event
+that shows it is recorded, split into `bus` (publish -> fed to the picture: broker, paho,
+decoding, and the queue of fleet messages ahead of it), `wait` (fed -> the stream's event
+built: its wake-up and gaps) and `send` (built -> read by the client: JSON, uvicorn, the
+socket). Quoted: p50 and p99 of each, and the console process's CPU per fleet message over
+the run (its bus thread, web thread and this bench's client).
 
 Part 3, first render (`--render`, needs Debian's chromium and chromium-driver): the console's
 web app (uvicorn) over a picture holding the whole fleet, headless Chromium logged in loads
@@ -23,7 +28,7 @@ page sets once its first fleet event is in the table and drawn (`fleet-rendered`
 worst, with every row checked to be in the table.
 
     .venv/bin/python -m bench.console [--routers 1000] [--links 3] [--seconds 10] [--delay]
-        [--render] [--loads 5]
+        [--count 40] [--slices 10] [--render] [--loads 5]
 """
 
 from __future__ import annotations
@@ -36,7 +41,8 @@ import threading
 import time
 import tracemalloc
 import uuid
-from typing import Literal
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 from services.console.core import ConsoleState, Limits
 from services.console.picture import FleetCursor, Picture
@@ -128,8 +134,46 @@ def memory_mib(routers: int, links: int, samples: int) -> float:
     return held / 2**20
 
 
-def delay_run(routers: int, links: int, count: int) -> list[float]:
-    """Publish-to-event delays (seconds) of a live console under the fleet's load."""
+def _load(root: str, routers: int, links: int, slices: int) -> None:
+    """The fleet at 1 Hz, from its own process (monitors are other processes: publishing
+    3,000 messages a second from the console's interpreter would take its GIL), spread over
+    `slices` even slices of each second (1: all at once, the worst phase)."""
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    topics = Topics(root)
+    publisher = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    publisher.connect("127.0.0.1", 1883)
+    publisher.loop_start()
+    second = 0
+    while True:
+        started = time.monotonic()
+        batch = _fleet_messages(routers, links, second, 0)
+        size = -(-len(batch) // slices)
+        for k in range(slices):
+            for topic, payload in batch[k * size : (k + 1) * size]:
+                publisher.publish(topics.link_metrics(topic.owner, topic.item), payload, qos=0)
+            time.sleep(max(0.0, started + (k + 1) / slices - time.monotonic()))
+        second += 1
+
+
+@dataclass(slots=True)
+class DelayRun:
+    """Per state change: publish -> fed to the picture (broker, paho, decode: `bus`), fed ->
+    the stream's event built (`wait`: the stream's wake-up and gaps), built -> read by the
+    client (`send`: JSON, uvicorn, the socket); and the console process's CPU per message."""
+
+    total: list[float] = field(default_factory=list)
+    bus: list[float] = field(default_factory=list)
+    wait: list[float] = field(default_factory=list)
+    send: list[float] = field(default_factory=list)
+    cpu_us_per_message: float = 0.0
+
+
+def delay_run(routers: int, links: int, count: int, slices: int) -> DelayRun:
+    """Publish-to-event delays of a live console under the fleet's load, with their parts."""
+    import multiprocessing
+
     import httpx2
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
@@ -140,12 +184,36 @@ def delay_run(routers: int, links: int, count: int) -> list[float]:
 
     root = f"bench-{uuid.uuid4().hex[:8]}/multinet/v1"
     topics = Topics(root)
+    loader = multiprocessing.get_context("spawn").Process(
+        target=_load, args=(root, routers, links, slices), daemon=True
+    )
+    loader.start()
     service = ConsoleService(
         settings(
             listen="127.0.0.1:0", stream_max_s=600.0, router_interval_s=0.5, fleet_interval_s=1.0
         ),
         BrokerSettings(topic_root=root, session_expiry_s=0),
     )
+    probe = "mr0000"
+    marks: dict[str, float | bool] = {}
+    picture = service.picture
+    feed, router = picture.feed, picture.router
+
+    def fed(topic: TopicName, message: object) -> bool:
+        taken = feed(topic, message)
+        if topic.item == "probe0" and isinstance(message, LinkState) and "fed" not in marks:
+            marks["fed"] = time.monotonic()
+        return taken
+
+    def built(name: str, revision: int, after: float | None) -> dict[str, Any] | None:
+        view = router(name, revision, after)
+        if view is not None and "fed" in marks and "built" not in marks:
+            shown = [link["up"] for link in view["links"] if link["interface"] == "probe0"]
+            if shown == [marks["up"]]:
+                marks["built"] = time.monotonic()
+        return view
+
+    picture.feed, picture.router = fed, built  # type: ignore[method-assign]
     ready = threading.Event()
     thread = threading.Thread(target=service.run, kwargs={"ready": ready}, daemon=True)
     thread.start()
@@ -153,20 +221,7 @@ def delay_run(routers: int, links: int, count: int) -> list[float]:
     publisher = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
     publisher.connect("127.0.0.1", 1883)
     publisher.loop_start()
-    stop = threading.Event()
-
-    def load() -> None:
-        second = 0
-        while not stop.is_set():
-            started = time.monotonic()
-            for topic, payload in _fleet_messages(routers, links, second, 0):
-                publisher.publish(topics.link_metrics(topic.owner, topic.item), payload, qos=0)
-            second += 1
-            stop.wait(max(0.0, 1.0 - (time.monotonic() - started)))
-
-    loader = threading.Thread(target=load, daemon=True)
-    loader.start()
-    delays: list[float] = []
+    run = DelayRun()
     try:
         client = httpx2.Client(
             base_url=f"http://127.0.0.1:{service.port}", timeout=30, follow_redirects=True
@@ -176,13 +231,17 @@ def delay_run(routers: int, links: int, count: int) -> list[float]:
             "/login",
             data={"user": "alice", "password": PASSWORDS["alice"], "csrf": csrf_of(form.text)},
         )
-        time.sleep(2.0)  # the fleet is in the picture
-        probe = "mr0000"
+        time.sleep(3.0)  # the fleet is in the picture
+        taken = service.metrics.registry.get_sample_value
+        messages = taken("multinet_console_messages_total", {"kind": "link-metrics"}) or 0.0
+        cpu = time.process_time()
         with client.stream("GET", f"/events/mr/{probe}") as stream:
             lines = stream.iter_lines()
             for i in range(count):
                 up = i % 2 == 1
                 state = LinkState(sender=probe, interface="probe0", bid=9, up=up, carrier=up)
+                marks.clear()
+                marks["up"] = up
                 sent = time.monotonic()
                 publisher.publish(topics.link_state(probe, "probe0"), encode(state), qos=1)
                 for line in lines:
@@ -191,18 +250,33 @@ def delay_run(routers: int, links: int, count: int) -> list[float]:
                     view = json.loads(line[6:])
                     shown = [link["up"] for link in view["links"] if link["interface"] == "probe0"]
                     if shown == [up]:
-                        delays.append(time.monotonic() - sent)
+                        read = time.monotonic()
+                        fed_at, built_at = float(marks["fed"]), float(marks["built"])
+                        run.total.append(read - sent)
+                        run.bus.append(fed_at - sent)
+                        run.wait.append(built_at - fed_at)
+                        run.send.append(read - built_at)
                         break
                 # A random pause, so the publishes fall at every phase of the stream's polls.
                 time.sleep(0.3 + random.random() * 0.4)
+        cpu = time.process_time() - cpu
+        messages = (
+            taken("multinet_console_messages_total", {"kind": "link-metrics"}) or 0.0
+        ) - messages
+        run.cpu_us_per_message = cpu / max(1.0, messages) * 1e6
     finally:
-        stop.set()
+        loader.terminate()
         loader.join(5)
         publisher.disconnect()
         publisher.loop_stop()
         service.stop()
         thread.join(10)
-    return delays
+    return run
+
+
+def _p(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def render_run(routers: int, links: int, loads: int) -> list[float]:
@@ -268,6 +342,9 @@ def main() -> int:
     parser.add_argument("--flap", type=int, default=100, help="every Nth message a state change")
     parser.add_argument("--delay", action="store_true", help="part 2: bus to event delay")
     parser.add_argument("--count", type=int, default=40)
+    parser.add_argument(
+        "--slices", type=int, default=10, help="the fleet's second in this many bursts (part 2)"
+    )
     parser.add_argument("--render", action="store_true", help="part 3: first render in Chromium")
     parser.add_argument("--loads", type=int, default=5, help="fleet page loads (part 3)")
     args = parser.parse_args()
@@ -286,15 +363,23 @@ def main() -> int:
     mib = memory_mib(args.routers, args.links, samples)
     print(f"  memory of the picture, {samples} samples per link held: {mib:.0f} MiB")
     if args.delay:
-        delays = sorted(delay_run(args.routers, args.links, args.count))
-        if not delays:
+        run = delay_run(args.routers, args.links, args.count, args.slices)
+        if not run.total:
             print("  delay: no event seen")
             return 1
-        p50 = statistics.median(delays)
-        p99 = delays[min(len(delays) - 1, round(0.99 * (len(delays) - 1)))]
         print(
-            f"  bus -> router stream event, under the fleet's load: p50 {p50 * 1000:.0f} ms, "
-            f"p99 {p99 * 1000:.0f} ms ({len(delays)} of {args.count})"
+            f"  bus -> router stream event, under the fleet's load ({args.slices} slices a "
+            f"second): p50 {statistics.median(run.total) * 1000:.0f} ms, "
+            f"p99 {_p(run.total, 0.99) * 1000:.0f} ms ({len(run.total)} of {args.count})"
+        )
+        for name, values in (("bus", run.bus), ("wait", run.wait), ("send", run.send)):
+            print(
+                f"    {name:5} p50 {statistics.median(values) * 1000:6.1f} ms   "
+                f"p99 {_p(values, 0.99) * 1000:6.1f} ms"
+            )
+        print(
+            f"  console process CPU during the run: {run.cpu_us_per_message:.1f} us per fleet "
+            "message (bus thread, streams, the bench's client)"
         )
     if args.render:
         times = render_run(args.routers, args.links, args.loads)

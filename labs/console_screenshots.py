@@ -5,10 +5,12 @@
 Runs the scenario on the namespace test bed with `--console` (and a hold, in case), reads the
 console's URL and one-time login from what the run prints, and when the run prints `--when`
 (default: Figure 7's return to eth1 after the handover, so the page shows sparklines, both
-bindings, one moved, and http bound to BID 2) logs in with headless Chromium and saves the
-fleet page and the router page of mr1 as `console-fleet.png` and `console-router.png`,
-reduced to a palette so each stays small. Needs root (the test bed),
-chromium and chromium-driver (scripts/setup.sh installs them for the tests).
+bindings, one moved, and http bound to BID 2, and its packet-rate chart the flows leaving eth1
+and coming back, with the decisions and handovers marked) logs in with headless Chromium and
+saves the fleet page and the router page of mr1 (the whole page, up to `ROUTER_MAX_HEIGHT`) as
+`console-fleet.png` and `console-router.png`, reduced to a palette so each stays small.
+Needs root (the test bed), chromium and chromium-driver (scripts/setup.sh installs them for
+the tests).
 """
 
 from __future__ import annotations
@@ -35,6 +37,9 @@ from services.testbed.scenario import Decider
 _LOGIN_LINE = re.compile(r"console: (http://\S+/)\s+login: (\S+) / (\S+)")
 HOLD_S = 60.0
 WIDTH, HEIGHT = 1200, 1000
+#: The router's page is taken whole (links, chart, bindings, classes, decisions, audit) up to
+#: this height.
+ROUTER_MAX_HEIGHT = 2000
 _OUT = Path("/var/tmp/multinet-testbed")  # noqa: S108 - the test bed's own, root-only
 
 
@@ -82,7 +87,11 @@ def capture(url: str, user: str, password: str, out: Path) -> list[Path]:
         browser.get(f"{url}mr/{MOBILE_ROUTER}")
         wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, ".link canvas")) >= 2)
         wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#bindings tr"))
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#rates canvas"))
         time.sleep(1.0)
+        height = browser.execute_script("return document.documentElement.scrollHeight")
+        browser.set_window_size(WIDTH, min(ROUTER_MAX_HEIGHT, int(height) + 20))
+        time.sleep(1.0)  # the chart is redrawn at the new size with the next event
         router = out / "console-router.png"
         browser.save_screenshot(str(router))
         saved.append(router)

@@ -8,6 +8,7 @@ Users carry a role (viewer, operator) and a password hash in the SOAP gateway's 
 
 from __future__ import annotations
 
+import dataclasses
 from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -106,6 +107,19 @@ class ConsoleSettings(BaseModel):
     metrics_listen: ListenAddress | None = Field(
         default=None, description="HOST:PORT of the Prometheus /metrics endpoint; None: off"
     )
+    budget_alert_share: float = Field(
+        default=0.8,
+        gt=0,
+        le=1,
+        description="a link whose data budget is used to this share of its cap raises a "
+        "budget-near-cap alert (the monitor's link reports carry the budget)",
+    )
+
+    def limits(self) -> Limits:
+        """The core's bounds and thresholds."""
+        return dataclasses.replace(
+            self.history.limits(), budget_alert_share=self.budget_alert_share
+        )
 
     @field_validator("users")
     @classmethod

@@ -2,6 +2,9 @@
 
 Each read takes the lock for the time of building one event's data (rows changed since a
 revision, one router's view), never across an await, so neither side waits long on the other.
+
+A router's page is woken by the feeding thread when its router's fleet row changes (`watch`):
+its stream then sends the change at once instead of finding it at its next poll.
 """
 
 from __future__ import annotations
@@ -32,11 +35,45 @@ class Picture:
         self.state = state
         self.clock = clock
         self.lock = threading.Lock()
+        #: router -> (its row revision when last looked at, the wake-ups of its watchers)
+        self._watches: dict[str, tuple[int, list[Callable[[], None]]]] = {}
 
     def feed(self, topic: TopicName, message: object) -> bool:
-        """Hand one parsed message to the state (see `ConsoleState.feed`)."""
+        """Hand one parsed message to the state (see `ConsoleState.feed`); wake the watchers
+        of a router whose row it changed."""
         with self.lock:
-            return self.state.feed(topic, message, self.clock())
+            taken = self.state.feed(topic, message, self.clock())
+            if self._watches:
+                self._wake()
+            return taken
+
+    def watch(self, name: str, wake: Callable[[], None]) -> Callable[[], None]:
+        """Call `wake` whenever router `name`'s fleet row changes (a link's state, an alert, a
+        binding, a mismatch); it runs in the feeding thread under the lock, so it must only
+        schedule (e.g. `loop.call_soon_threadsafe`). Returns the function that stops it."""
+        with self.lock:
+            revision, wakes = self._watches.get(name, (self.state.row_revision(name), []))
+            wakes.append(wake)
+            self._watches[name] = (revision, wakes)
+
+        def unwatch() -> None:
+            with self.lock:
+                _, current = self._watches.get(name, (0, []))
+                if wake in current:
+                    current.remove(wake)
+                if not current:
+                    self._watches.pop(name, None)
+
+        return unwatch
+
+    def _wake(self) -> None:
+        """O(routers watched): a handful of open router pages, not the fleet."""
+        for name, (seen, wakes) in self._watches.items():
+            revision = self.state.row_revision(name)
+            if revision != seen:
+                self._watches[name] = (revision, wakes)
+                for wake in wakes:
+                    wake()
 
     def tick(self) -> None:
         """Let what has expired go."""

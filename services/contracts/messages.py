@@ -60,6 +60,10 @@ class LinkMetrics(Envelope):
     budget_bytes: int | None = Field(default=None, gt=0, exclude_if=_absent)
     budget_used_bytes: int | None = Field(default=None, ge=0, exclude_if=_absent)
     budget_period_end: float | None = Field(default=None, ge=0, exclude_if=_absent)
+    # Optional, written only when known (issue 16): packets per second received and sent over
+    # the last period, from the interface counters (the console's per-link packet-rate chart).
+    rx_pps: float | None = Field(default=None, ge=0, exclude_if=_absent)
+    tx_pps: float | None = Field(default=None, ge=0, exclude_if=_absent)
 
 
 class LinkState(Envelope):

@@ -30,7 +30,7 @@ from services.monitor.brownout import BrownoutDetector, BrownoutEvent, BrownoutS
 from services.monitor.budget import BudgetMeter
 from services.monitor.change import ChangeDetector, ChangeSettings
 from services.monitor.config import LinkConfig
-from services.monitor.counters import Counters, rates
+from services.monitor.counters import Counters, packet_rates, rates
 from services.monitor.netlink import InterfaceState
 from services.monitor.radio import RadioReading
 from services.monitor.state import LinkStateMachine, LinkStateSettings, Transition
@@ -121,6 +121,8 @@ class LinkTracker:
         self.radio = Radio()
         self.rx_bps: float | None = None
         self.tx_bps: float | None = None
+        self.rx_pps: float | None = None
+        self.tx_pps: float | None = None
         self._counters: Counters | None = None
         self._sequence = 0
         self._started = now
@@ -221,13 +223,16 @@ class LinkTracker:
         if counters is not None and self.budget is not None and wall is not None:
             self.budget.count(counters, wall)
         if counters is None:
-            self.rx_bps = self.tx_bps = None
+            self.rx_bps = self.tx_bps = self.rx_pps = self.tx_pps = None
             return
         if previous is None:
             return
         measured = rates(previous, counters)
         if measured is not None:
             self.rx_bps, self.tx_bps = measured.rx_bps, measured.tx_bps
+        packets = packet_rates(previous, counters)
+        if packets is not None:
+            self.rx_pps, self.tx_pps = packets.rx_pps, packets.tx_pps
 
     def radio_changed(self, radio: Radio, now: float) -> list[Envelope]:
         """New radio values (a trace sample takes effect, or a driver reading)."""
@@ -283,6 +288,8 @@ class LinkTracker:
             loss=loss,
             rx_bps=self.rx_bps,
             tx_bps=self.tx_bps,
+            rx_pps=self.rx_pps,
+            tx_pps=self.tx_pps,
             signal_dbm=self.radio.signal_dbm,
             noise_dbm=self.radio.noise_dbm,
             bitrate_bps=self.radio.bitrate_bps,

@@ -32,8 +32,14 @@ from services.nsa.core.inputs import Trigger, TriggerKind
 
 
 def metrics(
-    mr: str, interface: str, bid: int, rtt_ms: float = 20.0
+    mr: str,
+    interface: str,
+    bid: int,
+    rtt_ms: float = 20.0,
+    budget: tuple[int, int] | None = None,
+    pps: tuple[float, float] | None = None,
 ) -> tuple[TopicName, LinkMetrics]:
+    """A link report; `budget` (cap, used) in bytes and `pps` (rx, tx) when given."""
     message = LinkMetrics(
         sender=mr,
         interface=interface,
@@ -43,6 +49,11 @@ def metrics(
         loss=0.01,
         rx_bps=1e6,
         tx_bps=2e5,
+        rx_pps=None if pps is None else pps[0],
+        tx_pps=None if pps is None else pps[1],
+        budget_bytes=None if budget is None else budget[0],
+        budget_used_bytes=None if budget is None else budget[1],
+        budget_period_end=None if budget is None else 2e9,
     )
     return TopicName(TopicKind.LINK_METRICS, mr, interface), message
 

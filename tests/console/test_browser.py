@@ -13,6 +13,7 @@ from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
+from services.contracts.messages import BindingEventKind
 from tests.console import messages as m
 from tests.console.chromium import chromium, require
 from tests.console.conftest import LiveConsole
@@ -125,3 +126,49 @@ def test_the_fleet_page_shows_a_link_going_down_live(
     logs: list[dict[str, object]] = browser.get_log("browser")  # type: ignore[no-untyped-call]
     errors = [e for e in logs if e["level"] == "SEVERE"]
     assert errors == []
+
+
+def test_the_routers_packet_rate_chart_draws_each_link_and_marks_events_live(
+    live_console: LiveConsole, browser: webdriver.Chrome, tmp_path: Path
+) -> None:
+    """The chart in the style of the paper's Figure 7: packets per second per link and
+    direction, with a marker for a decision arriving while the page is open (no reload)."""
+    t = live_console.topics
+    for second in range(3):
+        for interface, bid, pps in (("wlan0", 1, (850.0, 420.0)), ("lte0", 2, (3.0, 1.0))):
+            _, sample = m.metrics("mr3", interface, bid, pps=pps)
+            live_console.publish(t.link_metrics("mr3", interface), sample)
+        time.sleep(0.05 * second)
+    _, bound = m.binding("mr3", 2, BindingEventKind.COA_CHANGED, coa="2001:db8:2::7")
+    live_console.publish(t.binding_event("mr3", 2), bound)
+    browser.get(live_console.url + "/login")
+    browser.find_element(By.ID, "user").send_keys("alice")
+    browser.find_element(By.ID, "password").send_keys(PASSWORDS["alice"])
+    browser.find_element(By.ID, "login").click()
+    browser.get(live_console.url + "/mr/mr3")
+    wait = WebDriverWait(
+        browser, 10, poll_frequency=0.05, ignored_exceptions=(StaleElementReferenceException,)
+    )
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#rates canvas"))
+    chart = browser.execute_script("return window.mnRate")
+    assert chart["labels"] == ["lte0 down (rx)", "lte0 up (tx)", "wlan0 down (rx)", "wlan0 up (tx)"]
+    # uPlot's aligned data: times, then one column per label.
+    columns = dict(zip(chart["labels"], chart["data"][1:], strict=True))
+    assert max(v for v in columns["wlan0 down (rx)"] if v is not None) == 850.0
+    assert max(v for v in columns["wlan0 up (tx)"] if v is not None) == 420.0
+    assert max(v for v in columns["lte0 down (rx)"] if v is not None) == 3.0
+    assert [x["kind"] for x in chart["markers"]] == ["handover"]
+
+    def kinds() -> list[str | None]:
+        items = browser.find_elements(By.CSS_SELECTOR, "#rate-markers li")
+        return [li.get_attribute("data-kind") for li in items]
+
+    assert kinds() == ["handover"]
+    _, decision = m.decision("mr3", {"web": (2,)})
+    live_console.publish(t.decision("mr3"), decision)
+    wait.until(lambda d: kinds() == ["decision", "handover"])  # newest first
+    assert "NSA: 1 moved" in browser.find_element(By.CSS_SELECTOR, "#rate-markers li").text
+    browser.save_screenshot(str(tmp_path / "router-rates.png"))
+    assert (tmp_path / "router-rates.png").stat().st_size > 0
+    logs: list[dict[str, object]] = browser.get_log("browser")  # type: ignore[no-untyped-call]
+    assert [e for e in logs if e["level"] == "SEVERE"] == []

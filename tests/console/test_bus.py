@@ -11,6 +11,7 @@ import httpx2
 import pytest
 
 from services.contracts import policy_xml
+from services.contracts.messages import LinkMetrics
 from services.contracts.policy import Install
 from tests.console import messages as m
 from tests.console.conftest import LiveConsole
@@ -123,3 +124,60 @@ def test_the_nsas_audit_records_show_in_the_routers_view(live_console: LiveConso
     assert applied["reason"] == "wlan maintenance"
     # The router's page has the table the script fills.
     assert 'id="audits"' in client.get("/mr/mr1").text
+
+
+def test_a_budget_near_its_cap_in_the_monitors_reports_raises_an_alert_in_the_fleet(
+    live_console: LiveConsole,
+) -> None:
+    """The reports come from the monitor's own link tracker and budget meter (1 MB a month,
+    counted from interface counters), published on the real broker; the console's fleet view
+    shows a budget-near-cap alert once 80 % of the cap is used, and none after a new period."""
+    from services.monitor.budget import BudgetMeter, BudgetPeriod
+    from services.monitor.change import ChangeSettings
+    from services.monitor.config import LinkConfig
+    from services.monitor.counters import Counters
+    from services.monitor.link import LinkTracker
+    from services.monitor.netlink import InterfaceState
+    from services.monitor.state import LinkStateSettings
+    from services.monitor.stats import ProbeSettings
+
+    t = live_console.topics
+    client = _logged_in(live_console.url)
+    start = 1_780_000_000.0  # 2026-05-28: the month ends at 1_780_272_000 (June 1st)
+    meter = BudgetMeter(10**6, BudgetPeriod(), None, start)
+    tracker = LinkTracker(
+        "mr7",
+        LinkConfig.model_validate(
+            {"interface": "lte0", "bid": 2, "technology": "lte", "budget_bytes": 10**6}
+        ),
+        window=ProbeSettings(window=10),
+        state=LinkStateSettings(down_after=3, up_after=2),
+        publish=ChangeSettings(period_s=1.0),
+        initial=InterfaceState("lte0", True, 7, True, True, ("2001:db8:7::10",)),
+        now=0.0,
+        budget=meter,
+    )
+
+    def report(used: int, at: float, tick: float) -> dict[str, Any]:
+        tracker.counters(Counters(used, 0, used // 1000, 0, tick), at)
+        (metrics,) = [x for x in tracker.tick(tick) if isinstance(x, LinkMetrics)]
+        live_console.publish(t.link_metrics("mr7", "lte0"), metrics)
+        return metrics.model_dump()
+
+    def row() -> dict[str, Any] | None:
+        rows = client.get("/api/fleet").json()["rows"]
+        return next((r for r in rows if r["mr"] == "mr7"), None)
+
+    report(0, start, 10.0)  # the baseline
+    first = report(700_000, start + 60, 20.0)
+    assert first["budget_used_bytes"] == 700_000
+    wait_for("mr7 in the fleet", lambda: row() is not None, 10)
+    assert row()["alert_kinds"] == []  # type: ignore[index]
+    report(820_000, start + 120, 30.0)
+    wait_for("the budget alert", lambda: row()["alert_kinds"] == ["budget-near-cap"], 10)  # type: ignore[index]
+    (alert,) = client.get("/api/mr/mr7").json()["alerts"]
+    assert (alert["kind"], alert["subject"]) == ("budget-near-cap", "lte0")
+    assert alert["detail"].startswith("82% of 1.0 MB used")
+    # The next month: the meter starts from zero, the alert goes.
+    report(830_000, 1_780_272_000.0 + 60, 40.0)
+    wait_for("the alert cleared", lambda: row()["alerts"] == 0, 10)  # type: ignore[index]

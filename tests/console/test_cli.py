@@ -63,3 +63,14 @@ def test_a_port_in_use_stops_the_start_with_the_reason(
     err = capsys.readouterr().err
     assert f"cannot serve the console on 127.0.0.1:{port}" in err
     assert "in use" in err
+
+
+def test_a_budget_alert_share_outside_0_to_1_is_refused_naming_it(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    text = EXAMPLE.read_text(encoding="utf-8")
+    assert "budget_alert_share = 0.8" in text
+    bad = tmp_path / "console.toml"
+    bad.write_text(text.replace("budget_alert_share = 0.8", "budget_alert_share = 1.5"))
+    assert main(["console", "run", "--config", str(bad), "--check"]) == 2
+    assert "console.budget_alert_share" in capsys.readouterr().err

@@ -316,3 +316,94 @@ def test_a_class_under_an_operator_pin_shows_the_override() -> None:
     feed(state, m.decision("mr1", {"video": (1,), "bulk": (1,)}, at=101.0))
     classes = {c["class"]: c for c in state.router_view("mr1")["classes"]}  # type: ignore[index]
     assert classes["video"]["override"] is None, "released: the next decision has no override"
+
+
+def test_packet_rates_are_kept_per_link_and_old_reports_have_none() -> None:
+    state = ConsoleState()
+    feed(state, m.metrics("mr1", "wlan0", 1, pps=(850.0, 40.0)), now=100.0)
+    feed(state, m.metrics("mr1", "wlan0", 1), now=101.0)  # a monitor from before the field
+    history = state.router_view("mr1")["links"][0]["history"]  # type: ignore[index]
+    assert history["rx_pps"] == [850.0, None]
+    assert history["tx_pps"] == [40.0, None]
+
+
+def test_decisions_handovers_fallbacks_and_link_changes_become_chart_markers() -> None:
+    state = ConsoleState(Limits(markers=4))
+    feed(state, m.state("mr1", "eth1", 2, up=True), now=100.0)
+    feed(state, m.binding("mr1", 2), now=100.5)
+    feed(state, m.binding("mr1", 2, BindingEventKind.REFRESHED), now=101.0)  # no marker
+    feed(state, m.state("mr1", "eth1", 2, up=False), now=102.0)
+    feed(state, m.decision("mr1", {"web": (1,)}, at=102.2), now=102.3)
+    fallback = FallbackState(policy_id="web.0", primary_bid=2, active_bid=1)
+    feed(state, m.status("ha1", "mr1", 3, result="fallback", fallbacks=(fallback,)), now=102.4)
+    markers = state.router_view("mr1")["markers"]  # type: ignore[index]
+    assert [(x["at"], x["kind"]) for x in markers] == [
+        (100.5, "handover"),
+        (102.0, "link"),
+        (102.3, "decision"),
+        (102.4, "fallback"),
+    ]
+    assert markers[0]["label"] == "BID 2 registered to 2001:db8::1"
+    assert markers[1]["label"] == "eth1 down"
+    assert markers[2]["label"] == "NSA: 1 moved (metrics)"
+    assert markers[3]["label"] == "fallback at the HA: web.0 BID 2 -> 1"
+    feed(state, m.state("mr1", "eth1", 2, up=True), now=103.0)
+    markers = state.router_view("mr1")["markers"]  # type: ignore[index]
+    assert len(markers) == 4  # bounded: the oldest went
+    assert markers[-1]["label"] == "eth1 up"
+    back = m.status("ha1", "mr1", 4, result="fallback")
+    feed(state, back, now=104.0)  # back on the primaries after a fallback: marked
+    feed(state, back, now=105.0)  # again, with none before it: not marked
+    markers = state.router_view("mr1")["markers"]  # type: ignore[index]
+    assert [(x["at"], x["label"]) for x in markers[-2:]] == [
+        (103.0, "eth1 up"),
+        (104.0, "fallback at the HA: back on primary"),
+    ]
+
+
+def test_a_budget_near_its_cap_raises_an_alert_in_the_row_until_it_falls_back() -> None:
+    state = ConsoleState(Limits(budget_alert_share=0.8))
+    feed(state, m.metrics("mr1", "lte0", 2, budget=(10**9, 799_999_999)), now=100.0)
+    revision, rows = state.rows_since(0)
+    assert rows[0]["alert_kinds"] == []
+    feed(state, m.metrics("mr1", "lte0", 2, budget=(10**9, 800_000_000)), now=101.0)
+    revision, rows = state.rows_since(revision)
+    assert [r["alert_kinds"] for r in rows] == [["budget-near-cap"]]
+    (alert,) = state.router_view("mr1")["alerts"]  # type: ignore[index]
+    assert (alert["subject"], alert["detail"]) == ("lte0", "80% of 1.0 GB used (alert at 80%)")
+    feed(state, m.metrics("mr1", "lte0", 2, budget=(10**9, 900_000_000)), now=102.0)
+    assert state.rows_since(revision)[1] == []  # still raised: the row did not change
+    _, log = state.alerts_since(0)
+    assert [(a["event"], a["kind"]) for a in log] == [("raised", "budget-near-cap")]
+    feed(state, m.metrics("mr1", "lte0", 2, budget=(10**9, 1_000)), now=103.0)  # a new period
+    _, rows = state.rows_since(revision)
+    assert rows[0]["alerts"] == 0
+    assert state.totals["with_alerts"] == 0
+
+
+def test_a_report_without_a_budget_clears_its_alert() -> None:
+    state = ConsoleState(Limits(budget_alert_share=0.5))
+    feed(state, m.metrics("mr1", "lte0", 2, budget=(1000, 600)), now=100.0)
+    assert state.routers["mr1"].row["alert_kinds"] == ["budget-near-cap"]
+    feed(state, m.metrics("mr1", "lte0", 2), now=101.0)
+    assert state.routers["mr1"].row["alerts"] == 0
+
+
+def test_a_watch_wakes_on_a_change_of_the_routers_row_not_on_its_metrics() -> None:
+    from services.console.picture import Picture
+
+    picture = Picture(ConsoleState(), clock=lambda: 100.0)
+    woken: list[str] = []
+    unwatch = picture.watch("mr1", lambda: woken.append("mr1"))
+    picture.watch("mr2", lambda: woken.append("mr2"))
+    picture.feed(*m.state("mr1", "eth1", 2, up=True))  # a new router: its row appears
+    assert woken == ["mr1"]
+    picture.feed(*m.metrics("mr1", "eth1", 2))
+    picture.feed(*m.metrics("mr1", "eth1", 2, rtt_ms=99.0))
+    assert woken == ["mr1"]  # metrics do not change the row: no wake-up
+    picture.feed(*m.state("mr1", "eth1", 2, up=False))
+    picture.feed(*m.state("mr2", "eth0", 1, up=False))
+    assert woken == ["mr1", "mr1", "mr2"]
+    unwatch()
+    picture.feed(*m.state("mr1", "eth1", 2, up=True))
+    assert woken == ["mr1", "mr1", "mr2"]

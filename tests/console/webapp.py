@@ -37,7 +37,7 @@ def parts(
     config: ConsoleSettings | None = None,
 ) -> tuple[ConsoleSettings, Picture, Authenticator, ConsoleMetrics]:
     config = config or settings()
-    picture = Picture(ConsoleState(config.history.limits()))
+    picture = Picture(ConsoleState(config.limits()))
     auth = Authenticator(config.users, ttl_s=config.session_ttl_s, limits=config.login)
     return config, picture, auth, ConsoleMetrics(config.name)
 

@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from services.monitor.counters import Counters, Rates, rates
+from services.monitor.counters import Counters, PacketRates, Rates, packet_rates, rates
 
 BEFORE = Counters(rx_bytes=1_000, tx_bytes=5_000, rx_packets=10, tx_packets=20, at=100.0)
 
@@ -41,3 +41,14 @@ def test_no_rate_when_a_counter_went_back(field: str) -> None:
 def test_counters_are_frozen() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         BEFORE.at = 1.0  # type: ignore[misc]
+
+
+def test_packet_rates_are_packets_per_second() -> None:
+    measured = packet_rates(BEFORE, later(rx_packets=10 + 300, tx_packets=20 + 50, at=102.0))
+    assert measured == PacketRates(rx_pps=150.0, tx_pps=25.0)
+
+
+@pytest.mark.parametrize("field", ["rx_bytes", "rx_packets", "tx_packets"])
+def test_no_packet_rate_when_a_counter_went_back_or_no_time_passed(field: str) -> None:
+    assert packet_rates(BEFORE, later(**{field: 0, "at": 110.0})) is None
+    assert packet_rates(BEFORE, later(rx_packets=99, at=100.0)) is None

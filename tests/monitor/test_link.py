@@ -129,8 +129,14 @@ def test_bit_rates_come_from_counter_differences() -> None:
     tracker.counters(Counters(126_000, 12_500, 100, 10, 11.0))
     assert tracker.rx_bps == pytest.approx(1_000_000)
     assert tracker.tx_bps == pytest.approx(100_000)
+    assert tracker.rx_pps == pytest.approx(99)
+    assert tracker.tx_pps == pytest.approx(10)
+    (metrics,) = _metrics(tracker.tick(100.0))
+    assert metrics.rx_pps == pytest.approx(99)
+    assert metrics.tx_pps == pytest.approx(10)
     tracker.counters(None)
     assert tracker.rx_bps is None
+    assert tracker.rx_pps is None
 
 
 def test_without_a_probe_the_link_follows_its_carrier() -> None:

@@ -12,7 +12,9 @@ the scenario's class to the other BID with the page's form, and reads the kernel
 a few seconds, and the page shows the class as an operator override, with the NSA's audit
 record; then the same for the release. The third keeps the router's page open (no reload)
 with the class on eth1, drops eth1's carrier (its AR's port down) and sees the class on eth0,
-chosen and enforced at both ends, on the page within 2 s.
+chosen and enforced at both ends, on the page within 2 s; its packet-rate chart shows the
+stream's packets on eth1 while the class is there, and marks eth1 going down and the NSA's
+decision that moved the class.
 """
 
 from __future__ import annotations
@@ -461,6 +463,41 @@ LTE_FIRST = {
 }
 #: How soon after eth1's carrier drops the router's page must show the class on eth0.
 CARRIER_WITHIN_S = 2.0
+#: The stream's packets per second the chart must show on the carrying link (500 kbit/s in
+#: chunks every 20 ms: some 50 chunks a second, each at least one packet).
+STREAM_PPS = 20.0
+
+
+def chart_rate(browser: Any, interface: str, samples: int = 5) -> float:
+    """The highest packets/s of `interface` (received or sent) among the last `samples` of
+    the page's packet-rate chart (`window.mnRate`: labels, uPlot's aligned data, markers)."""
+    chart = browser.execute_script("return window.mnRate")
+    columns = dict(zip(chart["labels"], chart["data"][1:], strict=False))
+    values = [
+        v
+        for label in (f"{interface} down (rx)", f"{interface} up (tx)")
+        for v in [x for x in columns.get(label, []) if x is not None][-samples:]
+    ]
+    return max(values, default=0.0)
+
+
+def chart_markers(browser: Any, since: float) -> list[tuple[str, str]]:
+    """(kind, label) of the chart's markers at or after unix time `since`, oldest first, as
+    the page holds them and lists them (the list's items carry kind and time)."""
+    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.webdriver.common.by import By
+
+    held = browser.execute_script("return window.mnRate.markers")
+    try:
+        listed = {
+            (li.get_attribute("data-kind"), float(li.get_attribute("data-at")))
+            for li in browser.find_elements(By.CSS_SELECTOR, "#rate-markers li")
+        }
+    except StaleElementReferenceException:
+        return []
+    return [
+        (m["kind"], m["label"]) for m in held if m["at"] >= since and (m["kind"], m["at"]) in listed
+    ]
 
 
 class CarrierDriver(PinDriver):
@@ -495,6 +532,12 @@ class CarrierDriver(PinDriver):
         )
         self._until("the class row on BID 2", lambda: row()[1:4] == ["2", "2", "2"], 10)
         self.seen["before"] = row()
+        self._until(
+            "the stream's packets on eth1 in the chart",
+            lambda: chart_rate(browser, "eth1") >= STREAM_PPS,
+            10,
+        )
+        self.seen["eth1 pps"] = chart_rate(browser, "eth1")
         assert self.holding.wait(120), "the scenario never ended"
         # One read can meet the table while the page re-renders it (a stale element): retried.
         self._until(
@@ -505,6 +548,7 @@ class CarrierDriver(PinDriver):
         self.seen["before"] = row()
         browser.save_screenshot(str(self.shots / "router-before-carrier-loss.png"))
         port = mr_link("eth1").port
+        wall = time.time()  # the console stamps markers with its (this host's) clock
         netns.run(self.naming.ns(mr_link("eth1").router), ["ip", "link", "set", port, "down"])
         dropped = time.monotonic()
         self._until("eth1 shown down", link_down, CARRIER_WITHIN_S)
@@ -526,6 +570,17 @@ class CarrierDriver(PinDriver):
                 CARRIER_WITHIN_S,
             )
         )
+        # The chart marks both: eth1 going down, and the NSA's decision that moved the class.
+        self._until(
+            "eth1's drop and the decision marked on the packet-rate chart",
+            lambda: {"link", "decision"} <= {k for k, _ in chart_markers(browser, wall)},
+            5,
+        )
+        self.seen["markers"] = chart_markers(browser, wall)
+        browser.execute_script(
+            "document.getElementById('rates').previousElementSibling.scrollIntoView()"
+        )
+        browser.save_screenshot(str(self.shots / "router-rates-carrier-loss.png"))
         logs: list[dict[str, object]] = browser.get_log("browser")
         self.seen["errors"] = [e for e in logs if e["level"] == "SEVERE"]
 
@@ -535,6 +590,11 @@ class CarrierDriver(PinDriver):
 def test_the_routers_page_shows_the_class_leaving_a_dropped_link_within_2_s(
     broker: tuple[str, int], naming: Naming, tmp_path: Path
 ) -> None:
-    run_with_browser(LTE_FIRST, CarrierDriver, naming, tmp_path)
-    for shot in ("router-before-carrier-loss", "router-after-carrier-loss"):
+    driver = run_with_browser(LTE_FIRST, CarrierDriver, naming, tmp_path)
+    assert ("link", "eth1 down") in driver.seen["markers"]
+    for shot in (
+        "router-before-carrier-loss",
+        "router-after-carrier-loss",
+        "router-rates-carrier-loss",
+    ):
         assert (tmp_path / f"{shot}.png").stat().st_size > 0

@@ -4,9 +4,10 @@ Per mobile router: its links (latest metrics and state, and a ring of recent sam
 sparklines), its bindings (from binding events), per application class the BIDs the NSA chose
 (its latest decision) beside the BIDs its HA's and its own PREM worker enforce (their statuses
 and documents, `enforced`) and whether an operator's pin overrides it, the last few decisions
-with their explanations as text, its active alerts, and the NSA's audit of operator actions
-on it (pins, releases, expiries: who, what, when, outcome; the last few). Per node (routers,
-HAs, NSA replicas, gateways): each service's presence.
+with their explanations as text, its active alerts, the NSA's audit of operator actions
+on it (pins, releases, expiries: who, what, when, outcome; the last few), and the markers of
+its packet-rate chart (decisions, handovers, fallbacks, link state changes: the last few).
+Per node (routers, HAs, NSA replicas, gateways): each service's presence.
 
 Every container per router and per node has a bound, and so has the number of routers and
 nodes, so a flood of names or messages cannot grow the process without limit.
@@ -43,7 +44,9 @@ from services.nsa.core.documents import DecisionRecord
 from services.nsa.core.explain import Reason, render
 
 #: The sampled values of a link, in the order of its ring's columns.
-SERIES = ("rtt_ms", "loss", "rx_bps", "tx_bps")
+SERIES = ("rtt_ms", "loss", "rx_bps", "tx_bps", "rx_pps", "tx_pps")
+#: Binding events that are no handover marker (a refresh changes nothing on the chart).
+_QUIET_BINDING = frozenset({BindingEventKind.REFRESHED})
 _ENDED = frozenset({BindingEventKind.DEREGISTERED, BindingEventKind.EXPIRED})
 _TEXT_LIMIT = 4000
 _DETAIL_LIMIT = 300
@@ -65,13 +68,16 @@ class Limits:
     services: int = 16  # per node
     log: int = 200  # recent alert events, fleet-wide
     dead_letter_hold_s: float = 300.0  # how long a dead letter stays an active alert
+    markers: int = 64  # per router: events marked on its packet-rate chart
+    #: A budgeted link whose used volume reaches this share of its cap raises an alert.
+    budget_alert_share: float = 0.8
 
 
 @dataclass(frozen=True, slots=True)
 class Alert:
     """Something an operator should look at, active until its cause goes."""
 
-    kind: str  # node-offline, refused-document, dead-letter, link-down
+    kind: str  # node-offline, refused-document, dead-letter, link-down, budget-near-cap
     node: str
     subject: str
     detail: str
@@ -168,6 +174,19 @@ class Audit:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class Marker:
+    """One event drawn on a router's packet-rate chart, in the style of the paper's
+    Figure 7: a vertical line at the time the console saw it, with a short label."""
+
+    at: float
+    kind: str  # decision, handover, fallback, link
+    label: str
+
+    def as_json(self) -> dict[str, Any]:
+        return {"at": self.at, "kind": self.kind, "label": self.label}
+
+
 @dataclass(slots=True)
 class Node:
     """One node's services (presence) and its alerts that belong to no router."""
@@ -195,6 +214,9 @@ class Router:
     decisions: deque[Decision] = field(default_factory=deque)
     overrides: dict[str, str] = field(default_factory=dict)  # class -> operator override
     audits: deque[Audit] = field(default_factory=deque)
+    markers: deque[Marker] = field(default_factory=deque)
+    #: Per direction, whether the worker's last fallback status listed any fallback.
+    falling_back: dict[Direction, bool] = field(default_factory=dict)
     alerts: dict[tuple[str, str], Alert] = field(default_factory=dict)
     revision: int = 0  # of the whole view
     row: dict[str, Any] = field(default_factory=dict)
@@ -283,8 +305,26 @@ class ConsoleState:
             "cost_per_mb": m.cost_per_mb,
         }
         link.metrics_at = now
-        link.history.append(now, (m.rtt_ms, m.loss, m.rx_bps, m.tx_bps))
-        self._changed(router, row=not known)  # metrics alone do not change the row
+        link.history.append(now, (m.rtt_ms, m.loss, m.rx_bps, m.tx_bps, m.rx_pps, m.tx_pps))
+        alerted = self._budget(router, node, m, now)
+        self._changed(router, row=not known or alerted)  # metrics alone do not change the row
+        return True
+
+    def _budget(self, router: Router, node: str, m: LinkMetrics, now: float) -> bool:
+        """Raise or clear the link's budget alert; True when it changed. A report without a
+        budget clears it (the budget was removed from the monitor's configuration)."""
+        key = ("budget-near-cap", m.interface)
+        cap, used = m.budget_bytes, m.budget_used_bytes
+        share = self.limits.budget_alert_share
+        if cap is None or used is None or used < share * cap:
+            if key not in router.alerts:
+                return False
+            self._clear(router.alerts, key)
+            return True
+        if key in router.alerts:
+            return False
+        detail = f"{used / cap:.0%} of {_volume(cap)} used (alert at {share:.0%})"
+        self._raise(router.alerts, key, Alert("budget-near-cap", node, m.interface, detail, now))
         return True
 
     def _link_state(self, node: str, interface: str, s: LinkState, now: float) -> bool:
@@ -294,6 +334,9 @@ class ConsoleState:
         link = None if router is None else self._link(router, interface, s.bid)
         if router is None or link is None:
             return False
+        if link.up is not None and link.up != s.up:
+            label = f"{interface} {'up' if s.up else 'down'}"
+            self._mark(router, Marker(now, "link", label))
         link.up, link.carrier, link.reason = s.up, s.carrier, s.reason[:200]
         link.addresses = s.addresses[:8]
         link.state_at = now
@@ -328,6 +371,9 @@ class ConsoleState:
             at=now,
             pipe=e.pipe if e.pipe is not None or old is None or not old.active else old.pipe,
         )
+        if e.event not in _QUIET_BINDING:
+            where = f" to {e.care_of_address}" if e.care_of_address else ""
+            self._mark(router, Marker(now, "handover", f"BID {e.bid} {e.event.value}{where}"))
         self._changed(router)
         return True
 
@@ -357,6 +403,10 @@ class ConsoleState:
         )
         while len(router.decisions) > self.limits.decisions:
             router.decisions.popleft()
+        moved = explanation.moves()
+        if moved:
+            trigger = explanation.trigger.kind.value
+            self._mark(router, Marker(now, "decision", f"NSA: {moved} moved ({trigger})"))
         self._changed(router)
         return True
 
@@ -405,6 +455,11 @@ class ConsoleState:
             self._set_ha(router, node)
         enforcement = self._enforcement(router, status.direction, node)
         enforcement.status(status, now)
+        if status.result == "fallback":
+            # A return to the primaries is marked only after a fallback it ends.
+            if status.fallbacks or router.falling_back.get(status.direction, False):
+                self._mark(router, Marker(now, "fallback", _fallback_label(status)))
+            router.falling_back[status.direction] = bool(status.fallbacks)
         key = ("refused-document", node)
         if status.result == "refused":
             detail = f"{status.direction.value} version {status.requested_version}: "
@@ -502,6 +557,11 @@ class ConsoleState:
             link = router.links[interface] = Link(interface, bid, Ring(self.limits.history, SERIES))
         link.bid = bid
         return link
+
+    def _mark(self, router: Router, marker: Marker) -> None:
+        router.markers.append(marker)
+        while len(router.markers) > self.limits.markers:
+            router.markers.popleft()
 
     def _enforcement(self, router: Router, direction: Direction, node: str) -> Enforcement:
         current = router.enforcement.get(direction)
@@ -645,6 +705,7 @@ class ConsoleState:
                 for d in reversed(router.decisions)
             ],
             "audits": [a.as_json() for a in reversed(router.audits)],
+            "markers": [m.as_json() for m in router.markers],
             "alerts": [a.as_json() for a in router.alerts.values()]
             + ([a.as_json() for a in ha.alerts.values()] if ha is not None else []),
             "enforcement": {
@@ -701,6 +762,7 @@ class ConsoleState:
             yield "classes", len(router.chosen), lim.classes
             yield "decisions", len(router.decisions), lim.decisions
             yield "audits", len(router.audits), lim.audits
+            yield "markers", len(router.markers), lim.markers
             yield "alerts", len(router.alerts), lim.alerts
             for link in router.links.values():
                 yield "history", len(link.history), lim.history
@@ -719,6 +781,24 @@ def _services(node: Node | None) -> dict[str, dict[str, Any]]:
         s: {"online": online, "at": at, "version": version}
         for s, (online, at, version) in sorted(node.services.items())
     }
+
+
+def _volume(size: int) -> str:
+    """A byte count as people read a data plan (decimal units)."""
+    for unit, scale in (("GB", 10**9), ("MB", 10**6), ("kB", 10**3)):
+        if size >= scale:
+            return f"{size / scale:.1f} {unit}"
+    return f"{size} B"
+
+
+def _fallback_label(status: PolicyStatus) -> str:
+    """`fallback at the HA: web BID 2 -> 1`, or `... back on primary` when none is left."""
+    where = "HA" if status.direction is Direction.DOWNLINK else "MR"
+    moves = [
+        f"{f.policy_id} BID {f.primary_bid} -> {f.active_bid if f.active_bid is not None else '-'}"
+        for f in status.fallbacks[:3]
+    ]
+    return f"fallback at the {where}: " + (", ".join(moves) if moves else "back on primary")
 
 
 def _finite(value: float | None) -> float | None:
