@@ -511,6 +511,58 @@ HEADER = (
 )
 
 
+def fleet(k: int, replicas: int, seconds: float, warmup: float, no_fail: bool) -> int:
+    """`--routers K --replicas N`: the fleet target (10,000 routers x 3 links at 1 Hz, the
+    replicas together on this machine, report -> decision p99 < 100 ms): one run of N
+    replicas side by side, each with its static share, then the engine alone at K/N for
+    where the time goes."""
+    from bench.broker import tuned_broker
+
+    workdir = Path(tempfile.mkdtemp(prefix="bench-nsa-fleet-"))
+    print(
+        f"NSA fleet: {k} routers x 3 links at 1 Hz ({3 * k} reports/s) through mosquitto, "
+        f"{replicas} replicas side by side, {seconds:g} s window; delivery is a DRY RUN"
+    )
+    print(f"logs and figures: {workdir}\n")
+    print(HEADER)
+    with tuned_broker(workdir) as (port, broker_pid):
+        cpu0 = _cpu_of(broker_pid)
+        started = time.monotonic()
+        run = run_once(k, replicas, seconds, warmup, port, workdir)
+        broker_percent = 100 * (_cpu_of(broker_pid) - cpu0) / (time.monotonic() - started)
+    print(_row(run), flush=True)
+    share = max(1, k // replicas)
+    capacity = engine_capacity(share, 20.0, workdir)
+    figures = run["replica_figures"]
+    p99 = max(f["input_p99_ms"] for f in figures)
+    decided_p99 = max(f["decision_p99_ms"] for f in figures)
+    rate = sum(f["handled"] / f["wall"] for f in figures)
+    nsa_cpu = sum(f["cpu_percent"] + f["receiver_cpu_percent"] for f in figures)
+    print(
+        "\nwhere the time goes, per report (CPU): decision process "
+        + ", ".join(
+            f"{1e4 * f['cpu_percent'] / max(1, f['handled'] / f['wall']):.0f}" for f in figures
+        )
+        + " us; metrics receiver "
+        + ", ".join(
+            f"{1e4 * f['receiver_cpu_percent'] / max(1, f['handled'] / f['wall']):.0f}"
+            for f in figures
+        )
+        + f" us; of which the engine alone (no MQTT, K={share}) "
+        f"{capacity['us_per_report']:.1f} us; mosquitto {broker_percent:.0f}% of a core "
+        f"over the whole run ({1e4 * broker_percent / max(1.0, rate):.0f} us per report)"
+    )
+    print(
+        f"fleet: {rate:.0f} reports/s handled of {3 * k}/s, replicas' CPU {nsa_cpu:.0f}% "
+        f"(of 200%), report -> decision p99 {decided_p99:.1f} ms, report handled p99 "
+        f"{p99:.1f} ms (target < {P99_TARGET_MS:.0f} ms)"
+    )
+    (workdir / "results.json").write_text(json.dumps(run, indent=1), encoding="utf-8")
+    passed = keeps_up(run)
+    print(f"kept up: {'yes' if passed else 'NO'}")
+    return 0 if passed or no_fail else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--role", choices=["driver", "nsa", "publisher"], default="driver")
@@ -523,6 +575,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root")
     parser.add_argument("--no-fail", action="store_true")
     parser.add_argument("--no-replicas", action="store_true", help="skip the two-replica run")
+    parser.add_argument(
+        "--routers",
+        type=int,
+        help="fleet mode: only this K, with --replicas replicas side by side (e.g. 10000)",
+    )
+    parser.add_argument("--replicas", type=int, default=3, help="replicas of the fleet mode")
     args = parser.parse_args(argv)
     if args.role == "publisher":
         return publisher(args.port, args.root, int(args.k), args.seconds)
@@ -530,6 +588,8 @@ def main(argv: list[str] | None = None) -> int:
         return nsa_process(args.config, args.warmup, args.seconds, args.out)
     from bench.broker import tuned_broker
 
+    if args.routers is not None:
+        return fleet(args.routers, args.replicas, args.seconds, args.warmup, args.no_fail)
     ks = [int(k) for k in args.k.split(",")]
     workdir = Path(tempfile.mkdtemp(prefix="bench-nsa-"))
     capacity = engine_capacity(TARGET_K, 30.0, workdir)
