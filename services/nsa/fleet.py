@@ -18,9 +18,9 @@ A fresh engine decides a router only once its links are measured and bound and
 `first_period_s` has passed (or `startup_hold_s`): the same rule as after a restart, so a
 takeover does not withdraw policies out of ignorance.
 
-The metrics connection subscribes to every router's reports in this mode (its child cannot
-follow the partitions): those of routers without an engine here are dropped on the decision
-thread, after a topic lookup and before any parsing.
+The metrics connection follows the partitions too (`MetricsReceiver.follow`: each router's
+metrics topics belong to one partition); a report that still comes in for a router without
+an engine here (just after a loss) is dropped before any parsing.
 """
 
 from __future__ import annotations
@@ -62,8 +62,8 @@ class Fleet:
         make_store: Callable[[], ConfigStore],
         effects: Effects,
         *,
-        subscribe: Callable[[list[str]], None],
-        unsubscribe: Callable[[list[str]], None],
+        subscribe: Callable[[list[str], list[str]], None],
+        unsubscribe: Callable[[list[str], list[str]], None],
         partitions: int,
     ) -> None:
         self.settings = settings
@@ -91,32 +91,35 @@ class Fleet:
         with self._lock:
             return [self.topics.binding_events(), *self._filters]
 
-    def _partition_filters(self, p: int) -> list[str]:
+    def _partition_filters(self, p: int) -> tuple[list[str], list[str]]:
+        """The main connection's filters of p's routers, and their metrics' filters."""
+        if not self.routers[p]:
+            return [], []
         routes = Routes(self.topics, self.routers[p], per_router=True)
-        return routes.filters() if self.routers[p] else []
+        return routes.filters(), routes.metrics_filters()
 
     def _add_filters(self, p: int) -> None:
+        filters, metrics = self._partition_filters(p)
         new = []
         with self._lock:
-            for f in self._partition_filters(p):
+            for f in filters:
                 self._filters[f] = self._filters.get(f, 0) + 1
                 if self._filters[f] == 1:
                     new.append(f)
-        if new:
-            self._subscribe(new)
+        self._subscribe(new, metrics)
 
     def _drop_filters(self, p: int) -> None:
+        filters, metrics = self._partition_filters(p)
         gone = []
         with self._lock:
-            for f in self._partition_filters(p):
+            for f in filters:
                 left = self._filters.get(f, 0) - 1
                 if left <= 0:
                     self._filters.pop(f, None)
                     gone.append(f)
                 else:
                     self._filters[f] = left
-        if gone:
-            self._unsubscribe(gone)
+        self._unsubscribe(gone, metrics)
 
     # leases -------------------------------------------------------------------------------
     def control(self, item: Warm | Gain | Lose | Cool, now: float) -> None:

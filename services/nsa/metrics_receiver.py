@@ -15,6 +15,10 @@ The child speaks MQTT 3.1.1 with a clean session: QoS 0 messages are never queue
 absent client, so a session would keep nothing, and paho parses an MQTT 5 property block for
 every PUBLISH (measured: half of its cost per message).
 
+With leased partitions (`services.nsa.fleet`) the child subscribes to nothing of its own:
+the parent orders the filters of each partition gained or lost through a second pipe
+(`follow`), so each replica receives only its partitions' reports, as with a static share.
+
 If the child dies, the reader sees the pipe close and reports it as fatal: the service ends
 and its supervisor restarts it (the workers keep their policies). The child ends when its
 parent does (the pipe breaks, or its parent id changes).
@@ -66,8 +70,10 @@ class MetricsReceiver:
         fatal: Callable[[BaseException], None],
         *,
         log_level: str = "INFO",
+        follow_partitions: bool = False,
     ) -> None:
         self.broker = broker
+        self.follow_partitions = follow_partitions
         self.name = name
         self.routes = routes
         self.inbox = inbox
@@ -76,11 +82,14 @@ class MetricsReceiver:
         self._process: Any = None
         self._reader: threading.Thread | None = None
         self._closing = False
+        self._control: Connection | None = None
+        self._control_lock = threading.Lock()
 
     def start(self) -> None:
         """Spawn the child (a fresh interpreter: no threads or locks inherited) and read it."""
         context = multiprocessing.get_context("spawn")
         receiving, sending = context.Pipe(duplex=False)
+        orders, self._control = context.Pipe(duplex=False)
         plan = ChildPlan(
             broker=self.broker.model_dump(mode="json"),
             name=self.name,
@@ -88,10 +97,11 @@ class MetricsReceiver:
             per_router=self.routes.per_router,
             parent=os.getpid(),
             log_level=self.log_level,
+            follow=self.follow_partitions,
         )
         self._process = context.Process(
             target=child_main,
-            args=(plan, sending),
+            args=(plan, sending, orders),
             name=f"nsa-metrics-{self.name}",
             daemon=True,
         )
@@ -102,6 +112,18 @@ class MetricsReceiver:
         )
         self._reader.daemon = True
         self._reader.start()
+
+    def follow(self, subscribe: list[str], unsubscribe: list[str]) -> None:
+        """Change the child's subscriptions (leased partitions gained or lost): sent to it
+        as one order, applied at its next hand-over turn and at every reconnection."""
+        with self._control_lock:
+            if self._control is None:
+                return
+            try:
+                self._control.send((tuple(subscribe), tuple(unsubscribe)))
+            except OSError as exc:
+                if not self._closing:
+                    self.fatal(RuntimeError(f"the metrics receiver of {self.name}: {exc!r}"))
 
     @property
     def pid(self) -> int | None:
@@ -136,9 +158,11 @@ class ChildPlan:
     per_router: bool
     parent: int
     log_level: str
+    #: leased partitions: subscribe only to what the parent orders (`MetricsReceiver.follow`)
+    follow: bool = False
 
 
-def child_main(plan: ChildPlan, connection: Connection) -> None:
+def child_main(plan: ChildPlan, connection: Connection, orders: Connection | None = None) -> None:
     """The child: connect, subscribe, hand batches over until the parent is gone."""
     from services import logsetup
 
@@ -148,15 +172,32 @@ def child_main(plan: ChildPlan, connection: Connection) -> None:
     routers = tuple(RouterEntry.model_validate(r) for r in plan.routers)
     routes = Routes(Topics(broker.topic_root), routers, per_router=plan.per_router)
     pending: deque[_Report] = deque()
+    followed: dict[str, None] = {}  # the filters ordered, when following partitions
+
+    def subscribe(client: mqtt.Client, filters: list[str]) -> None:
+        for start in range(0, len(filters), PER_SUBSCRIBE):
+            client.subscribe([(f, 0) for f in filters[start : start + PER_SUBSCRIBE]])
 
     def on_connect(
         client: mqtt.Client, userdata: object, flags: object, reason: object, props: object
     ) -> None:
         log.info("replica %s: metrics connection up (%s)", name, reason)
         bus.reset_backoff(client, reason)
-        filters = routes.metrics_filters()
-        for start in range(0, len(filters), PER_SUBSCRIBE):
-            client.subscribe([(f, 0) for f in filters[start : start + PER_SUBSCRIBE]])
+        subscribe(client, list(followed) if plan.follow else routes.metrics_filters())
+
+    def obey(client: mqtt.Client) -> None:
+        """Apply the parent's orders waiting (leased partitions gained or lost)."""
+        while orders is not None and orders.poll():
+            add, remove = orders.recv()
+            for f in remove:
+                followed.pop(f, None)
+            new = [f for f in add if f not in followed]
+            followed.update(dict.fromkeys(new))
+            if remove:
+                for start in range(0, len(remove), PER_SUBSCRIBE):
+                    client.unsubscribe(list(remove[start : start + PER_SUBSCRIBE]))
+            if new:
+                subscribe(client, new)
 
     def on_message(client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
         topic = msg.topic
@@ -172,6 +213,7 @@ def child_main(plan: ChildPlan, connection: Connection) -> None:
     try:
         while os.getppid() == parent:
             time.sleep(FLUSH_S)
+            obey(client)
             if not pending:
                 continue
             batch = [pending.popleft() for _ in range(len(pending))]

@@ -111,7 +111,13 @@ class NsaService:
             self.intake = BusIntake(self.routes, self.inbox, fleet.filters)
             self.leases = Leases(coordination, settings.name, self.inbox.put_control)
         self.receiver = MetricsReceiver(
-            loaded.broker, settings.name, self.routes, self.inbox, self._fatal, log_level=log_level
+            loaded.broker,
+            settings.name,
+            self.routes,
+            self.inbox,
+            self._fatal,
+            log_level=log_level,
+            follow_partitions=coordination is not None,
         )
         self.metrics = NsaMetrics(settings.name, self._counts)
         self.bus = connect(loaded.broker, settings.name, self.intake, self.metrics)
@@ -158,17 +164,19 @@ class NsaService:
         """Hand a call to the delivery pool."""
         self.delivery.deliver(call)
 
-    def _subscribe(self, filters: list[str]) -> None:
-        """Subscribe the main connection to a gained partition's topics (QoS 1); their
-        retained messages come in as inputs (paho queues it while disconnected: the filters
-        are asked again at the next connection anyway)."""
+    def _subscribe(self, filters: list[str], metrics: list[str]) -> None:
+        """Subscribe to a gained partition's topics: the main connection (QoS 1; their
+        retained messages come in as inputs) and the metrics receiver's. While disconnected,
+        the filters are asked again at the next connection anyway."""
         for start in range(0, len(filters), 500):
             self.client.subscribe([(f, 1) for f in filters[start : start + 500]])
+        self.receiver.follow(metrics, [])
 
-    def _unsubscribe(self, filters: list[str]) -> None:
+    def _unsubscribe(self, filters: list[str], metrics: list[str]) -> None:
         """Unsubscribe a lost partition's topics (those no other partition here needs)."""
         for start in range(0, len(filters), 500):
             self.client.unsubscribe(filters[start : start + 500])
+        self.receiver.follow([], metrics)
 
     def _delivered(self, result: CallResult) -> None:
         # Results bypass the bound: there is at most one per router in flight, and the dry
