@@ -84,15 +84,31 @@ TEMPLATE = (
 
 # --- settings -------------------------------------------------------------------------------
 def settings_file(
-    path: Path, k: int, topic_root: str, port: int, *, replicas: int = 1, replica: int = 0
+    path: Path,
+    k: int,
+    topic_root: str,
+    port: int,
+    *,
+    replicas: int = 1,
+    replica: int = 0,
+    etcd: str | None = None,
 ) -> Path:
-    """The NSA's settings for K routers: three classes, dry-run delivery."""
+    """The NSA's settings for K routers: three classes, dry-run delivery; with `etcd`, the
+    replicas lease 64 partitions there instead of a static share."""
+    coordination = (
+        ""
+        if etcd is None
+        else f'\n[nsa.coordination]\netcd = "{etcd}"\npartitions = 64\nlease_ttl_s = 2\n'
+    )
+    name = f"bench-{replica}"
+    if etcd is not None:
+        replicas, replica = 1, 0
     routers = "\n".join(
         f'  {{ id = "mr{i}", ha_node = "ha{i}", mr_node = "mrn{i}" }},' for i in range(k)
     )
     path.write_text(
         f"""[nsa]
-name = "bench-{replica}"
+name = "{name}"
 replicas = {replicas}
 replica = {replica}
 startup_hold_s = 15
@@ -126,7 +142,7 @@ dwell_s = 3
 
 [nsa.gateway]
 mode = "dry-run"
-
+{coordination}
 [broker]
 host = "127.0.0.1"
 port = {port}
@@ -240,10 +256,13 @@ def publisher(port: int, topic_root: str, k: int, seconds: float) -> int:
 
 
 # --- the NSA process --------------------------------------------------------------------------
-def nsa_process(config: Path, warmup: float, window: float, out: Path) -> int:
+def nsa_process(config: Path, warmup: float, window: float, out: Path, replicas: int = 1) -> int:
     """Run the real service in this process; measure the window; write the figures."""
     from services import logsetup
+    from services.nsa.core.ownership import assignment
     from services.nsa.core.routes import InputKind
+    from services.nsa.etcd import Etcd
+    from services.nsa.fleet import Fleet
     from services.nsa.service import Collector, NsaService
     from services.nsa.settings import load_file
 
@@ -254,7 +273,15 @@ def nsa_process(config: Path, warmup: float, window: float, out: Path) -> int:
     collector = Collector()  # as `multinet nsa run` does
     service = NsaService(config, loaded, collector=collector)
     collector.start()
-    stats = service.engine.stats
+    stats = service.core.stats
+
+    def slots() -> list[Any]:
+        """The routers this replica decides for now (with leases: its partitions')."""
+        core = service.core
+        if isinstance(core, Fleet):
+            return [s for p in core.active for s in core.engines[p].slots.values()]
+        return list(core.slots.values())
+
     stats.input_latency = deque(maxlen=5_000_000)
     stats.decision_latency = deque(maxlen=5_000_000)
     gc_pauses: list[tuple[int, float]] = []
@@ -274,11 +301,36 @@ def nsa_process(config: Path, warmup: float, window: float, out: Path) -> int:
     # not the steady state measured here.
     time.sleep(warmup)
     deadline = time.monotonic() + 60
-    bindings = 3 * len(service.routers)
+
+    def handing_over() -> bool:
+        """Leases: not every replica is in yet, or the partitions are still moving (their
+        holders are not yet those the members' assignment names, or this one warms some)."""
+        core, leases = service.core, service.leases
+        if not isinstance(core, Fleet) or leases is None or coordination is None:
+            return False
+        client = Etcd(coordination.etcd)
+        try:
+            members = {e.value for e in client.range(f"{coordination.prefix}members/")}
+            holders = {
+                int(e.key.rsplit("/", 1)[1]): e.value
+                for e in client.range(f"{coordination.prefix}partitions/")
+            }
+        finally:
+            client.close()
+        return (
+            len(members) < replicas
+            or holders != assignment(coordination.partitions, members)
+            or set(core.engines) != set(core.active)
+        )
+
+    coordination = loaded.nsa.coordination
+    if coordination is not None:  # the other replicas join, the partitions are rebalanced
+        time.sleep(2 * coordination.warm_s + coordination.lease_ttl_s)
     while time.monotonic() < deadline and (
         len(service.inbox) > 100
-        or not all(s.ready for s in service.engine.slots.values())
-        or stats.inputs[InputKind.BINDING.value] < bindings
+        or handing_over()
+        or not all(s.ready for s in slots())
+        or stats.inputs[InputKind.BINDING.value] < 3 * len(slots())
     ):
         time.sleep(0.2)
     time.sleep(loaded.nsa.decision.dwell_s + 2.0)
@@ -287,6 +339,7 @@ def nsa_process(config: Path, warmup: float, window: float, out: Path) -> int:
     handled0, decisions0, dropped0 = _handled(stats), stats.decisions, service.inbox.dropped
     child = service.receiver.pid
     cpu0, child0, wall0 = _cpu(), _cpu_of(child), time.monotonic()
+    share = len(slots())
     gc_pauses.clear()
     depths = []
     while time.monotonic() - wall0 < window:
@@ -297,7 +350,7 @@ def nsa_process(config: Path, warmup: float, window: float, out: Path) -> int:
     inputs = list(stats.input_latency)
     decided = list(stats.decision_latency)
     figures = {
-        "routers": len(service.routers),
+        "routers": share,
         "handled": _handled(stats) - handled0,
         "decisions": stats.decisions - decisions0,
         "immaterial": stats.immaterial,
@@ -320,8 +373,11 @@ def nsa_process(config: Path, warmup: float, window: float, out: Path) -> int:
         "gc_count": {str(g): sum(1 for gen, _ in gc_pauses if gen == g) for g in (0, 1, 2)},
         "gc_total_ms": 1000 * sum(d for _, d in gc_pauses),
     }
-    service.stop()
     out.write_text(json.dumps(figures), encoding="utf-8")
+    # Replicas stop together (the driver closes our stdin once every one has measured): one
+    # that stopped early would hand its partitions to the others inside their windows.
+    sys.stdin.read()
+    service.stop()
     return 0
 
 
@@ -434,7 +490,13 @@ def engine_capacity(k: int, seconds: float, workdir: Path) -> dict[str, float]:
 
 # --- the driver -------------------------------------------------------------------------------
 def run_once(
-    k: int, replicas: int, seconds: float, warmup: float, port: int, workdir: Path
+    k: int,
+    replicas: int,
+    seconds: float,
+    warmup: float,
+    port: int,
+    workdir: Path,
+    etcd: str | None = None,
 ) -> dict[str, Any]:
     """One run: `replicas` NSA processes and one publisher; figures per replica."""
     topic_root = f"bench-{uuid.uuid4().hex[:8]}/multinet/v1"
@@ -448,12 +510,16 @@ def run_once(
             port,
             replicas=replicas,
             replica=replica,
+            etcd=etcd,
         )
         out = workdir / f"figures-{k}-{replicas}-{replica}.json"
         argv = [sys.executable, "-m", "bench.nsa", "--role", "nsa", "--config", str(config)]
+        argv += ["--replicas", str(replicas)]
         argv += ["--warmup", str(warmup), "--seconds", str(seconds), "--out", str(out)]
         log = (workdir / f"nsa-{k}-{replicas}-{replica}.log").open("wb")
-        procs.append(subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=log))
+        procs.append(
+            subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log)
+        )
         outs.append(out)
     for proc in procs:
         assert proc.stdout is not None
@@ -464,8 +530,16 @@ def run_once(
     # The publisher outlives the NSA processes' windows (their warm-up waits for start-up).
     pub_argv += ["--root", topic_root, "--k", str(k), "--seconds", str(warmup + seconds + 75)]
     pub = subprocess.Popen(pub_argv, stdout=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + warmup + seconds + 120
+    while not all(out.exists() for out in outs) and time.monotonic() < deadline:
+        if any(proc.poll() is not None for proc in procs):
+            break  # one failed: its log says why
+        time.sleep(0.2)
     for proc in procs:
-        proc.wait(warmup + seconds + 120)
+        assert proc.stdin is not None
+        proc.stdin.close()
+    for proc in procs:
+        proc.wait(30)
     pub.terminate()
     pub.wait(10)
     figures = [json.loads(out.read_text(encoding="utf-8")) for out in outs]
@@ -511,24 +585,31 @@ HEADER = (
 )
 
 
-def fleet(k: int, replicas: int, seconds: float, warmup: float, no_fail: bool) -> int:
+def fleet(k: int, replicas: int, seconds: float, warmup: float, no_fail: bool, leases: bool) -> int:
     """`--routers K --replicas N`: the fleet target (10,000 routers x 3 links at 1 Hz, the
     replicas together on this machine, report -> decision p99 < 100 ms): one run of N
-    replicas side by side, each with its static share, then the engine alone at K/N for
-    where the time goes."""
+    replicas side by side, each with its static share (with `leases`: leasing 64 partitions
+    on an etcd of the benchmark's own), then the engine alone at K/N for where the time
+    goes."""
+    from contextlib import ExitStack
+
     from bench.broker import tuned_broker
+    from labs.etcd import running_etcd
 
     workdir = Path(tempfile.mkdtemp(prefix="bench-nsa-fleet-"))
     print(
         f"NSA fleet: {k} routers x 3 links at 1 Hz ({3 * k} reports/s) through mosquitto, "
-        f"{replicas} replicas side by side, {seconds:g} s window; delivery is a DRY RUN"
+        f"{replicas} replicas side by side ({'leases on etcd' if leases else 'static shares'}), "
+        f"{seconds:g} s window; delivery is a DRY RUN"
     )
     print(f"logs and figures: {workdir}\n")
     print(HEADER)
-    with tuned_broker(workdir) as (port, broker_pid):
+    with ExitStack() as stack:
+        port, broker_pid = stack.enter_context(tuned_broker(workdir))
+        etcd = stack.enter_context(running_etcd(workdir)) if leases else None
         cpu0 = _cpu_of(broker_pid)
         started = time.monotonic()
-        run = run_once(k, replicas, seconds, warmup, port, workdir)
+        run = run_once(k, replicas, seconds, warmup, port, workdir, etcd)
         broker_percent = 100 * (_cpu_of(broker_pid) - cpu0) / (time.monotonic() - started)
     print(_row(run), flush=True)
     share = max(1, k // replicas)
@@ -581,15 +662,18 @@ def main(argv: list[str] | None = None) -> int:
         help="fleet mode: only this K, with --replicas replicas side by side (e.g. 10000)",
     )
     parser.add_argument("--replicas", type=int, default=3, help="replicas of the fleet mode")
+    parser.add_argument("--leases", action="store_true", help="fleet mode: lease on an etcd")
     args = parser.parse_args(argv)
     if args.role == "publisher":
         return publisher(args.port, args.root, int(args.k), args.seconds)
     if args.role == "nsa":
-        return nsa_process(args.config, args.warmup, args.seconds, args.out)
+        return nsa_process(args.config, args.warmup, args.seconds, args.out, args.replicas)
     from bench.broker import tuned_broker
 
     if args.routers is not None:
-        return fleet(args.routers, args.replicas, args.seconds, args.warmup, args.no_fail)
+        return fleet(
+            args.routers, args.replicas, args.seconds, args.warmup, args.no_fail, args.leases
+        )
     ks = [int(k) for k in args.k.split(",")]
     workdir = Path(tempfile.mkdtemp(prefix="bench-nsa-"))
     capacity = engine_capacity(TARGET_K, 30.0, workdir)

@@ -2,8 +2,9 @@
 
 Why not a client library: the maintained Python client for etcd v3 (`aetcd`) is asyncio and
 brings gRPC (a large compiled dependency), while the NSA's shell is threads; the older
-synchronous clients (`etcd3`, `python-etcd3`) are unmaintained. The NSA needs six calls
-(grant, keep alive, revoke a lease; create a key if absent, range a prefix, put and delete),
+synchronous clients (`etcd3`, `python-etcd3`) are unmaintained. The NSA needs a handful of
+calls (grant, keep alive, revoke a lease; create a key if absent, delete it if it holds a
+value, range a prefix, put and delete),
 which etcd itself serves as JSON on its client port since 3.3 (Debian's `etcd-server` 3.4
 included), so this speaks them with the standard library's `http.client`: one persistent
 connection per client, keys and values base64 as the gateway wants, every answer checked.
@@ -139,6 +140,19 @@ class Etcd:
         if not answer.get("succeeded"):
             return None
         return int(answer["header"]["revision"])
+
+    def delete_if(self, key: str, value: str) -> bool:
+        """Delete `key` only while it holds `value` (a partition handed over by its holder,
+        never one another replica has taken since); whether it was deleted."""
+        k = _b64(key)
+        answer = self._post(
+            "/v3/kv/txn",
+            {
+                "compare": [{"key": k, "target": "VALUE", "value": _b64(value)}],
+                "success": [{"requestDeleteRange": {"key": k}}],
+            },
+        )
+        return bool(answer.get("succeeded"))
 
     def put(self, key: str, value: str, lease: int = 0) -> None:
         """Put `key` (attached to `lease` when not 0)."""

@@ -1,27 +1,34 @@
-"""The NSA's partition leases on etcd: a thread that keeps this replica's leases alive, reads
+"""The NSA's partition leases on etcd: a thread that keeps this replica's lease alive, reads
 who is live and who holds what, and tells the decision thread what it gained and lost.
 
-Keys under the configured prefix (`[nsa.coordination]`):
+Keys under the configured prefix (`[nsa.coordination]`), all on this replica's lease:
 
-- `members/<name>`: this replica is alive (on its member lease);
-- `partitions/<p>`: the replica holding partition p, on a lease of that partition alone, so
-  that one partition can be handed over (its lease revoked) without touching the others;
-  the revision that created the key is the ownership's epoch, the fencing token carried in
-  every version sent for its routers (`services.contracts.fencing`);
+- `members/<name>`: this replica is alive;
+- `partitions/<p>`: the replica holding partition p, created only if absent (one holder at
+  a time); the revision that created it is the ownership's epoch, the fencing token carried
+  in every version sent for its routers (`services.contracts.fencing`). A handover deletes
+  it (only while it still names this replica);
 - `ready/<p>`: the replica that should hold p (a returning one) has rebuilt its routers'
-  state and is ready to take it over (on its member lease).
+  state and is ready to take it over.
 
-Every turn (`turn_s`) the thread renews what is due, ranges the three prefixes and acts on
-the pure core's answer (`services.nsa.core.ownership.turn`). What the decision thread must
-do is queued to it as items: `Warm` (rebuild from the bus, do not decide), `Gain` (decide,
-under this epoch), `Lose` (stop deciding), `Cool` (forget a warmed partition).
+One lease per replica, not one per partition: a replica's partitions live and die with it
+anyway, and renewing one lease per partition costs a request per partition every third of
+the TTL. Measured with 64 partitions (bench.nsa --leases) on the loaded 2-core machine, a
+replica that held them all at start-up could not renew them in time and lost them. With one
+lease the renewal is one request whatever the partition count, and every partition keeps an
+epoch of its own (its key's creation revision).
 
-Self-fencing: a partition whose lease was not renewed for its TTL (etcd unreachable, or this
-process was stopped and resumed) is given up at once, before anything else, since etcd has
-deleted it or is about to. Between its expiry and that moment, the decision thread may still
-send a document under the old epoch: the workers refuse it once the new holder's first
-document is applied (the fence). On close, the leases are revoked, so the partitions move
-at once rather than after a TTL.
+Every turn (`turn_s`) the thread renews the lease when due, ranges the three prefixes and
+acts on the pure core's answer (`services.nsa.core.ownership.turn`). What the decision
+thread must do is queued to it as items: `Warm` (rebuild from the bus, do not decide),
+`Gain` (decide, under this epoch), `Lose` (stop deciding), `Cool` (forget a warmed one).
+
+Self-fencing: when the lease was not renewed for its TTL (etcd unreachable, or this process
+was stopped and resumed), every partition is given up at once, before anything else, since
+etcd has deleted them or is about to. Between their expiry and that moment the decision
+thread may still send a document under the old epoch: the workers refuse it once the new
+holder's first document is applied (the fence). On close the lease is revoked, so the
+partitions move at once rather than after a TTL.
 """
 
 from __future__ import annotations
@@ -30,7 +37,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from services.nsa.core.ownership import turn
 from services.nsa.core.settings import Coordination
@@ -38,13 +44,6 @@ from services.nsa.etcd import Etcd, EtcdError
 from services.nsa.items import Cool, Gain, Item, Lose, Warm
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class _Held:
-    lease: int
-    epoch: int
-    renewed_at: float
 
 
 class Leases:
@@ -63,17 +62,19 @@ class Leases:
         self.notify = notify
         self.clock = clock
         self.turn_s = min(0.25, settings.lease_ttl_s / 4)
-        self.etcd = Etcd(settings.etcd, timeout_s=max(0.2, settings.lease_ttl_s / 4))
-        self.held: dict[int, _Held] = {}
+        self.etcd = Etcd(settings.etcd, timeout_s=max(0.25, settings.lease_ttl_s / 4))
+        #: partition -> epoch, for the partitions this replica holds
+        self.held: dict[int, int] = {}
+        #: partition -> when this replica started warming it
         self.warming: dict[int, float] = {}
-        self._member: int = 0
-        self._member_renewed = 0.0
+        self.lease = 0
+        self._renewed = 0.0
         self._ttl = settings.lease_ttl_s
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.errors = 0
 
-    def _key(self, kind: str, item: str) -> str:
+    def _key(self, kind: str, item: int | str) -> str:
         return f"{self.settings.prefix}{kind}/{item}"
 
     # life cycle ---------------------------------------------------------------------------
@@ -84,16 +85,14 @@ class Leases:
         self._thread.start()
 
     def close(self) -> None:
-        """Stop the thread and revoke the leases: the others take the partitions at once."""
+        """Stop the thread and revoke the lease: the others take the partitions at once."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(5)
-        for p, held in sorted(self.held.items()):
-            self.notify(Lose(p))
-            self._revoke(held.lease)
-        self.held.clear()
-        if self._member:
-            self._revoke(self._member)
+        self._lose_all("closing")
+        if self.lease:
+            self._revoke(self.lease)
+            self.lease = 0
         self.etcd.close()
 
     def _revoke(self, lease: int) -> None:
@@ -139,10 +138,10 @@ class Leases:
             warming={p: now - since >= warm_s for p, since in self.warming.items()},
         )
         for p in moves.release:
-            held = self.held.pop(p)
+            self.held.pop(p, None)
             self.notify(Lose(p))
             log.info("replica %s: hands partition %d over to %s", self.name, p, ready.get(p))
-            self._revoke(held.lease)
+            self.etcd.delete_if(self._key("partitions", p), self.name)
         for p in moves.cool:
             self.warming.pop(p, None)
             self.notify(Cool(p))
@@ -150,52 +149,48 @@ class Leases:
             self.warming[p] = now
             self.notify(Warm(p))
         for p in moves.mark_ready:
-            self.etcd.put(self._key("ready", str(p)), self.name, self._member)
+            self.etcd.put(self._key("ready", p), self.name, self.lease)
         for p in moves.take:
             self._take(p)
 
     def _take(self, p: int) -> None:
-        lease, ttl = self.etcd.grant(self._ttl)
-        epoch = self.etcd.create(self._key("partitions", str(p)), self.name, lease)
+        epoch = self.etcd.create(self._key("partitions", p), self.name, self.lease)
         if epoch is None:  # another replica was quicker
-            self._revoke(lease)
             return
-        self.held[p] = _Held(lease, epoch, self.clock())
+        self.held[p] = epoch
         self.warming.pop(p, None)
         self.notify(Gain(p, epoch))
-        log.info("replica %s: holds partition %d (epoch %d, TTL %d s)", self.name, p, epoch, ttl)
-        self.etcd.delete(self._key("ready", str(p)))
+        log.info("replica %s: holds partition %d (epoch %d)", self.name, p, epoch)
+        self.etcd.delete_if(self._key("ready", p), self.name)
 
     def _fence(self, now: float) -> None:
-        """Give up every partition whose lease may have expired (not renewed for its TTL)."""
-        for p, held in list(self.held.items()):
-            if now - held.renewed_at >= self._ttl:
-                self._lose(p, f"not renewed for {now - held.renewed_at:.1f} s")
-        if self._member and now - self._member_renewed >= self._ttl:
-            self._member = 0
+        """Give every partition up when the lease may have expired (not renewed for its TTL);
+        a new lease is granted at the next renewal."""
+        if self.lease and now - self._renewed >= self._ttl:
+            self._lose_all(f"the lease was not renewed for {now - self._renewed:.1f} s")
+            old, self.lease = self.lease, 0
+            self._revoke(old)  # if etcd still has it, its keys go now rather than later
 
     def _lose(self, p: int, why: str) -> None:
         self.held.pop(p, None)
         self.notify(Lose(p))
         log.warning("replica %s: lost partition %d: %s", self.name, p, why)
 
+    def _lose_all(self, why: str) -> None:
+        for p in sorted(self.held):
+            self._lose(p, why)
+
     def _renew(self) -> None:
-        """Keep the member lease and the partitions' leases alive (a third of the TTL)."""
+        """Keep the lease alive (every third of the TTL); a lease gone is a new one, with
+        every partition of the old one lost."""
         now = self.clock()
-        due = now - self._ttl / 3
-        if self._member and self._member_renewed <= due:
-            if self.etcd.keepalive(self._member) > 0:
-                self._member_renewed = now
+        if self.lease and now - self._renewed >= self._ttl / 3:
+            if self.etcd.keepalive(self.lease) > 0:
+                self._renewed = now
             else:
-                self._member = 0
-        if not self._member:
-            self._member, _ = self.etcd.grant(self._ttl)
-            self._member_renewed = now
-            self.etcd.put(self._key("members", self.name), self.name, self._member)
-        for p, held in list(self.held.items()):
-            if held.renewed_at > due:
-                continue
-            if self.etcd.keepalive(held.lease) > 0:
-                held.renewed_at = now
-            else:
-                self._lose(p, "its lease expired")
+                self._lose_all("its lease expired")
+                self.lease = 0
+        if not self.lease:
+            self.lease, _ = self.etcd.grant(self._ttl)
+            self._renewed = now
+            self.etcd.put(self._key("members", self.name), self.name, self.lease)

@@ -24,12 +24,12 @@ from pathlib import Path
 
 import pytest
 
+from labs.etcd import etcd_binary, running_etcd
 from services.contracts.messages import BindingEventKind
 from services.contracts.settings import BrokerSettings
 from services.nsa.core.ownership import partition_of
 from services.nsa.etcd import Etcd
 from tests.conftest import _require
-from tests.faults.etcd import etcd_binary, running_etcd
 from tests.faults.procs import Service
 from tests.nsa.busbed import BusDriver, tail, ticking_driver, wait_until, write_settings
 

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from labs.etcd import etcd_binary, running_etcd
 from services.contracts import policy_xml
 from services.contracts.fencing import epoch_of
 from services.contracts.messages import BindingEventKind
@@ -29,7 +30,6 @@ from services.contracts.settings import BrokerSettings
 from services.nsa.core.ownership import partition_of
 from services.nsa.etcd import Etcd
 from tests.conftest import _require
-from tests.faults.etcd import etcd_binary, running_etcd
 from tests.faults.procs import Service
 from tests.nsa.busbed import tail, wait_until, write_settings
 from tests.nsa.chainbed import HA_NODE, MR, MR_NODE, ROUTERS, Chain, running_chain

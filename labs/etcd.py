@@ -1,5 +1,5 @@
-"""A real etcd of the test's own: Debian's `etcd-server` (scripts/setup.sh installs it) on
-free ports with its own data directory, removed afterwards.
+"""A real etcd of our own for the fault tests and bench.nsa: Debian's `etcd-server`
+(scripts/setup.sh installs it) on free ports with its own data directory, removed afterwards.
 
 Its raft timers are shortened (heartbeat 50 ms, election 250 ms) so that it grants the NSA's
 one-second leases (etcd raises a TTL below about 1.5 election timeouts): the fault tests
@@ -9,15 +9,14 @@ the default timers grants 2 s at least (docs/fleet.md).
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 import time
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from services.nsa.etcd import Etcd, EtcdError
 from services.ports import free_port
 from services.process import stop
 
@@ -62,13 +61,14 @@ def running_etcd(workdir: Path) -> Iterator[str]:
     try:
         deadline = time.monotonic() + 20
         while True:
+            probe = Etcd(url)
             try:
-                request = urllib.request.Request(f"{url}/v3/maintenance/status", data=b"{}")
-                with urllib.request.urlopen(request, timeout=1) as answer:
-                    if "header" in json.load(answer):
-                        break
-            except OSError:
+                probe.range("/probe/")
+                break
+            except EtcdError:
                 pass
+            finally:
+                probe.close()
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise AssertionError(f"etcd did not start:\n{log.read_text()[-3000:]}")
             time.sleep(0.1)
