@@ -178,8 +178,16 @@ class Fleet:
     def delivered(self, result: CallResult, now: float) -> None:
         """A call's answer, to its router's engine if this replica still decides for it."""
         p = self.partition.get(result.call.mobile_router)
-        if p is not None and p in self.active:
-            self.engines[p].delivered(result, now)
+        if p is None or p not in self.active:
+            return
+        engine = self.engines[p]
+        slot = engine.slots.get(result.call.mobile_router)
+        # Each engine numbers its calls from 1: an answer to the call of an engine dropped
+        # since (the partition lost, then taken again) may carry the number of this one's.
+        if slot is not None and slot.call is not None and slot.call != result.call:
+            log.info("%s: answer to an earlier holding's call ignored", result.call.mobile_router)
+            return
+        engine.delivered(result, now)
 
     def next_deadline(self) -> float | None:
         """The earliest timer of the deciding engines."""

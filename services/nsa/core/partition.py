@@ -13,8 +13,8 @@ only its share, and it still drops, in the MQTT thread, any input of a router it
 This is the static share (`replicas`/`replica`). Replicas that fail over lease partitions on
 etcd instead (`[nsa.coordination]`: `ownership`, `services.nsa.leases`).
 
-Failover of the static share, honestly: there is none. When a replica dies, its routers are not decided
-until it is restarted (the supervisor's job; compose restarts it). Their workers keep
+Failover of the static share, honestly: there is none. When a replica dies, its routers are
+not decided until it is restarted (the supervisor's job; compose restarts it). Their workers keep
 enforcing the last policies meanwhile, and the restarted replica rebuilds from the retained
 picture (link state, presence with each node's enforced version, preferences, rules), the
 next metrics period and the binding events (see `engine`). Changing `replicas` moves routers
