@@ -9,7 +9,9 @@ Keys under the configured prefix (`[nsa.coordination]`), all on this replica's l
   in every version sent for its routers (`services.contracts.fencing`). A handover deletes
   it (only while it still names this replica);
 - `ready/<p>`: the replica that should hold p (a returning one) has rebuilt its routers'
-  state and is ready to take it over.
+  state and is ready to take it over;
+- `partition-count` (no lease): the partition count the replicas agree on; a replica
+  configured with another one takes nothing (`_agreed`).
 
 One lease per replica, not one per partition: a replica's partitions live and die with it
 anyway, and renewing one lease per partition costs a request per partition every third of
@@ -45,6 +47,9 @@ from services.nsa.items import Cool, Gain, Item, Lose, Warm
 
 log = logging.getLogger(__name__)
 
+#: How often a replica repeats that etcd cannot be used.
+WARN_EVERY_S = 10.0
+
 
 class Leases:
     """This replica's side of the partition leases (see the module docstring)."""
@@ -70,6 +75,8 @@ class Leases:
         self.lease = 0
         self._renewed = 0.0
         self._ttl = settings.lease_ttl_s
+        self._count_ok = False
+        self._count_warned = -WARN_EVERY_S
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.errors = 0
@@ -102,28 +109,45 @@ class Leases:
             log.warning("replica %s: cannot revoke lease %x: %s", self.name, lease, exc)
 
     def _run(self) -> None:
+        failing_since: float | None = None
+        warned = 0.0
         while not self._stop.is_set():
             try:
                 self.step()
             except EtcdError as exc:
                 self.errors += 1
-                log.warning("replica %s: etcd: %s", self.name, exc)
+                now = self.clock()
+                if failing_since is None:
+                    failing_since = now
+                if now - warned >= WARN_EVERY_S:  # not 4 lines a second while etcd is away
+                    warned = now
+                    log.warning(
+                        "replica %s: etcd unusable for %.1f s (%d partitions held): %s",
+                        self.name,
+                        now - failing_since,
+                        len(self.held),
+                        exc,
+                    )
             except Exception:
                 self.errors += 1
                 log.exception("replica %s: lease turn failed", self.name)
+            else:
+                if failing_since is not None:
+                    log.info("replica %s: etcd usable again", self.name)
+                    failing_since, warned = None, 0.0
             self._stop.wait(self.turn_s)
 
     # one turn -----------------------------------------------------------------------------
     def step(self) -> None:
         """Fence, renew, read, act (see the module docstring)."""
         self._fence(self.clock())
+        if not self._agreed():
+            return
         self._renew()
         prefix = self.settings.prefix
         members = {e.value for e in self.etcd.range(f"{prefix}members/")}
-        holders: dict[int, str] = {}
-        for entry in self.etcd.range(f"{prefix}partitions/"):
-            holders[int(entry.key.rsplit("/", 1)[1])] = entry.value
-        ready = {int(e.key.rsplit("/", 1)[1]): e.value for e in self.etcd.range(f"{prefix}ready/")}
+        holders = self._by_partition(f"{prefix}partitions/")
+        ready = self._by_partition(f"{prefix}ready/")
         for p in list(self.held):  # a partition etcd no longer shows us holding is lost
             if holders.get(p) != self.name:
                 self._lose(p, "its key is gone")
@@ -152,6 +176,46 @@ class Leases:
             self.etcd.put(self._key("ready", p), self.name, self.lease)
         for p in moves.take:
             self._take(p)
+
+    def _agreed(self) -> bool:
+        """Whether every replica splits the routers alike: the first one records its
+        partition count in etcd (`partition-count`, no lease); a replica configured with
+        another count would put routers in other partitions, and two replicas would decide
+        for one router, so it takes nothing (and says so) until its settings are fixed."""
+        if self._count_ok:
+            return True
+        key = f"{self.settings.prefix}partition-count"
+        mine = str(self.settings.partitions)
+        if self.etcd.create(key, mine, 0) is not None:
+            self._count_ok = True
+            return True
+        found = [e.value for e in self.etcd.range(key)]
+        if found == [mine]:
+            self._count_ok = True
+            return True
+        now = self.clock()
+        if now - self._count_warned >= WARN_EVERY_S:
+            self._count_warned = now
+            log.error(
+                "replica %s: etcd says the replicas split the routers into %s partitions, "
+                "[nsa.coordination] partitions says %s: taking nothing until they agree (to "
+                "change the count, stop every replica and delete the key %s)",
+                self.name,
+                found[0] if found else "?",
+                mine,
+                key,
+            )
+        return False
+
+    def _by_partition(self, prefix: str) -> dict[int, str]:
+        """partition -> value of the keys under `prefix`; a key that names no partition of
+        ours (another deployment's, a typo by hand) is skipped, not a failed turn."""
+        found = {}
+        for entry in self.etcd.range(prefix):
+            item = entry.key[len(prefix) :]
+            if item.isdecimal() and int(item) < self.settings.partitions:
+                found[int(item)] = entry.value
+        return found
 
     def _take(self, p: int) -> None:
         epoch = self.etcd.create(self._key("partitions", p), self.name, self.lease)

@@ -96,3 +96,19 @@ def test_take_hand_over_and_lose(etcd: str) -> None:
     assert isinstance(got_a[before], Lose), "given up before anything else"
     a.close()
     b.close()
+
+
+def test_a_replica_with_another_partition_count_takes_nothing(etcd: str) -> None:
+    clock = Clock()
+    got: list[Item] = []
+    first = _leases(etcd, "a", got, clock)
+    first.step()
+    assert _gained(got)
+    other: list[Item] = []
+    settings = Coordination(etcd=etcd, partitions=PARTITIONS + 1, lease_ttl_s=1, warm_s=0.5)
+    odd = Leases(settings, "b", other.append, clock=clock)
+    first.close()  # every partition is free now: still, b takes none
+    odd.step()
+    odd.step()
+    assert other == []
+    odd.close()
