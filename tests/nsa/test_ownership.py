@@ -5,8 +5,10 @@ taken partition send under its epoch."""
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from services.contracts.fencing import EPOCH_SHIFT, epoch_of
 from services.contracts.policy import Install
@@ -19,7 +21,8 @@ from services.nsa.core.ownership import (
     with_epoch,
 )
 from services.nsa.core.plan import new_ledgers
-from services.nsa.core.settings import RouterEntry
+from services.nsa.core.settings import NsaServiceSettings, RouterEntry
+from tests.nsa.enginebed import nsa_settings
 
 P = 16
 names = st.sets(st.sampled_from([f"nsa-{i}" for i in range(6)]), min_size=1)
@@ -110,3 +113,18 @@ def test_the_ledgers_of_a_taken_partition_send_under_its_epoch() -> None:
     assert message.version == (42 << EPOCH_SHIFT) + 1
     assert ledgers.mr is not None
     assert ledgers.mr.epoch == 42
+
+
+def test_coordination_settings_refuse_a_static_share_too_and_name_the_field() -> None:
+    base = nsa_settings().model_dump(exclude_unset=True)
+    good = {"etcd": "http://127.0.0.1:2379"}
+    settings = NsaServiceSettings.model_validate({**base, "coordination": good})
+    assert settings.coordination is not None
+    assert settings.coordination.partitions == 16
+    with pytest.raises(ValidationError, match="not both"):
+        NsaServiceSettings.model_validate(
+            {**base, "coordination": good, "replicas": 2, "replica": 1}
+        )
+    with pytest.raises(ValidationError) as info:
+        NsaServiceSettings.model_validate({**base, "coordination": {"etcd": "127.0.0.1:2379"}})
+    assert info.value.errors()[0]["loc"] == ("coordination", "etcd")
