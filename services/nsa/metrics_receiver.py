@@ -5,15 +5,16 @@ paho spends ~40 us of Python on each incoming PUBLISH (reading it in several sma
 reads, building the message, dispatching it), all under the GIL. In the NSA's process that
 work and the decisions shared one GIL: measured, the MQTT thread then waited for the GIL
 after each socket read, fell behind, and reports queued up in the broker while the process
-was not even at 100 % CPU. So the metrics connection runs in a child process: its paho
+was not even at 100 % CPU. So the metrics connection runs in a child process: its one
 thread sorts each report by topic (dropping other replicas' routers, `routes`) and appends it
 to a list that the child sends every few milliseconds as one pickled batch through a pipe.
 In the NSA's process, one reader thread turns each batch into inbox items (one GIL hand-over
 per batch, not per report). The decision thread is unchanged: it only ever sees `Raw` items.
 
 The child speaks MQTT 3.1.1 with a clean session: QoS 0 messages are never queued for an
-absent client, so a session would keep nothing, and paho parses an MQTT 5 property block for
-every PUBLISH (measured: half of its cost per message).
+absent client, so a session would keep nothing. It does not use paho (`metrics_link`,
+`mqttframes`): paho spent 40-90 us per incoming report there, most of the NSA's cost per
+report after the engine; read in large chunks and cut by hand, a report costs a few us.
 
 With leased partitions (`services.nsa.fleet`) the child subscribes to nothing of its own:
 the parent orders the filters of each partition gained or lost through a second pipe
@@ -30,15 +31,13 @@ import logging
 import multiprocessing
 import os
 import pickle
+import random
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
-
-import paho.mqtt.client as mqtt
 
 from services import bus
 from services.contracts.settings import BrokerSettings
@@ -47,6 +46,8 @@ from services.nsa.core.routes import InputKind, Raw, Routes
 from services.nsa.core.settings import RouterEntry
 from services.nsa.inbox import Inbox
 from services.nsa.items import Item
+from services.nsa.metrics_link import MetricsLink
+from services.nsa.mqttframes import ProtocolError
 
 log = logging.getLogger(__name__)
 
@@ -166,31 +167,47 @@ class ChildPlan:
 
 
 class _Child:
-    """The child's paho callbacks and the parent's orders (only paho's thread and the
-    child's main loop touch it; paho's calls are thread-safe)."""
+    """The child's one thread: its connection, what it follows, the reports waiting."""
 
-    def __init__(self, plan: ChildPlan, routes: Routes, orders: Connection | None) -> None:
+    def __init__(
+        self, plan: ChildPlan, broker: BrokerSettings, routes: Routes, orders: Connection | None
+    ) -> None:
         self.plan = plan
         self.routes = routes
         self.orders = orders
-        self.pending: deque[_Report] = deque()
+        self.link = MetricsLink(broker, bus.client_id("nsa-metrics", plan.name, broker.topic_root))
+        self.pending: list[_Report] = []
         self.followed: dict[str, None] = {}  # the filters ordered, when following partitions
         self.keys: dict[str, str | None] = {}  # topic -> router (None: not ours), parsed once
+        self.attempt = 0
+        self.retry_at = 0.0
+        self.rng = random.Random()  # noqa: S311 - spreading retries, not a secret
 
-    @staticmethod
-    def subscribe(client: mqtt.Client, filters: list[str]) -> None:
-        for start in range(0, len(filters), PER_SUBSCRIBE):
-            client.subscribe([(f, 0) for f in filters[start : start + PER_SUBSCRIBE]])
+    def filters(self) -> list[str]:
+        """Everything to subscribe to at a (re)connection."""
+        return list(self.followed) if self.plan.follow else self.routes.metrics_filters()
 
-    def on_connect(
-        self, client: mqtt.Client, userdata: object, flags: object, reason: object, props: object
-    ) -> None:
-        log.info("replica %s: metrics connection up (%s)", self.plan.name, reason)
-        bus.reset_backoff(client, reason)
-        filters = list(self.followed) if self.plan.follow else self.routes.metrics_filters()
-        self.subscribe(client, filters)
+    def connect(self, now: float) -> None:
+        """Connect and subscribe, or schedule the next attempt (jittered back-off)."""
+        try:
+            self.link.open()
+            self.link.subscribe(self.filters(), PER_SUBSCRIBE)
+        except (OSError, ProtocolError) as exc:
+            self.link.close()
+            delay = bus.reconnect_delay(self.attempt, self.rng.random())
+            self.attempt += 1
+            self.retry_at = now + delay
+            log.warning(
+                "replica %s: metrics connection failed (%s); again in %.1f s",
+                self.plan.name,
+                exc,
+                delay,
+            )
+            return
+        self.attempt = 0
+        log.info("replica %s: metrics connection up", self.plan.name)
 
-    def obey(self, client: mqtt.Client) -> None:
+    def obey(self) -> None:
         """Apply the parent's orders waiting (leased partitions gained or lost)."""
         while self.orders is not None and self.orders.poll():
             add, remove = self.orders.recv()
@@ -198,22 +215,50 @@ class _Child:
                 self.followed.pop(f, None)
             new = [f for f in add if f not in self.followed]
             self.followed.update(dict.fromkeys(new))
-            for start in range(0, len(remove), PER_SUBSCRIBE):
-                client.unsubscribe(list(remove[start : start + PER_SUBSCRIBE]))
-            if new:
-                self.subscribe(client, new)
+            self.link.unsubscribe(list(remove), PER_SUBSCRIBE)
+            self.link.subscribe(new, PER_SUBSCRIBE)
 
-    def on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
-        topic, keys = msg.topic, self.keys
+    def sort(self, published: list[tuple[str, bytes]]) -> None:
+        """Keep the reports of our routers, each topic parsed once."""
+        keys, pending, route = self.keys, self.pending, self.routes.route
+        for topic, payload in published:
+            try:
+                key = keys[topic]
+            except KeyError:
+                if len(keys) >= TOPIC_CACHE:  # bounded whatever the topics others publish
+                    keys.clear()
+                raw = route(topic, b"")
+                key = keys[topic] = None if raw is None else raw.key
+            if key is not None:
+                pending.append((key, topic, payload))
+
+    def turn(self, connection: Connection, flushed: float) -> float:
+        """Read for up to the next hand-over, sort, obey, hand over; when it last did."""
+        now = time.monotonic()
+        if not self.link.connected:
+            if now >= self.retry_at:
+                self.connect(now)
+            else:
+                time.sleep(min(FLUSH_S, self.retry_at - now))
+        else:
+            try:
+                self.sort(self.link.read(max(0.0, flushed + FLUSH_S - now)))
+            except (OSError, ProtocolError) as exc:
+                self.link.close()
+                self.retry_at = now + bus.reconnect_delay(0, self.rng.random())
+                self.attempt = 1
+                log.warning("replica %s: metrics connection lost: %s", self.plan.name, exc)
         try:
-            key = keys[topic]
-        except KeyError:
-            if len(keys) >= TOPIC_CACHE:  # bounded whatever the topics others publish
-                keys.clear()
-            raw = self.routes.route(topic, b"")
-            key = keys[topic] = None if raw is None else raw.key
-        if key is not None:
-            self.pending.append((key, topic, bytes(msg.payload)))
+            self.obey()
+        except OSError as exc:
+            self.link.close()
+            log.warning("replica %s: metrics connection lost: %s", self.plan.name, exc)
+        now = time.monotonic()
+        if self.pending and now - flushed >= FLUSH_S:
+            batch, self.pending = self.pending, []
+            connection.send_bytes(pickle.dumps(batch, protocol=pickle.HIGHEST_PROTOCOL))
+            return now
+        return flushed if self.pending else now
 
 
 def child_main(plan: ChildPlan, connection: Connection, orders: Connection | None = None) -> None:
@@ -223,33 +268,13 @@ def child_main(plan: ChildPlan, connection: Connection, orders: Connection | Non
     logsetup.configure(f"{plan.name}-metrics", level=plan.log_level)
     broker = BrokerSettings.model_validate(plan.broker)
     routers = tuple(RouterEntry.model_validate(r) for r in plan.routers)
-    child = _Child(
-        plan, Routes(Topics(broker.topic_root), routers, per_router=plan.per_router), orders
-    )
-    pending = child.pending
-    client = metrics_client(broker, plan.name)
-    client.on_connect = child.on_connect
-    client.on_message = child.on_message
-    client.connect_async(broker.host, broker.port, broker.keepalive_s)
-    client.loop_start()
+    routes = Routes(Topics(broker.topic_root), routers, per_router=plan.per_router)
+    child = _Child(plan, broker, routes, orders)
+    flushed = time.monotonic()
     try:
         while os.getppid() == plan.parent:
-            time.sleep(FLUSH_S)
-            child.obey(client)
-            if not pending:
-                continue
-            batch = [pending.popleft() for _ in range(len(pending))]
-            connection.send_bytes(pickle.dumps(batch, protocol=pickle.HIGHEST_PROTOCOL))
+            flushed = child.turn(connection, flushed)
     except (BrokenPipeError, OSError):
         pass  # the parent is gone
     finally:
-        client.disconnect()
-        client.loop_stop()
-
-
-def metrics_client(broker: BrokerSettings, name: str) -> mqtt.Client:
-    """The services' client (credentials, TLS, jittered reconnects, Nagle off) speaking MQTT
-    3.1.1 with a clean session (see the module docstring), with an id of its own per
-    (replica, deployment) beside the main connection's."""
-    client_id = bus.client_id("nsa-metrics", name, broker.topic_root)
-    return bus.make_client(broker, client_id, protocol=mqtt.MQTTv311)
+        child.link.close(polite=True)
