@@ -644,9 +644,113 @@ def fleet(k: int, replicas: int, seconds: float, warmup: float, no_fail: bool, l
     return 0 if passed or no_fail else 1
 
 
+def receiver_process(kind: str, port: int, root: str, k: int, seconds: float, out: Path) -> int:
+    """One subscriber to every metrics topic of `root`, as the metrics receiver's child
+    reads them: paho (as it did) or the hand-cut frames (as it does); CPU per report."""
+    from services import bus
+    from services.contracts.settings import BrokerSettings
+    from services.contracts.topics import Topics
+    from services.nsa.core.routes import Routes
+    from services.nsa.core.settings import RouterEntry
+    from services.nsa.metrics_link import MetricsLink
+
+    broker = BrokerSettings(port=port, topic_root=root)
+    routers = [RouterEntry(id=f"mr{i}", ha_node=f"ha{i}", mr_node=f"mrn{i}") for i in range(k)]
+    routes = Routes(Topics(root), routers)
+    keys: dict[str, str | None] = {}
+    count = 0
+
+    def sort(topic: str, payload: bytes) -> None:
+        nonlocal count
+        key = keys.get(topic, "")
+        if key == "":
+            raw = routes.route(topic, b"")
+            key = keys[topic] = None if raw is None else raw.key
+        if key is not None:
+            count += 1
+
+    filters = routes.metrics_filters()
+    if kind == "paho":
+        import paho.mqtt.client as mqtt
+
+        client = bus.make_client(broker, f"bench-paho-{uuid.uuid4().hex[:6]}", protocol=4)
+
+        def on_message(c: Any, u: object, msg: Any) -> None:
+            sort(msg.topic, bytes(msg.payload))
+
+        client.on_connect = lambda c, *_: c.subscribe([(f, 0) for f in filters])
+        client.on_message = on_message
+        client.connect(broker.host, broker.port)
+        client.loop_start()
+        assert isinstance(client, mqtt.Client)
+    else:
+        link = MetricsLink(broker, f"bench-lean-{uuid.uuid4().hex[:6]}")
+        link.open()
+        link.subscribe(filters, 500)
+    print("started", flush=True)
+    began, cpu0 = time.monotonic(), time.process_time()
+    while time.monotonic() - began < seconds:
+        if kind == "paho":
+            time.sleep(0.05)
+        else:  # as the child does: what gathered since the last hand-over, at once
+            time.sleep(0.002)
+            for topic, payload in link.read(0.0):
+                sort(topic, payload)
+    cpu = time.process_time() - cpu0
+    out.write_text(json.dumps({"kind": kind, "reports": count, "cpu": cpu}), encoding="utf-8")
+    return 0
+
+
+def receivers(k: int, seconds: float) -> int:
+    """`--receiver`: paho and the hand-cut frames subscribed side by side to the same
+    reports (K routers x 3 links at 1 Hz through the benchmark's broker): CPU per report."""
+    from bench.broker import tuned_broker
+
+    workdir = Path(tempfile.mkdtemp(prefix="bench-nsa-receiver-"))
+    root = f"bench-{uuid.uuid4().hex[:8]}/multinet/v1"
+    results = []
+    with tuned_broker(workdir) as (port, _pid):
+        procs, outs = [], []
+        for kind in ("paho", "frames"):
+            out = workdir / f"{kind}.json"
+            argv = [sys.executable, "-m", "bench.nsa", "--role", "receiver", "--kind", kind]
+            argv += ["--port", str(port), "--root", root, "--k", str(k)]
+            argv += ["--seconds", str(seconds), "--out", str(out)]
+            procs.append(subprocess.Popen(argv, stdout=subprocess.PIPE))
+            outs.append(out)
+        for proc in procs:
+            assert proc.stdout is not None
+            proc.stdout.readline()
+        time.sleep(0.5)
+        pub = [sys.executable, "-m", "bench.nsa", "--role", "publisher", "--port", str(port)]
+        pub += ["--root", root, "--k", str(k), "--seconds", str(seconds + 5)]
+        publisher = subprocess.Popen(pub, stdout=subprocess.PIPE)
+        for proc in procs:
+            proc.wait(seconds + 60)
+        publisher.terminate()
+        publisher.wait(10)
+        results = [json.loads(out.read_text(encoding="utf-8")) for out in outs]
+    per = {r["kind"]: 1e6 * r["cpu"] / max(1, r["reports"]) for r in results}
+    for r in results:
+        print(
+            f"{r['kind']:>7}: {r['reports']} reports, {r['cpu']:.2f} s CPU, "
+            f"{per[r['kind']]:.1f} us per report"
+        )
+    print(f"paho / frames: {per['paho'] / max(1e-9, per['frames']):.1f}x the CPU per report")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--role", choices=["driver", "nsa", "publisher"], default="driver")
+    parser.add_argument(
+        "--role", choices=["driver", "nsa", "publisher", "receiver"], default="driver"
+    )
+    parser.add_argument("--kind", choices=["paho", "frames"], help="of --role receiver")
+    parser.add_argument(
+        "--receiver",
+        action="store_true",
+        help="compare paho and the hand-cut frames on the metrics connection (CPU per report)",
+    )
     parser.add_argument("--k", default="500,1000,2000,3000,4000")
     parser.add_argument("--seconds", type=float, default=20.0, help="measuring window")
     parser.add_argument("--warmup", type=float, default=5.0, help="at least; plus the start-up")
@@ -666,6 +770,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.role == "publisher":
         return publisher(args.port, args.root, int(args.k), args.seconds)
+    if args.role == "receiver":
+        return receiver_process(
+            args.kind, args.port, args.root, int(args.k), args.seconds, args.out
+        )
+    if args.receiver:
+        return receivers(int(args.k.split(",")[-1]), args.seconds)
     if args.role == "nsa":
         return nsa_process(args.config, args.warmup, args.seconds, args.out, args.replicas)
     from bench.broker import tuned_broker

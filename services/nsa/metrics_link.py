@@ -135,7 +135,8 @@ class MetricsLink:
             if not data:
                 raise ProtocolError("the broker closed the connection")
             self._last_read = now
-            published, _ = self._frames.feed(data)  # SUBACK, UNSUBACK, PINGRESP: nothing to do
+            # SUBACK, UNSUBACK, PINGRESP: nothing to do with them
+            published, _ = self._frames.feed(data)
         keepalive = self.broker.keepalive_s
         if now - self._last_read > 1.5 * keepalive:
             raise ProtocolError(f"nothing from the broker for {now - self._last_read:.0f} s")

@@ -93,7 +93,10 @@ class Frames:
 
     def feed(self, data: bytes) -> tuple[list[tuple[str, bytes]], list[Packet]]:
         """The complete packets `data` finishes; a partial one waits for the next call.
-        Raises ProtocolError on a packet over `max_bytes` or a malformed PUBLISH."""
+        Raises ProtocolError on a packet over `max_bytes` or a malformed PUBLISH.
+
+        The hot path (a PUBLISH whose length fits one or two bytes) is index arithmetic on
+        the buffer, one slice per topic and per payload: this runs for every report."""
         buffer = self._buffer
         buffer += data
         published: list[tuple[str, bytes]] = []
@@ -102,44 +105,56 @@ class Frames:
         try:
             while end - at >= 2:
                 first = buffer[at]
-                length, multiplier, index, complete = 0, 1, at + 1, False
-                while index < end:
-                    byte = buffer[index]
-                    index += 1
-                    length += (byte & 0x7F) * multiplier
-                    if not byte & 0x80:
-                        complete = True
-                        break
-                    multiplier *= 128
-                    if multiplier > 128**3:
-                        raise ProtocolError("a remaining length of more than 4 bytes")
-                if not complete:
-                    break  # the length itself is not all in yet
+                byte = buffer[at + 1]
+                if byte < 0x80:
+                    length, index = byte, at + 2
+                elif end - at >= 3 and buffer[at + 2] < 0x80:
+                    length, index = (byte & 0x7F) | (buffer[at + 2] << 7), at + 3
+                else:
+                    found = _long_length(buffer, at + 1, end)
+                    if found is None:
+                        break  # the length itself is not all in yet
+                    length, index = found
                 if length > self.max_bytes:
                     raise ProtocolError(f"a packet of {length} bytes (limit {self.max_bytes})")
-                if index + length > end:
+                stop = index + length
+                if stop > end:
                     break
-                body = bytes(buffer[index : index + length])
-                kind = first & 0xF0
-                if kind == PUBLISH:
-                    published.append(_publish(first, body))
+                if first & 0xF0 == PUBLISH:
+                    published.append(_publish(buffer, first, index, stop))
                 else:
-                    others.append(Packet(kind, body))
-                at = index + length
+                    others.append(Packet(first & 0xF0, bytes(buffer[index:stop])))
+                at = stop
         finally:
             del buffer[:at]
         return published, others
 
 
-def _publish(first: int, body: bytes) -> tuple[str, bytes]:
-    if len(body) < 2:
+def _long_length(buffer: bytearray, index: int, end: int) -> tuple[int, int] | None:
+    """A remaining length of up to 4 bytes from `index`: (length, index after it), or None
+    when it is not all in the buffer yet."""
+    length, multiplier = 0, 1
+    while index < end:
+        byte = buffer[index]
+        index += 1
+        length += (byte & 0x7F) * multiplier
+        if not byte & 0x80:
+            return length, index
+        multiplier *= 128
+        if multiplier > 128**3:
+            raise ProtocolError("a remaining length of more than 4 bytes")
+    return None
+
+
+def _publish(buffer: bytearray, first: int, index: int, stop: int) -> tuple[str, bytes]:
+    if stop - index < 2:
         raise ProtocolError("a PUBLISH without a topic")
-    size = (body[0] << 8) | body[1]
-    start = 2 + size + (2 if first & 0x06 else 0)  # QoS 1/2 carry a packet id
-    if start > len(body):
+    topic_end = index + 2 + ((buffer[index] << 8) | buffer[index + 1])
+    start = topic_end + (2 if first & 0x06 else 0)  # QoS 1/2 carry a packet id
+    if start > stop:
         raise ProtocolError("a PUBLISH shorter than its topic")
     try:
-        topic = body[2 : 2 + size].decode("utf-8")
+        topic = buffer[index + 2 : topic_end].decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ProtocolError("a PUBLISH topic that is not UTF-8") from exc
-    return topic, body[start:]
+    return topic, bytes(buffer[start:stop])

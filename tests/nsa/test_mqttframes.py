@@ -71,3 +71,12 @@ def test_the_packets_sent_are_what_mqtt_3_1_1_says() -> None:
     assert mqttframes.unsubscribe(2, ["a/+"])[0] == 0xA2
     suback = Frames(10).feed(b"\x90\x03\x00\x01\x00")[1]
     assert [p.kind for p in suback] == [SUBACK]
+
+
+def test_a_long_packet_split_inside_its_length_comes_out_whole() -> None:
+    payload = bytes(range(256)) * 80  # a three-byte remaining length
+    stream = _publish("a/b", payload)
+    frames = Frames(max_bytes=1 << 20)
+    assert frames.feed(stream[:2]) == ([], [])
+    assert frames.feed(stream[2:3]) == ([], [])
+    assert frames.feed(stream[3:])[0] == [("a/b", payload)]
