@@ -84,15 +84,31 @@ TEMPLATE = (
 
 # --- settings -------------------------------------------------------------------------------
 def settings_file(
-    path: Path, k: int, topic_root: str, port: int, *, replicas: int = 1, replica: int = 0
+    path: Path,
+    k: int,
+    topic_root: str,
+    port: int,
+    *,
+    replicas: int = 1,
+    replica: int = 0,
+    etcd: str | None = None,
 ) -> Path:
-    """The NSA's settings for K routers: three classes, dry-run delivery."""
+    """The NSA's settings for K routers: three classes, dry-run delivery; with `etcd`, the
+    replicas lease 64 partitions there instead of a static share."""
+    coordination = (
+        ""
+        if etcd is None
+        else f'\n[nsa.coordination]\netcd = "{etcd}"\npartitions = 64\nlease_ttl_s = 2\n'
+    )
+    name = f"bench-{replica}"
+    if etcd is not None:
+        replicas, replica = 1, 0
     routers = "\n".join(
         f'  {{ id = "mr{i}", ha_node = "ha{i}", mr_node = "mrn{i}" }},' for i in range(k)
     )
     path.write_text(
         f"""[nsa]
-name = "bench-{replica}"
+name = "{name}"
 replicas = {replicas}
 replica = {replica}
 startup_hold_s = 15
@@ -126,7 +142,7 @@ dwell_s = 3
 
 [nsa.gateway]
 mode = "dry-run"
-
+{coordination}
 [broker]
 host = "127.0.0.1"
 port = {port}
@@ -240,10 +256,13 @@ def publisher(port: int, topic_root: str, k: int, seconds: float) -> int:
 
 
 # --- the NSA process --------------------------------------------------------------------------
-def nsa_process(config: Path, warmup: float, window: float, out: Path) -> int:
+def nsa_process(config: Path, warmup: float, window: float, out: Path, replicas: int = 1) -> int:
     """Run the real service in this process; measure the window; write the figures."""
     from services import logsetup
+    from services.nsa.core.ownership import assignment
     from services.nsa.core.routes import InputKind
+    from services.nsa.etcd import Etcd
+    from services.nsa.fleet import Fleet
     from services.nsa.service import Collector, NsaService
     from services.nsa.settings import load_file
 
@@ -254,7 +273,15 @@ def nsa_process(config: Path, warmup: float, window: float, out: Path) -> int:
     collector = Collector()  # as `multinet nsa run` does
     service = NsaService(config, loaded, collector=collector)
     collector.start()
-    stats = service.engine.stats
+    stats = service.core.stats
+
+    def slots() -> list[Any]:
+        """The routers this replica decides for now (with leases: its partitions')."""
+        core = service.core
+        if isinstance(core, Fleet):
+            return [s for p in core.active for s in core.engines[p].slots.values()]
+        return list(core.slots.values())
+
     stats.input_latency = deque(maxlen=5_000_000)
     stats.decision_latency = deque(maxlen=5_000_000)
     gc_pauses: list[tuple[int, float]] = []
@@ -274,11 +301,36 @@ def nsa_process(config: Path, warmup: float, window: float, out: Path) -> int:
     # not the steady state measured here.
     time.sleep(warmup)
     deadline = time.monotonic() + 60
-    bindings = 3 * len(service.routers)
+
+    def handing_over() -> bool:
+        """Leases: not every replica is in yet, or the partitions are still moving (their
+        holders are not yet those the members' assignment names, or this one warms some)."""
+        core, leases = service.core, service.leases
+        if not isinstance(core, Fleet) or leases is None or coordination is None:
+            return False
+        client = Etcd(coordination.etcd)
+        try:
+            members = {e.value for e in client.range(f"{coordination.prefix}members/")}
+            holders = {
+                int(e.key.rsplit("/", 1)[1]): e.value
+                for e in client.range(f"{coordination.prefix}partitions/")
+            }
+        finally:
+            client.close()
+        return (
+            len(members) < replicas
+            or holders != assignment(coordination.partitions, members)
+            or set(core.engines) != set(core.active)
+        )
+
+    coordination = loaded.nsa.coordination
+    if coordination is not None:  # the other replicas join, the partitions are rebalanced
+        time.sleep(2 * coordination.warm_s + coordination.lease_ttl_s)
     while time.monotonic() < deadline and (
         len(service.inbox) > 100
-        or not all(s.ready for s in service.engine.slots.values())
-        or stats.inputs[InputKind.BINDING.value] < bindings
+        or handing_over()
+        or not all(s.ready for s in slots())
+        or stats.inputs[InputKind.BINDING.value] < 3 * len(slots())
     ):
         time.sleep(0.2)
     time.sleep(loaded.nsa.decision.dwell_s + 2.0)
@@ -287,6 +339,7 @@ def nsa_process(config: Path, warmup: float, window: float, out: Path) -> int:
     handled0, decisions0, dropped0 = _handled(stats), stats.decisions, service.inbox.dropped
     child = service.receiver.pid
     cpu0, child0, wall0 = _cpu(), _cpu_of(child), time.monotonic()
+    share = len(slots())
     gc_pauses.clear()
     depths = []
     while time.monotonic() - wall0 < window:
@@ -297,7 +350,7 @@ def nsa_process(config: Path, warmup: float, window: float, out: Path) -> int:
     inputs = list(stats.input_latency)
     decided = list(stats.decision_latency)
     figures = {
-        "routers": len(service.routers),
+        "routers": share,
         "handled": _handled(stats) - handled0,
         "decisions": stats.decisions - decisions0,
         "immaterial": stats.immaterial,
@@ -320,8 +373,11 @@ def nsa_process(config: Path, warmup: float, window: float, out: Path) -> int:
         "gc_count": {str(g): sum(1 for gen, _ in gc_pauses if gen == g) for g in (0, 1, 2)},
         "gc_total_ms": 1000 * sum(d for _, d in gc_pauses),
     }
-    service.stop()
     out.write_text(json.dumps(figures), encoding="utf-8")
+    # Replicas stop together (the driver closes our stdin once every one has measured): one
+    # that stopped early would hand its partitions to the others inside their windows.
+    sys.stdin.read()
+    service.stop()
     return 0
 
 
@@ -434,7 +490,13 @@ def engine_capacity(k: int, seconds: float, workdir: Path) -> dict[str, float]:
 
 # --- the driver -------------------------------------------------------------------------------
 def run_once(
-    k: int, replicas: int, seconds: float, warmup: float, port: int, workdir: Path
+    k: int,
+    replicas: int,
+    seconds: float,
+    warmup: float,
+    port: int,
+    workdir: Path,
+    etcd: str | None = None,
 ) -> dict[str, Any]:
     """One run: `replicas` NSA processes and one publisher; figures per replica."""
     topic_root = f"bench-{uuid.uuid4().hex[:8]}/multinet/v1"
@@ -448,12 +510,16 @@ def run_once(
             port,
             replicas=replicas,
             replica=replica,
+            etcd=etcd,
         )
         out = workdir / f"figures-{k}-{replicas}-{replica}.json"
         argv = [sys.executable, "-m", "bench.nsa", "--role", "nsa", "--config", str(config)]
+        argv += ["--replicas", str(replicas)]
         argv += ["--warmup", str(warmup), "--seconds", str(seconds), "--out", str(out)]
         log = (workdir / f"nsa-{k}-{replicas}-{replica}.log").open("wb")
-        procs.append(subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=log))
+        procs.append(
+            subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log)
+        )
         outs.append(out)
     for proc in procs:
         assert proc.stdout is not None
@@ -464,8 +530,16 @@ def run_once(
     # The publisher outlives the NSA processes' windows (their warm-up waits for start-up).
     pub_argv += ["--root", topic_root, "--k", str(k), "--seconds", str(warmup + seconds + 75)]
     pub = subprocess.Popen(pub_argv, stdout=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + warmup + seconds + 120
+    while not all(out.exists() for out in outs) and time.monotonic() < deadline:
+        if any(proc.poll() is not None for proc in procs):
+            break  # one failed: its log says why
+        time.sleep(0.2)
     for proc in procs:
-        proc.wait(warmup + seconds + 120)
+        assert proc.stdin is not None
+        proc.stdin.close()
+    for proc in procs:
+        proc.wait(30)
     pub.terminate()
     pub.wait(10)
     figures = [json.loads(out.read_text(encoding="utf-8")) for out in outs]
@@ -511,9 +585,172 @@ HEADER = (
 )
 
 
+def fleet(k: int, replicas: int, seconds: float, warmup: float, no_fail: bool, leases: bool) -> int:
+    """`--routers K --replicas N`: the fleet target (10,000 routers x 3 links at 1 Hz, the
+    replicas together on this machine, report -> decision p99 < 100 ms): one run of N
+    replicas side by side, each with its static share (with `leases`: leasing 64 partitions
+    on an etcd of the benchmark's own), then the engine alone at K/N for where the time
+    goes."""
+    from contextlib import ExitStack
+
+    from bench.broker import tuned_broker
+    from labs.etcd import running_etcd
+
+    workdir = Path(tempfile.mkdtemp(prefix="bench-nsa-fleet-"))
+    print(
+        f"NSA fleet: {k} routers x 3 links at 1 Hz ({3 * k} reports/s) through mosquitto, "
+        f"{replicas} replicas side by side ({'leases on etcd' if leases else 'static shares'}), "
+        f"{seconds:g} s window; delivery is a DRY RUN"
+    )
+    print(f"logs and figures: {workdir}\n")
+    print(HEADER)
+    with ExitStack() as stack:
+        port, broker_pid = stack.enter_context(tuned_broker(workdir))
+        etcd = stack.enter_context(running_etcd(workdir)) if leases else None
+        cpu0 = _cpu_of(broker_pid)
+        started = time.monotonic()
+        run = run_once(k, replicas, seconds, warmup, port, workdir, etcd)
+        broker_percent = 100 * (_cpu_of(broker_pid) - cpu0) / (time.monotonic() - started)
+    print(_row(run), flush=True)
+    share = max(1, k // replicas)
+    capacity = engine_capacity(share, 20.0, workdir)
+    figures = run["replica_figures"]
+    p99 = max(f["input_p99_ms"] for f in figures)
+    decided_p99 = max(f["decision_p99_ms"] for f in figures)
+    rate = sum(f["handled"] / f["wall"] for f in figures)
+    nsa_cpu = sum(f["cpu_percent"] + f["receiver_cpu_percent"] for f in figures)
+    print(
+        "\nwhere the time goes, per report (CPU): decision process "
+        + ", ".join(
+            f"{1e4 * f['cpu_percent'] / max(1, f['handled'] / f['wall']):.0f}" for f in figures
+        )
+        + " us; metrics receiver "
+        + ", ".join(
+            f"{1e4 * f['receiver_cpu_percent'] / max(1, f['handled'] / f['wall']):.0f}"
+            for f in figures
+        )
+        + f" us; of which the engine alone (no MQTT, K={share}) "
+        f"{capacity['us_per_report']:.1f} us; mosquitto {broker_percent:.0f}% of a core "
+        f"over the whole run ({1e4 * broker_percent / max(1.0, rate):.0f} us per report)"
+    )
+    print(
+        f"fleet: {rate:.0f} reports/s handled of {3 * k}/s, replicas' CPU {nsa_cpu:.0f}% "
+        f"(of 200%), report -> decision p99 {decided_p99:.1f} ms, report handled p99 "
+        f"{p99:.1f} ms (target < {P99_TARGET_MS:.0f} ms)"
+    )
+    (workdir / "results.json").write_text(json.dumps(run, indent=1), encoding="utf-8")
+    passed = keeps_up(run)
+    print(f"kept up: {'yes' if passed else 'NO'}")
+    return 0 if passed or no_fail else 1
+
+
+def receiver_process(kind: str, port: int, root: str, k: int, seconds: float, out: Path) -> int:
+    """One subscriber to every metrics topic of `root`, as the metrics receiver's child
+    reads them: paho (as it did) or the hand-cut frames (as it does); CPU per report."""
+    from services import bus
+    from services.contracts.settings import BrokerSettings
+    from services.contracts.topics import Topics
+    from services.nsa.core.routes import Routes
+    from services.nsa.core.settings import RouterEntry
+    from services.nsa.metrics_link import MetricsLink
+
+    broker = BrokerSettings(port=port, topic_root=root)
+    routers = [RouterEntry(id=f"mr{i}", ha_node=f"ha{i}", mr_node=f"mrn{i}") for i in range(k)]
+    routes = Routes(Topics(root), routers)
+    keys: dict[str, str | None] = {}
+    count = 0
+
+    def sort(topic: str, payload: bytes) -> None:
+        nonlocal count
+        key = keys.get(topic, "")
+        if key == "":
+            raw = routes.route(topic, b"")
+            key = keys[topic] = None if raw is None else raw.key
+        if key is not None:
+            count += 1
+
+    filters = routes.metrics_filters()
+    if kind == "paho":
+        import paho.mqtt.client as mqtt
+
+        client = bus.make_client(broker, f"bench-paho-{uuid.uuid4().hex[:6]}", protocol=4)
+
+        def on_message(c: Any, u: object, msg: Any) -> None:
+            sort(msg.topic, bytes(msg.payload))
+
+        client.on_connect = lambda c, *_: c.subscribe([(f, 0) for f in filters])
+        client.on_message = on_message
+        client.connect(broker.host, broker.port)
+        client.loop_start()
+        assert isinstance(client, mqtt.Client)
+    else:
+        link = MetricsLink(broker, f"bench-lean-{uuid.uuid4().hex[:6]}")
+        link.open()
+        link.subscribe(filters, 500)
+    print("started", flush=True)
+    began, cpu0 = time.monotonic(), time.process_time()
+    while time.monotonic() - began < seconds:
+        if kind == "paho":
+            time.sleep(0.05)
+        else:  # as the child does: what gathered since the last hand-over, at once
+            time.sleep(0.002)
+            for topic, payload in link.read(0.0):
+                sort(topic, payload)
+    cpu = time.process_time() - cpu0
+    out.write_text(json.dumps({"kind": kind, "reports": count, "cpu": cpu}), encoding="utf-8")
+    return 0
+
+
+def receivers(k: int, seconds: float) -> int:
+    """`--receiver`: paho and the hand-cut frames subscribed side by side to the same
+    reports (K routers x 3 links at 1 Hz through the benchmark's broker): CPU per report."""
+    from bench.broker import tuned_broker
+
+    workdir = Path(tempfile.mkdtemp(prefix="bench-nsa-receiver-"))
+    root = f"bench-{uuid.uuid4().hex[:8]}/multinet/v1"
+    results = []
+    with tuned_broker(workdir) as (port, _pid):
+        procs, outs = [], []
+        for kind in ("paho", "frames"):
+            out = workdir / f"{kind}.json"
+            argv = [sys.executable, "-m", "bench.nsa", "--role", "receiver", "--kind", kind]
+            argv += ["--port", str(port), "--root", root, "--k", str(k)]
+            argv += ["--seconds", str(seconds), "--out", str(out)]
+            procs.append(subprocess.Popen(argv, stdout=subprocess.PIPE))
+            outs.append(out)
+        for proc in procs:
+            assert proc.stdout is not None
+            proc.stdout.readline()
+        time.sleep(0.5)
+        pub = [sys.executable, "-m", "bench.nsa", "--role", "publisher", "--port", str(port)]
+        pub += ["--root", root, "--k", str(k), "--seconds", str(seconds + 5)]
+        publisher = subprocess.Popen(pub, stdout=subprocess.PIPE)
+        for proc in procs:
+            proc.wait(seconds + 60)
+        publisher.terminate()
+        publisher.wait(10)
+        results = [json.loads(out.read_text(encoding="utf-8")) for out in outs]
+    per = {r["kind"]: 1e6 * r["cpu"] / max(1, r["reports"]) for r in results}
+    for r in results:
+        print(
+            f"{r['kind']:>7}: {r['reports']} reports, {r['cpu']:.2f} s CPU, "
+            f"{per[r['kind']]:.1f} us per report"
+        )
+    print(f"paho / frames: {per['paho'] / max(1e-9, per['frames']):.1f}x the CPU per report")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--role", choices=["driver", "nsa", "publisher"], default="driver")
+    parser.add_argument(
+        "--role", choices=["driver", "nsa", "publisher", "receiver"], default="driver"
+    )
+    parser.add_argument("--kind", choices=["paho", "frames"], help="of --role receiver")
+    parser.add_argument(
+        "--receiver",
+        action="store_true",
+        help="compare paho and the hand-cut frames on the metrics connection (CPU per report)",
+    )
     parser.add_argument("--k", default="500,1000,2000,3000,4000")
     parser.add_argument("--seconds", type=float, default=20.0, help="measuring window")
     parser.add_argument("--warmup", type=float, default=5.0, help="at least; plus the start-up")
@@ -523,13 +760,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root")
     parser.add_argument("--no-fail", action="store_true")
     parser.add_argument("--no-replicas", action="store_true", help="skip the two-replica run")
+    parser.add_argument(
+        "--routers",
+        type=int,
+        help="fleet mode: only this K, with --replicas replicas side by side (e.g. 10000)",
+    )
+    parser.add_argument("--replicas", type=int, default=3, help="replicas of the fleet mode")
+    parser.add_argument("--leases", action="store_true", help="fleet mode: lease on an etcd")
     args = parser.parse_args(argv)
     if args.role == "publisher":
         return publisher(args.port, args.root, int(args.k), args.seconds)
+    if args.role == "receiver":
+        return receiver_process(
+            args.kind, args.port, args.root, int(args.k), args.seconds, args.out
+        )
+    if args.receiver:
+        return receivers(int(args.k.split(",")[-1]), args.seconds)
     if args.role == "nsa":
-        return nsa_process(args.config, args.warmup, args.seconds, args.out)
+        return nsa_process(args.config, args.warmup, args.seconds, args.out, args.replicas)
     from bench.broker import tuned_broker
 
+    if args.routers is not None:
+        return fleet(
+            args.routers, args.replicas, args.seconds, args.warmup, args.no_fail, args.leases
+        )
     ks = [int(k) for k in args.k.split(",")]
     workdir = Path(tempfile.mkdtemp(prefix="bench-nsa-"))
     capacity = engine_capacity(TARGET_K, 30.0, workdir)

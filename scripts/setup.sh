@@ -16,6 +16,8 @@ if [ "${SETUP_TESTS:-0}" = 1 ]; then
     command -v "${pair%%:*}" >/dev/null 2>&1 || need_apt+=("${pair#*:}")
   done
 fi
+# The NSA replicas' leases (`[nsa.coordination]`) and their fault test: Debian's etcd 3.4.
+command -v etcd >/dev/null 2>&1 || need_apt+=(etcd-server)
 command -v cc >/dev/null 2>&1 || need_apt+=(gcc)  # python-iptables builds a small C wrapper
 # The broker's client-id plugin (deploy/mosquitto/plugin) and the gSOAP test client.
 [ -f /usr/include/mosquitto_broker.h ] || need_apt+=(mosquitto-dev)

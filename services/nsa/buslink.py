@@ -17,6 +17,8 @@ of their own (`metrics_receiver`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import paho.mqtt.client as mqtt
 
 from services.contracts.settings import BrokerSettings
@@ -32,14 +34,22 @@ SERVICE = "nsa"
 class BusIntake:
     """What the runtime asks of the NSA: its subscriptions, and what to do with a message."""
 
-    def __init__(self, routes: Routes, inbox: Inbox[Item]) -> None:
+    def __init__(
+        self,
+        routes: Routes,
+        inbox: Inbox[Item],
+        filters: Callable[[], list[str]] | None = None,
+    ) -> None:
         self.routes = routes
         self.inbox = inbox
         self.unroutable = 0
+        #: the filters to subscribe at each connection: `routes`' own, or, with leased
+        #: partitions, those of the partitions held now (`services.nsa.fleet`)
+        self.filters = routes.filters if filters is None else filters
 
     def subscriptions(self) -> list[Subscription]:
         """Every input but the metrics, at QoS 1 (asked again at each connection)."""
-        return [Subscription(topic) for topic in self.routes.filters()]
+        return [Subscription(topic) for topic in self.filters()]
 
     def on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
         """Sort one message into the inbox (paho's thread), or drop it when not ours."""

@@ -25,4 +25,33 @@ class Fatal:
     error: BaseException
 
 
-Item = Raw | CallResult | Reload | Stop | Fatal
+@dataclass(frozen=True)
+class Warm:
+    """Rebuild a partition's routers from the bus without deciding (`services.nsa.leases`)."""
+
+    partition: int
+
+
+@dataclass(frozen=True)
+class Gain:
+    """Decide for a partition's routers from now on, under this epoch (the fencing token)."""
+
+    partition: int
+    epoch: int
+
+
+@dataclass(frozen=True)
+class Lose:
+    """Stop deciding for a partition's routers at once: its lease is gone or handed over."""
+
+    partition: int
+
+
+@dataclass(frozen=True)
+class Cool:
+    """Forget a partition warmed for nothing (another replica should hold it after all)."""
+
+    partition: int
+
+
+Item = Raw | CallResult | Reload | Stop | Fatal | Warm | Gain | Lose | Cool

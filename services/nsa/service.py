@@ -46,8 +46,10 @@ from services.nsa.core.engine import Engine
 from services.nsa.core.partition import owned
 from services.nsa.core.routes import InputKind, Raw, Routes
 from services.nsa.delivery import make_delivery
+from services.nsa.fleet import Fleet
 from services.nsa.inbox import Inbox
-from services.nsa.items import Fatal, Item, Reload, Stop
+from services.nsa.items import Cool, Fatal, Gain, Item, Lose, Reload, Stop, Warm
+from services.nsa.leases import Leases
 from services.nsa.metrics import DELIVERY_RESULTS, NsaCounts, NsaMetrics
 from services.nsa.metrics_receiver import MetricsReceiver
 from services.nsa.settings import NsaFile, load_file
@@ -77,33 +79,77 @@ class NsaService:
         settings = loaded.nsa
         self.name = settings.name
         self.topics = Topics(loaded.broker.topic_root)
-        self.routers = owned(settings.mobile_routers, settings.replicas, settings.replica)
-        # A partitioned replica subscribes to its own routers' topics only.
-        self.routes = Routes(self.topics, self.routers, per_router=settings.replicas > 1)
+        coordination = settings.coordination
         self.inbox: Inbox[Item] = Inbox(settings.queue_size)
         password = None if loaded.password is None else loaded.password.get_secret_value()
         self.delivery = make_delivery(settings.gateway, password, self._delivered, self._fatal)
-        self.engine = Engine(settings, self.routers, ConfigStore(loaded.config), self, now=clock())
+        self.core: Engine | Fleet
+        self.leases: Leases | None = None
+        if coordination is None:
+            self.routers = owned(settings.mobile_routers, settings.replicas, settings.replica)
+            # A partitioned replica subscribes to its own routers' topics only.
+            self.routes = Routes(self.topics, self.routers, per_router=settings.replicas > 1)
+            self.core = Engine(
+                settings, self.routers, ConfigStore(loaded.config), self, now=clock()
+            )
+            self.intake = BusIntake(self.routes, self.inbox)
+        else:
+            # Leased partitions: the routes know every router, the fleet says whose are here.
+            self.routers = settings.mobile_routers
+            self.routes = Routes(self.topics, self.routers)
+            config = loaded.config
+            fleet = Fleet(
+                settings,
+                self.topics,
+                lambda: ConfigStore(config),
+                self,
+                subscribe=self._subscribe,
+                unsubscribe=self._unsubscribe,
+                partitions=coordination.partitions,
+            )
+            self.core = fleet
+            self.intake = BusIntake(self.routes, self.inbox, fleet.filters)
+            self.leases = Leases(coordination, settings.name, self.inbox.put_control)
         self.receiver = MetricsReceiver(
-            loaded.broker, settings.name, self.routes, self.inbox, self._fatal, log_level=log_level
+            loaded.broker,
+            settings.name,
+            self.routes,
+            self.inbox,
+            self._fatal,
+            log_level=log_level,
+            follow_partitions=coordination is not None,
         )
         self.metrics = NsaMetrics(settings.name, self._counts)
-        self.intake = BusIntake(self.routes, self.inbox)
         self.bus = connect(loaded.broker, settings.name, self.intake, self.metrics)
         self.client = self.bus.client
         self.dead_letters = self.bus.dead_letters
         self.metrics_listen = settings.metrics_listen
         self._thread: threading.Thread | None = None
         self.error: BaseException | None = None
+        if coordination is not None:
+            log.info(
+                "replica %s: %d mobile routers in %d partitions leased on etcd at %s",
+                settings.name,
+                len(self.routers),
+                coordination.partitions,
+                coordination.etcd,
+            )
         log.info(
             "replica %s (%d of %d): deciding for %d of %d mobile routers, delivery %s",
             settings.name,
             settings.replica,
             settings.replicas,
-            len(self.routers),
+            0 if coordination is not None else len(self.routers),
             len(settings.mobile_routers),
             settings.gateway.mode if settings.gateway.mode == "dry-run" else settings.gateway.url,
         )
+
+    @property
+    def engine(self) -> Engine:
+        """The one engine of a replica without leases (tests and the benchmark read it)."""
+        if not isinstance(self.core, Engine):
+            raise RuntimeError(f"replica {self.name} leases partitions: one engine per partition")
+        return self.core
 
     # the engine's effects -----------------------------------------------------------------
     def explain(self, mobile_router: str, record: DecisionRecord) -> None:
@@ -118,6 +164,20 @@ class NsaService:
         """Hand a call to the delivery pool."""
         self.delivery.deliver(call)
 
+    def _subscribe(self, filters: list[str], metrics: list[str]) -> None:
+        """Subscribe to a gained partition's topics: the main connection (QoS 1; their
+        retained messages come in as inputs) and the metrics receiver's. While disconnected,
+        the filters are asked again at the next connection anyway."""
+        for start in range(0, len(filters), 500):
+            self.client.subscribe([(f, 1) for f in filters[start : start + 500]])
+        self.receiver.follow(metrics, [])
+
+    def _unsubscribe(self, filters: list[str], metrics: list[str]) -> None:
+        """Unsubscribe a lost partition's topics (those no other partition here needs)."""
+        for start in range(0, len(filters), 500):
+            self.client.unsubscribe(filters[start : start + 500])
+        self.receiver.follow([], metrics)
+
     def _delivered(self, result: CallResult) -> None:
         # Results bypass the bound: there is at most one per router in flight, and the dry
         # run answers from the decision thread itself, which must not wait for room.
@@ -128,7 +188,7 @@ class NsaService:
 
     def _counts(self) -> NsaCounts:
         """The decision thread's counters, read by the metrics endpoint at each scrape."""
-        stats = self.engine.stats
+        stats = self.core.stats
         return NsaCounts(
             inputs={kind.value: stats.inputs[kind.value] for kind in InputKind},
             decisions=stats.decisions,
@@ -148,9 +208,14 @@ class NsaService:
         self.receiver.start()
         self._thread = threading.Thread(target=self._loop, name=f"nsa-decide-{self.name}")
         self._thread.start()
+        if self.leases is not None:
+            self.leases.start()
 
     def stop(self) -> None:
-        """Finish the decision thread, disconnect, stop the pool."""
+        """Hand the partitions over (revoke the leases), finish the decision thread,
+        disconnect, stop the pool."""
+        if self.leases is not None:
+            self.leases.close()
         self.inbox.put_control(Stop())
         if self._thread is not None:
             self._thread.join(30)
@@ -195,7 +260,7 @@ class NsaService:
 
     def _step(self) -> bool:
         """One batch: inputs, due timers, decisions, calls. False once told to stop."""
-        engine, clock = self.engine, self.clock
+        engine, clock = self.core, self.clock
         deadline = engine.next_deadline()
         timeout = None if deadline is None else max(0.0, deadline - clock())
         batch = self.inbox.take(timeout, BATCH_LIMIT)
@@ -216,11 +281,14 @@ class NsaService:
         if isinstance(item, Raw):
             self._accept(item, now)
         elif isinstance(item, CallResult):
-            self.engine.delivered(item, now)
+            self.core.delivered(item, now)
         elif isinstance(item, Reload):
             self._reload(now)
         elif isinstance(item, Stop):
             return False
+        elif isinstance(item, Warm | Gain | Lose | Cool):
+            if isinstance(self.core, Fleet):
+                self.core.control(item, now)
         else:
             raise RuntimeError("a delivery thread failed") from item.error
         return True
@@ -228,7 +296,7 @@ class NsaService:
     def _accept(self, raw: Raw, now: float) -> None:
         """One bus input; if its handling raises, it becomes a dead letter, not a crash."""
         try:
-            self.engine.accept(raw, now)
+            self.core.accept(raw, now)
         except Exception as exc:
             self.dead_letters.post(
                 source=raw.topic, input_kind=raw.kind.value, payload=raw.payload, error=exc
@@ -244,7 +312,7 @@ class NsaService:
                 "; ".join(str(p) for p in exc.problems),
             )
             return
-        restart = self.engine.reload(loaded.nsa, loaded.config, now)
+        restart = self.core.reload(loaded.nsa, loaded.config, now)
         if restart:
             log.warning(
                 "reload of %s: %s changed; restart the replica to apply (running values kept)",

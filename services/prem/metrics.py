@@ -13,6 +13,7 @@ from services.metrics import LATENCY_BUCKETS, ServiceMetrics, counter_by
 #: Values of `multinet_prem_messages_refused_total{reason}`.
 REFUSAL_REASONS = (
     "stale-version",
+    "fenced-epoch",
     "wrong-node",
     "wrong-mobile-router",
     "wrong-direction",
@@ -27,6 +28,8 @@ REFUSAL_REASONS = (
 )
 _FIELD_REASONS = {
     "version": "stale-version",
+    # A document of an NSA replica that lost its partition (`services.contracts.fencing`).
+    "version.epoch": "fenced-epoch",
     "node": "wrong-node",
     "mobile-router": "wrong-mobile-router",
     "direction": "wrong-direction",

@@ -41,6 +41,7 @@ DOCKERFILE = DEPLOY / "Dockerfile"
 #: Every role of the deployment (docs/architecture.md).
 ROLES = {
     "broker",
+    "etcd",
     "nsa",
     "soap_gateway",
     "console",
@@ -101,7 +102,9 @@ def _compose() -> dict[str, Any]:
 
 
 SERVICES: dict[str, dict[str, Any]] = _compose()["services"]
-APP_SERVICES = sorted(name for name in SERVICES if name != "broker")
+#: The services that run other software than `multinet` (each from a stage of its own).
+INFRASTRUCTURE = {"broker": "broker", "etcd": "etcd"}
+APP_SERVICES = sorted(name for name in SERVICES if name not in INFRASTRUCTURE)
 
 
 def interpolate(value: str, variables: Mapping[str, str]) -> str:
@@ -236,7 +239,7 @@ def test_compose_builds_the_dockerfile_stages() -> None:
         build = spec["build"]
         assert (DEPLOY / build["context"] / build["dockerfile"]).resolve() == DOCKERFILE
         assert build["target"] in stages, f"{name}: no stage {build['target']}"
-        expected = "broker" if name == "broker" else "app"
+        expected = INFRASTRUCTURE.get(name, "app")
         assert build["target"] == expected, name
 
 
@@ -388,3 +391,14 @@ def _conf_directives(path: Path = SHIPPED_CONF) -> dict[str, str]:
         key, _, value = line.partition(" ")
         directives.setdefault(key, value)
     return directives
+
+
+def test_the_nsa_leases_on_the_compose_etcd_which_keeps_its_data_and_publishes_no_port() -> None:
+    etcd = SERVICES["etcd"]
+    assert "ports" not in etcd, "etcd is for the compose network only"
+    assert [m["target"] for m in _mounts("etcd") if m["type"] == "volume"] == ["/var/lib/etcd/data"]
+    assert "--data-dir=/var/lib/etcd/data" in _command("etcd")
+    assert "etcd" in SERVICES["nsa"]["depends_on"]
+    settings = tomllib.loads(_config_path("nsa").read_text(encoding="utf-8"))
+    advertised = next(a for a in _command("etcd") if a.startswith("--advertise-client-urls="))
+    assert settings["nsa"]["coordination"]["etcd"] == advertised.split("=", 1)[1]

@@ -23,6 +23,7 @@ from services.contracts.messages import (
     BindingEventKind,
     Envelope,
     LinkMetrics,
+    PolicyStatus,
     decode,
     encode,
 )
@@ -96,6 +97,7 @@ class BusDriver:
         self.decisions: list[DecisionRecord] = []
         self.audits: list[AuditRecord] = []  # operator actions' outcomes, from the NSA
         self.documents: list[tuple[str, bytes]] = []  # (node, payload) on policy topics
+        self.statuses: list[PolicyStatus] = []  # the workers' answers, in arrival order
         self._lock = threading.Lock()
         self.links: dict[tuple[str, int], dict[str, Any]] = {}  # (mr node, bid) -> values
         self.live: set[tuple[str, int]] = set()  # (mobile router, bid) with a live binding
@@ -108,6 +110,7 @@ class BusDriver:
                 (f"{broker.topic_root}/mr/+/decision", 1),
                 (f"{broker.topic_root}/node/+/policy", 1),
                 (f"{broker.topic_root}/mr/+/audit", 1),
+                (f"{broker.topic_root}/node/+/status", 1),
             ]
         )
         self.client.on_subscribe = lambda *_: subscribed.set()
@@ -123,6 +126,8 @@ class BusDriver:
                 self.audits.append(decode(AuditRecord, bytes(msg.payload)))
             elif msg.topic.endswith("/policy"):
                 self.documents.append((msg.topic.split("/")[-2], bytes(msg.payload)))
+            elif msg.topic.endswith("/status") and msg.payload:
+                self.statuses.append(decode(PolicyStatus, bytes(msg.payload)))
 
     def publish(self, topic: str, message: Envelope | bytes, *, retain: bool = False) -> None:
         payload = message if isinstance(message, bytes) else encode(message)

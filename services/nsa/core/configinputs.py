@@ -22,7 +22,15 @@ from services.nsa.core.settings import NsaServiceSettings
 log = logging.getLogger(__name__)
 
 #: The keys of the `[nsa]` table a running replica cannot adopt.
-RESTART_KEYS = ("name", "replicas", "replica", "scheme", "mobile_routers", "gateway")
+RESTART_KEYS = (
+    "name",
+    "replicas",
+    "replica",
+    "scheme",
+    "mobile_routers",
+    "gateway",
+    "coordination",
+)
 
 
 class ConfigInputs:

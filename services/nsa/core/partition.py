@@ -10,15 +10,17 @@ Each replica subscribes to its own routers' topics only (`routes`), so the broke
 only its share, and it still drops, in the MQTT thread, any input of a router it does not own
 (a topic lookup, before any JSON is parsed).
 
-Failover, honestly: the partition is static. When a replica dies, its routers are not decided
-until it is restarted (the supervisor's job; compose restarts it). Their workers keep
+This is the static share (`replicas`/`replica`). Replicas that fail over lease partitions on
+etcd instead (`[nsa.coordination]`: `ownership`, `services.nsa.leases`).
+
+Failover of the static share, honestly: there is none. When a replica dies, its routers are
+not decided until it is restarted (the supervisor's job; compose restarts it). Their workers keep
 enforcing the last policies meanwhile, and the restarted replica rebuilds from the retained
 picture (link state, presence with each node's enforced version, preferences, rules), the
 next metrics period and the binding events (see `engine`). Changing `replicas` moves routers
 between replicas: restart all replicas together. If two replicas ever do decide for one router
 (configured with different `replicas`), the workers stay consistent (each refuses a version
 not above the one it enforces) but the two would fight, each resynchronising above the other.
-Membership from presences (rehashing over the live replicas) is the next step.
 """
 
 from __future__ import annotations

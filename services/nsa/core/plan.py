@@ -29,6 +29,7 @@ from collections.abc import Iterable
 from typing import Literal
 
 from services.contracts.errors import InvalidInput, Problem
+from services.contracts.fencing import next_version
 from services.contracts.messages import PolicyStatus, Presence
 from services.contracts.policy import (
     MAX_ACTION_BIDS,
@@ -132,6 +133,9 @@ class NodeLedger(Frozen):
     in_flight: PolicyMessage | None = None
     in_flight_policies: tuple[Policy, ...] = ()  # the set once `in_flight` is applied
     needs_resync: bool = True  # a fresh ledger does not know what the node holds
+    #: The fencing epoch of this replica's ownership of the router (0: embedded, unfenced);
+    #: carried in the high bits of every version sent (`services.contracts.fencing`).
+    epoch: int = 0
 
     def next_message(self, desired: tuple[Policy, ...]) -> tuple[NodeLedger, PolicyMessage | None]:
         """The message that brings the node to `desired`, and the ledger once it is sent.
@@ -151,7 +155,7 @@ class NodeLedger(Frozen):
             node=self.node,
             mobile_router=self.mobile_router,
             direction=self.direction,
-            version=self.last_version + 1,
+            version=next_version(self.last_version, self.epoch),
             operation=operation,
             symmetric=self.symmetric,
         )

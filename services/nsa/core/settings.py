@@ -78,6 +78,31 @@ class GatewayLink(Frozen):
         return self
 
 
+class Coordination(Frozen):
+    """`[nsa.coordination]`: replicas that share the routers through leases on etcd.
+
+    Absent (the embedded default), the replica decides alone for its static share
+    (`replicas`/`replica`). Present, every replica is configured with the same routers,
+    `partitions` and `etcd`, and which replica decides for which partition is decided by
+    leases (`services.nsa.core.ownership`, `services.nsa.leases`).
+    """
+
+    etcd: str = Field(
+        pattern=r"^https?://[^\s/]+$",
+        description="etcd's client URL (its v3 JSON gateway), e.g. http://127.0.0.1:2379",
+    )
+    partitions: int = Field(default=16, ge=1, le=4096, description="fixed partition count")
+    lease_ttl_s: int = Field(
+        default=2, ge=1, le=60, description="a dead replica's partitions move after this"
+    )
+    warm_s: float = Field(
+        default=1.5,
+        ge=0,
+        description="a rebalanced partition's new owner reads the bus this long first",
+    )
+    prefix: str = Field(default="/multinet/nsa/", pattern=r"^/[^\s]*/$")
+
+
 class NsaServiceSettings(Frozen):
     """The `[nsa]` table: one NSA replica."""
 
@@ -109,11 +134,16 @@ class NsaServiceSettings(Frozen):
     metrics_listen: ListenAddress | None = Field(
         default=None, description="HOST:PORT of the Prometheus /metrics endpoint; None: off"
     )
+    coordination: Coordination | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> NsaServiceSettings:
         if self.replica >= self.replicas:
             raise ValueError(f"replica {self.replica} is not below replicas {self.replicas}")
+        if self.coordination is not None and self.replicas > 1:
+            raise ValueError(
+                "give either coordination (leases on etcd) or a static share (replicas), not both"
+            )
         if "scheme" in self.decision.model_fields_set:
             raise ValueError("set scheme in [nsa], not in [nsa.decision]")
         if self.retry_max_s < self.retry_s:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pydantic import BaseModel, ConfigDict, Field
 
 from services.contracts.errors import PolicyRefused, Problem
+from services.contracts.fencing import epoch_of, stale_epoch
 from services.contracts.policy import (
     Balance,
     Duplicate,
@@ -192,7 +193,16 @@ def _addressing_problems(
                 field="symmetric",
             )
         )
-    if message.version <= state.version:
+    if stale_epoch(message.version, state.version):
+        problems.append(
+            Problem(
+                f"fenced: version {message.version} is of epoch {epoch_of(message.version)}, "
+                f"below epoch {epoch_of(state.version)} of the enforced version "
+                f"{state.version} (a replica that lost its partition)",
+                field="version.epoch",
+            )
+        )
+    elif message.version <= state.version:
         problems.append(
             Problem(
                 f"stale or replayed version {message.version}: version {state.version} is "
