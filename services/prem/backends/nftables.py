@@ -16,9 +16,11 @@ copy (`uncopyable`): the enforcer leaves that copy out and reports it.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import gc
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 
 from services import capabilities
 from services.contracts.errors import KernelError
@@ -36,6 +38,7 @@ from services.prem.core.nft_render import (
     dup_table_commands,
     dup_table_name,
     element_commands,
+    key_text,
     map_parts,
     marked_bids,
     table_commands,
@@ -134,8 +137,12 @@ class NftablesBackend:
         whole (deleting what is gone): the view is dropped, and the next read/apply recovers.
         """
         del changes
+        with _collector_paused():
+            self._apply(desired)
+
+    def _apply(self, desired: FlowTable) -> None:
         current = self._known if self._known is not None else self._state()
-        wanted = assign_layers(desired)
+        wanted = assign_layers(desired, key_text)
         commands = _element_batch(self.table, current, wanted, self.settings)
         mode = "elements"
         if commands is None:
@@ -179,6 +186,25 @@ class NftablesBackend:
         self._nft().run("\n".join(commands) + "\n")
         self._dup_present = False
         self._known = TableState((), frozenset())
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """No cyclic garbage collection while an apply runs.
+
+    An apply allocates a container or two per rule (layers, key lists, text parts), which
+    sets off collections of every generation; a full one walks all the worker's long-lived
+    objects (the policies' models): measured 1-2.5 ms CPU of an 11-13 ms apply of 1000
+    policies (`bench.enforcement`). An apply makes no reference cycles of its own; what it
+    leaves is collected at the next collection after it."""
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 #: The BID a stale copy reads as (no BID has it: BIDs start at 1).

@@ -11,7 +11,7 @@ import hashlib
 import ipaddress
 import re
 import socket
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from services.contracts.policy import (
@@ -107,6 +107,8 @@ class MapPart:
     key: tuple[str, ...]
     guard: int | None
     rules: tuple[FlowRule, ...]
+    #: The rules' key texts when already made (a whole unguarded layer with `Layer.keys`).
+    keys: tuple[str, ...] | None = None
 
 
 def map_name(index: int, layer: Layer, guard: int | None = None) -> str:
@@ -121,7 +123,8 @@ def map_parts(index: int, layer: Layer, rules: Iterable[FlowRule] | None = None)
     chosen = layer.rules if rules is None else tuple(rules)
     key = key_fields(layer.family, layer.shape)
     if not dscp_guarded(layer.family, layer.shape):
-        return [MapPart(map_name(index, layer), key, None, chosen)]
+        keys = layer.keys if rules is None else None
+        return [MapPart(map_name(index, layer), key, None, chosen, keys)]
     return [
         MapPart(
             map_name(index, layer, value),
@@ -166,9 +169,18 @@ def _address(match: AddressMatch) -> str:
         return (
             first if match.first == match.last else f"{first}-{_ip_text(int(match.last), family)}"
         )
-    version, length = match.version, match.prefixlen
-    address = _ip_text(int(match.network_address), version)
-    return address if length == (32 if version == 4 else 128) else f"{address}/{length}"
+    kind, bits = _NETWORKS[type(match)]
+    address = socket.inet_ntop(kind, match.network_address.packed)
+    length = match.prefixlen
+    return address if length == bits else f"{address}/{length}"
+
+
+#: inet_ntop's family and the address length of each network type (one dict lookup instead of
+#: the `version` property: this runs for every element).
+_NETWORKS = {
+    ipaddress.IPv4Network: (socket.AF_INET, 32),
+    ipaddress.IPv6Network: (socket.AF_INET6, 128),
+}
 
 
 def _ports(ports: PortRange | None) -> str:
@@ -232,22 +244,53 @@ def element(rule: FlowRule, shape: tuple[str, ...], *, with_data: bool = True) -
     return _elements([rule], shape, with_data)[0]
 
 
-def _elements(rules: Iterable[FlowRule], shape: tuple[str, ...], with_data: bool) -> list[str]:
+def key_text(selector: Selector, shape: tuple[str, ...]) -> str:
+    """A map key as nft wants it (`nft_layers.PointText`: canonical, since addresses are
+    written by `inet_ntop` and single ports or addresses without '/' or '-')."""
+    texts = _SHAPE_TEXT.get(shape)
+    if texts is None:
+        texts = _SHAPE_TEXT[shape] = tuple(_FIELD_TEXT[field] for field in shape)
+    if len(texts) == 1:
+        return texts[0](selector)
+    return " . ".join([text(selector) for text in texts])
+
+
+#: The field formatters of each shape seen (at most 2^7 shapes), looked up once per key.
+_SHAPE_TEXT: dict[tuple[str, ...], tuple[Callable[[Selector], str], ...]] = {}
+
+
+#: Several policy ids, one space apart, each as the contract allows (checked in one call).
+_POLICY_IDS = re.compile(r"[A-Za-z0-9_.:-]{1,64}(?: [A-Za-z0-9_.:-]{1,64})*")
+
+
+def _elements(
+    rules: Iterable[FlowRule],
+    shape: tuple[str, ...],
+    with_data: bool,
+    keys: Sequence[str] | None = None,
+) -> list[str]:
     """`element` for many rules of one shape: the field formatters are looked up once, and a
-    BID's verdict text is made once (this runs for every element of a large install)."""
-    texts = [_FIELD_TEXT[field] for field in shape]
+    BID's verdict text is made once (this runs for every element of a large install).
+    `keys`, when given, are the rules' key texts already made (`Layer.keys`)."""
+    chosen = rules if isinstance(rules, tuple | list) else tuple(rules)
+    if keys is None:
+        texts = [_FIELD_TEXT[field] for field in shape]
+        keys = [" . ".join([text(r.selector) for text in texts]) for r in chosen]
     if not with_data:
-        return [" . ".join([text(r.selector) for text in texts]) for r in rules]
+        return list(keys)
+    if chosen and not _POLICY_IDS.fullmatch(" ".join([r.policy_id for r in chosen])):
+        for rule in chosen:
+            comment(rule)  # raises naming the id that cannot be written
     verdicts: dict[object, str] = {}
     items = []
-    for rule in rules:
+    for rule, key in zip(chosen, keys, strict=True):
         sel = rule.selector
-        key = " . ".join([text(sel) for text in texts])
         target = rule.buckets or rule.bid
         found = verdicts.get((rule.family, target))
         if found is None:
             found = verdicts[(rule.family, target)] = verdict(rule)
-        items.append(f'{key} comment "{comment(rule)}" : {found}')
+        form = _form(sel.src_addr) + _form(sel.dst_addr)
+        items.append(f'{key} comment "{rule.policy_id} {rule.priority} {form}" : {found}')
     return items
 
 
@@ -272,10 +315,16 @@ def bid_chain_command(table: str, bid: int, settings: NodeSettings) -> str:
 
 
 def element_commands(
-    table: str, name: str, shape: tuple[str, ...], rules: Iterable[FlowRule], verb: str
+    table: str,
+    name: str,
+    shape: tuple[str, ...],
+    rules: Iterable[FlowRule],
+    verb: str,
+    *,
+    keys: Sequence[str] | None = None,
 ) -> list[str]:
     """`add element` / `delete element` for many rules in one command (empty: no command)."""
-    items = _elements(rules, shape, verb == "add")
+    items = _elements(rules, shape, verb == "add", keys)
     if not items:
         return []
     return [f"{verb} element inet {table} {name} {{ {', '.join(items)} }}"]
@@ -296,7 +345,7 @@ def layer_commands(table: str, index: int, layer: Layer) -> list[str]:
         flags = "" if layer.exact else " flags interval ;"
         commands += [
             f"add map inet {table} {part.name} {{ type {key_type} : verdict ;{flags} }}",
-            *element_commands(table, part.name, part.key, part.rules, "add"),
+            *element_commands(table, part.name, part.key, part.rules, "add", keys=part.keys),
             f"add rule inet {table} {CLASSIFY_CHAIN} meta nfproto {FAMILY_NAMES[family]} "
             f"{guard}{key} vmap @{part.name}",
         ]
