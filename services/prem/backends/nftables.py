@@ -62,6 +62,9 @@ class NftablesBackend:
         self._ctx: NftContext | None = None
         #: The table as last read or written by this process; None forces a read.
         self._known: TableState | None = None
+        #: Our table is absent (as last read or written): a replace then creates it without
+        #: the add-and-delete that clears an old one (half a millisecond of kernel time).
+        self._absent = False
         #: What the last apply sent: "none", "elements" or "replace" (for tests and logs).
         self.last_apply = "none"
         self.dup_table = dup_table_name(settings)
@@ -88,7 +91,8 @@ class NftablesBackend:
         """Our tables as the kernel lists them (empty when absent), copies merged in."""
         present = self._tables()
         self._dup_present = any((kind, self.dup_table) in present for kind in ("ip6", "ip"))
-        if ("inet", self.table) not in present:
+        self._absent = ("inet", self.table) not in present
+        if self._absent:
             return TableState((), frozenset())
         listing = self._nft().run_json(f"list table inet {self.table}")
         state = parse_table(listing, self.table, self.settings)
@@ -146,7 +150,7 @@ class NftablesBackend:
         commands = _element_batch(self.table, current, wanted, self.settings)
         mode = "elements"
         if commands is None:
-            commands = table_commands(wanted, self.settings)
+            commands = table_commands(wanted, self.settings, clear=not self._absent)
             mode = "replace"
         copying = any(rule.copies for rule in desired)
         # The dup tables are small and rewritten whole, unless the read found them right
@@ -167,6 +171,7 @@ class NftablesBackend:
             except KernelError as exc:
                 raise _explained(exc, desired) from exc
         self._dup_present = copying
+        self._absent = False
         self._known = TableState(
             wanted,
             _bids(wanted) | _kept_bids(current, mode),
@@ -185,6 +190,7 @@ class NftablesBackend:
             ]
         self._nft().run("\n".join(commands) + "\n")
         self._dup_present = False
+        self._absent = True
         self._known = TableState((), frozenset())
 
 

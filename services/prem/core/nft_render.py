@@ -352,13 +352,15 @@ def layer_commands(table: str, index: int, layer: Layer) -> list[str]:
     return commands
 
 
-def table_commands(layers: tuple[Layer, ...], settings: NodeSettings) -> list[str]:
-    """Replace the whole table in one batch (add+delete first, so it works when absent)."""
+def table_commands(
+    layers: tuple[Layer, ...], settings: NodeSettings, *, clear: bool = True
+) -> list[str]:
+    """Replace the whole table in one batch (add+delete first, so it works when absent; with
+    `clear` false, the caller knows it is absent and it is only created)."""
     table = table_name(settings)
     bids = sorted({bid for layer in layers for r in layer.rules for bid in marked_bids(r)})
     commands = [
-        f"add table inet {table}",
-        f"delete table inet {table}",
+        *((f"add table inet {table}", f"delete table inet {table}") if clear else ()),
         f"add table inet {table}",
         *(bid_chain_command(table, bid, settings) for bid in bids),
     ]
