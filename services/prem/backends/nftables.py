@@ -39,8 +39,8 @@ from services.prem.core.nft_render import (
     dup_table_name,
     element_commands,
     key_text,
+    layer_bids,
     map_parts,
-    marked_bids,
     table_commands,
     table_name,
 )
@@ -279,7 +279,7 @@ def _with_copies(
 
 
 def _bids(layers: tuple[Layer, ...]) -> frozenset[int]:
-    return frozenset(bid for layer in layers for r in layer.rules for bid in marked_bids(r))
+    return frozenset(layer_bids(layers))
 
 
 def _kept_bids(current: TableState, mode: str) -> frozenset[int]:

@@ -65,6 +65,19 @@ def marked_bids(rule: FlowRule) -> tuple[int, ...]:
     return () if rule.bid is None else (rule.bid,)
 
 
+def layer_bids(layers: Iterable[Layer]) -> set[int]:
+    """Every BID whose marking chain the layers' rules jump to (`marked_bids` of each rule,
+    without a sorted tuple per rule: this runs over every rule of a large table)."""
+    found: set[int] = set()
+    for layer in layers:
+        for rule in layer.rules:
+            if rule.buckets:
+                found.update(rule.buckets)
+            elif rule.bid is not None:
+                found.add(rule.bid)
+    return found
+
+
 def balance_chain_commands(table: str, family: int, buckets: tuple[int, ...]) -> list[str]:
     """`jhash(5-tuple) mod N` into a verdict map from bucket to BID chain.
 
@@ -358,7 +371,7 @@ def table_commands(
     """Replace the whole table in one batch (add+delete first, so it works when absent; with
     `clear` false, the caller knows it is absent and it is only created)."""
     table = table_name(settings)
-    bids = sorted({bid for layer in layers for r in layer.rules for bid in marked_bids(r)})
+    bids = sorted(layer_bids(layers))
     commands = [
         *((f"add table inet {table}", f"delete table inet {table}") if clear else ()),
         f"add table inet {table}",
