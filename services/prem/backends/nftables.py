@@ -152,18 +152,42 @@ class NftablesBackend:
         what is gone): the view is dropped, and the next read/apply recovers.
         """
         with _collector_paused():
-            if not self._apply_delta(desired, changes):
+            index = self._point_index()
+            fits = index is not None and len(desired) == index.size + len(changes.add) - len(
+                changes.remove
+            )
+            if not (fits and self._apply_delta(changes)):
                 self._apply(desired)
 
-    def _apply_delta(self, desired: FlowTable, changes: Changes) -> bool:
+    def apply_delta(self, changes: Changes) -> bool:
+        """Apply `changes` to the table as last read or written, as one element batch, when
+        the point index allows it (`apply`); False, with nothing sent, when it does not: the
+        caller then applies the whole desired table. For a caller that keeps its desired
+        state in parts (one per mobile router) and so knows a change without the whole table;
+        it answers for `changes` being relative to what the kernel holds."""
+        with _collector_paused():
+            return self._apply_delta(changes)
+
+    def apply_layered(self, desired: FlowTable) -> None:
+        """`apply` without the point index: the layers of the whole table against the known
+        ones (what every apply did before the index; kept for `bench.ha_fleet`, which
+        measures both side by side)."""
+        with _collector_paused():
+            self._apply(desired)
+
+    def _point_index(self) -> _PointIndex | None:
+        """The point index of the table as last read or written (built once from it)."""
+        if self._index is None and self._known is not None:
+            self._index = _PointIndex.of(self._known)
+        return self._index
+
+    def _apply_delta(self, changes: Changes) -> bool:
         """The element batch of `changes` on a point table, run; False when not applicable
         (nothing is sent then)."""
         if self._dup_present is not False or any(r.copies for r in changes.add):
             return False
-        if self._index is None and self._known is not None:
-            self._index = _PointIndex.of(self._known)
-        index = self._index
-        if index is None or len(desired) != index.size - len(changes.remove) + len(changes.add):
+        index = self._point_index()
+        if index is None:
             return False
         plan = index.plan(changes)
         if plan is None:
@@ -181,7 +205,7 @@ class NftablesBackend:
             try:
                 self._nft().run("\n".join(commands) + "\n")
             except KernelError as exc:
-                raise _explained(exc, desired) from exc
+                raise _explained(exc, changes.add) from exc
         index.commit(plan)
         self._index = index
         log.debug("nftables apply: delta, %d commands", len(commands))
