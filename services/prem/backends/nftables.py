@@ -86,11 +86,17 @@ class NftablesBackend:
         return self._ctx
 
     def _tables(self) -> set[tuple[str, str]]:
-        listed = self._nft().run_json("list tables")
+        """(family, name) of every table that has a chain (all of ours have several).
+
+        Listed through the chains: nft 1.0.6 answers `list tables` from a full cache, set
+        elements included, which took 1 s with 30,000 elements in our map (20 ms for the
+        chains; measured with the nft binary). An empty table of our name is taken as absent:
+        creating ours over it is the same batch."""
+        listed = self._nft().run_json("list chains")
         return {
-            (obj["table"]["family"], obj["table"]["name"])
+            (obj["chain"]["family"], obj["chain"]["table"])
             for obj in listed.get("nftables", [])
-            if "table" in obj
+            if "chain" in obj
         }
 
     def _state(self) -> TableState:
