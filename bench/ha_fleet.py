@@ -45,7 +45,7 @@ from typing import Any
 from services import netns
 from services.contracts.policy import Forward, Policy, PortRange, Selector
 from services.durable import replace_file
-from services.prem import store
+from services.prem import collector, store
 from services.prem.backends.libnftables import NftContext
 from services.prem.backends.nftables import NftablesBackend
 from services.prem.config import PremSettings
@@ -185,7 +185,8 @@ def cold_reconcile(cfg: PremSettings, desired: FlowTable) -> tuple[float, int]:
     against the desired one. Its time (ms) and the number of rules to add."""
     restarted = NftablesBackend(cfg)
     start = time.perf_counter()
-    changes = plan(desired, restarted.read())
+    with collector.paused():  # as `Enforcer.reconcile` does
+        changes = plan(desired, restarted.read())
     return (time.perf_counter() - start) * 1000, len(changes.add) + len(changes.remove)
 
 

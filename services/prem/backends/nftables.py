@@ -16,16 +16,14 @@ copy (`uncopyable`): the enforcer leaves that copy out and reports it.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import gc
 import logging
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from services import capabilities
 from services.contracts.errors import KernelError
-from services.prem import routing
+from services.prem import collector, routing
 from services.prem.backends.libnftables import NftContext
 from services.prem.config import PremSettings
 from services.prem.core.flowtable import FlowRule, FlowTable
@@ -126,8 +124,9 @@ class NftablesBackend:
         desired table, and the next apply rewrites it.
         """
         self._index = None
-        self._known = self._state()
-        return flatten(self._known.layers)
+        with collector.paused():
+            self._known = self._state()
+            return flatten(self._known.layers)
 
     def uncopyable(self) -> dict[tuple[int, int], str]:
         """(family, BID) -> why a duplicate cannot copy to that BID now, from the BID tables
@@ -157,7 +156,7 @@ class NftablesBackend:
         else writes our table; if something did, an element batch can fail whole (deleting
         what is gone): the view is dropped, and the next read/apply recovers.
         """
-        with _collector_paused():
+        with collector.paused():
             index = self._point_index()
             fits = index is not None and len(desired) == index.size + len(changes.add) - len(
                 changes.remove
@@ -171,14 +170,14 @@ class NftablesBackend:
         caller then applies the whole desired table. For a caller that keeps its desired
         state in parts (one per mobile router) and so knows a change without the whole table;
         it answers for `changes` being relative to what the kernel holds."""
-        with _collector_paused():
+        with collector.paused():
             return self._apply_delta(changes)
 
     def apply_layered(self, desired: FlowTable) -> None:
         """`apply` without the point index: the layers of the whole table against the known
         ones (what every apply did before the index; kept for `bench.ha_fleet`, which
         measures both side by side)."""
-        with _collector_paused():
+        with collector.paused():
             self._apply(desired)
 
     def _point_index(self) -> _PointIndex | None:
@@ -388,25 +387,6 @@ class _PointIndex:
                 keys=tuple(key for key, _ in ordered),
             )
         return TableState(tuple(layers), frozenset(self.bid_chains), self.balance_chains)
-
-
-@contextlib.contextmanager
-def _collector_paused() -> Iterator[None]:
-    """No cyclic garbage collection while an apply runs.
-
-    An apply allocates a container or two per rule (layers, key lists, text parts), which
-    sets off collections of every generation; a full one walks all the worker's long-lived
-    objects (the policies' models): measured 1-2.5 ms CPU of an 11-13 ms apply of 1000
-    policies (`bench.enforcement`). An apply makes no reference cycles of its own; what it
-    leaves is collected at the next collection after it."""
-    if not gc.isenabled():
-        yield
-        return
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
 
 
 #: The BID a stale copy reads as (no BID has it: BIDs start at 1).
