@@ -16,6 +16,7 @@ import pytest
 
 from services import netns
 from services.contracts.policy import Drop, Forward, Policy, PortRange, Selector
+from services.prem.backends.libnftables import NftContext
 from services.prem.backends.nftables import NftablesBackend
 from services.prem.config import PremSettings
 from services.prem.core.flowtable import FlowTable, compile_policies
@@ -135,3 +136,26 @@ def test_after_a_restart_the_first_change_is_a_delta_built_from_the_read(
     need_backend("nftables")
     ns = make_netns("delta")
     assert netns.call_in(ns, _restart_then_delta) == ("delta", True)
+
+
+def _foreign_change_then_delta(ns: str) -> tuple[str, bool]:
+    """Someone deleted one of our elements behind the back end's back: the delta that deletes
+    it is refused whole, and the full path reads the kernel and makes it hold the table."""
+    backend = NftablesBackend(SETTINGS)
+    first = compile_policies([flow(i) for i in range(20)])
+    backend.apply(first, plan(first, backend.read()))
+    ctx = NftContext()
+    ctx.run("delete element inet multinet_prem h0_6_da_pr_dp { 2001:db8:3::1 . 17 . 5003 }\n")
+    second = compile_policies([flow(i) for i in range(20) if i != 3] + [flow(3, 2)])
+    backend.apply(second, plan(second, first))
+    return backend.last_apply, kernel_table(SETTINGS) == second
+
+
+def test_a_refused_delta_falls_back_to_reading_and_rewriting_the_table(
+    make_netns: Callable[[str], str],
+) -> None:
+    need_backend("nftables")
+    ns = make_netns("delta")
+    mode, held = netns.call_in(ns, _foreign_change_then_delta, ns)
+    assert mode in {"elements", "replace"}
+    assert held

@@ -188,7 +188,8 @@ class NftablesBackend:
 
     def _apply_delta(self, changes: Changes) -> bool:
         """The element batch of `changes` on a point table, run; False when not applicable
-        (nothing is sent then)."""
+        or when the kernel refused it (a refused batch changed nothing: the caller's full
+        path then reads the table again and rewrites it, as after a foreign change)."""
         if self._dup_present is not False or any(r.copies for r in changes.add):
             return False
         index = self._point_index()
@@ -210,7 +211,9 @@ class NftablesBackend:
             try:
                 self._nft().run("\n".join(commands) + "\n")
             except KernelError as exc:
-                raise _explained(exc, changes.add) from exc
+                log.warning("nftables delta refused, the table is read and rewritten: %s", exc)
+                self.last_apply = "none"
+                return False
         index.commit(plan)
         self._index = index
         log.debug("nftables apply: delta, %d commands", len(commands))
