@@ -18,7 +18,7 @@ from services.contracts import policy_xml
 from services.contracts.errors import InvalidInput, KernelError, PolicyRefused, Problem
 from services.contracts.messages import PolicyStatus, Refusal, StatusWarning
 from services.contracts.policy import Duplicate, Policy, PolicyMessage, mirror_message
-from services.prem import store
+from services.prem import collector, store
 from services.prem.backends.base import Backend
 from services.prem.config import PremSettings
 from services.prem.core.flowtable import (
@@ -66,10 +66,11 @@ class Enforcer:
 
     def reconcile(self) -> int:
         """Make the back end enforce the current desired state; return the rules changed."""
-        desired = self._compile(self.state.policies)
-        changes = plan(desired, self.backend.read())
-        if changes:
-            self.backend.apply(desired, changes)
+        with collector.paused():
+            desired = self._compile(self.state.policies)
+            changes = plan(desired, self.backend.read())
+            if changes:
+                self.backend.apply(desired, changes)
         self.rules_enforced = len(desired)
         return len(changes.add) + len(changes.remove)
 
@@ -198,10 +199,11 @@ class Enforcer:
         return self._status("fallback", started)
 
     def _enforce(self, outcome: Outcome) -> None:
-        desired = self._compile(outcome.state.policies)
-        changes = plan(desired, self.backend.read())
-        if changes:
-            self.backend.apply(desired, changes)
+        with collector.paused():
+            desired = self._compile(outcome.state.policies)
+            changes = plan(desired, self.backend.read())
+            if changes:
+                self.backend.apply(desired, changes)
         self.rules_enforced = len(desired)
         store.save(self.settings.state_file, outcome.state)
         self.state = outcome.state

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import time
 from typing import Any
@@ -27,6 +28,7 @@ from services.prem.core.nft_layers import (
     box_of,
     boxes_overlap,
     flatten,
+    greedy_layers,
     mappable,
     shape_of,
 )
@@ -34,6 +36,7 @@ from services.prem.core.nft_parse import parse_table
 from services.prem.core.nft_render import (
     comment,
     element,
+    key_text,
     layer_commands,
     parse_address,
     table_commands,
@@ -185,6 +188,67 @@ def layered_classify(layers: tuple[Layer, ...], packet: Packet) -> FlowRule | No
         if hits:
             return hits[0]
     return None
+
+
+POINT_ADDRS = st.one_of(
+    st.integers(0, 5).map(lambda i: net(f"2001:db8::{i:x}/128")),
+    st.integers(0, 5).map(lambda i: net(f"10.0.0.{i}/32")),
+    st.integers(0, 5).map(
+        lambda i: AddressRange(
+            first=ipaddress.IPv6Address(f"2001:db8::{i:x}"),
+            last=ipaddress.IPv6Address(f"2001:db8::{i + i % 2:x}"),
+        )
+    ),
+)
+
+
+@st.composite
+def point_tables(draw: st.DrawFn) -> list[Policy]:
+    """Mostly single-point selectors of few shapes, some repeated: the tables the shortcut
+    takes, and near misses it must hand to the general algorithm."""
+    count = draw(st.integers(1, 10))
+    pols = []
+    for i in range(count):
+        port = draw(st.one_of(st.none(), st.integers(1, 3)))
+        pols.append(
+            Policy(
+                id=f"p{i}",
+                priority=draw(st.integers(0, 3)),
+                selector=Selector(
+                    dst_addr=draw(POINT_ADDRS),
+                    next_header=17 if port is not None else draw(st.sampled_from([None, 6])),
+                    dst_port=None if port is None else PortRange(first=port, last=port),
+                    dscp=draw(st.sampled_from([None, None, 46])),
+                ),
+                action=draw(st.sampled_from([Drop(), Forward(bid=1), Forward(bid=2)])),
+            )
+        )
+    return pols
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.one_of(point_tables(), policies()))
+def test_the_point_shortcut_layers_like_the_general_algorithm(pols: list[Policy]) -> None:
+    table = compile_policies(pols)
+    layers = assign_layers(table, key_text)
+    assert layers == greedy_layers(sorted(table, key=FlowRule.precedence))
+    # The key texts the shortcut keeps render the very table the general path renders.
+    plain = tuple(dataclasses.replace(layer, keys=None) for layer in layers)
+    assert table_commands(layers, SETTINGS) == table_commands(plain, SETTINGS)
+
+
+def test_a_large_table_of_distinct_host_flows_takes_the_shortcut_in_one_exact_layer() -> None:
+    table = tuple(
+        rule(f"p{i}", i, dst_addr=net(f"2001:db8::{i:x}/128"), **udp(5000 + i % 7))
+        for i in range(300)
+    )
+    layers = assign_layers(table, key_text)
+    assert layers == greedy_layers(list(table))
+    assert len(layers) == 1
+    assert layers[0].exact
+    assert layers[0].rules == table
+    assert layers[0].keys is not None
+    assert layers[0].keys[1] == "2001:db8::1 . 17 . 5001"
 
 
 @settings(max_examples=300, deadline=None)

@@ -107,6 +107,9 @@ def test_the_table_holds_one_chain_per_policy_for_both_families() -> None:
         assert marked_bids(rule) == (1, 2, 3)
         assert f"add chain inet multinet_prem {priority_chain(rule.policy_id, rule.tiers)}" in text
     assert text.count("limit rate over 1000000 bytes/second") == 2, "one meter per class"
+    # Every tier's marking chain exists: the chains jump to each of them.
+    for bid in (1, 2, 3):
+        assert f"add chain inet multinet_prem bid_{bid} " in text
 
 
 def test_undeclared_tier_bids_are_refused_naming_the_field(tmp_path: Path) -> None:

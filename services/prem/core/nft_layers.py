@@ -9,8 +9,8 @@ hit gives exactly the first-match semantics of `classify`. Pure code: no kernel.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 
 from services.contracts.policy import Selector, address_bounds
 from services.prem.core.flowtable import FlowRule, FlowTable
@@ -25,6 +25,10 @@ MAX_KEY_FIELDS = 5
 GUARDED_FAMILY = 6
 #: Fields tried, in order, for the per-layer overlap index (addresses and ports are selective).
 _INDEX_ORDER = ("sa", "da", "dp", "sp", "ds", "pr", "fl")
+
+#: A selector's key text in the fields of a shape, canonical: equal for selectors matching the
+#: same values, and holding a '/' or '-' (a prefix or range) unless it names a single point.
+PointText = Callable[[Selector, tuple[str, ...]], str]
 
 #: Inclusive bounds per field, flattened: (low0, high0, low1, high1, ...), one tuple per rule
 #: because layering allocates one for each of thousands of rules.
@@ -99,6 +103,9 @@ class Layer:
     #: Every key field of every rule is one value: the map can be a hash, not an interval set
     #: (cheaper to load; the common case of host addresses and single ports).
     exact: bool = False
+    #: Each rule's map key text, when the layering already made it (`_point_layers`); not part
+    #: of the layer's identity.
+    keys: tuple[str, ...] | None = field(default=None, compare=False, repr=False)
 
     @property
     def is_map(self) -> bool:
@@ -156,18 +163,30 @@ class _Building:
         return False
 
 
-def assign_layers(table: Iterable[FlowRule]) -> tuple[Layer, ...]:
+def assign_layers(
+    table: Iterable[FlowRule], point_text: PointText | None = None
+) -> tuple[Layer, ...]:
     """Layers for `table` (taken in precedence order), greedily and deterministically.
 
     Each rule goes to the first layer of its family and shape that comes strictly after every
     layer holding an earlier rule it overlaps; a new layer is appended when there is none.
-    Rules that cannot be map elements get a layer of their own.
+    Rules that cannot be map elements get a layer of their own. With `point_text` (the
+    renderer's key text, `nft_render.key_text`), a table of distinct single points is layered
+    in one pass (`_point_layers`), to the same result.
     """
+    ordered = sorted(table, key=FlowRule.precedence)
+    fast = None if point_text is None else _point_layers(ordered, point_text)
+    return greedy_layers(ordered) if fast is None else fast
+
+
+def greedy_layers(ordered: list[FlowRule]) -> tuple[Layer, ...]:
+    """`assign_layers` for rules already in precedence order, by the general algorithm (no
+    shortcut: the reference the shortcut of `_point_layers` is tested against)."""
     layers: list[_Building] = []
     by_shape: dict[tuple[int, tuple[str, ...]], list[int]] = {}
     #: mappable() per (family, shape), asked once per key instead of once per rule.
     shareable_of: dict[tuple[int, tuple[str, ...]], bool] = {}
-    for rule in sorted(table, key=FlowRule.precedence):
+    for rule in ordered:
         box = box_of(rule)
         floor = 0
         for index in range(len(layers) - 1, -1, -1):
@@ -190,6 +209,42 @@ def assign_layers(table: Iterable[FlowRule]) -> tuple[Layer, ...]:
                 candidates.append(len(layers) - 1)
         target.add(rule, box)
     return tuple(Layer(b.family, b.shape, tuple(b.rules), b.exact) for b in layers)
+
+
+def _point_layers(ordered: list[FlowRule], text: PointText) -> tuple[Layer, ...] | None:
+    """The layers of the common large table in one pass, or None when it is not that table.
+
+    When every rule of a family has the same mappable, unguarded shape and matches a single
+    point in it (host addresses, single ports), two rules overlap exactly when their points
+    are equal. If no point repeats, no rule overlaps another: the general algorithm would put
+    each family in one exact layer, in precedence order, layers ordered by their first rule.
+    That is what this returns, without boxes and overlap index (most of the layering time of
+    such a table), with each rule's key text kept for rendering (`Layer.keys`).
+    """
+    shapes: dict[int, tuple[str, ...]] = {}
+    seen: dict[int, set[str]] = {}
+    members: dict[int, list[FlowRule]] = {}
+    keys: dict[int, list[str]] = {}
+    for rule in ordered:
+        family, sel = rule.family, rule.selector
+        shape = shapes.get(family)
+        if shape is None:
+            shape = shapes[family] = shape_of(sel)
+            if not mappable(family, shape) or dscp_guarded(family, shape):
+                return None
+            seen[family], members[family], keys[family] = set(), [], []
+        elif shape_of(sel) != shape:
+            return None
+        point = text(sel, shape)
+        if "/" in point or "-" in point or point in seen[family]:
+            return None
+        seen[family].add(point)
+        members[family].append(rule)
+        keys[family].append(point)
+    return tuple(
+        Layer(family, shape, tuple(members[family]), True, tuple(keys[family]))
+        for family, shape in shapes.items()
+    )
 
 
 def flatten(layers: Iterable[Layer]) -> FlowTable:

@@ -11,7 +11,7 @@ import hashlib
 import ipaddress
 import re
 import socket
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from services.contracts.policy import (
@@ -65,6 +65,21 @@ def marked_bids(rule: FlowRule) -> tuple[int, ...]:
     if rule.tiers:
         return tuple(sorted(bid for bid, _ in rule.tiers))
     return () if rule.bid is None else (rule.bid,)
+
+
+def layer_bids(layers: Iterable[Layer]) -> set[int]:
+    """Every BID whose marking chain the layers' rules jump to (`marked_bids` of each rule,
+    without a sorted tuple per rule: this runs over every rule of a large table)."""
+    found: set[int] = set()
+    for layer in layers:
+        for rule in layer.rules:
+            if rule.buckets:
+                found.update(rule.buckets)
+            elif rule.tiers:
+                found.update(bid for bid, _ in rule.tiers)
+            elif rule.bid is not None:
+                found.add(rule.bid)
+    return found
 
 
 def balance_chain_commands(table: str, family: int, buckets: tuple[int, ...]) -> list[str]:
@@ -211,6 +226,8 @@ class MapPart:
     key: tuple[str, ...]
     guard: int | None
     rules: tuple[FlowRule, ...]
+    #: The rules' key texts when already made (a whole unguarded layer with `Layer.keys`).
+    keys: tuple[str, ...] | None = None
 
 
 def map_name(index: int, layer: Layer, guard: int | None = None) -> str:
@@ -225,7 +242,8 @@ def map_parts(index: int, layer: Layer, rules: Iterable[FlowRule] | None = None)
     chosen = layer.rules if rules is None else tuple(rules)
     key = key_fields(layer.family, layer.shape)
     if not dscp_guarded(layer.family, layer.shape):
-        return [MapPart(map_name(index, layer), key, None, chosen)]
+        keys = layer.keys if rules is None else None
+        return [MapPart(map_name(index, layer), key, None, chosen, keys)]
     return [
         MapPart(
             map_name(index, layer, value),
@@ -270,9 +288,18 @@ def _address(match: AddressMatch) -> str:
         return (
             first if match.first == match.last else f"{first}-{_ip_text(int(match.last), family)}"
         )
-    version, length = match.version, match.prefixlen
-    address = _ip_text(int(match.network_address), version)
-    return address if length == (32 if version == 4 else 128) else f"{address}/{length}"
+    kind, bits = _NETWORKS[type(match)]
+    address = socket.inet_ntop(kind, match.network_address.packed)
+    length = match.prefixlen
+    return address if length == bits else f"{address}/{length}"
+
+
+#: inet_ntop's family and the address length of each network type (one dict lookup instead of
+#: the `version` property: this runs for every element).
+_NETWORKS = {
+    ipaddress.IPv4Network: (socket.AF_INET, 32),
+    ipaddress.IPv6Network: (socket.AF_INET6, 128),
+}
 
 
 def _ports(ports: PortRange | None) -> str:
@@ -338,23 +365,54 @@ def element(rule: FlowRule, shape: tuple[str, ...], *, with_data: bool = True) -
     return _elements([rule], shape, with_data)[0]
 
 
-def _elements(rules: Iterable[FlowRule], shape: tuple[str, ...], with_data: bool) -> list[str]:
+def key_text(selector: Selector, shape: tuple[str, ...]) -> str:
+    """A map key as nft wants it (`nft_layers.PointText`: canonical, since addresses are
+    written by `inet_ntop` and single ports or addresses without '/' or '-')."""
+    texts = _SHAPE_TEXT.get(shape)
+    if texts is None:
+        texts = _SHAPE_TEXT[shape] = tuple(_FIELD_TEXT[field] for field in shape)
+    if len(texts) == 1:
+        return texts[0](selector)
+    return " . ".join([text(selector) for text in texts])
+
+
+#: The field formatters of each shape seen (at most 2^7 shapes), looked up once per key.
+_SHAPE_TEXT: dict[tuple[str, ...], tuple[Callable[[Selector], str], ...]] = {}
+
+
+#: Several policy ids, one space apart, each as the contract allows (checked in one call).
+_POLICY_IDS = re.compile(r"[A-Za-z0-9_.:-]{1,64}(?: [A-Za-z0-9_.:-]{1,64})*")
+
+
+def _elements(
+    rules: Iterable[FlowRule],
+    shape: tuple[str, ...],
+    with_data: bool,
+    keys: Sequence[str] | None = None,
+) -> list[str]:
     """`element` for many rules of one shape: the field formatters are looked up once, and a
-    BID's verdict text is made once (this runs for every element of a large install)."""
-    texts = [_FIELD_TEXT[field] for field in shape]
+    BID's verdict text is made once (this runs for every element of a large install).
+    `keys`, when given, are the rules' key texts already made (`Layer.keys`)."""
+    chosen = rules if isinstance(rules, tuple | list) else tuple(rules)
+    if keys is None:
+        texts = [_FIELD_TEXT[field] for field in shape]
+        keys = [" . ".join([text(r.selector) for text in texts]) for r in chosen]
     if not with_data:
-        return [" . ".join([text(r.selector) for text in texts]) for r in rules]
+        return list(keys)
+    if chosen and not _POLICY_IDS.fullmatch(" ".join([r.policy_id for r in chosen])):
+        for rule in chosen:
+            comment(rule)  # raises naming the id that cannot be written
     verdicts: dict[object, str] = {}
     items = []
-    for rule in rules:
+    for rule, key in zip(chosen, keys, strict=True):
         sel = rule.selector
-        key = " . ".join([text(sel) for text in texts])
         # A priority rule's chain is its policy's own (its meter is the class's).
         target = (rule.policy_id, rule.tiers) if rule.tiers else rule.buckets or rule.bid
         found = verdicts.get((rule.family, target))
         if found is None:
             found = verdicts[(rule.family, target)] = verdict(rule)
-        items.append(f'{key} comment "{comment(rule)}" : {found}')
+        form = _form(sel.src_addr) + _form(sel.dst_addr)
+        items.append(f'{key} comment "{rule.policy_id} {rule.priority} {form}" : {found}')
     return items
 
 
@@ -379,10 +437,16 @@ def bid_chain_command(table: str, bid: int, settings: NodeSettings) -> str:
 
 
 def element_commands(
-    table: str, name: str, shape: tuple[str, ...], rules: Iterable[FlowRule], verb: str
+    table: str,
+    name: str,
+    shape: tuple[str, ...],
+    rules: Iterable[FlowRule],
+    verb: str,
+    *,
+    keys: Sequence[str] | None = None,
 ) -> list[str]:
     """`add element` / `delete element` for many rules in one command (empty: no command)."""
-    items = _elements(rules, shape, verb == "add")
+    items = _elements(rules, shape, verb == "add", keys)
     if not items:
         return []
     return [f"{verb} element inet {table} {name} {{ {', '.join(items)} }}"]
@@ -403,20 +467,22 @@ def layer_commands(table: str, index: int, layer: Layer) -> list[str]:
         flags = "" if layer.exact else " flags interval ;"
         commands += [
             f"add map inet {table} {part.name} {{ type {key_type} : verdict ;{flags} }}",
-            *element_commands(table, part.name, part.key, part.rules, "add"),
+            *element_commands(table, part.name, part.key, part.rules, "add", keys=part.keys),
             f"add rule inet {table} {CLASSIFY_CHAIN} meta nfproto {FAMILY_NAMES[family]} "
             f"{guard}{key} vmap @{part.name}",
         ]
     return commands
 
 
-def table_commands(layers: tuple[Layer, ...], settings: NodeSettings) -> list[str]:
-    """Replace the whole table in one batch (add+delete first, so it works when absent)."""
+def table_commands(
+    layers: tuple[Layer, ...], settings: NodeSettings, *, clear: bool = True
+) -> list[str]:
+    """Replace the whole table in one batch (add+delete first, so it works when absent; with
+    `clear` false, the caller knows it is absent and it is only created)."""
     table = table_name(settings)
-    bids = sorted({bid for layer in layers for r in layer.rules for bid in marked_bids(r)})
+    bids = sorted(layer_bids(layers))
     commands = [
-        f"add table inet {table}",
-        f"delete table inet {table}",
+        *((f"add table inet {table}", f"delete table inet {table}") if clear else ()),
         f"add table inet {table}",
         *(bid_chain_command(table, bid, settings) for bid in bids),
     ]
