@@ -15,6 +15,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import yaml
+from pydantic import ValidationError
 
 from services import bus
 from services.contracts.messages import (
@@ -98,6 +99,7 @@ class BusDriver:
         self.audits: list[AuditRecord] = []  # operator actions' outcomes, from the NSA
         self.documents: list[tuple[str, bytes]] = []  # (node, payload) on policy topics
         self.statuses: list[PolicyStatus] = []  # the workers' answers, in arrival order
+        self.unreadable = 0  # messages on those topics that do not parse (the fuzz tests')
         self._lock = threading.Lock()
         self.links: dict[tuple[str, int], dict[str, Any]] = {}  # (mr node, bid) -> values
         self.live: set[tuple[str, int]] = set()  # (mobile router, bid) with a live binding
@@ -119,15 +121,25 @@ class BusDriver:
         assert subscribed.wait(10), "the test driver could not subscribe"
 
     def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
+        # What the driver cannot read is counted, not raised: an exception here would end
+        # paho's network thread, and every later publish of the test would silently wait
+        # (the fuzz tests publish damaged statuses on the topics this driver listens to).
+        try:
+            self._record(msg.topic, bytes(msg.payload))
+        except ValidationError:
+            with self._lock:
+                self.unreadable += 1
+
+    def _record(self, topic: str, payload: bytes) -> None:
         with self._lock:
-            if msg.topic.endswith("/decision") and msg.payload:
-                self.decisions.append(decode(DecisionRecord, bytes(msg.payload)))
-            elif msg.topic.endswith("/audit"):
-                self.audits.append(decode(AuditRecord, bytes(msg.payload)))
-            elif msg.topic.endswith("/policy"):
-                self.documents.append((msg.topic.split("/")[-2], bytes(msg.payload)))
-            elif msg.topic.endswith("/status") and msg.payload:
-                self.statuses.append(decode(PolicyStatus, bytes(msg.payload)))
+            if topic.endswith("/decision") and payload:
+                self.decisions.append(decode(DecisionRecord, payload))
+            elif topic.endswith("/audit"):
+                self.audits.append(decode(AuditRecord, payload))
+            elif topic.endswith("/policy"):
+                self.documents.append((topic.split("/")[-2], payload))
+            elif topic.endswith("/status") and payload:
+                self.statuses.append(decode(PolicyStatus, payload))
 
     def publish(self, topic: str, message: Envelope | bytes, *, retain: bool = False) -> None:
         payload = message if isinstance(message, bytes) else encode(message)
