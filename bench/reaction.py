@@ -288,6 +288,30 @@ def _enforced_bid(heard: list[Heard], since: float, bid: int) -> float | None:
     return max(times)
 
 
+def _stages(heard: list[Heard], since: float, bid: int, decision_topic: str) -> dict[str, float]:
+    """Where one reaction's time went, as the bus shows it: report -> the NSA's decision
+    record; decision -> the gateway's documents on the policy topics (the SOAP call and the
+    gateway); documents -> the later worker status (each worker's apply). Seconds; a stage
+    missing from the bus is left out."""
+    decided = next((h.at for h in heard if h.at >= since and h.topic == decision_topic), None)
+    documents = [
+        h.at
+        for h in heard
+        if h.at >= since
+        and isinstance(h.message, PolicySent)
+        and h.message.bid_of(POLICY_ID) == bid
+    ]
+    enforced = _enforced_bid(heard, since, bid)
+    stages: dict[str, float] = {}
+    if decided is not None:
+        stages["nsa"] = decided - since
+        if documents:
+            stages["gateway"] = max(min(documents), decided) - decided
+    if documents and enforced is not None:
+        stages["workers"] = enforced - min(documents)
+    return stages
+
+
 def _on_eth1(live: runner.Live) -> float | None:
     """When the class was first enforced on eth1 (BID 2) at both nodes, at any time of the
     session: with the monitor running, the NSA may decide before the session is handed over."""
@@ -390,11 +414,17 @@ class MetricsPlayer:
         self._thread.join(2)
 
 
+#: per-stage samples of part (a), filled by `measure_a` (seconds)
+STAGES_A: dict[str, list[float]] = {}
+
+
 def measure_a(count: int, out: Path, say: Callable[[str], None], pipe: str) -> list[float]:
     """eth1's RTT over the class's bound and back, `count` times each way: from publishing
-    the metrics to both nodes applying the document that moves the class."""
+    the metrics to both nodes applying the document that moves the class (and, in
+    `STAGES_A`, where each reaction's time went)."""
     options = _options("reaction-a", Decider.NSA, _nsa_config({"max_delay_ms": 100}), out, pipe)
     samples: list[float] = []
+    STAGES_A.clear()
     skip = frozenset({"http-server@cn", "monitor@mr"})
     with runner.session(options, say, skip=skip) as live:
         player = MetricsPlayer(live)
@@ -410,6 +440,10 @@ def measure_a(count: int, out: Path, say: Callable[[str], None], pipe: str) -> l
                         return _enforced_bid(live.recorder.since(since), since, to)
 
                     samples.append(_wait_for(f"trial {trial} enforcement", moved, 5, live) - sent)
+                    decision_topic = f"{live.recorder.topics.root}/mr/{a.MOBILE_ROUTER}/decision"
+                    heard = live.recorder.since(sent)
+                    for stage, seconds in _stages(heard, sent, bid, decision_topic).items():
+                        STAGES_A.setdefault(stage, []).append(seconds)
                 live.supervisor.check_alive()
         finally:
             player.close()
@@ -537,6 +571,17 @@ def main(argv: list[str] | None = None) -> int:
             f"({part})  {TITLES[part]:50} {row['p50_ms']:7.1f}ms {row['p99_ms']:7.1f}ms "
             f"{row['max_ms']:7.1f}ms {'<':>3}{row['target_p99_ms']:5.0f} ms {verdict}"
         )
+    if "a" in results and STAGES_A:
+        print("\n(a) where the time goes (as the bus shows it; p50 / p99 ms):")
+        for stage, what in (
+            ("nsa", "report -> the NSA's decision record"),
+            ("gateway", "decision -> documents on the bus (SOAP call, gateway)"),
+            ("workers", "documents -> the later of the two statuses (apply)"),
+        ):
+            if stage in STAGES_A:
+                row = percentiles(STAGES_A[stage])
+                print(f"  {what:55} {row['p50_ms']:7.1f} {row['p99_ms']:7.1f}")
+        results["a"]["stages"] = {k: percentiles(v) for k, v in STAGES_A.items()}
     if forwarding is not None:
         print("\n(p) forwarding through one pipe (small UDP datagrams, median pkt/s):")
         print(pipes_bench.table(forwarding))

@@ -10,6 +10,7 @@ jitter they would all come back in lock-step waves at 1, 3, 7 ... seconds.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import random
@@ -80,11 +81,32 @@ def make_client(
 
 
 class BusClient(mqtt.Client):
-    """paho's client plus the reconnect backoff `start` resets on each successful CONNACK."""
+    """paho's client plus the reconnect backoff `start` resets on each successful CONNACK,
+    acknowledging what it reads at once (`quick_ack`)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.backoff = JitteredBackoff()
+
+    def _sock_recv(self, bufsize: int) -> bytes:
+        data = super()._sock_recv(bufsize)
+        quick_ack(self._sock)
+        return data
+
+
+def quick_ack(sock: object) -> None:
+    """Acknowledge the broker's next segments at once instead of delaying the ACK.
+
+    mosquitto leaves Nagle on for its clients unless configured otherwise (`set_tcp_nodelay`,
+    off by default): a second small packet it writes to us (a status after a PUBACK, a
+    report after a report) then waits until we acknowledge the first, and Linux delays that
+    ACK by up to 40 ms when we have nothing to send back. Measured on a sequential SOAP
+    delivery through the gateway (two publishes, two statuses): 48 ms with the delay, 12 ms
+    without. Quick-ack mode is not permanent (the kernel leaves it on its own), so it is set
+    again after every read; one setsockopt, about a microsecond."""
+    if isinstance(sock, socket.socket) and sock.family in (socket.AF_INET, socket.AF_INET6):
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
 
 
 def reconnect_delay(

@@ -17,6 +17,7 @@ import socket
 import ssl
 import time
 
+from services import bus
 from services.contracts.settings import BrokerSettings
 from services.nsa import mqttframes
 from services.nsa.mqttframes import CONNACK, Frames, ProtocolError
@@ -134,6 +135,7 @@ class MetricsLink:
             data = sock.recv(READ_BYTES)
             if not data:
                 raise ProtocolError("the broker closed the connection")
+            bus.quick_ack(sock)  # the next report is not held by the broker's Nagle
             self._last_read = now
             # SUBACK, UNSUBACK, PINGRESP: nothing to do with them
             published, _ = self._frames.feed(data)
