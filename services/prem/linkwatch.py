@@ -165,6 +165,11 @@ class LinkWatcher:
                     self._resync(dumper)
                     continue
                 if relevant and not self._stop.stopped:
+                    # A BID lost to a carrier or admin change is published before the route
+                    # dump (two families, a few ms: carrier loss is the path timed by
+                    # bench.reaction (b)); only losses, since the route view is not yet read
+                    # (IPv4 routes go without notice on admin down).
+                    self._publish(only_losses=True)
                     self._refresh_routes(dumper)
                     self._publish()
                     if self._on_routes is not None:
@@ -219,11 +224,13 @@ class LinkWatcher:
                     found.add(table)
         self._tables_with_routes = found
 
-    def _publish(self) -> None:
+    def _publish(self, *, only_losses: bool = False) -> None:
         links = {name: info for name, info in self._links.values() if name is not None}
         now = unusable_bids(self._settings, links, self._tables_with_routes)
         with self._lock:
             if now == self._current:
+                return
+            if only_losses and not now > (self._current or frozenset()):
                 return
             self._current = now
         log.info("node %s: unusable BIDs now %s", self._node, sorted(now))
