@@ -154,7 +154,7 @@ class LinkWatcher:
                 poller.register(events.fileno(), select.POLLIN)
                 poller.register(self._stop.fileno(), select.POLLIN)
                 try:
-                    relevant = self._drain(events, poller)
+                    relevant, routes_may_differ = self._drain(events, poller)
                 except OSError as exc:
                     if exc.errno != errno.ENOBUFS:
                         raise
@@ -170,7 +170,8 @@ class LinkWatcher:
                     # bench.reaction (b)); only losses, since the route view is not yet read
                     # (IPv4 routes go without notice on admin down).
                     self._publish(only_losses=True)
-                    self._refresh_routes(dumper)
+                    if routes_may_differ:
+                        self._refresh_routes(dumper)
                     self._publish()
                     if self._on_routes is not None:
                         self._on_routes()
@@ -178,21 +179,29 @@ class LinkWatcher:
             events.close()
             dumper.close()
 
-    def _drain(self, events: Any, poller: select.poll) -> bool:
-        """Wait for events, then read every one already queued; True if any concerns us."""
-        relevant = False
+    def _drain(self, events: Any, poller: select.poll) -> tuple[bool, bool]:
+        """Wait for events, then read every one already queued: whether any concerns us, and
+        whether the BID tables' routes may have changed (else the route dump is skipped)."""
+        relevant = routes = False
         timeout = _POLL_MS
         for _ in range(_DRAIN_LIMIT):
             ready = {fd for fd, _mask in poller.poll(timeout)}
             if not ready or self._stop.fileno() in ready:
                 break
             for msg in events.get():
-                relevant |= self._apply(msg)
+                concerns, touches_routes = self._apply(msg)
+                relevant |= concerns
+                routes |= touches_routes
             timeout = 0
-        return relevant
+        return relevant, routes
 
-    def _apply(self, msg: Any) -> bool:
-        """Fold one event into the link map; True if it can change a BID's usability."""
+    def _apply(self, msg: Any) -> tuple[bool, bool]:
+        """Fold one event into the link map: whether it can change a BID's usability, and
+        whether routes may have gone with it. A carrier change alone keeps the routes (the
+        kernel flags them linkdown); an admin change, a new or removed device, or a route
+        event in a BID table may not: the routes are dumped again after those. Skipping
+        the dump on carrier loss keeps this thread off the GIL while the worker moves the
+        flows (bench.reaction (b): the dump delayed the fallback by up to 10 ms)."""
         event = msg.get("event")
         if event in ("RTM_NEWLINK", "RTM_DELLINK"):
             index, name, info = _link_of(msg)
@@ -201,10 +210,14 @@ class LinkWatcher:
                 self._links.pop(index, None)
             else:
                 self._links[index] = (name, info)
-            return name in self._names or (old is not None and old[0] in self._names)
+            ours = name in self._names or (old is not None and old[0] in self._names)
+            same_device = old is not None and old[0] == name and event == "RTM_NEWLINK"
+            admin_kept = same_device and old is not None and old[1].admin_up == info.admin_up
+            return ours, ours and not admin_kept
         if event in ("RTM_NEWROUTE", "RTM_DELROUTE"):
-            return _route_table(msg) in self._tables
-        return False
+            ours = _route_table(msg) in self._tables
+            return ours, ours
+        return False, False
 
     def _resync(self, dumper: Any) -> None:
         self._links = {
