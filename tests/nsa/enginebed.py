@@ -163,14 +163,22 @@ class Bed:
         message = metrics(bid, timestamp=self.now, **values)
         self.feed(TOPICS.link_metrics(MR_NODE, f"if{bid}"), message)
 
-    def link(self, bid: int, up: bool) -> None:
+    def link(self, bid: int, up: bool, addresses: tuple[str, ...] = ()) -> None:
         state = LinkState(
-            sender=MR_NODE, interface=f"if{bid}", bid=bid, up=up, carrier=up, timestamp=self.now
+            sender=MR_NODE,
+            interface=f"if{bid}",
+            bid=bid,
+            up=up,
+            carrier=up,
+            addresses=addresses,
+            timestamp=self.now,
         )
         self.feed(TOPICS.link_state(MR_NODE, f"if{bid}"), state)
 
-    def binding(self, bid: int, kind: BindingEventKind) -> None:
-        event = BindingEvent(sender=HA_NODE, event=kind, mobile_router=MR, bid=bid)
+    def binding(self, bid: int, kind: BindingEventKind, care_of: str | None = None) -> None:
+        event = BindingEvent(
+            sender=HA_NODE, event=kind, mobile_router=MR, bid=bid, care_of_address=care_of
+        )
         self.feed(TOPICS.binding_event(MR, bid), event)
 
     def hello(self, node: str, version: int | None) -> None:

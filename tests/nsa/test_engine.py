@@ -124,6 +124,23 @@ def test_handover_moves_at_once_and_registered_brings_the_class_back() -> None:
     assert bed.enforced() == (1, 1)
 
 
+def test_a_care_of_address_gone_from_the_link_moves_the_class_before_the_binding_update() -> None:
+    bed = make_bed()
+    bed.start({1: GOOD, 2: SLOW})
+    bed.binding(1, K.REFRESHED, care_of="2001:db8:1::2")
+    bed.link(1, True, ("fe80::2", "2001:db8:1::2/64", "2001:db8:1::3/64"))  # a new one beside
+    assert bed.bid() == 1
+    bed.link(1, True, ("fe80::2", "2001:db8:1::3/64"))  # the care-of address is gone
+    assert bed.bid() == 2, "moved on the monitor's word, before any BU"
+    assert bed.records[-1].explanation.trigger.kind is TriggerKind.HANDOVER_STARTED
+    assert bed.enforced() == (2, 2)
+    bed.binding(1, K.HANDOVER_STARTED, care_of="2001:db8:1::3")  # the BU: nothing new
+    assert bed.bid() == 2
+    bed.binding(1, K.COA_CHANGED, care_of="2001:db8:1::3")
+    assert bed.bid() == 1
+    assert bed.enforced() == (1, 1)
+
+
 def test_one_call_in_flight_per_router_and_the_next_plan_follows_its_answer() -> None:
     bed = make_bed()
     bed.gateway.hold = True

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from services.contracts.errors import InvalidInput
-from services.contracts.messages import BindingEvent, BindingEventKind
+from services.contracts.messages import BindingEvent, BindingEventKind, LinkState
 from services.nsa.core import (
     ApplicationProfile,
     BindingStatus,
@@ -192,6 +192,62 @@ def test_completed_handover_brings_a_down_link_up_until_the_next_state() -> None
     assert view.links[1].up  # its BU/BA crossed the link
     view, _ = apply_link_state(view, link_state(1, False), 4.0)
     assert not view.links[1].up
+
+
+def _registered_at(care_of: str) -> MrView:
+    view = view_of({1: {}})
+    event = BindingEvent(
+        sender="ha", event=K.REGISTERED, mobile_router=MR, bid=1, care_of_address=care_of
+    )
+    view, _ = apply_binding_event(view, event, 1.0)
+    return view
+
+
+def _listing(*addresses: str) -> LinkState:
+    return LinkState(sender=MR, interface="if1", bid=1, up=True, carrier=True, addresses=addresses)
+
+
+def test_a_care_of_address_gone_from_the_link_starts_a_handover() -> None:
+    view, trigger = apply_link_state(_registered_at("2001:db8:1::2"), _listing("fe80::1"), 2.0)
+    assert view.bindings[1].status is BindingStatus.HANDOVER
+    assert view.bindings[1].handover_at == 2.0
+    assert trigger.kind is TriggerKind.HANDOVER_STARTED
+    assert "2001:db8:1::2 gone from if1" in trigger.detail
+
+
+@pytest.mark.parametrize(
+    "listed",
+    [("2001:db8:1::2",), ("2001:db8:1:0::2/64", "fe80::1"), ("2001:DB8:1::2/64",)],
+)
+def test_a_listed_care_of_address_in_any_spelling_keeps_the_binding(
+    listed: tuple[str, ...],
+) -> None:
+    view, trigger = apply_link_state(_registered_at("2001:db8:1::2"), _listing(*listed), 2.0)
+    assert view.bindings[1].status is BindingStatus.LIVE
+    assert trigger.kind is TriggerKind.LINK_STATE
+
+
+def test_a_state_without_addresses_changes_no_binding() -> None:
+    view, trigger = apply_link_state(_registered_at("2001:db8:1::2"), _listing(), 2.0)
+    assert view.bindings[1].status is BindingStatus.LIVE
+    assert trigger.kind is TriggerKind.LINK_STATE
+
+
+def test_an_address_handover_ends_when_the_address_is_back_or_with_the_next_bu() -> None:
+    view, _ = apply_link_state(_registered_at("2001:db8:1::2"), _listing("fe80::1"), 2.0)
+    back, trigger = apply_link_state(view, _listing("2001:db8:1::2/64"), 3.0)
+    assert back.bindings[1].status is BindingStatus.LIVE
+    assert trigger.kind is TriggerKind.HANDOVER_COMPLETED
+    # The BU that follows an address change: reported as handover-started (nothing new),
+    # then coa-changed, which ends it; from then on the address listing no longer does.
+    started = BindingEvent(
+        sender="ha", event=K.HANDOVER_STARTED, mobile_router=MR, bid=1, care_of_address="::3"
+    )
+    view, trigger = apply_binding_event(view, started, 2.5)
+    assert view.bindings[1].handover_at == 2.0
+    still, trigger = apply_link_state(view, _listing("2001:db8:1::2"), 3.0)
+    assert still.bindings[1].status is BindingStatus.HANDOVER
+    assert trigger.kind is TriggerKind.LINK_STATE
 
 
 def test_plain_registration_does_not_bring_a_down_link_up() -> None:

@@ -13,6 +13,7 @@ rejected make it gone. A BID without a live binding is not eligible.
 from __future__ import annotations
 
 from enum import StrEnum
+from ipaddress import ip_address
 
 from pydantic import Field
 
@@ -151,17 +152,61 @@ def apply_metrics(view: MrView, metrics: LinkMetrics, now: float) -> tuple[MrVie
 
 
 def apply_link_state(view: MrView, state: LinkState, now: float) -> tuple[MrView, Trigger]:
-    """Record a link going up or down: usable only when administratively up with carrier."""
-    del now  # the state change itself carries no time the decision needs
+    """Record a link going up or down: usable only when administratively up with carrier.
+
+    A link state also lists the link's usable addresses. When a live binding's care-of
+    address is no longer among them, its pipe is broken until the MR registers another
+    address: the binding goes into handover here, without waiting for the Binding Update
+    that mobility_events reports (the MR's monitor sees the address go in a few ms; the BU
+    follows after the MR agent's own reaction, 10-60 ms later, bench.reaction (c)). Such a
+    handover ends with the BU's coa-changed or registered event, as any other, or when the
+    address is listed again (the MR then sends no BU). A state listing no address at all
+    (a monitor that does not report them) changes no binding."""
     old = view.links.get(state.bid) or Link(bid=state.bid)
     up = state.up and state.carrier
     link = old.model_copy(update={"interface": state.interface, "up": up})
     detail = f"{state.interface} {'up' if up else 'down'}" + (
         f": {state.reason}" if state.reason else ""
     )
-    return _with_link(view, link), Trigger(
-        kind=TriggerKind.LINK_STATE, bid=state.bid, detail=detail
+    new_view = _with_link(view, link)
+    binding = view.bindings.get(state.bid)
+    if binding is None or binding.care_of_address is None or not state.addresses:
+        return new_view, Trigger(kind=TriggerKind.LINK_STATE, bid=state.bid, detail=detail)
+    care_of = binding.care_of_address
+    listed = bool(_addresses((care_of,)) & _addresses(state.addresses))
+    if binding.status is BindingStatus.LIVE and not listed:
+        changed = binding.model_copy(
+            update={"status": BindingStatus.HANDOVER, "since": now, "handover_at": now}
+        )
+        why = f"care-of address {care_of} gone from {state.interface}"
+        kind = TriggerKind.HANDOVER_STARTED
+    elif binding.status is BindingStatus.HANDOVER and _by_address(binding) and listed:
+        changed = binding.model_copy(update={"status": BindingStatus.LIVE, "since": now})
+        why = f"care-of address {care_of} back on {state.interface}"
+        kind = TriggerKind.HANDOVER_COMPLETED
+    else:
+        return new_view, Trigger(kind=TriggerKind.LINK_STATE, bid=state.bid, detail=detail)
+    bindings = {**view.bindings, state.bid: changed}
+    return new_view.model_copy(update={"bindings": bindings}), Trigger(
+        kind=kind, bid=state.bid, detail=why
     )
+
+
+def _by_address(binding: Binding) -> bool:
+    """A handover started by the care-of address leaving the link (`apply_link_state`), not
+    by a handover-started event: its last event is still the one that made it live."""
+    return binding.event is not BindingEventKind.HANDOVER_STARTED
+
+
+def _addresses(listed: tuple[str, ...]) -> set[str]:
+    """The addresses of a link state in one spelling (compressed, no prefix length)."""
+    found: set[str] = set()
+    for text in listed:
+        try:
+            found.add(str(ip_address(text.split("/", 1)[0].split("%", 1)[0])))
+        except ValueError:
+            continue  # not an address: it cannot be a care-of address either
+    return found
 
 
 def apply_binding_event(view: MrView, event: BindingEvent, now: float) -> tuple[MrView, Trigger]:
