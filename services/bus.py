@@ -90,7 +90,10 @@ class BusClient(mqtt.Client):
 
     def _sock_recv(self, bufsize: int) -> bytes:
         data = super()._sock_recv(bufsize)
-        quick_ack(self._sock)
+        if bufsize > 1:
+            # paho reads a packet's first bytes one at a time, then its body: once a packet
+            # is enough (the kernel leaves quick-ack mode only after we answered).
+            quick_ack(self._sock)
         return data
 
 
