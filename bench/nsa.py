@@ -64,6 +64,8 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
+from services.nsa import mqttframes
+
 TARGET_K = 3000
 P99_TARGET_MS = 100.0
 LINKS = (
@@ -155,33 +157,11 @@ session_expiry_s = 0
 
 
 # --- the publisher ----------------------------------------------------------------------------
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n % 128, n // 128
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def _frame(kind: int, body: bytes) -> bytes:
-    return bytes([kind]) + _varint(len(body)) + body
-
-
-def _string(text: bytes) -> bytes:
-    return len(text).to_bytes(2, "big") + text
-
-
-def _publish_frame(topic: bytes, payload: bytes) -> bytes:
-    return _frame(0x30, _string(topic) + payload)
-
-
 def _connect(port: int, client_id: str) -> socket.socket:
     sock = socket.create_connection(("127.0.0.1", port))
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     # CONNECT, MQTT 3.1.1, clean session, keepalive 0 (no pings needed)
-    body = _string(b"MQTT") + bytes([4, 0x02]) + (0).to_bytes(2, "big")
-    sock.sendall(_frame(0x10, body + _string(client_id.encode())))
+    sock.sendall(mqttframes.connect(client_id, 0))
     ack = sock.recv(4)
     if len(ack) < 4 or ack[0] != 0x20 or ack[3] != 0:
         raise RuntimeError(f"the broker refused the publisher: {ack!r}")
@@ -224,7 +204,7 @@ def publisher(port: int, topic_root: str, k: int, seconds: float) -> int:
                 sender="ha", event="registered", mobile_router=f"mr{router}", bid=bid
             )
             topic = root + f"/mr/mr{router}/binding/{bid}".encode()
-            bindings.append(_publish_frame(topic, encode(event)))
+            bindings.append(mqttframes.publish(topic, encode(event)))
     sock.sendall(b"".join(bindings))
     topics = [
         [root + f"/node/mrn{router}/link/{link[1]}/metrics".encode() for link in LINKS]
@@ -244,12 +224,12 @@ def publisher(port: int, topic_root: str, k: int, seconds: float) -> int:
             slot = sent % per_second
             router, index = slot // 3, slot % 3
             payload = _payload(router, LINKS[index], time.time(), sent, rng)
-            frames.append(_publish_frame(topics[router][index], payload))
+            frames.append(mqttframes.publish(topics[router][index], payload))
             sent += 1
         if frames:
             sock.sendall(b"".join(frames))
         time.sleep(0.001)
-    sock.sendall(_frame(0xE0, b""))  # DISCONNECT
+    sock.sendall(mqttframes.DISCONNECT)
     sock.close()
     print(json.dumps({"sent": sent, "seconds": time.time() - start}))
     return 0

@@ -72,6 +72,11 @@ def unsubscribe(packet_id: int, filters: list[str]) -> bytes:
     return _packet(0xA2, body)
 
 
+def publish(topic: str | bytes, payload: bytes) -> bytes:
+    """PUBLISH at QoS 0 (the tests and bench.nsa play monitors with it)."""
+    return _packet(0x30, _string(topic) + payload)
+
+
 PINGREQ = b"\xc0\x00"
 DISCONNECT = b"\xe0\x00"
 
