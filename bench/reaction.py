@@ -31,7 +31,8 @@ target:
 Every test bed uses the pipe kind `--pipe` asks for (default auto: the first this kernel has);
 the output and `reaction.json` name it.
 
-    sudo .venv/bin/python -m bench.reaction [--count 50] [--only a,b,c,d,p] [--pipe auto] [--out DIR]
+    sudo .venv/bin/python -m bench.reaction [--count 50] [--only a,b,c,d,p] [--pipe auto]
+        [--out DIR]
 
 Writes `reaction.json` (percentiles and every sample) to --out, beside each part's run
 directory (logs and configs of every service).
