@@ -375,8 +375,11 @@ def test_duplicate_document_copies_to_both_bids_and_falls_back_on_carrier_loss(
 
 
 def _both(counts: tuple[int, int]) -> bool:
-    """Every datagram left by both links (allowing one stray packet each)."""
-    return all(PACKETS <= n <= PACKETS + 1 for n in counts)
+    """Every datagram left by both links, once each. Up to three stray packets each: a link
+    that just came back up sends its unsolicited MLD reports (two, at random within its first
+    second) while the datagrams are counted, once the worker answers that fast (the link
+    watch no longer dumps routes after a carrier change). A second copy would be 100 more."""
+    return all(PACKETS <= n <= PACKETS + 3 for n in counts)
 
 
 def test_priority_document_fills_bid_1_and_falls_back_on_carrier_loss(running: Running) -> None:
