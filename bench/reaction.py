@@ -55,7 +55,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from multiprocessing.synchronize import Event as EventType
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import yaml
 
@@ -70,6 +70,8 @@ from services.testbed.counters import read_counts
 from services.testbed.recorder import Heard, PolicySent
 from services.testbed.rundata import RunOptions
 from services.testbed.scenario import Decider, Scenario, Step
+
+T = TypeVar("T")
 
 TARGETS_MS = {"a": 50.0, "b": 20.0, "c": 100.0, "d": 500.0}
 TITLES = {
@@ -165,81 +167,81 @@ class TxWatch:
         return False
 
 
-class LinkSwitch:
-    """Sets a device of a namespace up or down from a thread living in that namespace, so a
-    change is timed right at its netlink request (no process start in between). Bringing an
-    AR's port back up goes through `access.set_carrier`, which restores its addresses."""
+class Netlink:
+    """An IPRoute in a thread living in a namespace, so a change is timed right at its
+    netlink request (no process start in between). `call` runs a function there."""
 
-    def __init__(self, ns: str, device: str) -> None:
-        self.ns, self.device = ns, device
-        self._requests: queue.Queue[bool | None] = queue.Queue()
-        self._done: queue.Queue[float] = queue.Queue()
-        self._thread = threading.Thread(target=self._run, name="link-switch", daemon=True)
+    def __init__(self, ns: str) -> None:
+        self.ns = ns
+        self._requests: queue.Queue[Callable[[Any], Any] | None] = queue.Queue()
+        self._done: queue.Queue[tuple[bool, Any]] = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name=f"netlink-{ns}", daemon=True)
         self._thread.start()
+
+    def __enter__(self) -> Netlink:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def _run(self) -> None:
         from pyroute2 import IPRoute
 
         netns.enter(self.ns)
         with IPRoute() as ipr:
-            index = ipr.link_lookup(ifname=self.device)[0]
-            while (up := self._requests.get()) is not None:
-                at = time.monotonic()
-                ipr.link("set", index=index, state="up" if up else "down")
-                self._done.put(at)
+            while (fn := self._requests.get()) is not None:
+                try:
+                    self._done.put((True, fn(ipr)))
+                except Exception as exc:  # handed to the caller
+                    self._done.put((False, exc))
 
-    def set(self, *, up: bool) -> float:
-        """Change the state; return when the request went to the kernel."""
-        self._requests.put(up)
-        return self._done.get(timeout=5)
+    def call(self, fn: Callable[[Any], T]) -> T:
+        """`fn(ipr)` in the namespace's thread; its result, or its exception raised here."""
+        self._requests.put(fn)
+        ok, value = self._done.get(timeout=5)
+        if not ok:
+            raise RuntimeError(f"netlink request in {self.ns}: {value!r}") from value
+        return cast(T, value)
 
     def close(self) -> None:
         self._requests.put(None)
         self._thread.join(2)
 
 
-class AddressRemover:
-    """Removes addresses of a device from a thread living in its namespace, timed right at
-    the netlink request."""
+def _stamped(request: Callable[[], object]) -> float:
+    """When `request` started (monotonic), after running it."""
+    at = time.monotonic()
+    request()
+    return at
 
-    def __init__(self, ns: str) -> None:
-        self.ns = ns
-        self._requests: queue.Queue[tuple[str, list[str]] | None] = queue.Queue()
-        self._done: queue.Queue[float | BaseException] = queue.Queue()
-        self._thread = threading.Thread(target=self._run, name="address-remover", daemon=True)
 
-    def __enter__(self) -> AddressRemover:
-        self._thread.start()
-        return self
+class LinkSwitch(Netlink):
+    """Sets a device of a namespace up or down. Bringing an AR's port back up goes through
+    `access.set_carrier`, which restores its addresses."""
 
-    def __exit__(self, *exc: object) -> None:
-        self._requests.put(None)
-        self._thread.join(2)
+    def __init__(self, ns: str, device: str) -> None:
+        super().__init__(ns)
+        self.index: int = self.call(lambda ipr: ipr.link_lookup(ifname=device)[0])
 
-    def _run(self) -> None:
-        from pyroute2 import IPRoute
+    def set(self, *, up: bool) -> float:
+        """Change the state; when the request went to the kernel."""
+        state = "up" if up else "down"
+        return self.call(
+            lambda ipr: _stamped(lambda: ipr.link("set", index=self.index, state=state))
+        )
 
-        netns.enter(self.ns)
-        with IPRoute() as ipr:
-            while (request := self._requests.get()) is not None:
-                device, entries = request
-                try:
-                    index = ipr.link_lookup(ifname=device)[0]
-                    at = time.monotonic()
-                    for entry in entries:
-                        address, length = entry.split("/")
-                        ipr.addr("del", index=index, address=address, prefixlen=int(length))
-                    self._done.put(at)
-                except Exception as exc:  # handed to the caller
-                    self._done.put(exc)
 
-    def remove(self, device: str, entries: list[str]) -> float:
-        """Remove `entries` ("addr/len") from `device`; when the first request was sent."""
-        self._requests.put((device, entries))
-        done = self._done.get(timeout=5)
-        if isinstance(done, BaseException):
-            raise RuntimeError(f"removing {entries} from {device}: {done!r}") from done
-        return done
+def remove_addresses(hand: Netlink, device: str, entries: list[str]) -> float:
+    """Remove `entries` ("addr/len") from `device`; when the first request was sent."""
+
+    def remove(ipr: Any) -> float:
+        index = ipr.link_lookup(ifname=device)[0]
+        pairs = [entry.split("/") for entry in entries]
+        return _stamped(
+            lambda: [ipr.addr("del", index=index, address=x, prefixlen=int(n)) for x, n in pairs]
+        )
+
+    return hand.call(remove)
 
 
 def _udp_sender(ns: str, stop: EventType) -> None:
@@ -478,6 +480,7 @@ def measure_a(count: int, out: Path, say: Callable[[str], None], pipe: str) -> l
     skip = frozenset({"http-server@cn", "monitor@mr"})
     with runner.session(options, say, skip=skip) as live:
         player = MetricsPlayer(live)
+        decision_topic = f"{live.recorder.topics.root}/mr/{a.MOBILE_ROUTER}/decision"
         try:
             _wait_for("the class on eth1", lambda: _on_eth1(live), 30, live)
             _warn_if_chatty(idle_rate(live), say)
@@ -490,7 +493,6 @@ def measure_a(count: int, out: Path, say: Callable[[str], None], pipe: str) -> l
                         return _enforced_bid(live.recorder.since(since), since, to)
 
                     samples.append(_wait_for(f"trial {trial} enforcement", moved, 5, live) - sent)
-                    decision_topic = f"{live.recorder.topics.root}/mr/{a.MOBILE_ROUTER}/decision"
                     heard = live.recorder.since(sent)
                     for stage, seconds in _stages(heard, sent, bid, decision_topic).items():
                         STAGES_A.setdefault(stage, []).append(seconds)
@@ -507,7 +509,7 @@ def measure_c(count: int, out: Path, say: Callable[[str], None], pipe: str) -> l
     addresses = (a.care_of("ar2", 3), a.care_of("ar2", 2))
     with (
         runner.session(options, say, skip=frozenset({"http-server@cn"})) as live,
-        AddressRemover(live.bed.ns("mr")) as remover,
+        Netlink(live.bed.ns("mr")) as mr,
     ):
         _wait_for("the class on eth1", lambda: _on_eth1(live), 30, live)
         _warn_if_chatty(idle_rate(live), say)
@@ -518,7 +520,7 @@ def measure_c(count: int, out: Path, say: Callable[[str], None], pipe: str) -> l
             old = [x for x in access.global_addresses(live.bed, "eth1") if x.split("/")[0] != new]
             # Timed at the netlink request, from a thread in the MR's namespace (an `ip`
             # process would add its own start-up, 5-10 ms, to every sample).
-            changed = remover.remove("eth1", old)
+            changed = remove_addresses(mr, "eth1", old)
 
             def reacted(since: float = changed) -> float | None:
                 heard = live.recorder.since(since)

@@ -73,7 +73,7 @@ def unsubscribe(packet_id: int, filters: list[str]) -> bytes:
 
 
 def publish(topic: str | bytes, payload: bytes) -> bytes:
-    """PUBLISH at QoS 0 (the tests and bench.nsa play monitors with it)."""
+    """PUBLISH at QoS 0 (bench.nsa plays the monitors with it)."""
     return _packet(0x30, _string(topic) + payload)
 
 
