@@ -24,6 +24,7 @@ from typing import Protocol, TypeVar, cast
 from lxml import etree
 from pydantic import BaseModel, ValidationError
 
+from services.contracts import policy_raw
 from services.contracts.errors import PolicyDocumentError, Problem
 from services.contracts.policy import (
     AddressMatch,
@@ -181,7 +182,11 @@ def parse(
     root = _parse_tree(data, max_bytes=max_bytes)
     _check_policy_count(root, max_policies)
     _check_schema(root)
-    return _message(root)
+    try:
+        return policy_raw.message(root)
+    except (ValueError, LookupError, TypeError):  # pydantic's ValidationError is a ValueError
+        # Built again model by model, for problems that name the line, policy and field.
+        return _message(root)
 
 
 def validate_xsd(data: bytes) -> None:
