@@ -27,10 +27,14 @@ from services.prem.enforcer import Enforcer, Reply
 from services.prem.metrics import PremMetrics
 from services.prem.node import PremNode
 from services.runtime import ServiceBus, Subscription
+from services.throttled import Throttled
 
 log = logging.getLogger(__name__)
 SERVICE = "prem"
 QUEUE_SIZE = 256
+#: The retained presence (with the version enforced) goes out at once after a version change,
+#: then at most this often while documents keep coming; each status carries its version anyway.
+PRESENCE_INTERVAL_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -81,6 +85,7 @@ class PremWorker:
         self.dead_letters = self.bus.dead_letters
         #: The version the last retained presence announced.
         self._announced: int | None = None
+        self._presence = Throttled(self._announce, PRESENCE_INTERVAL_S)
 
     def run(self) -> None:
         """Start, serve until SIGTERM/SIGINT, then stop cleanly (main thread only)."""
@@ -134,14 +139,19 @@ class PremWorker:
         if status.version != self._announced:
             # The retained presence is what a gateway or NSA replica that starts later
             # reads first: it must carry the version enforced now, not the one at start.
-            self._announced = status.version
-            self.bus.announce()
+            self._presence.request()
+
+    def _announce(self) -> None:
+        """The presence with the version enforced when it goes out (main or timer thread)."""
+        self._announced = self.node.version
+        self.bus.announce()
 
     def stopping(self, drain: Callable[[], None]) -> None:
         """Nothing to drain: a document not acknowledged yet is redelivered to the next run."""
 
     def close(self) -> None:
         """Presence offline, disconnect, metrics endpoint closed."""
+        self._presence.cancel()
         self.bus.close()
 
     # paho's thread
