@@ -319,11 +319,18 @@ def encoding_problem(body: bytes) -> str | None:
     return None
 
 
+_SOAP12_BYTES = SOAP12_ENV.encode()
+
+
 def _is_soap12(environ: dict[str, Any], body: bytes) -> bool:
     """Whether the request is a SOAP 1.2 message: its media type, or its root element's
     namespace (read from the first start tag only; the body has passed `form_problem`)."""
     if str(environ.get("CONTENT_TYPE") or "").lower().startswith("application/soap+xml"):
         return True
+    if _SOAP12_BYTES not in body and b"&#" not in body:
+        # Without the namespace's name, literal or as character references, no element can
+        # be in it: the parse below (a parser set up per request) is for the other cases.
+        return False
     events = etree.iterparse(
         io.BytesIO(body),
         events=("start",),
