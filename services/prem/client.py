@@ -67,7 +67,7 @@ class PolicyClient:
 
         Presences received before the call are dropped and the presence topic is subscribed
         again, which makes the broker send the retained presence as it is now: an older
-        "online" (a worker republishes its presence with each new version) must not stand for
+        "online" (a worker republishes its presence after new versions) must not stand for
         a worker that has stopped since.
         """
         self.watch(node)
