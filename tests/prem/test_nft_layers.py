@@ -21,6 +21,7 @@ from services.contracts.policy import (
     selectors_overlap,
 )
 from services.prem.config import PremSettings
+from services.prem.core import nft_render
 from services.prem.core.flowtable import FlowRule, Packet, classify, compile_policies
 from services.prem.core.nft_layers import (
     Layer,
@@ -41,6 +42,7 @@ from services.prem.core.nft_render import (
     parse_address,
     table_commands,
 )
+from tests.contracts.test_policy_xml_properties import selectors as any_selectors
 
 SETTINGS = PremSettings(node="ha1", role="ha", mobile_router="mr1", bids=[{"bid": 1}, {"bid": 2}])
 
@@ -598,3 +600,14 @@ def test_exact_layers_are_hash_maps_and_ranges_need_an_interval_map() -> None:
     assert not mixed.exact
     assert "flags interval" in layer_commands("t", 0, mixed)[0]
     assert exact.descriptor() != mixed.descriptor(), "a hash map cannot take a prefix: replace"
+
+
+@settings(max_examples=400, deadline=None)
+@given(any_selectors())
+def test_a_key_is_the_field_by_field_text_whatever_the_selector(selector: Selector) -> None:
+    """`key_text` writes host addresses and single ports its own quick way: the same text."""
+    shape = shape_of(selector)
+    if not shape:
+        return
+    reference = " . ".join(nft_render._FIELD_TEXT[field](selector) for field in shape)
+    assert key_text(selector, shape) == reference
