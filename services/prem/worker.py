@@ -12,6 +12,7 @@ stuck behind it.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -86,6 +87,10 @@ class PremWorker:
         #: The version the last retained presence announced.
         self._announced: int | None = None
         self._presence = Throttled(self._announce, PRESENCE_INTERVAL_S)
+        #: Held while a status or the presence is published: a deferred presence (timer
+        #: thread) reads the version and goes out before or after a status, never between,
+        #: so it never reaches a subscriber after a status of a newer version.
+        self._publishing = threading.RLock()
 
     def run(self) -> None:
         """Start, serve until SIGTERM/SIGINT, then stop cleanly (main thread only)."""
@@ -135,16 +140,18 @@ class PremWorker:
 
     def on_status(self, status: PolicyStatus) -> None:
         """Publish a status; the presence too when the version enforced changed."""
-        self.bus.publish(self.topics.status(self.settings.node), status)
-        if status.version != self._announced:
-            # The retained presence is what a gateway or NSA replica that starts later
-            # reads first: it must carry the version enforced now, not the one at start.
-            self._presence.request()
+        with self._publishing:
+            self.bus.publish(self.topics.status(self.settings.node), status)
+            if status.version != self._announced:
+                # The retained presence is what a gateway or NSA replica that starts later
+                # reads first: it must carry the version enforced now, not the one at start.
+                self._presence.request()
 
     def _announce(self) -> None:
         """The presence with the version enforced when it goes out (main or timer thread)."""
-        self._announced = self.node.version
-        self.bus.announce()
+        with self._publishing:
+            self._announced = self.node.version
+            self.bus.announce()
 
     def stopping(self, drain: Callable[[], None]) -> None:
         """Nothing to drain: a document not acknowledged yet is redelivered to the next run."""
