@@ -3,8 +3,8 @@
 For tests and benchmarks that must check the nftables back end's work through a path that does
 not share its code (STYLE: read back through an independent reader). It runs the `nft` tool
 and walks its JSON; nothing from `backends/` is imported. It understands exactly what those
-checks need: the verdict-map elements (each carries the policy id in its comment) and the
-mark each BID chain sets.
+checks need: the elements of verdict maps and of sets (each carries the policy id in its
+comment; a set's verdict is its lookup rule's) and the mark each BID chain sets.
 """
 
 from __future__ import annotations
@@ -55,29 +55,64 @@ def read_table(namespace: str, table: str = "multinet_prem") -> TableView:
 
 
 def parse_listing(listing: Mapping[str, Any]) -> TableView:
-    """The view of one `nft -j list table` answer."""
+    """The view of one `nft -j list table` answer.
+
+    Elements are in verdict maps (each element with its verdict) or in sets, whose verdict is
+    that of the rule looking the set up (`... @set goto bid_1`)."""
     entries: list[Entry] = []
     marks: dict[str, int] = {}
+    sets: dict[str, list[Any]] = {}
+    set_verdicts: dict[str, str] = {}
     for item in listing.get("nftables", []):
         if "map" in item:
             entries.extend(_map_entries(item["map"]))
+        elif "set" in item:
+            sets[item["set"]["name"]] = item["set"].get("elem", [])
         elif "rule" in item:
             rule = item["rule"]
-            mark = _mark_set(rule.get("expr", []))
+            expressions = rule.get("expr", [])
+            mark = _mark_set(expressions)
             if mark is not None:
                 marks[rule["chain"]] = mark
+            set_verdicts.update(_set_verdict(expressions))
+    for name, verdict in set_verdicts.items():
+        entries.extend(_set_entries(sets.get(name, []), verdict))
     return TableView(True, tuple(sorted(entries)), marks)
+
+
+def _set_verdict(expressions: list[Any]) -> dict[str, str]:
+    """{set: verdict} of a rule that looks a set up and then decides, else nothing."""
+    looked_up = [
+        e["match"]["right"][1:]
+        for e in expressions
+        if isinstance(e, dict)
+        and isinstance(e.get("match"), dict)
+        and str(e["match"].get("right", "")).startswith("@")
+    ]
+    decided = [e for e in expressions if isinstance(e, dict) and "match" not in e]
+    if len(looked_up) != 1 or len(decided) != 1:
+        return {}
+    return {looked_up[0]: _verdict(decided[0])}
+
+
+def _set_entries(elements: list[Any], verdict: str) -> Iterable[Entry]:
+    for item in elements:
+        element = item.get("elem", {}) if isinstance(item, dict) else {"val": item}
+        yield _entry(element, verdict)
 
 
 def _map_entries(found: Mapping[str, Any]) -> Iterable[Entry]:
     for key, verdict in found.get("elem", []):
-        element = key.get("elem", {})
-        comment = str(element.get("comment", "?"))
-        value = element.get("val")
-        parts = value.get("concat", [value]) if isinstance(value, dict) else [value]
-        last = parts[-1] if parts else None
-        port = last if isinstance(last, int) and not isinstance(last, bool) else None
-        yield Entry(comment.split(" ", 1)[0], port, _verdict(verdict))
+        yield _entry(key.get("elem", {}), _verdict(verdict))
+
+
+def _entry(element: Mapping[str, Any], verdict: str) -> Entry:
+    comment = str(element.get("comment", "?"))
+    value = element.get("val")
+    parts = value.get("concat", [value]) if isinstance(value, dict) else [value]
+    last = parts[-1] if parts else None
+    port = last if isinstance(last, int) and not isinstance(last, bool) else None
+    return Entry(comment.split(" ", 1)[0], port, verdict)
 
 
 def _verdict(verdict: Mapping[str, Any]) -> str:

@@ -66,9 +66,14 @@ def kernel_table(settings: PremSettings) -> FlowTable:
 
 
 def elements(ns: str) -> int:
-    """Elements in every map of our table, as `nft` lists them."""
+    """Elements in every map and set of our table, as `nft` lists them."""
     listing = json.loads(netns.run(ns, ["nft", "-j", "list", "table", "inet", "multinet_prem"]))
-    return sum(len(o["map"].get("elem", [])) for o in listing["nftables"] if "map" in o)
+    return sum(
+        len(o[kind].get("elem", []))
+        for o in listing["nftables"]
+        for kind in ("map", "set")
+        if kind in o
+    )
 
 
 def _scenario() -> list[str]:
@@ -145,7 +150,7 @@ def _foreign_change_then_delta(ns: str) -> tuple[str, bool]:
     first = compile_policies([flow(i) for i in range(20)])
     backend.apply(first, plan(first, backend.read()))
     ctx = NftContext()
-    ctx.run("delete element inet multinet_prem h0_6_da_pr_dp { 2001:db8:3::1 . 17 . 5003 }\n")
+    ctx.run("delete element inet multinet_prem s0_6_da_pr_dp_b1 { 2001:db8:3::1 . 17 . 5003 }\n")
     second = compile_policies([flow(i) for i in range(20) if i != 3] + [flow(3, 2)])
     backend.apply(second, plan(second, first))
     return backend.last_apply, kernel_table(SETTINGS) == second

@@ -547,7 +547,7 @@ def test_ipv6_dscp_is_matched_before_the_lookup_one_map_per_value() -> None:
 def test_ipv4_dscp_stays_in_the_key() -> None:
     (layer,) = assign_layers((rule("a", 1, 1, family=4, next_header=17, dscp=10),))
     assert layer_commands("t", 0, layer)[0] == (
-        "add map inet t h0_4_pr_ds { type inet_proto . dscp : verdict ; }"
+        "add set inet t s0_4_pr_ds_b1 { type inet_proto . dscp ; }"
     )
 
 
@@ -586,16 +586,33 @@ def test_parse_joins_the_guarded_maps_of_one_layer() -> None:
     assert state.layers == assign_layers((a, b, c))
 
 
-def test_exact_layers_are_hash_maps_and_ranges_need_an_interval_map() -> None:
+def test_exact_layers_are_sets_per_bid_and_ranges_need_an_interval_map() -> None:
     host = rule("h", 1, 1, dst_addr=net("2001:db8::1/128"), **udp(80))
     prefix = rule("p", 2, 1, dst_addr=net("2001:db9::/64"), **udp(80))
     (exact,) = assign_layers((host,))
     assert exact.exact
-    map_text, element_text, _ = layer_commands("t", 0, exact)
-    assert map_text == (
-        "add map inet t h0_6_da_pr_dp { type ipv6_addr . inet_proto . inet_service : verdict ; }"
+    assert exact.in_sets
+    set_text, element_text, rule_text, *drop = layer_commands("t", 0, exact, (1, 2))
+    assert set_text == (
+        "add set inet t s0_6_da_pr_dp_b1 { type ipv6_addr . inet_proto . inet_service ; }"
     )
-    assert "{ 2001:db8::1 . 17 . 80 comment" in element_text
+    assert element_text == (
+        'add element inet t s0_6_da_pr_dp_b1 { 2001:db8::1 . 17 . 80 comment "h 1 -n" }'
+    )
+    assert rule_text == (
+        "add rule inet t classify meta nfproto ipv6 ip6 daddr . meta l4proto . th dport "
+        "@s0_6_da_pr_dp_b1 goto bid_1"
+    )
+    # A set for every declared BID and drop, empty until a rule goes there (a change of
+    # verdict then moves an element).
+    assert drop == [
+        "add set inet t s0_6_da_pr_dp_b2 { type ipv6_addr . inet_proto . inet_service ; }",
+        "add rule inet t classify meta nfproto ipv6 ip6 daddr . meta l4proto . th dport "
+        "@s0_6_da_pr_dp_b2 goto bid_2",
+        "add set inet t s0_6_da_pr_dp_drop { type ipv6_addr . inet_proto . inet_service ; }",
+        "add rule inet t classify meta nfproto ipv6 ip6 daddr . meta l4proto . th dport "
+        "@s0_6_da_pr_dp_drop drop",
+    ]
     (mixed,) = assign_layers((host, prefix))
     assert not mixed.exact
     assert "flags interval" in layer_commands("t", 0, mixed)[0]
@@ -611,3 +628,80 @@ def test_a_key_is_the_field_by_field_text_whatever_the_selector(selector: Select
         return
     reference = " . ".join(nft_render._FIELD_TEXT[field](selector) for field in shape)
     assert key_text(selector, shape) == reference
+
+
+def _bid_chain(bid: int) -> dict[str, Any]:
+    mark = {"|": [{"&": [{"meta": {"key": "mark"}}, 0xFF00FFFF]}, bid << 16]}
+    return {
+        "rule": {
+            "family": "inet",
+            "table": "multinet_prem",
+            "chain": f"bid_{bid}",
+            "expr": [{"mangle": {"key": {"meta": {"key": "mark"}}, "value": mark}}],
+        }
+    }
+
+
+def _set(name: str, elements: list[Any]) -> dict[str, Any]:
+    return {"set": {"family": "inet", "name": name, "table": "multinet_prem", "elem": elements}}
+
+
+def _set_rule(name: str, verdict: dict[str, Any]) -> dict[str, Any]:
+    key = {
+        "concat": [
+            {"payload": {"protocol": "ip6", "field": "daddr"}},
+            {"meta": {"key": "l4proto"}},
+            {"payload": {"protocol": "th", "field": "dport"}},
+        ]
+    }
+    match = {"match": {"op": "==", "left": key, "right": f"@{name}"}}
+    return {
+        "rule": {
+            "family": "inet",
+            "table": "multinet_prem",
+            "chain": "classify",
+            "expr": [match, verdict],
+        }
+    }
+
+
+def _host(address: str, port: int, comment: str) -> dict[str, Any]:
+    return {"elem": {"val": {"concat": [address, 17, port]}, "comment": comment}}
+
+
+SET_LISTING = [
+    _bid_chain(1),
+    _bid_chain(2),
+    _set(
+        "s0_6_da_pr_dp_b1", [_host("2001:db8::1", 80, "a 1 -n"), _host("2001:db8::2", 80, "b 2 -n")]
+    ),
+    _set("s0_6_da_pr_dp_b2", []),
+    _set("s0_6_da_pr_dp_drop", [_host("2001:db8::3", 81, "c 3 -n")]),
+    _set_rule("s0_6_da_pr_dp_b1", {"goto": {"target": "bid_1"}}),
+    _set_rule("s0_6_da_pr_dp_b2", {"goto": {"target": "bid_2"}}),
+    _set_rule("s0_6_da_pr_dp_drop", {"drop": None}),
+    *_hooks("multinet_prem"),
+]
+
+
+def test_parse_joins_the_sets_of_one_layer_each_with_its_rules_verdict() -> None:
+    state = parse_table({"nftables": SET_LISTING}, "multinet_prem", SETTINGS)
+    a = rule("a", 1, 1, dst_addr=net("2001:db8::1/128"), **udp(80))
+    b = rule("b", 2, 1, dst_addr=net("2001:db8::2/128"), **udp(80))
+    c = rule("c", 3, None, dst_addr=net("2001:db8::3/128"), **udp(81))
+    (layer,) = state.layers
+    assert layer.in_sets
+    assert flatten(state.layers) == (a, b, c)
+    assert state.sets == {"s0_6_da_pr_dp_b1", "s0_6_da_pr_dp_b2", "s0_6_da_pr_dp_drop"}
+    assert state.bid_chains == {1, 2}
+    assert layer == assign_layers((a, b, c))[0]
+
+
+def test_a_set_whose_rule_goes_elsewhere_than_its_name_says_is_not_ours() -> None:
+    listing = [
+        o
+        if o != _set_rule("s0_6_da_pr_dp_b1", {"goto": {"target": "bid_1"}})
+        else _set_rule("s0_6_da_pr_dp_b1", {"goto": {"target": "bid_2"}})
+        for o in SET_LISTING
+    ]
+    assert parse_table({"nftables": listing}, "multinet_prem", SETTINGS).layers == ()

@@ -38,6 +38,7 @@ from services.prem.core.nft_render import (
     balance_chain_commands,
     balance_chains,
     bid_chain_command,
+    chain_bids,
     delete_spread_chain_commands,
     dup_table_commands,
     dup_table_name,
@@ -49,9 +50,11 @@ from services.prem.core.nft_render import (
     marked_bids,
     priority_chain_commands,
     priority_chains,
+    set_name,
     spread_chain_names,
     table_commands,
     table_name,
+    table_sets,
 )
 from services.prem.core.reconcile import Changes
 
@@ -210,8 +213,10 @@ class NftablesBackend:
             bid_chain_command(self.table, bid, self.settings)
             for bid in sorted(plan.bids - index.bid_chains)
         ]
-        for name, shape, verb, rules, keys in plan.parts:
-            commands += element_commands(self.table, name, shape, rules, verb, keys=keys)
+        for name, shape, verb, rules, keys, verdicts in plan.parts:
+            commands += element_commands(
+                self.table, name, shape, rules, verb, keys=keys, verdicts=verdicts
+            )
         self._known = None
         self._index = None
         self.last_apply = "delta" if commands else "none"
@@ -264,8 +269,9 @@ class NftablesBackend:
         self._absent = False
         self._known = TableState(
             wanted,
-            _bids(wanted) | _kept_bids(current, mode),
+            frozenset(chain_bids(wanted, self.settings)) | _kept_bids(current, mode),
             spread_chain_names(wanted),
+            current.sets if mode == "elements" else table_sets(wanted, self.settings),
         )
         self._index = _PointIndex.of(self._known)
         log.debug("nftables apply: %s, %d commands", mode, len(commands))
@@ -286,12 +292,16 @@ class NftablesBackend:
         self._known = TableState((), frozenset())
 
 
+_Part = tuple[str, tuple[str, ...], str, list[FlowRule], list[str], bool]
+
+
 @dataclass(frozen=True)
 class _DeltaPlan:
-    """An element batch on a point table: (map, shape, verb, rules, keys) per part, the BIDs
-    the added rules mark for, and the index entries it removes and adds."""
+    """An element batch on a point table: (map or set, shape, verb, rules, keys, whether the
+    elements carry verdicts) per part, the BIDs the added rules mark for, and the index
+    entries it removes and adds."""
 
-    parts: list[tuple[str, tuple[str, ...], str, list[FlowRule], list[str]]]
+    parts: list[_Part]
     bids: frozenset[int]
     gone: list[tuple[int, str]]
     came: list[tuple[int, str, FlowRule]]
@@ -312,6 +322,9 @@ class _PointIndex:
     ) -> None:
         self.layers = layers
         self.rules = rules
+        #: Per family, whether its layer is `in_sets` (else a verdict map), and the sets there.
+        self.in_sets = {family: layer.in_sets for family, (_, layer) in layers.items()}
+        self.sets = state.sets
         self.bid_chains = set(state.bid_chains)
         self.balance_chains = state.balance_chains
         self.size = sum(len(by_key) for by_key in rules.values())
@@ -354,7 +367,12 @@ class _PointIndex:
         taken: set[tuple[int, str]] = set()
         for rule in changes.add:
             entry = self.layers.get(rule.family)
-            if entry is None or rule.buckets or shape_of(rule.selector) != entry[1].shape:
+            if (
+                entry is None
+                or rule.buckets
+                or shape_of(rule.selector) != entry[1].shape
+                or not self._has_set(rule)
+            ):
                 return None
             key = key_text(rule.selector, entry[1].shape)
             if "/" in key or "-" in key or (rule.family, key) in taken:
@@ -363,19 +381,45 @@ class _PointIndex:
                 return None
             taken.add((rule.family, key))
             came_by.setdefault(rule.family, []).append((key, rule))
-        parts = []
-        for verb, by_family in (("delete", gone_by), ("add", came_by)):
-            for family, pairs in sorted(by_family.items()):
-                position, layer = self.layers[family]
-                name = map_name(position, layer)
-                keys = [key for key, _ in pairs]
-                parts.append((name, layer.shape, verb, [rule for _, rule in pairs], keys))
         return _DeltaPlan(
-            parts,
+            self._parts(gone_by, came_by),
             frozenset(_rule_bids(changes.add)),
             [(f, key) for f, pairs in gone_by.items() for key, _ in pairs],
             [(f, key, rule) for f, pairs in came_by.items() for key, rule in pairs],
         )
+
+    def _has_set(self, rule: FlowRule) -> bool:
+        """Whether the rule's verdict can be added without a new set (the full path adds
+        one; a verdict map takes any verdict)."""
+        if not self.in_sets[rule.family]:
+            return True
+        position, layer = self.layers[rule.family]
+        return not rule.tiers and set_name(position, layer, rule.bid) in self.sets
+
+    def _parts(
+        self,
+        gone_by: dict[int, list[tuple[str, FlowRule]]],
+        came_by: dict[int, list[tuple[str, FlowRule]]],
+    ) -> list[_Part]:
+        """The element commands' parts: per family's map, or per verdict's set."""
+        parts: list[_Part] = []
+        for verb, by_family in (("delete", gone_by), ("add", came_by)):
+            for family, pairs in sorted(by_family.items()):
+                position, layer = self.layers[family]
+                if not self.in_sets[family]:
+                    keys = [key for key, _ in pairs]
+                    rules = [rule for _, rule in pairs]
+                    parts.append((map_name(position, layer), layer.shape, verb, rules, keys, True))
+                    continue
+                by_set: dict[str, tuple[list[FlowRule], list[str]]] = {}
+                for key, rule in pairs:
+                    name = set_name(position, layer, rule.bid)
+                    members = by_set.setdefault(name, ([], []))
+                    members[0].append(rule)
+                    members[1].append(key)
+                for name, (rules, keys) in sorted(by_set.items()):
+                    parts.append((name, layer.shape, verb, rules, keys, False))
+        return parts
 
     def commit(self, plan: _DeltaPlan) -> None:
         """The kernel took `plan`: keep the index equal to it."""
@@ -397,7 +441,7 @@ class _PointIndex:
                 rules=tuple(rule for _, rule in ordered),
                 keys=tuple(key for key, _ in ordered),
             )
-        return TableState(tuple(layers), frozenset(self.bid_chains), self.balance_chains)
+        return TableState(tuple(layers), frozenset(self.bid_chains), self.balance_chains, self.sets)
 
 
 #: The BID a stale copy reads as (no BID has it: BIDs start at 1).
@@ -502,6 +546,30 @@ def _new_chains(
     return commands
 
 
+def _layer_elements(
+    table: str,
+    index: int,
+    layer: Layer,
+    gone: list[FlowRule],
+    came: list[FlowRule],
+    *,
+    sets: frozenset[str],
+) -> tuple[list[str], list[str]] | None:
+    """One layer's element deletes and adds; None when an add needs a set the table lacks
+    (a BID declared since the table was made: the caller replaces the table)."""
+    deletes: list[str] = []
+    for part in map_parts(index, layer, gone):
+        deletes += element_commands(table, part.name, part.key, part.rules, "delete")
+    adds: list[str] = []
+    for part in map_parts(index, layer, came):
+        if part.verdict is not None and part.name not in sets:
+            return None
+        adds += element_commands(
+            table, part.name, part.key, part.rules, "add", verdicts=part.verdict is None
+        )
+    return deletes, adds
+
+
 def _element_batch(
     table: str, current: TableState, wanted: tuple[Layer, ...], settings: PremSettings
 ) -> list[str] | None:
@@ -536,10 +604,11 @@ def _element_batch(
     commands = _new_chains(table, current, new, settings)
     adds: list[str] = []
     for index, layer in enumerate(new):
-        for part in map_parts(index, layer, gone[index]):
-            commands += element_commands(table, part.name, part.key, part.rules, "delete")
-        for part in map_parts(index, layer, came[index]):
-            adds += element_commands(table, part.name, part.key, part.rules, "add")
+        changed = _layer_elements(table, index, layer, gone[index], came[index], sets=current.sets)
+        if changed is None:
+            return None
+        commands += changed[0]
+        adds += changed[1]
     # Balance and priority chains no rule goes to any more (a layout changed): removed after
     # the elements that went there, in the same transaction.
     unused = sorted(current.balance_chains - spread_chain_names(new))

@@ -48,6 +48,8 @@ class TableState:
     #: Names of the balance and priority chains present (a name says its content,
     #: `balance_chain`, `priority_chain`).
     balance_chains: frozenset[str] = frozenset()
+    #: Names of the sets present (of layers `in_sets`; empty ones included).
+    sets: frozenset[str] = frozenset()
 
 
 #: (BID, buckets, tiers) of a verdict: buckets empty unless it goes to a balance chain, tiers
@@ -194,6 +196,44 @@ def _map_layer(
     return parts[0], Layer(family, shape, tuple(rules), exact=parts[0].startswith("h"))
 
 
+def _set_layer(name: str, elements: list[Any], target: Target) -> tuple[str, Layer]:
+    """Decode `s<i>_<family>_<fields...>_<b<BID>|drop>` (a set of a layer `in_sets`) and
+    its elements, whose verdict is its lookup rule's. Returns the layer position (`s<i>`), so
+    that the sets of one layer join up."""
+    parts = name.split("_")
+    suffix = parts.pop()
+    family, shape = int(parts[1]), tuple(parts[2:])
+    bid, buckets, tiers = target
+    if (
+        not re.fullmatch(r"s\d+", parts[0])
+        or family not in (4, 6)
+        or any(f not in FIELDS for f in shape)
+        or suffix != ("drop" if bid is None else f"b{bid}")
+        or buckets
+        or tiers
+    ):
+        raise _bad(f"set {name!r} is not ours")
+    key = key_fields(family, shape)
+    rules = []
+    for item in elements:
+        elem = item["elem"] if isinstance(item, dict) and "elem" in item else {"val": item}
+        val = elem["val"]
+        values = val["concat"] if isinstance(val, dict) and "concat" in val else [val]
+        fields = {f: _bounds(v) for f, v in zip(key, values, strict=True)}
+        rules.append(_rule(family, fields, elem.get("comment", ""), target))
+    return parts[0], Layer(family, shape, tuple(rules), exact=True)
+
+
+def _set_lookup(exprs: list[Any]) -> str | None:
+    """The set a classification rule looks its key up in (`... @name`), if it does."""
+    for expr in exprs:
+        match = expr.get("match") if isinstance(expr, dict) else None
+        right = match.get("right") if isinstance(match, dict) else None
+        if isinstance(right, str) and right.startswith("@"):
+            return right[1:]
+    return None
+
+
 def _plain_layer(
     exprs: list[Any], text: str, chains: Mapping[str, int], balances: Mapping[str, Any]
 ) -> Layer:
@@ -241,17 +281,26 @@ def _layers(
     chains: Mapping[str, int],
     balances: Mapping[str, Any],
 ) -> list[Layer]:
-    """The layers in evaluation order; the maps of one guarded layer follow each other."""
+    """The layers in evaluation order; the maps of one guarded layer follow each other, and
+    so do the sets of one layer `in_sets`."""
     layers: list[Layer] = []
     last_position = ""
     for rule in classify:
         lookup = next((e["vmap"] for e in rule["expr"] if "vmap" in e), None)
-        if lookup is None:
+        in_set = _set_lookup(rule["expr"]) if lookup is None else None
+        if in_set is not None:
+            verdicts = [e for e in rule["expr"] if "match" not in e]
+            if len(verdicts) != 1:
+                raise _bad(f"rule on set {in_set!r} is not ours")
+            target = _target(verdicts[0], chains, balances)
+            position, layer = _set_layer(in_set, maps.get(in_set, []), target)
+        elif lookup is None:
             layers.append(_plain_layer(rule["expr"], rule.get("comment", ""), chains, balances))
             last_position = ""
             continue
-        name = lookup["data"].lstrip("@")
-        position, layer = _map_layer(name, maps.get(name, []), chains, balances)
+        else:
+            name = lookup["data"].lstrip("@")
+            position, layer = _map_layer(name, maps.get(name, []), chains, balances)
         if position == last_position:
             layer = Layer(layer.family, layer.shape, layers.pop().rules + layer.rules, layer.exact)
         layers.append(layer)
@@ -280,6 +329,30 @@ def _hooked(objects: list[dict[str, Any]], table: str) -> bool:
     return all(name in hooked and name in jumping for name in HOOKS)
 
 
+def _sorted_out(
+    objects: list[dict[str, Any]], table: str
+) -> tuple[dict[str, list[Any]], set[str], list[dict[str, Any]], dict[str, list[Any]]]:
+    """Our table's maps and sets (name -> elements), set names, classification rules, and
+    the other chains' statements (name -> expressions)."""
+    maps: dict[str, list[Any]] = {}
+    sets: set[str] = set()
+    classify: list[dict[str, Any]] = []
+    marking: dict[str, list[Any]] = {}
+    for obj in objects:
+        holder = obj.get("map", obj.get("set"))  # a verdict map, or a set of a layer in sets
+        if holder is not None and holder["table"] == table:
+            maps[holder["name"]] = holder.get("elem", [])
+            if "set" in obj:
+                sets.add(holder["name"])
+        elif "rule" in obj and obj["rule"]["table"] == table:
+            rule = obj["rule"]
+            if rule["chain"] == CLASSIFY_CHAIN:
+                classify.append(rule)
+            elif rule["chain"] not in HOOKS:
+                marking.setdefault(rule["chain"], []).extend(rule["expr"])
+    return maps, sets, classify, marking
+
+
 def parse_table(listing: Mapping[str, Any], table: str, settings: NodeSettings) -> TableState:
     """Layers and BID chains of our table in a `list table` JSON document.
 
@@ -289,18 +362,7 @@ def parse_table(listing: Mapping[str, Any], table: str, settings: NodeSettings) 
     """
     objects = [o for o in listing.get("nftables", []) if isinstance(o, dict)]
     chains: dict[str, int] = {}
-    maps: dict[str, list[Any]] = {}
-    classify: list[dict[str, Any]] = []
-    marking: dict[str, list[Any]] = {}
-    for obj in objects:
-        if "map" in obj and obj["map"]["table"] == table:
-            maps[obj["map"]["name"]] = obj["map"].get("elem", [])
-        elif "rule" in obj and obj["rule"]["table"] == table:
-            rule = obj["rule"]
-            if rule["chain"] == CLASSIFY_CHAIN:
-                classify.append(rule)
-            elif rule["chain"] not in HOOKS:
-                marking.setdefault(rule["chain"], []).extend(rule["expr"])
+    maps, sets, classify, marking = _sorted_out(objects, table)
     for chain, exprs in marking.items():
         bid = _chain_bid(exprs, settings)
         if bid is not None:
@@ -318,7 +380,9 @@ def parse_table(listing: Mapping[str, Any], table: str, settings: NodeSettings) 
         layers = []
     if not _hooked(objects, table):
         layers = []
-    return TableState(tuple(layers), frozenset(chains.values()), frozenset(balances))
+    return TableState(
+        tuple(layers), frozenset(chains.values()), frozenset(balances), frozenset(sets)
+    )
 
 
 @dataclass(frozen=True)

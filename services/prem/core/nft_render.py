@@ -82,6 +82,27 @@ def layer_bids(layers: Iterable[Layer]) -> set[int]:
     return found
 
 
+def chain_bids(layers: Iterable[Layer], settings: NodeSettings) -> set[int]:
+    """The BIDs whose marking chains a table of `layers` has: those its rules go to, and
+    every declared one when a layer is `in_sets` (its sets are made for each)."""
+    chosen = tuple(layers)
+    found = layer_bids(chosen)
+    if any(layer.in_sets for layer in chosen):
+        found.update(settings.bid_numbers())
+    return found
+
+
+def table_sets(layers: Iterable[Layer], settings: NodeSettings) -> frozenset[str]:
+    """The names of the sets a table of `layers` has (`table_commands`)."""
+    declared = settings.bid_numbers()
+    return frozenset(
+        set_name(index, layer, bid)
+        for index, layer in enumerate(layers)
+        if layer.in_sets
+        for bid in {*declared, *layer.targets, None}
+    )
+
+
 def balance_chain_commands(table: str, family: int, buckets: tuple[int, ...]) -> list[str]:
     """`jhash(5-tuple) mod N` into a verdict map from bucket to BID chain.
 
@@ -220,7 +241,8 @@ def delete_spread_chain_commands(table: str, name: str) -> list[str]:
 
 @dataclass(frozen=True)
 class MapPart:
-    """One verdict map of a layer: its name, key fields, DSCP guard and elements."""
+    """One verdict map of a layer (or one set, of a layer `in_sets`): its name, key fields,
+    DSCP guard and elements."""
 
     name: str
     key: tuple[str, ...]
@@ -228,6 +250,8 @@ class MapPart:
     rules: tuple[FlowRule, ...]
     #: The rules' key texts when already made (a whole unguarded layer with `Layer.keys`).
     keys: tuple[str, ...] | None = None
+    #: A set's verdict, on its lookup rule (None: a verdict map, each element has its own).
+    verdict: str | None = None
 
 
 def map_name(index: int, layer: Layer, guard: int | None = None) -> str:
@@ -237,10 +261,28 @@ def map_name(index: int, layer: Layer, guard: int | None = None) -> str:
     return name if guard is None else f"{name}_{guard}"
 
 
-def map_parts(index: int, layer: Layer, rules: Iterable[FlowRule] | None = None) -> list[MapPart]:
-    """The maps holding `rules` (default: all of the layer's), one per DSCP value if guarded."""
+def set_name(index: int, layer: Layer, bid: int | None) -> str:
+    """Name of the set of a layer `in_sets` whose packets go to `bid` (None: are dropped);
+    like a map's name, it says position, family and shape (read() decodes it)."""
+    target = "drop" if bid is None else f"b{bid}"
+    return f"s{index}_{layer.family}_{'_'.join(layer.shape)}_{target}"
+
+
+def map_parts(
+    index: int,
+    layer: Layer,
+    rules: Iterable[FlowRule] | None = None,
+    bids: Iterable[int] = (),
+) -> list[MapPart]:
+    """The maps holding `rules` (default: all of the layer's), one per DSCP value if guarded;
+    for a layer `in_sets`, the sets holding them, one per verdict, and (for the whole layer)
+    an empty one for each of `bids` and drop that no rule goes to yet."""
     chosen = layer.rules if rules is None else tuple(rules)
     key = key_fields(layer.family, layer.shape)
+    if layer.in_sets:
+        if rules is not None:
+            return _set_parts(index, layer, chosen, key, None, empty=())
+        return _set_parts(index, layer, chosen, key, layer.keys, empty=(*bids, None))
     if not dscp_guarded(layer.family, layer.shape):
         keys = layer.keys if rules is None else None
         return [MapPart(map_name(index, layer), key, None, chosen, keys)]
@@ -253,6 +295,42 @@ def map_parts(index: int, layer: Layer, rules: Iterable[FlowRule] | None = None)
         )
         for value in layer.dscp_values()
     ]
+
+
+def _set_parts(
+    index: int,
+    layer: Layer,
+    rules: tuple[FlowRule, ...],
+    key: tuple[str, ...],
+    keys: Sequence[str] | None,
+    *,
+    empty: Iterable[int | None],
+) -> list[MapPart]:
+    """`rules` split by verdict, in their order, keys alongside, plus a part without rules
+    for each verdict of `empty` no rule has; the parts by BID, drop last."""
+    by_bid: dict[int | None, tuple[list[FlowRule], list[str]]] = {bid: ([], []) for bid in empty}
+    for position, rule in enumerate(rules):
+        found = by_bid.get(rule.bid)
+        if found is None:
+            found = by_bid[rule.bid] = ([], [])
+        found[0].append(rule)
+        if keys is not None:
+            found[1].append(keys[position])
+    return [
+        MapPart(
+            set_name(index, layer, bid),
+            key,
+            None,
+            tuple(members),
+            tuple(texts) if keys is not None else None,
+            "drop" if bid is None else f"goto {bid_chain(bid)}",
+        )
+        for bid, (members, texts) in sorted(by_bid.items(), key=_bid_order)
+    ]
+
+
+def _bid_order(item: tuple[int | None, object]) -> tuple[bool, int]:
+    return item[0] is None, item[0] or 0
 
 
 def _expr(field: str, family: int) -> str:
@@ -415,10 +493,12 @@ def _elements(
     shape: tuple[str, ...],
     with_data: bool,
     keys: Sequence[str] | None = None,
+    with_verdict: bool = True,
 ) -> list[str]:
     """`element` for many rules of one shape: the field formatters are looked up once, and a
     BID's verdict text is made once (this runs for every element of a large install).
-    `keys`, when given, are the rules' key texts already made (`Layer.keys`)."""
+    `keys`, when given, are the rules' key texts already made (`Layer.keys`); without
+    `with_verdict` (a set's elements), key and comment only."""
     chosen = rules if isinstance(rules, tuple | list) else tuple(rules)
     if keys is None:
         keys = [key_text(r.selector, shape) for r in chosen]
@@ -427,6 +507,12 @@ def _elements(
     if chosen and not _POLICY_IDS.fullmatch(" ".join([r.policy_id for r in chosen])):
         for rule in chosen:
             comment(rule)  # raises naming the id that cannot be written
+    if not with_verdict:
+        return [
+            f'{key} comment "{rule.policy_id} {rule.priority} '
+            f'{_form(rule.selector.src_addr)}{_form(rule.selector.dst_addr)}"'
+            for rule, key in zip(chosen, keys, strict=True)
+        ]
     verdicts: dict[object, str] = {}
     items = []
     for rule, key in zip(chosen, keys, strict=True):
@@ -469,25 +555,39 @@ def element_commands(
     verb: str,
     *,
     keys: Sequence[str] | None = None,
+    verdicts: bool = True,
 ) -> list[str]:
-    """`add element` / `delete element` for many rules in one command (empty: no command)."""
-    items = _elements(rules, shape, verb == "add", keys)
+    """`add element` / `delete element` for many rules in one command (empty: no command);
+    `verdicts` false for a set's elements (key and comment only)."""
+    items = _elements(rules, shape, verb == "add", keys, verdicts)
     if not items:
         return []
     return [f"{verb} element inet {table} {name} {{ {', '.join(items)} }}"]
 
 
-def layer_commands(table: str, index: int, layer: Layer) -> list[str]:
-    """The maps, their elements and lookup rules; or the plain rule of a linear layer."""
+def layer_commands(table: str, index: int, layer: Layer, bids: Iterable[int] = ()) -> list[str]:
+    """The maps, their elements and lookup rules (for a layer `in_sets`, a set for each of
+    `bids` and drop, so that a later change of verdict only moves elements); or the plain
+    rule of a linear layer."""
     if not layer.is_map:
         return [plain_rule(table, rule, layer.shape) for rule in layer.rules]
     family = layer.family
     commands = []
-    for part in map_parts(index, layer):
+    for part in map_parts(index, layer, bids=bids):
         key_type = " . ".join(
             _ADDR_TYPE[family] if f in ("sa", "da") else _TYPES[f] for f in part.key
         )
         key = " . ".join(_expr(field, family) for field in part.key)
+        if part.verdict is not None:
+            commands += [
+                f"add set inet {table} {part.name} {{ type {key_type} ; }}",
+                *element_commands(
+                    table, part.name, part.key, part.rules, "add", keys=part.keys, verdicts=False
+                ),
+                f"add rule inet {table} {CLASSIFY_CHAIN} meta nfproto {FAMILY_NAMES[family]} "
+                f"{key} @{part.name} {part.verdict}",
+            ]
+            continue
         guard = "" if part.guard is None else f"{_expr('ds', family)} {part.guard} "
         flags = "" if layer.exact else " flags interval ;"
         commands += [
@@ -505,7 +605,7 @@ def table_commands(
     """Replace the whole table in one batch (add+delete first, so it works when absent; with
     `clear` false, the caller knows it is absent and it is only created)."""
     table = table_name(settings)
-    bids = sorted(layer_bids(layers))
+    bids = sorted(chain_bids(layers, settings))
     commands = [
         *((f"add table inet {table}", f"delete table inet {table}") if clear else ()),
         f"add table inet {table}",
@@ -516,8 +616,9 @@ def table_commands(
     for name, tiers in sorted(priority_chains(layers).items()):
         commands += priority_chain_commands(table, name, tiers, settings)
     commands += [f"add chain inet {table} {CLASSIFY_CHAIN}"]
+    declared = settings.bid_numbers()
     for index, layer in enumerate(layers):
-        commands += layer_commands(table, index, layer)
+        commands += layer_commands(table, index, layer, declared)
     for chain, kind in (("prerouting", "filter"), ("output", "route")):
         commands.append(
             f"add chain inet {table} {chain} {{ type {kind} hook {chain} priority mangle ; "
