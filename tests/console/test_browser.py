@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 from selenium import webdriver
@@ -145,6 +146,12 @@ def test_the_routers_packet_rate_chart_draws_each_link_and_marks_events_live(
     browser.find_element(By.ID, "user").send_keys("alice")
     browser.find_element(By.ID, "password").send_keys(PASSWORDS["alice"])
     browser.find_element(By.ID, "login").click()
+    # The click returns before the form's answer: the session cookie is set only once the
+    # browser has followed the login's redirect (to the fleet page). Going to the router page
+    # before that got the login page again, and no chart (seen once under CI load).
+    WebDriverWait(browser, 30, poll_frequency=0.05).until(
+        lambda d: urlsplit(d.current_url).path != "/login"
+    )
     browser.get(live_console.url + "/mr/mr3")
     wait = WebDriverWait(
         browser, 10, poll_frequency=0.05, ignored_exceptions=(StaleElementReferenceException,)
