@@ -18,6 +18,7 @@ import logging
 from collections.abc import Iterable
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.subscribeoptions import SubscribeOptions
 from pydantic import ValidationError
 
 from services.contracts.echo import echo
@@ -95,7 +96,11 @@ class BusLink:
         return bool(info.is_published())
 
     def _subscriptions(self) -> list[Subscription]:
-        return [Subscription(topic) for topic in (*self._statuses, *self._presences)]
+        # Statuses at QoS 0: the session ends with the connection (expiry 0), so a status the
+        # broker had not delivered when it drops is lost at QoS 1 too, and an acknowledgement
+        # per status (two per delivery) would buy nothing.
+        statuses = [Subscription(topic, SubscribeOptions(qos=0)) for topic in self._statuses]
+        return [*statuses, *(Subscription(topic) for topic in self._presences)]
 
     def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
         payload = bytes(msg.payload)
