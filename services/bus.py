@@ -19,7 +19,7 @@ import ssl
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeGuard
+from typing import Any, TypeGuard, cast
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -101,8 +101,7 @@ class BusClient(mqtt.Client):
                 # enum on every call, which cost as much as the setsockopt itself.
                 self._tcp_checked, self._tcp = sock, _is_tcp(sock)
             if self._tcp:
-                with contextlib.suppress(OSError):
-                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)  # type: ignore[union-attr]
+                _set_quick_ack(cast(socket.socket, sock))
         return data
 
 
@@ -117,8 +116,12 @@ def quick_ack(sock: object) -> None:
     without. Quick-ack mode is not permanent (the kernel leaves it on its own), so it is set
     again after every read; one setsockopt, about a microsecond."""
     if _is_tcp(sock):
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
+        _set_quick_ack(sock)
+
+
+def _set_quick_ack(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
 
 
 def _is_tcp(sock: object) -> TypeGuard[socket.socket]:

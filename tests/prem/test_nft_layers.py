@@ -41,6 +41,7 @@ from services.prem.core.nft_render import (
     layer_commands,
     parse_address,
     table_commands,
+    table_sets,
 )
 from tests.contracts.test_policy_xml_properties import selectors as any_selectors
 
@@ -705,3 +706,13 @@ def test_a_set_whose_rule_goes_elsewhere_than_its_name_says_is_not_ours() -> Non
         for o in SET_LISTING
     ]
     assert parse_table({"nftables": listing}, "multinet_prem", SETTINGS).layers == ()
+
+
+def test_moving_every_flow_of_a_set_layer_to_another_bid_keeps_its_layout() -> None:
+    """Every declared BID has its set, so a change of verdict is an element batch, not a
+    replace of the table."""
+    before = assign_layers((rule("h", 1, 1, dst_addr=net("2001:db8::1/128"), **udp(80)),))
+    after = assign_layers((rule("h", 1, 2, dst_addr=net("2001:db8::1/128"), **udp(80)),))
+    assert before[0].in_sets
+    assert before[0].descriptor() == after[0].descriptor()
+    assert table_sets(before, SETTINGS) == table_sets(after, SETTINGS)

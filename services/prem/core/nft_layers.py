@@ -137,14 +137,15 @@ class Layer:
 
     @cached_property
     def targets(self) -> frozenset[int | None]:
-        """The BIDs (None: drop) the rules go to: one set each when `in_sets`."""
+        """The BIDs (None: drop) the rules go to: each has a set when `in_sets`."""
         return frozenset(r.bid for r in self.rules)
 
     def descriptor(self) -> tuple[object, ...]:
-        """What must be equal for two layers to be updated element by element."""
+        """What must be equal for two layers to be updated element by element. A layer
+        `in_sets` has a set for each declared BID whatever its rules go to; an element for a
+        set the table lacks is the element batch's to notice (by the set's name)."""
         rules = () if self.is_map else self.rules
-        sets = self.targets if self.in_sets else None
-        return (self.family, self.shape, self.dscp_values(), self.exact, rules, sets)
+        return (self.family, self.shape, self.dscp_values(), self.exact, rules, self.in_sets)
 
 
 class _Building:

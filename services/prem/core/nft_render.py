@@ -418,6 +418,11 @@ def comment(rule: FlowRule) -> str:
     """
     if not _POLICY_ID.fullmatch(rule.policy_id):
         raise ValueError(f"policy id {rule.policy_id!r} cannot be written into an nft comment")
+    return _comment_text(rule)
+
+
+def _comment_text(rule: FlowRule) -> str:
+    """`comment` without the policy id check (done once for many elements by `_elements`)."""
     sel = rule.selector
     return f"{rule.policy_id} {rule.priority} {_form(sel.src_addr)}{_form(sel.dst_addr)}"
 
@@ -449,7 +454,8 @@ def key_text(selector: Selector, shape: tuple[str, ...]) -> str:
 
     This runs for every element of a large install, so it reads the selector's fields from
     its `__dict__` by a plan made once per shape and writes a host address or a single port
-    without the general helpers' calls (half the time per key: 1.7 against 3.5 us)."""
+    without the general helpers' calls (1.35-1.6 against 1.7-1.9 us per key, measured side
+    by side on 1,000 host flows)."""
     plan = _SHAPE_PLAN.get(shape)
     if plan is None:
         plan = _SHAPE_PLAN[shape] = tuple(_FIELD_PLAN[field] for field in shape)
@@ -509,21 +515,17 @@ def _elements(
             comment(rule)  # raises naming the id that cannot be written
     if not with_verdict:
         return [
-            f'{key} comment "{rule.policy_id} {rule.priority} '
-            f'{_form(rule.selector.src_addr)}{_form(rule.selector.dst_addr)}"'
-            for rule, key in zip(chosen, keys, strict=True)
+            f'{key} comment "{_comment_text(rule)}"' for rule, key in zip(chosen, keys, strict=True)
         ]
     verdicts: dict[object, str] = {}
     items = []
     for rule, key in zip(chosen, keys, strict=True):
-        sel = rule.selector
         # A priority rule's chain is its policy's own (its meter is the class's).
         target = (rule.policy_id, rule.tiers) if rule.tiers else rule.buckets or rule.bid
         found = verdicts.get((rule.family, target))
         if found is None:
             found = verdicts[(rule.family, target)] = verdict(rule)
-        form = _form(sel.src_addr) + _form(sel.dst_addr)
-        items.append(f'{key} comment "{rule.policy_id} {rule.priority} {form}" : {found}')
+        items.append(f'{key} comment "{_comment_text(rule)}" : {found}')
     return items
 
 
