@@ -19,6 +19,11 @@ _SEGMENT = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 _SEGMENTS = re.compile(r"[A-Za-z0-9_.:-]{1,64}(?:/[A-Za-z0-9_.:-]{1,64})*\Z")
 
 
+def is_segment(value: str) -> bool:
+    """Whether `value` can be one segment of a topic (a node, link or service name)."""
+    return _SEGMENT.match(value) is not None
+
+
 def _segment(value: str, what: str) -> str:
     if not _SEGMENT.match(value):
         raise ValueError(f"{what} {value!r} cannot be a topic segment (letters, digits, _.:-)")
@@ -56,6 +61,10 @@ class Topics:
         return (
             f"{self.root}/node/{_segment(node, 'node')}/link/{_segment(interface, 'link')}/metrics"
         )
+
+    def node_metrics(self, node: str) -> str:
+        """Periodic metrics of several links of one node in one message (`NodeMetrics`)."""
+        return f"{self.root}/node/{_segment(node, 'node')}/metrics"
 
     def link_state(self, node: str, interface: str) -> str:
         """Up/down state of one access link (retained)."""
@@ -103,6 +112,10 @@ class Topics:
         """Filter: the `report`s (state, metrics; both if None) of every link of `node` (of
         every node if None)."""
         return f"{self.root}/node/{_any(node, 'node')}/link/+/{report or '+'}"
+
+    def nodes_metrics(self, node: str | None = None) -> str:
+        """Filter: the `NodeMetrics` of `node` (of every node if None)."""
+        return f"{self.root}/node/{_any(node, 'node')}/metrics"
 
     def statuses(self, node: str | None = None) -> str:
         """Filter: the acknowledgements of `node`'s PREM worker (of every node's if None)."""
@@ -173,6 +186,7 @@ class TopicKind(StrEnum):
     PRESENCE = "presence"
     DEAD_LETTER = "dead-letter"
     LINK_METRICS = "link-metrics"
+    NODE_METRICS = "node-metrics"
     LINK_STATE = "link-state"
     BINDING_EVENT = "binding-event"
     PREFERENCES = "preferences"
@@ -200,6 +214,7 @@ _SHAPES: dict[TopicKind, tuple[str | None, ...]] = {
     TopicKind.PRESENCE: ("node", None, "presence", None),
     TopicKind.DEAD_LETTER: ("node", None, "dead-letter", None),
     TopicKind.LINK_METRICS: ("node", None, "link", None, "metrics"),
+    TopicKind.NODE_METRICS: ("node", None, "metrics"),
     TopicKind.LINK_STATE: ("node", None, "link", None, "state"),
     TopicKind.BINDING_EVENT: ("mr", None, "binding", None),
     TopicKind.PREFERENCES: ("mr", None, "preferences"),

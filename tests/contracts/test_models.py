@@ -5,7 +5,16 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from services.contracts.messages import LinkState, PolicyStatus, Presence, decode, encode
+from services.contracts.messages import (
+    NODE_METRICS_LINKS,
+    LinkMetrics,
+    LinkState,
+    NodeMetrics,
+    PolicyStatus,
+    Presence,
+    decode,
+    encode,
+)
 from services.contracts.policy import (
     AddressRange,
     Forward,
@@ -186,3 +195,34 @@ def test_a_binding_event_may_name_its_pipe_kind_and_an_old_one_still_reads() -> 
     for bad in ("VXLAN", "vx lan", "", "a" * 17, "<b>"):
         with pytest.raises(ValidationError):
             decode(BindingEvent, old[:-1] + f',"pipe":"{bad}"}}'.encode())
+
+
+def _link(interface: str, bid: int, sender: str = "mr1") -> LinkMetrics:
+    return LinkMetrics(sender=sender, interface=interface, bid=bid, technology="lte", rtt_ms=30)
+
+
+def test_node_metrics_round_trip_with_each_entry_whole() -> None:
+    message = NodeMetrics(sender="mr1", links=(_link("wlan0", 1), _link("lte0", 2)))
+    again = decode(NodeMetrics, encode(message))
+    assert again == message
+    assert [(m.interface, m.bid, m.rtt_ms) for m in again.links] == [
+        ("wlan0", 1, 30.0),
+        ("lte0", 2, 30.0),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("links", "problem"),
+    [
+        ((), "at least 1 item"),
+        (tuple(_link(f"if{i}", 1) for i in range(NODE_METRICS_LINKS + 1)), "at most 16 items"),
+        ((_link("wlan0", 1), _link("wlan0", 2)), "links.1: interface 'wlan0' appears twice"),
+        ((_link("wlan0", 1), _link("lte0", 2, "mr2")), "links.1: sender 'mr2' is not"),
+        ((_link("wlan/0", 1),), "links.0: interface 'wlan/0' cannot be a link name"),
+    ],
+)
+def test_node_metrics_refuse_entries_that_are_not_this_nodes_links(
+    links: tuple[LinkMetrics, ...], problem: str
+) -> None:
+    with pytest.raises(ValidationError, match=problem):
+        NodeMetrics(sender="mr1", links=links)

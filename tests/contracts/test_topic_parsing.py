@@ -19,6 +19,7 @@ _BUILT = [
     (T.dead_letter("ha1", "nsa"), TopicName(TopicKind.DEAD_LETTER, "ha1", "nsa")),
     (T.link_metrics("mr1", "eth0"), TopicName(TopicKind.LINK_METRICS, "mr1", "eth0")),
     (T.link_state("mr1", "eth0"), TopicName(TopicKind.LINK_STATE, "mr1", "eth0")),
+    (T.node_metrics("mr1"), TopicName(TopicKind.NODE_METRICS, "mr1")),
     (T.binding_event("mr1", 2), TopicName(TopicKind.BINDING_EVENT, "mr1", "2")),
     (T.preferences("mr1"), TopicName(TopicKind.PREFERENCES, "mr1")),
     (T.operator_rules(), TopicName(TopicKind.OPERATOR_RULES)),
@@ -60,6 +61,7 @@ def test_what_is_not_one_of_our_topics_parses_to_none(topic: str) -> None:
         (T.binding_events(), {TopicKind.BINDING_EVENT}),
         (T.presences(), {TopicKind.PRESENCE}),
         (T.links(), {TopicKind.LINK_METRICS, TopicKind.LINK_STATE}),
+        (T.nodes_metrics(), {TopicKind.NODE_METRICS}),
     ],
 )
 def test_a_filter_for_any_owner_matches_exactly_its_kinds(
@@ -76,6 +78,8 @@ def test_a_filter_for_one_owner_matches_that_owner_only() -> None:
     assert not topic_matches_sub(T.presences("mr1"), T.presence("mr2", "monitor"))
     assert topic_matches_sub(T.links("mr1"), T.link_state("mr1", "eth1"))
     assert not topic_matches_sub(T.links("mr1"), T.link_state("mr2", "eth1"))
+    assert topic_matches_sub(T.nodes_metrics("mr1"), T.node_metrics("mr1"))
+    assert not topic_matches_sub(T.nodes_metrics("mr1"), T.node_metrics("mr2"))
     with pytest.raises(ValueError, match="cannot be a topic segment"):
         T.links("mr/1")
 
