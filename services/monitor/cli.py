@@ -99,7 +99,9 @@ def add_subcommand(sub: SubParsers) -> None:
         "addresses from netlink events; RTT, jitter and loss from ICMPv6 or UDP probes bound to "
         "the link; bit rates from interface counters; radio values from nl80211 or a trace. "
         "Publishes link state (retained) on every change and metrics every period and on a "
-        "material change. Settings: the [monitor] and [broker] tables.",
+        "material change (batch_metrics = true: the periodic metrics of all links as one "
+        "message per period on the node's metrics topic). Settings: the [monitor] and [broker] "
+        "tables.",
     )
     service_options(monitor)
     monitor.add_argument("--netns", metavar="NAME", help="watch the links of namespace NAME")

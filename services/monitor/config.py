@@ -179,6 +179,13 @@ class MonitorSettings(BaseModel):
     metrics_listen: ListenAddress | None = Field(
         default=None, description="HOST:PORT of the Prometheus /metrics endpoint; None: off"
     )
+    batch_metrics: bool = Field(
+        default=False,
+        description="publish the links' periodic metrics as one NodeMetrics per node and "
+        "period on <root>/node/<node>/metrics instead of one LinkMetrics per link (fewer "
+        "messages for the broker, the NSA and a metered uplink); a material change still goes "
+        "out at once",
+    )
 
     @model_validator(mode="after")
     def _links_distinct(self) -> MonitorSettings:
@@ -212,6 +219,12 @@ class MonitorSettings(BaseModel):
         if link.metered:
             return self.relaxed_interval_s
         return self.interval_s
+
+    def report_period_for(self, link: LinkConfig) -> float:
+        """How often a link's periodic metrics come: the publish period, or the link's probe
+        interval when longer (a report is made only in a probe round). `batch_metrics` holds
+        a link's report for at most this long."""
+        return max(self.publish.period_s, self.interval_for(link))
 
     @property
     def probe_interval_s(self) -> float:

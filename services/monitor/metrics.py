@@ -54,16 +54,19 @@ class MonitorMetrics(ServiceMetrics):
         )
         self.published = counter_by(
             "multinet_monitor_messages_published",
-            "Messages published, by kind (link-state, link-metrics).",
+            "Messages published, by kind (link-state, link-metrics, node-metrics).",
             "kind",
-            ("link-state", "link-metrics"),
+            ("link-state", "link-metrics", "node-metrics"),
             reg,
         )
 
-    def record(self, message: LinkState | LinkMetrics) -> None:
-        """Account for one published message."""
+    def record(self, message: LinkState | LinkMetrics, *, published: bool = True) -> None:
+        """Account for one link's message: its gauges, and one message of its kind published
+        unless `published` is false (its metrics go out in a `NodeMetrics`, counted by
+        `batch_published`: the counter counts messages on the bus, not links)."""
         labels = (message.interface, str(message.bid))
-        self.published.labels(message.kind).inc()
+        if published:
+            self.published.labels(message.kind).inc()
         if isinstance(message, LinkState):
             self.link_up.labels(*labels).set(1 if message.up else 0)
             return
@@ -76,3 +79,7 @@ class MonitorMetrics(ServiceMetrics):
             self.budget.labels(*labels).set(message.budget_bytes)
         if message.budget_used_bytes is not None:
             self.budget_used.labels(*labels).set(message.budget_used_bytes)
+
+    def batch_published(self) -> None:
+        """One `NodeMetrics` published (the links' gauges were set by `record`)."""
+        self.published.labels("node-metrics").inc()

@@ -8,7 +8,10 @@ paho's thread only talks to the broker.
 
 Per link and round (every `interval_s`): send a probe, read the interface counters and the radio,
 publish the metrics if the period is due. Link state is published (retained, QoS 1) on every
-change; metrics (QoS 0, latest wins) every period and at once on a material change.
+change; metrics (QoS 0, latest wins) every period and at once on a material change. With
+`batch_metrics`, the periodic metrics of all links go out together as one `NodeMetrics` on the
+node's metrics topic (`MetricsBatch` decides when; its deadline is a timer of the loop), and a
+material change flushes what waits at once.
 
 The monitor reads no bus topic; what it reads from the network are probe replies. A reply the
 parser fails on is set aside on the node's dead-letter topic (`services.deadletter`) and the
@@ -32,9 +35,10 @@ import paho.mqtt.client as mqtt
 
 from services import netns
 from services.contracts.errors import ConfigError, Problem
-from services.contracts.messages import Envelope, LinkMetrics, LinkState
+from services.contracts.messages import Envelope, LinkMetrics, LinkState, NodeMetrics
 from services.contracts.settings import BrokerSettings
 from services.contracts.topics import Topics
+from services.monitor.batch import MetricsBatch
 from services.monitor.budget import BudgetFile, BudgetMeter, load_state, save_state
 from services.monitor.config import LinkConfig, MonitorSettings, RadioSource
 from services.monitor.link import LinkTracker, Radio
@@ -99,6 +103,10 @@ class MonitorService:
         self._events: LinkEvents | None = None
         self._republish = threading.Event()
         self._budgets = BudgetFile()
+        self.batch: MetricsBatch | None = None
+        if settings.batch_metrics:
+            periods = {c.interface: settings.report_period_for(c) for c in settings.links}
+            self.batch = MetricsBatch(settings.node, periods)
         self.metrics = MonitorMetrics(settings.node)
         self.bus = ServiceBus(
             service=SERVICE,
@@ -160,7 +168,7 @@ class MonitorService:
         for index, config in enumerate(self.settings.links):
             link = self._make_link(config, current[config.interface], (base + index) & 0xFFFF, now)
             self.links[config.interface] = link
-            self._publish(link.tracker.start(now))
+            self._publish(link.tracker.start(now), now)
             self._at(now, self._round_of(link))
             if link.replay is not None:
                 self._at(now, self._trace_of(link))
@@ -173,6 +181,12 @@ class MonitorService:
                 for c in self.settings.links
             ),
         )
+        if self.batch is not None:
+            log.info(
+                "node %s: periodic metrics batched on %s",
+                self.node,
+                self.topics.node_metrics(self.node),
+            )
 
     def _make_link(
         self, config: LinkConfig, state: InterfaceState, ident: int, now: float
@@ -253,7 +267,7 @@ class MonitorService:
             if self._republish.is_set():
                 self._republish.clear()
                 for link in self.links.values():
-                    self._publish(link.tracker.start(now, "monitor reconnected"))
+                    self._publish(link.tracker.start(now, "monitor reconnected"), now)
             while self._timers and self._timers[0].due <= now:
                 timer = heapq.heappop(self._timers)
                 timer.action(now)
@@ -268,7 +282,8 @@ class MonitorService:
                 answered = self._by_fd.get(fd)
                 if answered is not None and answered.prober is not None:
                     seqs = answered.prober.drain()
-                    self._publish(answered.tracker.answered(seqs, time.monotonic()))
+                    now = time.monotonic()
+                    self._publish(answered.tracker.answered(seqs, now), now)
 
     def _interface_events(self, events: LinkEvents) -> None:
         for state in events.drain():
@@ -276,7 +291,7 @@ class MonitorService:
             if link is None:
                 continue
             now = time.monotonic()
-            self._publish(link.tracker.interface_changed(state, now))
+            self._publish(link.tracker.interface_changed(state, now), now)
             if state.exists and state.index != link.bound_index and link.prober is not None:
                 # SO_BINDTODEVICE holds the ifindex: a re-created device needs a new socket.
                 log.info("node %s: %s re-created, re-binding its probe", self.node, state.name)
@@ -298,9 +313,10 @@ class MonitorService:
             if link.radio is not None:
                 reading = link.radio.read()
                 if reading is not None:
-                    self._publish(link.tracker.radio_changed(Radio.from_reading(reading), now))
+                    radio = Radio.from_reading(reading)
+                    self._publish(link.tracker.radio_changed(radio, now), now)
             self._read_counters(link)
-            self._publish(link.tracker.tick(now))
+            self._publish(link.tracker.tick(now), now, periodic=True)
             self._at(now + interval, round_)
 
         return round_
@@ -332,7 +348,7 @@ class MonitorService:
         timeout = self.settings.probe_timeout_s
 
         def expire(now: float) -> None:
-            self._publish(link.tracker.expire(now, timeout))
+            self._publish(link.tracker.expire(now, timeout), now)
 
         return expire
 
@@ -343,7 +359,7 @@ class MonitorService:
                 return
             current = replay.at(now)
             if current is not None:
-                self._publish(link.tracker.radio_changed(Radio.from_sample(current), now))
+                self._publish(link.tracker.radio_changed(Radio.from_sample(current), now), now)
             due = replay.next_change(now)
             if due is None and link.config.trace is not None and link.config.trace.loop:
                 link.replay = TraceReplay(link.samples, start=now, speed=_speed(link.config))
@@ -355,7 +371,8 @@ class MonitorService:
 
     # --- bus ----------------------------------------------------------------------------
 
-    def _publish(self, messages: list[Envelope]) -> None:
+    def _publish(self, messages: list[Envelope], now: float, *, periodic: bool = False) -> None:
+        """Publish what a tracker returned at `now` (`periodic`: from its `tick`)."""
         for message in messages:
             if isinstance(message, LinkState):
                 topic = self.topics.link_state(self.node, message.interface)
@@ -370,9 +387,28 @@ class MonitorService:
                     message.reason,
                 )
             elif isinstance(message, LinkMetrics):
-                topic = self.topics.link_metrics(self.node, message.interface)
-                self.bus.publish(topic, message, qos=0)
-                self.metrics.record(message)
+                self.metrics.record(message, published=self.batch is None)
+                if self.batch is None:
+                    topic = self.topics.link_metrics(self.node, message.interface)
+                    self.bus.publish(topic, message, qos=0)
+                    continue
+                before = self.batch.deadline
+                batched = self.batch.add(message, periodic=periodic, now=now, wall=time.time())
+                self._publish_batched(batched)
+                deadline = self.batch.deadline
+                if deadline is not None and deadline != before:
+                    self._at(deadline, self._batch_due)
+
+    def _batch_due(self, now: float) -> None:
+        # Timers of deadlines since flushed or moved earlier find nothing due: harmless.
+        if self.batch is not None:
+            self._publish_batched(self.batch.due(now, time.time()))
+
+    def _publish_batched(self, messages: list[NodeMetrics]) -> None:
+        topic = self.topics.node_metrics(self.node)
+        for message in messages:
+            self.bus.publish(topic, message, qos=0)
+            self.metrics.batch_published()
 
     def _on_connected(self, client: mqtt.Client) -> None:
         # The runtime has said online again; a restarted broker may also have lost the
@@ -383,6 +419,8 @@ class MonitorService:
 
     def _shutdown(self, events: LinkEvents) -> None:
         self._write_budgets()
+        if self.batch is not None:  # the reports that wait are the freshest there are
+            self._publish_batched(self.batch.flush(time.time()))
         for link in self.links.values():
             if link.prober is not None:
                 link.prober.close()

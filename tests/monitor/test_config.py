@@ -91,3 +91,33 @@ def test_a_missing_trace_file_is_a_trace_error(tmp_path: Path) -> None:
     settings = _settings(_link(radio="trace", trace={"file": str(tmp_path / "none.csv")}))
     with pytest.raises(TraceError, match=r"none\.csv"):
         settings.load_traces()
+
+
+def test_batch_metrics_is_off_unless_asked_for(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert not _settings(_link()).batch_metrics
+    assert not load(EXAMPLE).settings.batch_metrics  # the example shows it commented out
+    assert _settings(_link(), batch_metrics=True).batch_metrics
+    path = tmp_path / "m.toml"
+    path.write_text(
+        '[monitor]\nnode = "mr1"\nbatch_metrics = true\n'
+        '[[monitor.links]]\ninterface = "eth0"\nbid = 1\ntechnology = "wlan"\n'
+    )
+    assert load(path).settings.batch_metrics
+    monkeypatch.setenv("MULTINET_MONITOR__BATCH_METRICS", "false")
+    assert not load(path).settings.batch_metrics
+
+
+def test_a_batch_metrics_that_is_not_a_bool_is_refused() -> None:
+    with pytest.raises(InvalidInput, match=r"monitor\.batch_metrics"):
+        _settings(_link(), batch_metrics="sometimes")
+
+
+def test_a_links_report_period_is_the_publish_period_or_its_slower_round() -> None:
+    settings = _settings(
+        _link(),
+        _link(interface="wwan0", bid=2, metered=True),
+        _link(interface="eth1", bid=3, protected=True),
+    )
+    assert [settings.report_period_for(link) for link in settings.links] == [1.0, 10.0, 1.0]

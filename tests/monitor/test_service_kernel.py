@@ -7,6 +7,7 @@ real process, and reads what a subscriber (the NSA's seat) receives.
 from __future__ import annotations
 
 import json
+import queue
 import subprocess
 import sys
 import threading
@@ -15,6 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import paho.mqtt.client as mqtt
 import pytest
 
 from labs.monitor import (
@@ -24,9 +26,10 @@ from labs.monitor import (
     monitor_lab,
     monitor_process,
 )
-from services import netns
-from services.contracts.messages import LinkMetrics, LinkState, Presence
+from services import bus, netns
+from services.contracts.messages import LinkMetrics, LinkState, NodeMetrics, Presence, decode
 from services.contracts.settings import BrokerSettings
+from services.contracts.topics import TopicKind, Topics
 from services.monitor.responder import DelayResponder
 from services.monitor.trace import bundled_trace, load_trace
 from tests.faults.broker import OwnBroker
@@ -368,3 +371,57 @@ def test_a_budgeted_links_volume_is_published_and_survives_a_restart(
             LinkMetrics, lambda m: m.interface == "eth0" and m.budget_used_bytes is not None
         )
         assert (again.budget_used_bytes or 0) >= saved
+
+
+def test_batched_metrics_reach_the_broker_as_one_node_message_per_period(
+    make_netns: object, broker_settings: BrokerSettings, tmp_path: Path
+) -> None:
+    # Everything the node publishes, raw: the batch must be on the node's metrics topic and
+    # nothing on the per-link metrics topics, while the link states stay per link.
+    topics = Topics(broker_settings.topic_root)
+    arrived: queue.Queue[tuple[str, bytes]] = queue.Queue()
+    client = bus.make_client(
+        broker_settings.model_copy(update={"session_expiry_s": 0}), "monitor-batch-recorder"
+    )
+    client.on_connect = lambda c, *_: c.subscribe(f"{broker_settings.topic_root}/node/mr1/#", 1)
+
+    def on_message(c: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
+        arrived.put((msg.topic, bytes(msg.payload)))
+
+    client.on_message = on_message
+    bus.start(client, broker_settings)
+    try:
+        with monitor_lab(links=3) as lab:
+            config = lab.config(tmp_path / "m.toml", broker_settings, batch_metrics=True, **FAST)
+            batches: list[NodeMetrics] = []
+            by_kind: dict[TopicKind | None, int] = {}
+            with monitor_process(config, lab, log=tmp_path / "log") as proc:
+                deadline = time.monotonic() + 15
+                whole = 0
+                while time.monotonic() < deadline and whole < 3:
+                    try:
+                        topic, payload = arrived.get(timeout=1)
+                    except queue.Empty:
+                        continue
+                    name = topics.parse(topic)
+                    kind = None if name is None else name.kind
+                    by_kind[kind] = by_kind.get(kind, 0) + 1
+                    if kind is TopicKind.NODE_METRICS:
+                        assert topic == topics.node_metrics("mr1")
+                        batches.append(decode(NodeMetrics, payload))
+                        whole += len(batches[-1].links) == 3
+                assert proc.poll() is None, (tmp_path / "log").read_text()
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    assert whole == 3, f"no steady batches of all 3 links: {by_kind}, {batches}"
+    assert by_kind.get(TopicKind.LINK_METRICS, 0) == 0, by_kind
+    assert by_kind.get(TopicKind.LINK_STATE, 0) >= 3  # unchanged: per link, retained
+    for batch in batches:
+        assert batch.sender == "mr1"
+        assert {entry.sender for entry in batch.links} == {"mr1"}
+    # Sequences count this node's messages; whole batches carry every link's report.
+    assert [b.sequence for b in batches] == sorted({b.sequence for b in batches})
+    full = [b for b in batches if len(b.links) == 3]
+    assert [e.interface for e in full[-1].links] == ["eth0", "eth1", "eth2"]
+    assert all(e.rtt_ms is not None for e in full[-1].links)
