@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 
 _BY_ROUTER = (
     InputKind.METRICS,
+    InputKind.NODE_METRICS,
     InputKind.LINK_STATE,
     InputKind.BINDING,
     InputKind.PREFERENCES,

@@ -59,7 +59,7 @@ PER_SUBSCRIBE = 500
 #: (measured), and every link reports on the same topic every period.
 TOPIC_CACHE = 200_000
 
-_Report = tuple[str, str, bytes]  # (mobile router, topic, payload)
+_Report = tuple[InputKind, str, str, bytes]  # (kind, mobile router, topic, payload)
 
 
 class MetricsReceiver:
@@ -146,7 +146,7 @@ class MetricsReceiver:
         try:
             while True:
                 reports: list[_Report] = pickle.loads(connection.recv_bytes())  # noqa: S301 (our own child)
-                inbox.offer_many([Raw(InputKind.METRICS, k, t, p) for k, t, p in reports])
+                inbox.offer_many([Raw(i, k, t, p) for i, k, t, p in reports])
         except (EOFError, OSError) as exc:
             if not self._closing:
                 self.fatal(RuntimeError(f"the metrics receiver of {self.name} ended: {exc!r}"))
@@ -178,7 +178,8 @@ class _Child:
         self.link = MetricsLink(broker, bus.client_id("nsa-metrics", plan.name, broker.topic_root))
         self.pending: list[_Report] = []
         self.followed: dict[str, None] = {}  # the filters ordered, when following partitions
-        self.keys: dict[str, str | None] = {}  # topic -> router (None: not ours), parsed once
+        #: topic -> (kind, router), None when not ours: each topic parsed once
+        self.keys: dict[str, tuple[InputKind, str] | None] = {}
         self.attempt = 0
         self.retry_at = 0.0
         self.rng = random.Random()  # noqa: S311 - spreading retries, not a secret
@@ -228,9 +229,9 @@ class _Child:
                 if len(keys) >= TOPIC_CACHE:  # bounded whatever the topics others publish
                     keys.clear()
                 raw = route(topic, b"")
-                key = keys[topic] = None if raw is None else raw.key
+                key = keys[topic] = None if raw is None else (raw.kind, raw.key)
             if key is not None:
-                pending.append((key, topic, payload))
+                pending.append((key[0], key[1], topic, payload))
 
     def turn(self, connection: Connection, flushed: float) -> float:
         """Read for up to the next hand-over, sort, obey, hand over; when it last did."""

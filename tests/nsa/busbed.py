@@ -24,6 +24,7 @@ from services.contracts.messages import (
     BindingEventKind,
     Envelope,
     LinkMetrics,
+    NodeMetrics,
     PolicyStatus,
     decode,
     encode,
@@ -90,9 +91,13 @@ def write_settings(
 
 
 class BusDriver:
-    """Publishes like the monitors, mobility_events and the operator; records decisions."""
+    """Publishes like the monitors, mobility_events and the operator; records decisions.
 
-    def __init__(self, broker: BrokerSettings) -> None:
+    `batched`: each node's links are reported in one `NodeMetrics`, like a monitor with
+    `batch_metrics`, instead of one `LinkMetrics` per link."""
+
+    def __init__(self, broker: BrokerSettings, *, batched: bool = False) -> None:
+        self.batched = batched
         self.broker = broker.model_copy(update={"session_expiry_s": 0})
         self.topics = Topics(broker.topic_root)
         self.decisions: list[DecisionRecord] = []
@@ -177,6 +182,17 @@ class BusDriver:
         self._report(mr_node, bid)
 
     def _report(self, mr_node: str, bid: int) -> None:
+        if self.batched:
+            with self._lock:
+                bids = sorted(b for node, b in self.links if node == mr_node)
+            entries = tuple(self._link_report(mr_node, b) for b in bids)
+            message = NodeMetrics(sender=mr_node, links=entries)
+            self.client.publish(self.topics.node_metrics(mr_node), encode(message), qos=0)
+            return
+        report = self._link_report(mr_node, bid)
+        self.client.publish(self.topics.link_metrics(mr_node, f"if{bid}"), encode(report), qos=0)
+
+    def _link_report(self, mr_node: str, bid: int) -> LinkMetrics:
         with self._lock:
             values = dict(self.links[(mr_node, bid)])
         base: dict[str, Any] = {
@@ -189,8 +205,7 @@ class BusDriver:
             "bitrate_bps": 10e6,
             "cost_per_mb": 0.0,
         }
-        report = LinkMetrics(**{**base, **values})
-        self.client.publish(self.topics.link_metrics(mr_node, f"if{bid}"), encode(report), qos=0)
+        return LinkMetrics(**{**base, **values})
 
     def start_ticking(self, period_s: float = 0.25) -> None:
         """Report every link every `period_s`, like a monitor's periodic metrics."""
@@ -200,6 +215,8 @@ class BusDriver:
             while not self._stop.wait(period_s):
                 with self._lock:
                     keys = list(self.links)
+                if self.batched:  # one report per node
+                    keys = list({node: (node, bid) for node, bid in keys}.values())
                 for mr_node, bid in keys:
                     self._report(mr_node, bid)
                 ticks += 1
@@ -230,9 +247,9 @@ class BusDriver:
 
 
 @contextmanager
-def ticking_driver(broker: BrokerSettings) -> Iterator[BusDriver]:
+def ticking_driver(broker: BrokerSettings, *, batched: bool = False) -> Iterator[BusDriver]:
     """A BusDriver that re-publishes its routers' reports every 0.25 s, closed afterwards."""
-    driver = BusDriver(broker)
+    driver = BusDriver(broker, batched=batched)
     driver.start_ticking()
     try:
         yield driver

@@ -133,6 +133,7 @@ def test_routes_sort_every_input_topic_built_by_topics(per_router: bool) -> None
     cases = {
         topics.link_metrics("mrn1", "wlan0"): (InputKind.METRICS, "mr1"),
         topics.link_state("mrn1", "wlan0"): (InputKind.LINK_STATE, "mr1"),
+        topics.node_metrics("mrn1"): (InputKind.NODE_METRICS, "mr1"),
         topics.binding_event("mr1", 2): (InputKind.BINDING, "mr1"),
         topics.preferences("mr1"): (InputKind.PREFERENCES, "mr1"),
         topics.operator_rules(): (InputKind.RULES, ""),
@@ -145,6 +146,7 @@ def test_routes_sort_every_input_topic_built_by_topics(per_router: bool) -> None
         assert (raw.kind, raw.key) == expected
     not_ours = [
         topics.link_metrics("mrn2", "wlan0"),  # another replica's router
+        topics.node_metrics("mrn2"),
         topics.binding_event("mr2", 1),
         topics.status("ha2"),
         topics.presence("mrn1", "monitor"),  # another service of the node
@@ -158,10 +160,16 @@ def test_routes_sort_every_input_topic_built_by_topics(per_router: bool) -> None
 def test_a_partitioned_replica_subscribes_to_its_own_routers_only() -> None:
     topics = Topics("t/multinet/v1")
     wide = Routes(topics, ROUTERS)
-    assert wide.metrics_filters() == ["t/multinet/v1/node/+/link/+/metrics"]
+    assert wide.metrics_filters() == [
+        "t/multinet/v1/node/+/link/+/metrics",
+        "t/multinet/v1/node/+/metrics",
+    ]
     assert "t/multinet/v1/mr/+/binding/+" in wide.filters()
     own = Routes(topics, ROUTERS[:1], per_router=True)
-    assert own.metrics_filters() == ["t/multinet/v1/node/mrn1/link/+/metrics"]
+    assert own.metrics_filters() == [
+        "t/multinet/v1/node/mrn1/link/+/metrics",
+        "t/multinet/v1/node/mrn1/metrics",
+    ]
     assert set(own.filters()) == {
         "t/multinet/v1/operator/rules",
         "t/multinet/v1/node/mrn1/link/+/state",

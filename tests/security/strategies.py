@@ -23,6 +23,7 @@ from services.contracts.messages import (
     FallbackState,
     LinkMetrics,
     LinkState,
+    NodeMetrics,
     PolicyStatus,
     Presence,
     Refusal,
@@ -230,15 +231,20 @@ def _sample_inputs(
         refusals=(Refusal(reason="stale", policy_id="a", field="version", line=1),),
         fallbacks=(FallbackState(policy_id="a", primary_bid=1, active_bid=2),),
     )
+    link = LinkMetrics(
+        sender=sender,
+        timestamp=timestamp,
+        interface="if1",
+        bid=1,
+        technology="wlan",
+        rtt_ms=20,
+        loss=0.0,
+    )
+    second = link.model_copy(update={"interface": "if2", "bid": 2, "technology": "lte"})
     return {
-        "metrics": LinkMetrics(
-            sender=sender,
-            timestamp=timestamp,
-            interface="if1",
-            bid=1,
-            technology="wlan",
-            rtt_ms=20,
-            loss=0.0,
+        "metrics": link.model_dump(mode="json"),
+        "node-metrics": NodeMetrics(
+            sender=sender, timestamp=timestamp, links=(link, second)
         ).model_dump(mode="json"),
         "link-state": LinkState(
             sender=sender, timestamp=timestamp, interface="if1", bid=1, up=True, carrier=True
@@ -310,6 +316,7 @@ def bus_payloads(
 
 INPUT_KINDS = (
     "metrics",
+    "node-metrics",
     "link-state",
     "binding-event",
     "status",

@@ -31,6 +31,7 @@ SETTINGS = settings(max_examples=1000, deadline=None, suppress_health_check=[Hea
 #: Where each input kind arrives for the bed's router (mr1: HA ha1, MR node mr1-prem).
 NSA_TOPICS = {
     "metrics": TOPICS.link_metrics(MR_NODE, "if1"),
+    "node-metrics": TOPICS.node_metrics(MR_NODE),
     "link-state": TOPICS.link_state(MR_NODE, "if1"),
     "binding-event": TOPICS.binding_event(MR, 1),
     "status": TOPICS.status(HA_NODE),

@@ -92,6 +92,7 @@ def live_nsa(
 def _nsa_topic(topics: Topics, kind: str) -> str:
     return {
         "metrics": topics.link_metrics(MR_NODE, "if1"),
+        "node-metrics": topics.node_metrics(MR_NODE),
         "link-state": topics.link_state(MR_NODE, "if1"),
         "binding-event": topics.binding_event(MR, 1),
         "status": topics.status("ha1"),

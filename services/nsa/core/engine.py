@@ -32,6 +32,7 @@ from services.contracts.messages import (
     BindingEvent,
     LinkMetrics,
     LinkState,
+    NodeMetrics,
     PinRequest,
     PolicyStatus,
     Presence,
@@ -124,6 +125,11 @@ class Engine:
         kind, slots = raw.kind, self.agenda.slots
         if kind is InputKind.METRICS:
             self.reports.metrics(slots[raw.key], decode(LinkMetrics, raw.payload), now)
+        elif kind is InputKind.NODE_METRICS:
+            # Validated whole first: a message with one bad entry applies none of them.
+            slot = slots[raw.key]
+            for entry in decode(NodeMetrics, raw.payload).links:
+                self.reports.metrics(slot, entry, now)
         elif kind is InputKind.LINK_STATE:
             self.reports.link_state(slots[raw.key], decode(LinkState, raw.payload), now)
         elif kind is InputKind.BINDING:

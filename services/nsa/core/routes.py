@@ -23,6 +23,9 @@ class InputKind(Enum):
     """What a bus message is, for the decision thread."""
 
     METRICS = "metrics"
+    #: Several links' metrics of one node in one message (`NodeMetrics`): handled as its
+    #: entries would be, each as a METRICS input.
+    NODE_METRICS = "node-metrics"
     LINK_STATE = "link-state"
     BINDING = "binding-event"
     PREFERENCES = "preferences"
@@ -63,9 +66,14 @@ class Routes:
 
     def metrics_filters(self) -> list[str]:
         """The subscriptions of the metrics connection (QoS 0, the monitors' rate)."""
+        topics = self.topics
         if self.per_router:
-            return [self.topics.links(r.mr_node, "metrics") for r in self.owned]
-        return [self.topics.links(report="metrics")]
+            return [
+                f
+                for r in self.owned
+                for f in (topics.links(r.mr_node, "metrics"), topics.nodes_metrics(r.mr_node))
+            ]
+        return [topics.links(report="metrics"), topics.nodes_metrics()]
 
     def filters(self) -> list[str]:
         """Every other input, subscribed with QoS 1 on the main connection."""
@@ -108,7 +116,9 @@ class Routes:
 
     def _key(self, kind: InputKind, owner: str, item: str) -> str | None:
         """The router (or node) an input of `owner` concerns; None when not this replica's."""
-        if kind is InputKind.METRICS or kind is InputKind.LINK_STATE:
+        if kind is InputKind.METRICS or kind is InputKind.NODE_METRICS:
+            return self._router_of_mr_node.get(owner)
+        if kind is InputKind.LINK_STATE:
             return self._router_of_mr_node.get(owner)
         if kind is InputKind.BINDING or kind is InputKind.PREFERENCES or kind is InputKind.PIN:
             return owner if owner in self._routers else None
@@ -120,6 +130,7 @@ class Routes:
 #: The topics the NSA reads (`Topics.parse`'s kinds) as the decision thread's inputs.
 _INPUTS = {
     TopicKind.LINK_METRICS: InputKind.METRICS,
+    TopicKind.NODE_METRICS: InputKind.NODE_METRICS,
     TopicKind.LINK_STATE: InputKind.LINK_STATE,
     TopicKind.STATUS: InputKind.STATUS,
     TopicKind.PRESENCE: InputKind.PRESENCE,
