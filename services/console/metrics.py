@@ -7,9 +7,11 @@ from prometheus_client import Counter, Gauge
 from services.contracts.topics import TopicKind
 from services.metrics import ServiceMetrics, counter_by
 
-#: The kinds of message the console reads (its subscriptions).
+#: The kinds of message the console reads (its subscriptions): every one has its series from
+#: the start (`counter_by`). A `NodeMetrics` counts once, as one bus message of its own kind.
 READ_KINDS = (
     TopicKind.LINK_METRICS,
+    TopicKind.NODE_METRICS,
     TopicKind.LINK_STATE,
     TopicKind.BINDING_EVENT,
     TopicKind.DECISION,
@@ -17,6 +19,7 @@ READ_KINDS = (
     TopicKind.POLICY,
     TopicKind.PRESENCE,
     TopicKind.DEAD_LETTER,
+    TopicKind.AUDIT,
 )
 
 

@@ -36,6 +36,7 @@ from services.contracts.messages import (
     DeadLetter,
     LinkMetrics,
     LinkState,
+    NodeMetrics,
     PinRequest,
     PolicyStatus,
     Presence,
@@ -51,6 +52,9 @@ TICK_S = 1.0
 
 _MODELS: dict[TopicKind, type[BaseModel]] = {
     TopicKind.LINK_METRICS: LinkMetrics,
+    # Several links' metrics of one node (a monitor's `batch_metrics`): validated whole here,
+    # so a message with one bad entry is dropped before any entry reaches the picture.
+    TopicKind.NODE_METRICS: NodeMetrics,
     TopicKind.LINK_STATE: LinkState,
     TopicKind.BINDING_EVENT: BindingEvent,
     TopicKind.DECISION: DecisionRecord,
@@ -65,6 +69,7 @@ def subscriptions(topics: Topics) -> list[Subscription]:
     """Every topic the console reads (and the broker's ACL lets user `console` read)."""
     return [
         Subscription(topics.links()),
+        Subscription(topics.nodes_metrics()),
         Subscription(topics.binding_events()),
         Subscription(topics.decisions()),
         Subscription(topics.statuses()),

@@ -10,6 +10,7 @@ from services.contracts.messages import (
     FallbackState,
     LinkMetrics,
     LinkState,
+    NodeMetrics,
     PolicyStatus,
     Presence,
     Refusal,
@@ -56,6 +57,15 @@ def metrics(
         budget_period_end=None if budget is None else 2e9,
     )
     return TopicName(TopicKind.LINK_METRICS, mr, interface), message
+
+
+def node_metrics(
+    node: str, *entries: tuple[TopicName, LinkMetrics]
+) -> tuple[TopicName, NodeMetrics]:
+    """The link reports `entries` (from `metrics`) in one message on the node's metrics topic,
+    as a monitor with `batch_metrics` sends them."""
+    message = NodeMetrics(sender=node, links=tuple(entry for _, entry in entries))
+    return TopicName(TopicKind.NODE_METRICS, node), message
 
 
 def state(mr: str, interface: str, bid: int, up: bool) -> tuple[TopicName, LinkState]:

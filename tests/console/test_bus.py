@@ -11,7 +11,7 @@ import httpx2
 import pytest
 
 from services.contracts import policy_xml
-from services.contracts.messages import LinkMetrics
+from services.contracts.messages import LinkMetrics, encode
 from services.contracts.policy import Install
 from tests.console import messages as m
 from tests.console.conftest import LiveConsole
@@ -102,6 +102,37 @@ def _next_event(lines: Iterator[str]) -> dict[str, Any]:
             assert isinstance(data, dict)
             return data
     raise AssertionError("the stream ended")
+
+
+def test_a_nodes_metrics_in_one_message_show_as_each_links_own(
+    live_console: LiveConsole,
+) -> None:
+    """A monitor with `batch_metrics` publishes one message per period on the node's metrics
+    topic: the console subscribes to it and shows every link it carries; one whose validation
+    fails applies none of its entries."""
+    t = live_console.topics
+    client = _logged_in(live_console.url)
+    wlan = m.metrics("mr1", "wlan0", 1, rtt_ms=12.5)
+    lte = m.metrics("mr1", "lte0", 2, rtt_ms=48.0)
+    # Refused whole (an entry of another sender), published first: nothing of it may show.
+    bad = json.loads(encode(m.node_metrics("mr1", wlan, lte)[1]))
+    bad["links"][1]["sender"] = "mr2"
+    bad["links"][0]["rtt_ms"] = 999.0
+    live_console.publish(t.node_metrics("mr1"), json.dumps(bad).encode())
+    live_console.publish(t.node_metrics("mr1"), m.node_metrics("mr1", wlan, lte)[1])
+
+    def links() -> list[dict[str, Any]]:
+        response = client.get("/api/mr/mr1")
+        return response.json()["links"] if response.status_code == 200 else []
+
+    wait_for("both links of mr1", lambda: len(links()) == 2, 10)
+    lte0, wlan0 = links()
+    assert (lte0["interface"], lte0["bid"], lte0["history"]["rtt_ms"]) == ("lte0", 2, [48.0])
+    assert (wlan0["interface"], wlan0["bid"], wlan0["history"]["rtt_ms"]) == ("wlan0", 1, [12.5])
+    registry = live_console.service.metrics.registry
+    sample = registry.get_sample_value
+    assert sample("multinet_console_messages_total", {"kind": "node-metrics"}) == 1
+    assert sample("multinet_console_messages_dropped_total", {"kind": "node-metrics"}) == 1
 
 
 def test_the_nsas_audit_records_show_in_the_routers_view(live_console: LiveConsole) -> None:

@@ -5,7 +5,9 @@ from __future__ import annotations
 from services.console.core import ConsoleState, Limits
 from services.contracts.messages import BindingEventKind, FallbackState
 from services.contracts.policy import Direction, Install, Update
+from services.contracts.topics import TopicKind, TopicName
 from tests.console import messages as m
+from tests.console.snapshot import snapshot
 
 
 def feed(state: ConsoleState, item: tuple[object, object], now: float = 100.0) -> bool:
@@ -44,6 +46,59 @@ def test_link_metrics_and_state_make_a_router_with_a_link_and_history() -> None:
             "mismatches": 0,
         }
     ]
+
+
+def test_a_node_metrics_is_taken_as_its_entries_on_their_own_link_topics() -> None:
+    """A monitor with `batch_metrics` sends one message per period for all its links: the
+    picture is the one the same reports on their own links' topics make, to the revision."""
+    per_link, batched = ConsoleState(), ConsoleState()
+    for state in (per_link, batched):  # one link known before its metrics, one new
+        feed(state, m.state("mr1", "wlan0", 1, up=True))
+    for t in range(3):
+        wlan = m.metrics("mr1", "wlan0", 1, rtt_ms=10.0 + t, pps=(100.0 + t, 50.0))
+        lte = m.metrics("mr1", "lte0", 2, rtt_ms=40.0 + t, budget=(10**6, 300_000 * (t + 1)))
+        now = 101.0 + t
+        assert feed(per_link, wlan, now)
+        assert feed(per_link, lte, now)
+        assert feed(batched, m.node_metrics("mr1", wlan, lte), now)
+    assert snapshot(batched) == snapshot(per_link)
+    view = batched.router_view("mr1")
+    assert view is not None
+    lte0, wlan0 = view["links"]
+    assert (lte0["interface"], lte0["bid"], wlan0["interface"], wlan0["bid"]) == (
+        "lte0",
+        2,
+        "wlan0",
+        1,
+    )
+    assert lte0["history"]["rtt_ms"] == [40.0, 41.0, 42.0]
+    assert wlan0["history"]["rtt_ms"] == [10.0, 11.0, 12.0]
+    assert wlan0["history"]["rx_pps"] == [100.0, 101.0, 102.0]
+    assert wlan0["up"] is True
+    # The third period's 900 kB of 1 MB raised the budget alert, as the lone report does.
+    assert batched.routers["mr1"].row["alert_kinds"] == ["budget-near-cap"]
+    assert batched.totals["links"] == 2
+    assert batched.dropped == 0
+
+
+def test_a_node_metrics_over_the_bound_of_links_takes_what_fits_as_its_entries_would() -> None:
+    per_link, batched = ConsoleState(Limits(links=1)), ConsoleState(Limits(links=1))
+    wlan, lte, nr = (m.metrics("mr1", i, b) for i, b in (("wlan0", 1), ("lte0", 2), ("nr0", 3)))
+    assert [feed(per_link, entry) for entry in (wlan, lte, nr)] == [True, False, False]
+    assert not feed(batched, m.node_metrics("mr1", wlan, lte, nr))  # not taken whole
+    assert snapshot(batched) == snapshot(per_link)
+    assert batched.dropped == 2  # each refused entry, as its own report would count
+    assert [link.interface for link in batched.routers["mr1"].links.values()] == ["wlan0"]
+
+
+def test_link_metrics_and_node_metrics_are_taken_only_on_their_own_kind_of_topic() -> None:
+    state = ConsoleState()
+    _, report = m.metrics("mr1", "wlan0", 1)
+    _, batch = m.node_metrics("mr1", m.metrics("mr1", "wlan0", 1))
+    assert not state.feed(TopicName(TopicKind.NODE_METRICS, "mr1"), report, 1.0)
+    assert not state.feed(TopicName(TopicKind.LINK_METRICS, "mr1", "wlan0"), batch, 1.0)
+    assert state.dropped == 2
+    assert not state.routers
 
 
 def test_history_is_a_bounded_ring() -> None:

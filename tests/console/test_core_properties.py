@@ -9,9 +9,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from services.console.core import ConsoleState, Limits
-from services.contracts.messages import BindingEventKind, FallbackState
+from services.contracts.messages import BindingEventKind, FallbackState, NodeMetrics
 from services.contracts.policy import Direction, Flush, Install, Update
+from services.contracts.topics import TopicKind, TopicName
 from tests.console import messages as m
+from tests.console.snapshot import snapshot
 
 NAMES = st.sampled_from(["mr1", "mr2", "mr3", "ha1", "nsa-1", "x"])
 IFACES = st.sampled_from(["wlan0", "lte0", "eth0", "nr0"])
@@ -40,8 +42,26 @@ FALLBACKS = st.lists(
     unique_by=lambda f: f.policy_id,
 ).map(tuple)
 
+#: (interface, BID, RTT, budget (cap, used) or None) of the links of one node's report.
+LINKS = st.lists(
+    st.tuples(
+        IFACES, BIDS, st.floats(0, 1000), st.none() | st.tuples(st.just(1000), st.integers(0, 1000))
+    ),
+    min_size=1,
+    max_size=4,
+    unique_by=lambda link: link[0],
+)
+
+
+def _batch(node: str, links: list[tuple[str, int, float, tuple[int, int] | None]]) -> Any:
+    return m.node_metrics(
+        node, *(m.metrics(node, i, bid, rtt, budget) for i, bid, rtt, budget in links)
+    )
+
+
 MESSAGES: st.SearchStrategy[tuple[Any, Any]] = st.one_of(
     st.builds(m.metrics, NAMES, IFACES, BIDS, st.floats(0, 1000)),
+    st.builds(_batch, NAMES, LINKS),
     st.builds(m.state, NAMES, IFACES, BIDS, st.booleans()),
     st.builds(
         m.binding,
@@ -116,3 +136,29 @@ def test_any_sequence_never_raises_and_stays_bounded(
     assert state.totals["with_alerts"] == sum(1 for r in rows if r["alerts"])
     for router in state.routers.values():
         assert router.row == state._row(router)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.one_of(MESSAGES, SKEWED), st.floats(0, 30)), max_size=40))
+def test_a_node_metrics_leaves_the_picture_its_entries_on_their_own_topics_would(
+    steps: list[tuple[tuple[Any, Any], float]],
+) -> None:
+    """Whatever came before and whatever the bounds refuse: a monitor's choice of
+    `batch_metrics` never shows in the picture, and a batch is taken when all its entries are."""
+    per_link, batched = ConsoleState(SMALL), ConsoleState(SMALL)
+    now = 0.0
+    for (topic, message), dt in steps:
+        now += dt
+        if isinstance(message, NodeMetrics):
+            taken = [
+                per_link.feed(
+                    TopicName(TopicKind.LINK_METRICS, topic.owner, entry.interface), entry, now
+                )
+                for entry in message.links
+            ]
+            assert batched.feed(topic, message, now) == all(taken)
+        else:
+            assert batched.feed(topic, message, now) == per_link.feed(topic, message, now)
+        per_link.tick(now)
+        batched.tick(now)
+        assert snapshot(batched) == snapshot(per_link)

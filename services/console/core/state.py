@@ -35,6 +35,7 @@ from services.contracts.messages import (
     DeadLetter,
     LinkMetrics,
     LinkState,
+    NodeMetrics,
     PolicyStatus,
     Presence,
 )
@@ -251,6 +252,8 @@ class ConsoleState:
         handled = False
         if kind is TopicKind.LINK_METRICS and isinstance(message, LinkMetrics):
             handled = self._link_metrics(owner, topic.item, message, now)
+        elif kind is TopicKind.NODE_METRICS and isinstance(message, NodeMetrics):
+            return self._node_metrics(owner, message, now)  # counts its own refusals
         elif kind is TopicKind.LINK_STATE and isinstance(message, LinkState):
             handled = self._link_state(owner, topic.item, message, now)
         elif kind is TopicKind.BINDING_EVENT and isinstance(message, BindingEvent):
@@ -309,6 +312,24 @@ class ConsoleState:
         alerted = self._budget(router, node, m, now)
         self._changed(router, row=not known or alerted)  # metrics alone do not change the row
         return True
+
+    def _node_metrics(self, node: str, batch: NodeMetrics, now: float) -> bool:
+        """Each entry exactly as the same report on its own link's topic would be taken
+        (`_link_metrics` for (`node`, the entry's interface)), in the message's order.
+
+        Why: a monitor with `batch_metrics` sends one message per node and period instead of
+        one per link (the broker and the NSA pay per message), and the picture must not depend
+        on which of the two it chose. The message was validated whole before it came here (a
+        bad entry refuses all of them); an entry refused here (over the bound of links) counts
+        in `dropped` as its own report would have, and the others are still taken. True only
+        when every entry was taken: a message partly refused is not taken whole.
+        """
+        refused = 0
+        for entry in batch.links:
+            if not self._link_metrics(node, entry.interface, entry, now):
+                refused += 1
+        self.dropped += refused
+        return refused == 0
 
     def _budget(self, router: Router, node: str, m: LinkMetrics, now: float) -> bool:
         """Raise or clear the link's budget alert; True when it changed. A report without a
