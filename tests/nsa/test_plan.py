@@ -97,6 +97,33 @@ def test_desired_sets_mirror_the_downlink() -> None:
     ]
 
 
+def test_a_policy_made_once_serves_later_plans_until_its_inputs_change() -> None:
+    state = assigned(("video", (1, 2)), ("voip", (2,)))
+    first = desired_policies(CFG, state, Direction.UPLINK)
+    again = desired_policies(CFG, state, Direction.UPLINK)
+    assert all(a is b for a, b in zip(first, again, strict=True)), "the same frozen policies"
+    moved = desired_policies(CFG, assigned(("video", (2, 2)), ("voip", (2,))), Direction.UPLINK)
+    assert moved[0].action == Forward(bid=2, fallbacks=(1,))
+    assert moved[1] is first[1]
+    assert moved[2] is first[2]
+    # A reloaded configuration: the same class names and priorities, other selectors (new
+    # objects). Its policies carry the new selectors, never a cached one of the old objects.
+    reloaded = config(
+        profile("video", ports=(6001, 6002), priority=100), profile("voip", ports=(5060,))
+    )
+    fresh = desired_policies(reloaded, state, Direction.UPLINK)
+    assert [p.selector.dst_port for p in fresh[:2]] == [
+        PortRange(first=6001, last=6001),
+        PortRange(first=6002, last=6002),
+    ]
+    assert fresh[0] == Policy(
+        id="video.0",
+        priority=100,
+        selector=reloaded.profiles[0].selectors[0],
+        action=Forward(bid=1, fallbacks=(2,)),
+    )
+
+
 def test_withdrawn_class_has_no_policies() -> None:
     state = assigned(("video", ()), ("voip", (2,)))
     assert [p.id for p in desired_policies(CFG, state, Direction.UPLINK)] == ["voip.0"]
