@@ -134,7 +134,14 @@ def direction(sender: dict[str, Any], receiver: dict[str, Any]) -> dict[str, Any
     arrivals = [(int(seq), float(at)) for seq, at in receiver.get("arrivals", [])]
     sent = int(sender.get("sent", 0))
     if not arrivals:
-        return {"sent": sent, "received": 0, "lost": sent, "duplicates": 0, "longest_gap_s": None}
+        return {
+            "sent": sent,
+            "received": 0,
+            "lost": sent,
+            "duplicates": 0,
+            "longest_gap_s": None,
+            "missing_s": [],
+        }
     first = min(seq for seq, _ in arrivals)
     seen: set[int] = set()
     duplicates = 0
@@ -148,13 +155,28 @@ def direction(sender: dict[str, Any], receiver: dict[str, Any]) -> dict[str, Any
     expected = max(0, sent - first)
     received = len([s for s in seen if s < sent])
     gaps = [b - a for a, b in itertools.pairwise(new_times)]
+    rate = float(sender.get("rate") or 0)
     return {
         "sent": expected,
         "received": received,
         "lost": max(0, expected - received),
         "duplicates": duplicates,
         "longest_gap_s": round(max(gaps), 4) if gaps else None,
+        "missing_s": _missing(first, sent, seen, rate),
     }
+
+
+#: Lost datagrams whose send time `direction` names, at most.
+MISSING_SHOWN = 10
+
+
+def _missing(first: int, sent: int, seen: set[int], rate: float) -> list[float]:
+    """When the first lost datagrams were sent, in seconds after the stream's first one (its
+    sequence over the rate): so a loss can be put beside the scenario's steps."""
+    if rate <= 0:
+        return []
+    lost = (seq for seq in range(first, sent) if seq not in seen)
+    return [round(seq / rate, 3) for seq in itertools.islice(lost, MISSING_SHOWN)]
 
 
 def summary(cn: dict[str, Any], mnn: dict[str, Any]) -> dict[str, Any]:
