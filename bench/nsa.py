@@ -198,22 +198,22 @@ class Reports:
         self.turn += 1
         return self.tails[(index, degraded)][self.turn % VARIANTS]
 
-    def link(self, router: int, index: int, now: float, sequence: int) -> bytes:
-        """One `LinkMetrics` of link `index` of router `router`, sent at `now`."""
-        head = b'{"schema_version":1,"sender":"mrn%d","timestamp":%.6f,"sequence":%d,' % (
+    @staticmethod
+    def head(router: int, now: float, sequence: int) -> bytes:
+        """A report's envelope fields, up to its kind."""
+        return b'{"schema_version":1,"sender":"mrn%d","timestamp":%.6f,"sequence":%d,' % (
             router,
             now,
             sequence,
         )
-        return head + self._tail(router, index, now)
+
+    def link(self, router: int, index: int, now: float, sequence: int) -> bytes:
+        """One `LinkMetrics` of link `index` of router `router`, sent at `now`."""
+        return self.head(router, now, sequence) + self._tail(router, index, now)
 
     def node(self, router: int, now: float, sequence: int) -> bytes:
         """One `NodeMetrics` with the router's three links (a monitor with `batch_metrics`)."""
-        head = b'{"schema_version":1,"sender":"mrn%d","timestamp":%.6f,"sequence":%d,' % (
-            router,
-            now,
-            sequence,
-        )
+        head = self.head(router, now, sequence)
         entries = b",".join([head + self._tail(router, i, now) for i in range(len(LINKS))])
         return head + b'"kind":"node-metrics","links":[' + entries + b"]}"
 
@@ -225,9 +225,10 @@ def publisher(port: int, topic_root: str, k: int, seconds: float, batched: bool 
 
     reports = Reports(42)
     sock = _connect(port, f"bench-pub-{uuid.uuid4().hex[:8]}")
-    for index in range(len(LINKS)):  # the pieces, checked against the models once
-        for when in (0.0, BAD_S):  # router 0's WLAN is degraded at first, steady later
-            LinkMetrics.model_validate_json(reports.link(0, index, time.time() - when, 0))
+    head = reports.head(0, time.time(), 0)
+    for tails in reports.tails.values():  # every piece, steady and degraded, checked once
+        for tail in tails:
+            LinkMetrics.model_validate_json(head + tail)
     NodeMetrics.model_validate_json(reports.node(0, time.time(), 0))
     root = topic_root.encode()
     bindings = []
