@@ -9,6 +9,7 @@ from __future__ import annotations
 import queue
 import time
 import uuid
+from collections import defaultdict, deque
 
 import paho.mqtt.client as mqtt
 from pydantic import ValidationError
@@ -33,6 +34,8 @@ class PolicyClient:
         self.client = bus.make_client(broker, client_id or f"policy-client-{uuid.uuid4().hex[:8]}")
         self.client.on_message = self._on_message
         self._subscribed: set[str] = set()
+        #: statuses of other nodes read while waiting for one node's, kept for their turn
+        self._set_aside: defaultdict[str, deque[PolicyStatus]] = defaultdict(deque)
         bus.start(self.client, broker)
 
     def watch(self, node: str) -> None:
@@ -52,12 +55,19 @@ class PolicyClient:
         return self.next_status(node, timeout_s=timeout_s)
 
     def next_status(self, node: str, *, timeout_s: float = 10.0) -> PolicyStatus:
-        """The next status published by `node`."""
+        """The next status published by `node`. Statuses of other nodes read meanwhile are
+        kept for their own call: in scheme 2 the MR's worker may answer the document the HA
+        forwarded before the HA's status arrives, and waiting for the HA's must not lose it."""
+        kept = self._set_aside[node]
+        if kept:
+            return kept.popleft()
+        deadline = time.monotonic() + timeout_s
         try:
             while True:
-                status = self.statuses.get(timeout=timeout_s)
+                status = self.statuses.get(timeout=max(0.0, deadline - time.monotonic()))
                 if status.node == node:
                     return status
+                self._set_aside[status.node].append(status)
         except queue.Empty as exc:
             raise DeliveryTimeoutError(f"no status from node {node} within {timeout_s} s") from exc
 
