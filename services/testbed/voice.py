@@ -60,12 +60,22 @@ def _sender(
         stop.wait(max(0.0, due - time.monotonic()))
 
 
-class _Stop(Exception):  # noqa: N818 - the name reads as what happened
-    """SIGTERM arrived: stop sending, drain, write the record."""
+class _Stopping:
+    """SIGTERM arrived: the receive loop ends at its next turn, then drains.
+
+    The handler only sets a flag. Raising from it could land between `recv` returning a
+    datagram and its arrival being recorded, and lose that one datagram: the last datagram of
+    a stream then counted as lost although it arrived."""
+
+    def __init__(self) -> None:
+        self.asked = False
+
+    def __call__(self, signum: int, frame: FrameType | None) -> None:
+        self.asked = True
 
 
-def _raise_stop(signum: int, frame: FrameType | None) -> None:
-    raise _Stop
+#: How long one receive waits before the loop looks at the stop flag again.
+_TURN_S = 0.05
 
 
 def peer(
@@ -78,7 +88,8 @@ def peer(
     drain_s: float = DRAIN_S,
 ) -> int:
     """Send to `remote`:`port` and receive on [::]:`port` until SIGTERM; write the record."""
-    signal.signal(signal.SIGTERM, _raise_stop)
+    stopping = _Stopping()
+    signal.signal(signal.SIGTERM, stopping)
     sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
     sock.bind(("::", port))
     started = time.monotonic()
@@ -89,33 +100,14 @@ def peer(
     )
     arrivals: list[tuple[int, float]] = []
     thread.start()
-    deadline: float | None = None
-    stopped = started
-    try:
-        sock.settimeout(0.2)
-        while True:
-            try:
-                data = sock.recv(2048)
-            except TimeoutError:
-                continue
-            except OSError:
-                continue
-            if len(data) >= _HEADER.size:
-                arrivals.append((_HEADER.unpack_from(data)[0], time.monotonic()))
-    except _Stop:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        stop.set()
-        stopped = time.monotonic()
-        deadline = stopped + drain_s
-    if deadline is not None:
-        while (left := deadline - time.monotonic()) > 0:
-            sock.settimeout(left)
-            try:
-                data = sock.recv(2048)
-            except OSError:
-                break
-            if len(data) >= _HEADER.size:
-                arrivals.append((_HEADER.unpack_from(data)[0], time.monotonic()))
+    sock.settimeout(_TURN_S)
+    while not stopping.asked:
+        _receive(sock, arrivals)
+    stop.set()
+    stopped = time.monotonic()
+    deadline = stopped + drain_s
+    while time.monotonic() < deadline:
+        _receive(sock, arrivals)
     thread.join(1.0)
     record = {
         "started": started,
@@ -127,6 +119,16 @@ def peer(
     }
     out.write_text(json.dumps(record), encoding="utf-8")
     return 0
+
+
+def _receive(sock: socket.socket, arrivals: list[tuple[int, float]]) -> None:
+    """Wait one turn for a datagram and record its sequence number and arrival time."""
+    try:
+        data = sock.recv(2048)
+    except OSError:  # the turn's time-out, or an ICMP error of our own sending
+        return
+    if len(data) >= _HEADER.size:
+        arrivals.append((_HEADER.unpack_from(data)[0], time.monotonic()))
 
 
 def direction(sender: dict[str, Any], receiver: dict[str, Any]) -> dict[str, Any]:
@@ -203,8 +205,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     one.add_argument("--rate", type=int, default=DEFAULT_RATE)
     one.add_argument("--size", type=int, default=DEFAULT_SIZE)
     one.add_argument("--out", type=Path, required=True)
+    one.add_argument(
+        "--drain-s",
+        type=float,
+        default=DRAIN_S,
+        help="after SIGTERM, keep receiving this long (datagrams under way); default %(default)s",
+    )
     args = parser.parse_args(argv)
-    return peer(args.remote, args.port, args.out, rate=args.rate, size=args.size)
+    return peer(
+        args.remote, args.port, args.out, rate=args.rate, size=args.size, drain_s=args.drain_s
+    )
 
 
 if __name__ == "__main__":
