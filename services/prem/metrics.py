@@ -112,11 +112,14 @@ class PremMetrics(ServiceMetrics):
             ).inc()
         else:
             self.fallbacks.inc()
-        self.set_state(status.version, rules=rules, policies=policies)
         self.fallbacks_active.set(len(status.fallbacks))
+        self.set_state(status.version, rules=rules, policies=policies)
 
     def set_state(self, version: int, *, rules: int, policies: int) -> None:
-        """The enforced version and sizes (at start, and after every change)."""
-        self.version.set(version)
+        """The enforced version and sizes (at start, and after every change).
+
+        The version goes last: a scrape that shows a version shows everything recorded with
+        it (the status is published first, so a caller may scrape before this runs)."""
         self.rules_owned.set(rules)
         self.policies.set(policies)
+        self.version.set(version)
