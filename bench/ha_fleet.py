@@ -4,7 +4,9 @@ One HA's nftables back end holding the policies of `--routers` mobile routers x 
 each (default 10,000 x 10 = 100,000), in a fresh network namespace with the real kernel (run
 as root). Each router's policies are host flows into its own /48 (`2001:db8:<router>::/48`),
 so the table is one exact map of distinct points: what `NftablesBackend`'s point index
-changes element by element.
+changes element by element. With `--scoped`, each is a class policy (a UDP port) for the
+router's whole /48, as an HA holds what each router's decision steers: the same point table,
+its destination a masked key (`Layer.masks`).
 
 Measured in one forked child inside the namespace, side by side:
 
@@ -68,6 +70,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=5, help="rounds of the side-by-side")
     parser.add_argument("--deltas", type=int, default=40, help="router documents per round")
     parser.add_argument("--quick", action="store_true", help="1000 routers, 3 rounds")
+    parser.add_argument(
+        "--scoped",
+        action="store_true",
+        help="class policies scoped by each router's /48 (masked keys), not host flows",
+    )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output directory")
     parser.add_argument(
         "--state-dir", type=Path, default=Path("/var/tmp"), help="where the stores are written"
@@ -87,15 +94,21 @@ def settings() -> PremSettings:
     )
 
 
-def router_policies(router: int, count: int, shift: int = 0) -> tuple[Policy, ...]:
-    """Router `router`'s policies: UDP flows to hosts of its /48, BIDs in turn (+ `shift`)."""
+def router_policies(
+    router: int, count: int, shift: int = 0, *, scoped: bool = False
+) -> tuple[Policy, ...]:
+    """Router `router`'s policies, BIDs in turn (+ `shift`): UDP flows to hosts of its /48,
+    or (`scoped`) class policies (a UDP port each) for its whole /48, as an HA holds the
+    classes each router's NSA decision steers."""
     net = int(ipaddress.IPv6Address("2001:db8::")) + (router << 80)
     return tuple(
         Policy(
             id=f"r{router}p{k}",
             priority=k,
             selector=Selector(
-                dst_addr=ipaddress.IPv6Network(ipaddress.IPv6Address(net + k + 1)),
+                dst_addr=ipaddress.IPv6Network((net, 48))
+                if scoped
+                else ipaddress.IPv6Network(ipaddress.IPv6Address(net + k + 1)),
                 next_header=UDP,
                 dst_port=PortRange(first=5000 + k, last=5000 + k),
             ),
@@ -130,7 +143,9 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     cfg = settings()
     rng = random.Random(17)
     out: dict[str, Any] = {"rss_start": rss_bytes()}
-    policies = {r: router_policies(r, args.policies) for r in range(args.routers)}
+    policies = {
+        r: router_policies(r, args.policies, scoped=args.scoped) for r in range(args.routers)
+    }
     start = time.perf_counter()
     rules = {r: compile_policies(ps) for r, ps in policies.items()}
     out["compile_ms"] = (time.perf_counter() - start) * 1000
@@ -154,7 +169,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         nonlocal shift
         router = rng.randrange(args.routers)
         shift += 1
-        new = compile_policies(router_policies(router, args.policies, shift))
+        new = compile_policies(router_policies(router, args.policies, shift, scoped=args.scoped))
         changes = plan(new, rules[router])
         rules[router] = new
         return changes

@@ -283,7 +283,9 @@ def test_apply_then_read_round_trips_and_is_idempotent(backend_name: str, ns: st
 def test_update_replace_delete_and_layout_changes(backend_name: str, ns: str) -> None:
     modes = netns.call_in(ns, updates, backend_name)
     if backend_name == "nftables":
-        assert modes == ["elements", "elements"] + ["replace"] * 5
+        # The last step empties a table of one policy whose /64 is a masked point: its
+        # element is deleted, the table's layout stays.
+        assert modes == ["elements", "elements"] + ["replace"] * 4 + ["delta"]
 
 
 def test_fallback_switch_changes_the_verdict(backend_name: str, ns: str) -> None:
@@ -445,6 +447,48 @@ def test_packets_follow_marks_priorities_and_drops(make_netns: Callable[[str], s
     assert where(sender, router, "2001:db8:ff::1", 5000) == "dropped"  # no mark, no route
 
 
+def _fleet(swapped: bool) -> tuple[Policy, ...]:
+    """Two mobile routers' class policies at one HA, each scoped by the router's /48: the
+    same port goes to opposite BIDs (`swapped` exchanges router a1's)."""
+    a1 = (2, 1) if not swapped else (1, 2)
+    return (
+        pol("a1.voice", 10, a1[0], dst_addr=net("2001:db8:a1::/48"), **udp(5000)),
+        pol("a1.web", 20, a1[1], dst_addr=net("2001:db8:a1::/48"), **udp(5001)),
+        pol("a2.voice", 10, 1, dst_addr=net("2001:db8:a2::/48"), **udp(5000)),
+        pol("a2.web", 20, 2, dst_addr=net("2001:db8:a2::/48"), **udp(5001)),
+    )
+
+
+def apply_fleet(swapped: bool) -> str:
+    """Apply `_fleet` with a back end that read the kernel first; how it applied."""
+    backend = NftablesBackend(PACKET_SETTINGS)
+    desired = table(_fleet(swapped))
+    sync(backend, desired)
+    assert backend.read() == desired
+    return backend.last_apply
+
+
+def test_prefixes_of_one_length_are_masked_exact_keys_for_real_packets(
+    make_netns: Callable[[str], str],
+) -> None:
+    sender, router, sink = make_netns("snd"), make_netns("rtr"), make_netns("snk")
+    build_router(sender, router, sink)
+    assert netns.call_in(router, apply_fleet, False) == "replace"
+    ruleset = netns.run(router, ["nft", "list", "table", "inet", "multinet_prem"])
+    assert "ip6 daddr & ffff:ffff:ffff:: . meta l4proto . th dport @s0_6_da48_pr_dp_b1" in ruleset
+    assert "2001:db8:a1:: . udp . 5000" in ruleset  # the prefix's network address, no length
+    assert where(sender, router, "2001:db8:a1::7", 5000) == "b"
+    assert where(sender, router, "2001:db8:a2:ff::9", 5000) == "a"
+    assert where(sender, router, "2001:db8:a1:1::1", 5001) == "a"
+    assert where(sender, router, "2001:db8:a2::1", 5001) == "b"
+    assert where(sender, router, "2001:db8:a3::1", 5000) == "dropped"  # no router's prefix
+    # One router's change: its elements move between the BIDs' sets, nothing else.
+    assert netns.call_in(router, apply_fleet, True) == "delta"
+    assert where(sender, router, "2001:db8:a1::7", 5000) == "a"
+    assert where(sender, router, "2001:db8:a2::1", 5000) == "a"
+    assert where(sender, router, "2001:db8:a1::7", 5001) == "b"
+
+
 # ---- nftables only: ownership, a stale view, a damaged table --------------------------------
 
 FOREIGN = "table inet other {\n\tchain c {\n\t\ttcp dport 22 accept\n\t}\n}\n"
@@ -488,7 +532,7 @@ def stale_view() -> None:
         "inet",
         "multinet_prem",
         part.name,
-        f"{{ {element(web, part.key, with_data=False)} }}",
+        f"{{ {element(web, part.key, with_data=False, masked=bool(part.masks))} }}",
     )
     # the back end still believes "web" is there: replacing it fails, and so does the whole batch
     others = tuple(p for p in POLICIES if p.id != "web")

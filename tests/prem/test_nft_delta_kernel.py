@@ -164,3 +164,45 @@ def test_a_refused_delta_falls_back_to_reading_and_rewriting_the_table(
     mode, held = netns.call_in(ns, _foreign_change_then_delta, ns)
     assert mode in {"elements", "replace"}
     assert held
+
+
+def scoped(router: int, port: int, bid: int) -> Policy:
+    """A class policy of router `router` at an HA: UDP port `port`, scoped by its /48."""
+    return Policy(
+        id=f"r{router}.p{port}",
+        priority=port - 5000,
+        selector=Selector(
+            dst_addr=ipaddress.IPv6Network(f"2001:db8:{router:x}::/48"),
+            next_header=17,
+            dst_port=PortRange(first=port, last=port),
+        ),
+        action=Forward(bid=bid),
+    )
+
+
+def _fleet_scenario() -> tuple[list[str], bool]:
+    """Routers' class policies, each scoped by the router's /48 (masked exact keys): one
+    router's document is a delta, read back equal by a back end that never wrote."""
+    backend = NftablesBackend(SETTINGS)
+    base = {r: [scoped(r, 5000 + c, 1 + (r + c) % 3) for c in range(3)] for r in range(50)}
+    first = compile_policies([p for ps in base.values() for p in ps])
+    backend.apply(first, plan(first, backend.read()))
+    modes = [backend.last_apply]
+    # Router 7 moves every class to another BID and drops one; router 50 joins.
+    base[7] = [scoped(7, 5000 + c, 1 + (8 + c) % 3) for c in range(2)]
+    base[50] = [scoped(50, 5000, 2)]
+    second = compile_policies([p for ps in base.values() for p in ps])
+    backend.apply(second, plan(second, first))
+    modes.append(backend.last_apply)
+    return modes, kernel_table(SETTINGS) == second
+
+
+def test_routers_scoped_by_their_prefixes_change_by_elements_too(
+    make_netns: Callable[[str], str],
+) -> None:
+    need_backend("nftables")
+    ns = make_netns("delta")
+    modes, held = netns.call_in(ns, _fleet_scenario)
+    assert modes == ["replace", "delta"]
+    assert held
+    assert elements(ns) == 50 * 3 - 1 + 1

@@ -196,6 +196,9 @@ def layered_classify(layers: tuple[Layer, ...], packet: Packet) -> FlowRule | No
 POINT_ADDRS = st.one_of(
     st.integers(0, 5).map(lambda i: net(f"2001:db8::{i:x}/128")),
     st.integers(0, 5).map(lambda i: net(f"10.0.0.{i}/32")),
+    # prefixes: of one length, points of that length (masked keys); mixed with hosts, not
+    st.integers(0, 5).map(lambda i: net(f"2001:db8:{i:x}::/48")),
+    st.integers(0, 5).map(lambda i: net(f"10.{i}.0.0/16")),
     st.integers(0, 5).map(
         lambda i: AddressRange(
             first=ipaddress.IPv6Address(f"2001:db8::{i:x}"),
@@ -526,9 +529,49 @@ def test_parse_listing_rebuilds_rules_and_decodes_marks() -> None:
     ]
 
 
+def test_prefixes_of_one_length_are_a_masked_exact_layer() -> None:
+    """An HA's routers' class policies, each scoped by the router's /48: one hash set per
+    BID looked up with the destination masked, the prefixes' network addresses as keys."""
+    table = tuple(
+        rule(f"r{r}.c{c}", c, 1 + (r + c) % 2, dst_addr=net(f"2001:db8:{r:x}::/48"), **udp(c))
+        for r in range(3)
+        for c in (5000, 5001)
+    )
+    (layer,) = assign_layers(table, key_text)
+    assert layer == greedy_layers(sorted(table, key=FlowRule.precedence))[0]
+    assert (layer.exact, layer.masks, layer.in_sets) == (True, (("da", 48),), True)
+    commands = layer_commands("t", 0, layer, bids=(1, 2))
+    assert commands[0] == (
+        "add set inet t s0_6_da48_pr_dp_b1 { type ipv6_addr . inet_proto . inet_service ; }"
+    )
+    assert commands[1] == (
+        "add element inet t s0_6_da48_pr_dp_b1 { "
+        '2001:db8:: . 17 . 5000 comment "r0.c5000 5000 -n", '
+        '2001:db8:2:: . 17 . 5000 comment "r2.c5000 5000 -n", '
+        '2001:db8:1:: . 17 . 5001 comment "r1.c5001 5001 -n" }'
+    )
+    assert commands[2] == (
+        "add rule inet t classify meta nfproto ipv6 ip6 daddr & ffff:ffff:ffff:: . "
+        "meta l4proto . th dport @s0_6_da48_pr_dp_b1 goto bid_1"
+    )
+
+
+def test_prefixes_of_several_lengths_stay_an_interval_layer() -> None:
+    a = rule("a", 1, 1, dst_addr=net("2001:db8:1::/48"), **udp(5000))
+    b = rule("b", 2, 2, dst_addr=net("2001:db8:2::/64"), **udp(5000))
+    c = rule("c", 3, 2, family=4, dst_addr=net("10.1.0.0/16"), **udp(5000))
+    six, four = assign_layers((a, b, c), key_text)
+    assert (six.exact, six.masks) == (False, ())
+    assert (four.exact, four.masks) == (True, (("da", 16),))
+    assert "ip daddr & 255.255.0.0 . meta l4proto . th dport" in "\n".join(
+        layer_commands("t", 1, four)
+    )
+
+
 def test_ipv6_dscp_is_matched_before_the_lookup_one_map_per_value() -> None:
+    # Prefixes of two lengths: interval maps (one length would make masked hash maps).
     a = rule("a", 1, 1, dst_addr=net("2001:db8::/64"), next_header=17, dscp=10)
-    b = rule("b", 2, 2, dst_addr=net("2001:db8::/64"), next_header=17, dscp=46)
+    b = rule("b", 2, 2, dst_addr=net("2001:db8::/48"), next_header=17, dscp=46)
     (layer,) = assign_layers((a, b))
     assert layer.dscp_values() == (10, 46)
     assert layer_commands("t", 0, layer) == [
@@ -539,7 +582,7 @@ def test_ipv6_dscp_is_matched_before_the_lookup_one_map_per_value() -> None:
         "vmap @l0_6_da_pr_ds_10",
         "add map inet t l0_6_da_pr_ds_46 "
         "{ type ipv6_addr . inet_proto : verdict ; flags interval ; }",
-        'add element inet t l0_6_da_pr_ds_46 { 2001:db8::/64 . 17 comment "b 2 -n" : goto bid_2 }',
+        'add element inet t l0_6_da_pr_ds_46 { 2001:db8::/48 . 17 comment "b 2 -n" : goto bid_2 }',
         "add rule inet t classify meta nfproto ipv6 ip6 dscp 46 ip6 daddr . meta l4proto "
         "vmap @l0_6_da_pr_ds_46",
     ]

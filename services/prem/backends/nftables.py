@@ -31,7 +31,7 @@ from services.prem import collector, routing
 from services.prem.backends.libnftables import NftContext
 from services.prem.config import PremSettings
 from services.prem.core.flowtable import FlowRule, FlowTable
-from services.prem.core.nft_layers import Layer, assign_layers, flatten, shape_of
+from services.prem.core.nft_layers import Layer, assign_layers, flatten, masks_of, shape_of
 from services.prem.core.nft_parse import DupState, TableState, parse_dup_table, parse_table
 from services.prem.core.nft_render import (
     DUP_FAMILIES,
@@ -213,9 +213,9 @@ class NftablesBackend:
             bid_chain_command(self.table, bid, self.settings)
             for bid in sorted(plan.bids - index.bid_chains)
         ]
-        for name, shape, verb, rules, keys, verdicts in plan.parts:
+        for name, shape, verb, rules, keys, verdicts, masked in plan.parts:
             commands += element_commands(
-                self.table, name, shape, rules, verb, keys=keys, verdicts=verdicts
+                self.table, name, shape, rules, verb, keys=keys, verdicts=verdicts, masked=masked
             )
         self._known = None
         self._index = None
@@ -292,14 +292,14 @@ class NftablesBackend:
         self._known = TableState((), frozenset())
 
 
-_Part = tuple[str, tuple[str, ...], str, list[FlowRule], list[str], bool]
+_Part = tuple[str, tuple[str, ...], str, list[FlowRule], list[str], bool, bool]
 
 
 @dataclass(frozen=True)
 class _DeltaPlan:
     """An element batch on a point table: (map or set, shape, verb, rules, keys, whether the
-    elements carry verdicts) per part, the BIDs the added rules mark for, and the index
-    entries it removes and adds."""
+    elements carry verdicts, whether the layer is masked) per part, the BIDs the added rules
+    mark for, and the index entries it removes and adds."""
 
     parts: list[_Part]
     bids: frozenset[int]
@@ -366,27 +366,38 @@ class _PointIndex:
         came_by: dict[int, list[tuple[str, FlowRule]]] = {}
         taken: set[tuple[int, str]] = set()
         for rule in changes.add:
-            entry = self.layers.get(rule.family)
-            if (
-                entry is None
-                or rule.buckets
-                or shape_of(rule.selector) != entry[1].shape
-                or not self._has_set(rule)
-            ):
+            point = self._point_of(rule)
+            if point is None or (rule.family, point) in taken:
                 return None
-            key = key_text(rule.selector, entry[1].shape)
-            if "/" in key or "-" in key or (rule.family, key) in taken:
+            if point in self.rules[rule.family] and (rule.family, point) not in freed:
                 return None
-            if key in self.rules[rule.family] and (rule.family, key) not in freed:
-                return None
-            taken.add((rule.family, key))
-            came_by.setdefault(rule.family, []).append((key, rule))
+            taken.add((rule.family, point))
+            came_by.setdefault(rule.family, []).append((point, rule))
         return _DeltaPlan(
             self._parts(gone_by, came_by),
             frozenset(_rule_bids(changes.add)),
             [(f, key) for f, pairs in gone_by.items() for key, _ in pairs],
             [(f, key, rule) for f, pairs in came_by.items() for key, rule in pairs],
         )
+
+    def _point_of(self, rule: FlowRule) -> str | None:
+        """The key of a rule to add when it is a point of its family's layer (its shape, its
+        prefix lengths, a set for its verdict); None when it is not."""
+        entry = self.layers.get(rule.family)
+        if (
+            entry is None
+            or rule.buckets
+            or shape_of(rule.selector) != entry[1].shape
+            or not self._has_set(rule)
+        ):
+            return None
+        layer = entry[1]
+        key = key_text(rule.selector, layer.shape)
+        if "-" in key:
+            return None
+        if ("/" in key or layer.masks) and masks_of(rule.selector, layer.shape) != layer.masks:
+            return None
+        return key
 
     def _has_set(self, rule: FlowRule) -> bool:
         """Whether the rule's verdict can be added without a new set (the full path adds
@@ -406,10 +417,12 @@ class _PointIndex:
         for verb, by_family in (("delete", gone_by), ("add", came_by)):
             for family, pairs in sorted(by_family.items()):
                 position, layer = self.layers[family]
+                masked = bool(layer.masks)
                 if not self.in_sets[family]:
                     keys = [key for key, _ in pairs]
                     rules = [rule for _, rule in pairs]
-                    parts.append((map_name(position, layer), layer.shape, verb, rules, keys, True))
+                    name = map_name(position, layer)
+                    parts.append((name, layer.shape, verb, rules, keys, True, masked))
                     continue
                 by_set: dict[str, tuple[list[FlowRule], list[str]]] = {}
                 for key, rule in pairs:
@@ -418,7 +431,7 @@ class _PointIndex:
                     members[0].append(rule)
                     members[1].append(key)
                 for name, (rules, keys) in sorted(by_set.items()):
-                    parts.append((name, layer.shape, verb, rules, keys, False))
+                    parts.append((name, layer.shape, verb, rules, keys, False, masked))
         return parts
 
     def commit(self, plan: _DeltaPlan) -> None:
@@ -558,14 +571,21 @@ def _layer_elements(
     """One layer's element deletes and adds; None when an add needs a set the table lacks
     (a BID declared since the table was made: the caller replaces the table)."""
     deletes: list[str] = []
+    masked = bool(layer.masks)
     for part in map_parts(index, layer, gone):
-        deletes += element_commands(table, part.name, part.key, part.rules, "delete")
+        deletes += element_commands(table, part.name, part.key, part.rules, "delete", masked=masked)
     adds: list[str] = []
     for part in map_parts(index, layer, came):
         if part.verdict is not None and part.name not in sets:
             return None
         adds += element_commands(
-            table, part.name, part.key, part.rules, "add", verdicts=part.verdict is None
+            table,
+            part.name,
+            part.key,
+            part.rules,
+            "add",
+            verdicts=part.verdict is None,
+            masked=masked,
         )
     return deletes, adds
 

@@ -17,7 +17,7 @@ from typing import Any
 from services.contracts.errors import KernelError
 from services.contracts.policy import PortRange, Selector
 from services.prem.core.flowtable import FlowRule
-from services.prem.core.nft_layers import FIELDS, Layer, key_fields
+from services.prem.core.nft_layers import FIELDS, Layer, Masks, key_fields
 from services.prem.core.nft_render import (
     CLASSIFY_CHAIN,
     DUP_SELECT_CHAIN,
@@ -166,6 +166,41 @@ def _chain_bid(exprs: list[Any], settings: NodeSettings) -> int | None:
     return None
 
 
+#: A masked address field in a map or set name: `da48` (`nft_render._shape_text`).
+_MASKED = re.compile(r"(sa|da)(\d{1,3})")
+
+
+def _shape(family: int, tokens: list[str], name: str) -> tuple[tuple[str, ...], Masks]:
+    """The shape and masks a map or set name spells; refused when it is not ours."""
+    shape: list[str] = []
+    masks: list[tuple[str, int]] = []
+    for token in tokens:
+        masked = _MASKED.fullmatch(token)
+        field = token if masked is None else masked.group(1)
+        if masked is not None:
+            length = int(masked.group(2))
+            if not 0 <= length < (32 if family == 4 else 128):
+                raise _bad(f"map {name!r} is not ours")
+            masks.append((field, length))
+        if field not in FIELDS:
+            raise _bad(f"map {name!r} is not ours")
+        shape.append(field)
+    return tuple(shape), tuple(masks)
+
+
+def _key_bounds(
+    key: tuple[str, ...], values: list[Any], masks: Masks, family: int
+) -> dict[str, tuple[int, int]]:
+    """Per-field bounds of an element's key; a masked field's network address stands for
+    its whole prefix."""
+    fields = {f: _bounds(v) for f, v in zip(key, values, strict=True)}
+    bits = 32 if family == 4 else 128
+    for name, length in masks:
+        low = fields[name][0]
+        fields[name] = (low, low | ((1 << (bits - length)) - 1))
+    return fields
+
+
 def _map_layer(
     name: str, elements: list[Any], chains: Mapping[str, int], balances: Mapping[str, Any]
 ) -> tuple[str, Layer]:
@@ -175,25 +210,23 @@ def _map_layer(
     """
     parts = name.split("_")
     guard = int(parts.pop()) if parts[-1].isdigit() and len(parts) > 2 else None
-    family, shape = int(parts[1]), tuple(parts[2:])
-    if (
-        not re.fullmatch(r"[lh]\d+", parts[0])
-        or family not in (4, 6)
-        or any(f not in FIELDS for f in shape)
-    ):
+    family = int(parts[1])
+    if not re.fullmatch(r"[lh]\d+", parts[0]) or family not in (4, 6):
         raise _bad(f"map {name!r} is not ours")
+    shape, masks = _shape(family, parts[2:], name)
     key = key_fields(family, shape)
     rules = []
     for key_part, data in elements:
         elem = key_part["elem"]
         val = elem["val"]
         values = val["concat"] if isinstance(val, dict) and "concat" in val else [val]
-        fields = {f: _bounds(v) for f, v in zip(key, values, strict=True)}
+        fields = _key_bounds(key, values, masks, family)
         if guard is not None:
             fields["ds"] = (guard, guard)
         target = _target(data, chains, balances)
         rules.append(_rule(family, fields, elem.get("comment", ""), target))
-    return parts[0], Layer(family, shape, tuple(rules), exact=parts[0].startswith("h"))
+    exact = parts[0].startswith("h")
+    return parts[0], Layer(family, shape, tuple(rules), exact, masks if exact else ())
 
 
 def _set_layer(name: str, elements: list[Any], target: Target) -> tuple[str, Layer]:
@@ -202,26 +235,26 @@ def _set_layer(name: str, elements: list[Any], target: Target) -> tuple[str, Lay
     that the sets of one layer join up."""
     parts = name.split("_")
     suffix = parts.pop()
-    family, shape = int(parts[1]), tuple(parts[2:])
+    family = int(parts[1])
     bid, buckets, tiers = target
     if (
         not re.fullmatch(r"s\d+", parts[0])
         or family not in (4, 6)
-        or any(f not in FIELDS for f in shape)
         or suffix != ("drop" if bid is None else f"b{bid}")
         or buckets
         or tiers
     ):
         raise _bad(f"set {name!r} is not ours")
+    shape, masks = _shape(family, parts[2:], name)
     key = key_fields(family, shape)
     rules = []
     for item in elements:
         elem = item["elem"] if isinstance(item, dict) and "elem" in item else {"val": item}
         val = elem["val"]
         values = val["concat"] if isinstance(val, dict) and "concat" in val else [val]
-        fields = {f: _bounds(v) for f, v in zip(key, values, strict=True)}
+        fields = _key_bounds(key, values, masks, family)
         rules.append(_rule(family, fields, elem.get("comment", ""), target))
-    return parts[0], Layer(family, shape, tuple(rules), exact=True)
+    return parts[0], Layer(family, shape, tuple(rules), True, masks)
 
 
 def _set_lookup(exprs: list[Any]) -> str | None:
@@ -302,7 +335,13 @@ def _layers(
             name = lookup["data"].lstrip("@")
             position, layer = _map_layer(name, maps.get(name, []), chains, balances)
         if position == last_position:
-            layer = Layer(layer.family, layer.shape, layers.pop().rules + layer.rules, layer.exact)
+            layer = Layer(
+                layer.family,
+                layer.shape,
+                layers.pop().rules + layer.rules,
+                layer.exact,
+                layer.masks,
+            )
         layers.append(layer)
         last_position = position
     return layers

@@ -23,7 +23,7 @@ from services.contracts.policy import (
     selectors_overlap,
 )
 from services.prem.core.flowtable import FlowRule
-from services.prem.core.nft_layers import Layer, dscp_guarded, key_fields
+from services.prem.core.nft_layers import Layer, Masks, dscp_guarded, key_fields
 from services.prem.core.settings import NodeSettings
 from services.prem.core.spread import Tiers, runs
 
@@ -252,12 +252,23 @@ class MapPart:
     keys: tuple[str, ...] | None = None
     #: A set's verdict, on its lookup rule (None: a verdict map, each element has its own).
     verdict: str | None = None
+    #: The layer's masked address fields (`Layer.masks`).
+    masks: Masks = ()
+
+
+def _shape_text(layer: Layer) -> str:
+    """The shape in a map or set name; a masked address field with its prefix length
+    (`da48`), so that read() knows the mask."""
+    if not layer.masks:
+        return "_".join(layer.shape)
+    lengths = dict(layer.masks)
+    return "_".join(f"{f}{lengths[f]}" if f in lengths else f for f in layer.shape)
 
 
 def map_name(index: int, layer: Layer, guard: int | None = None) -> str:
     """Map name carrying the layer's position, family, shape and DSCP guard (read() decodes it)."""
     kind = "h" if layer.exact else "l"
-    name = f"{kind}{index}_{layer.family}_{'_'.join(layer.shape)}"
+    name = f"{kind}{index}_{layer.family}_{_shape_text(layer)}"
     return name if guard is None else f"{name}_{guard}"
 
 
@@ -265,7 +276,7 @@ def set_name(index: int, layer: Layer, bid: int | None) -> str:
     """Name of the set of a layer `in_sets` whose packets go to `bid` (None: are dropped);
     like a map's name, it says position, family and shape (read() decodes it)."""
     target = "drop" if bid is None else f"b{bid}"
-    return f"s{index}_{layer.family}_{'_'.join(layer.shape)}_{target}"
+    return f"s{index}_{layer.family}_{_shape_text(layer)}_{target}"
 
 
 def map_parts(
@@ -285,13 +296,14 @@ def map_parts(
         return _set_parts(index, layer, chosen, key, layer.keys, empty=(*bids, None))
     if not dscp_guarded(layer.family, layer.shape):
         keys = layer.keys if rules is None else None
-        return [MapPart(map_name(index, layer), key, None, chosen, keys)]
+        return [MapPart(map_name(index, layer), key, None, chosen, keys, masks=layer.masks)]
     return [
         MapPart(
             map_name(index, layer, value),
             key,
             value,
             tuple(r for r in chosen if r.selector.dscp == value),
+            masks=layer.masks,
         )
         for value in layer.dscp_values()
     ]
@@ -324,6 +336,7 @@ def _set_parts(
             tuple(members),
             tuple(texts) if keys is not None else None,
             "drop" if bid is None else f"goto {bid_chain(bid)}",
+            layer.masks,
         )
         for bid, (members, texts) in sorted(by_bid.items(), key=_bid_order)
     ]
@@ -344,6 +357,20 @@ def _expr(field: str, family: int) -> str:
         "ds": f"{ip} dscp",
         "fl": "ip6 flowlabel",
     }[field]
+
+
+def _lookup_expr(field: str, family: int, masks: Masks) -> str:
+    """A key field's expression in a lookup: a masked address ANDed with its prefix's mask."""
+    for name, length in masks:
+        if name == field:
+            bits = 32 if family == 4 else 128
+            mask = ((1 << length) - 1) << (bits - length)
+            return f"{_expr(field, family)} & {_ip_text(mask, family)}"
+    return _expr(field, family)
+
+
+#: A prefix length in a key text: a masked layer's element is its network address alone.
+_PREFIX_LENGTH = re.compile(r"/\d+")
 
 
 def _ip_text(value: int, family: int) -> str:
@@ -443,9 +470,12 @@ def verdict(rule: FlowRule) -> str:
     return "drop" if rule.bid is None else f"goto {bid_chain(rule.bid)}"
 
 
-def element(rule: FlowRule, shape: tuple[str, ...], *, with_data: bool = True) -> str:
-    """One map element: the concatenated key, and (for adds) comment and verdict."""
-    return _elements([rule], shape, with_data)[0]
+def element(
+    rule: FlowRule, shape: tuple[str, ...], *, with_data: bool = True, masked: bool = False
+) -> str:
+    """One map element: the concatenated key, and (for adds) comment and verdict; `masked`
+    for a layer with `masks` (each prefix as its network address)."""
+    return _elements([rule], shape, with_data, masked=masked)[0]
 
 
 def key_text(selector: Selector, shape: tuple[str, ...]) -> str:
@@ -500,14 +530,19 @@ def _elements(
     with_data: bool,
     keys: Sequence[str] | None = None,
     with_verdict: bool = True,
+    *,
+    masked: bool = False,
 ) -> list[str]:
     """`element` for many rules of one shape: the field formatters are looked up once, and a
     BID's verdict text is made once (this runs for every element of a large install).
     `keys`, when given, are the rules' key texts already made (`Layer.keys`); without
-    `with_verdict` (a set's elements), key and comment only."""
+    `with_verdict` (a set's elements), key and comment only; `masked` (a layer with
+    `masks`): each prefix written as its network address, the lookup masks the packet's."""
     chosen = rules if isinstance(rules, tuple | list) else tuple(rules)
     if keys is None:
         keys = [key_text(r.selector, shape) for r in chosen]
+    if masked:
+        keys = [_PREFIX_LENGTH.sub("", key) for key in keys]
     if not with_data:
         return list(keys)
     if chosen and not _POLICY_IDS.fullmatch(" ".join([r.policy_id for r in chosen])):
@@ -558,10 +593,12 @@ def element_commands(
     *,
     keys: Sequence[str] | None = None,
     verdicts: bool = True,
+    masked: bool = False,
 ) -> list[str]:
     """`add element` / `delete element` for many rules in one command (empty: no command);
-    `verdicts` false for a set's elements (key and comment only)."""
-    items = _elements(rules, shape, verb == "add", keys, verdicts)
+    `verdicts` false for a set's elements (key and comment only); `masked` for a layer with
+    `masks` (`_elements`)."""
+    items = _elements(rules, shape, verb == "add", keys, verdicts, masked=masked)
     if not items:
         return []
     return [f"{verb} element inet {table} {name} {{ {', '.join(items)} }}"]
@@ -579,12 +616,20 @@ def layer_commands(table: str, index: int, layer: Layer, bids: Iterable[int] = (
         key_type = " . ".join(
             _ADDR_TYPE[family] if f in ("sa", "da") else _TYPES[f] for f in part.key
         )
-        key = " . ".join(_expr(field, family) for field in part.key)
+        key = " . ".join(_lookup_expr(field, family, part.masks) for field in part.key)
+        masked = bool(part.masks)
         if part.verdict is not None:
             commands += [
                 f"add set inet {table} {part.name} {{ type {key_type} ; }}",
                 *element_commands(
-                    table, part.name, part.key, part.rules, "add", keys=part.keys, verdicts=False
+                    table,
+                    part.name,
+                    part.key,
+                    part.rules,
+                    "add",
+                    keys=part.keys,
+                    verdicts=False,
+                    masked=masked,
                 ),
                 f"add rule inet {table} {CLASSIFY_CHAIN} meta nfproto {FAMILY_NAMES[family]} "
                 f"{key} @{part.name} {part.verdict}",
@@ -594,7 +639,9 @@ def layer_commands(table: str, index: int, layer: Layer, bids: Iterable[int] = (
         flags = "" if layer.exact else " flags interval ;"
         commands += [
             f"add map inet {table} {part.name} {{ type {key_type} : verdict ;{flags} }}",
-            *element_commands(table, part.name, part.key, part.rules, "add", keys=part.keys),
+            *element_commands(
+                table, part.name, part.key, part.rules, "add", keys=part.keys, masked=masked
+            ),
             f"add rule inet {table} {CLASSIFY_CHAIN} meta nfproto {FAMILY_NAMES[family]} "
             f"{guard}{key} vmap @{part.name}",
         ]
