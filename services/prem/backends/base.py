@@ -30,6 +30,14 @@ class Backend(Protocol):
         """Make the data plane enforce `desired`, given `changes` from the current state."""
         ...
 
+    def apply_delta(self, changes: Changes) -> bool:
+        """Apply `changes`, relative to what the data plane holds, in time proportional to
+        them, when the back end can; False, with nothing changed, when it cannot (the caller
+        then applies the whole desired table). For a caller that keeps its desired state in
+        parts (an HA's routers, `services.prem.fleet`) and knows a change without the whole
+        table."""
+        ...
+
     def remove_all(self) -> None:
         """Remove everything this back end owns (chains, tables, sets)."""
         ...

@@ -112,6 +112,10 @@ class IptablesBackend:
             rules.extend(self.read_family(family).rules)
         return tuple(sorted(rules, key=FlowRule.precedence))
 
+    def apply_delta(self, changes: Changes) -> bool:
+        """Never: a linear chain is rewritten whole per family (`apply`)."""
+        return False
+
     def apply(self, desired: FlowTable, changes: Changes) -> None:
         """Rewrite our chains to `desired`: one commit per family whose content changes."""
         if not changes:

@@ -45,6 +45,19 @@ class MemoryBackend:
             raise KernelError("memory apply", "changes do not lead to the desired table")
         self.applied_batches += 1
 
+    def apply_delta(self, changes: Changes) -> bool:
+        """Apply `changes` to the table held; False when a rule to remove is not held."""
+        if self.fail_next_apply:
+            self.fail_next_apply = False
+            raise KernelError("memory apply", "injected failure")
+        removed = set(changes.remove)
+        if not removed <= set(self._table):
+            return False
+        kept = [r for r in self._table if r not in removed]
+        self._table = tuple(sorted({*kept, *changes.add}, key=lambda r: r.precedence()))
+        self.applied_batches += 1
+        return True
+
     def remove_all(self) -> None:
         """Forget every rule."""
         self._table = ()

@@ -31,8 +31,10 @@ CLASSIFY_CHAIN = "classify"
 FAMILY_NAMES = {4: "ipv4", 6: "ipv6"}
 _ADDR_TYPE = {4: "ipv4_addr", 6: "ipv6_addr"}
 _TYPES = {"pr": "inet_proto", "sp": "inet_service", "dp": "inet_service", "ds": "dscp"}
-#: The contract's policy id pattern, checked again here because the id goes into nft text.
-_POLICY_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+#: The contract's policy id pattern, checked again here because the id goes into nft text; up
+#: to 105 characters for the `<node>:<policy id>` of an HA serving many routers
+#: (`fleetscope.kernel_id`: a node of at most 40), so that a comment stays under nft's 128.
+_POLICY_ID = re.compile(r"[A-Za-z0-9_.:-]{1,105}")
 
 
 def table_name(settings: NodeSettings) -> str:
@@ -521,7 +523,7 @@ _SHAPE_PLAN: dict[tuple[str, ...], tuple[tuple[str, int], ...]] = {}
 
 
 #: Several policy ids, one space apart, each as the contract allows (checked in one call).
-_POLICY_IDS = re.compile(r"[A-Za-z0-9_.:-]{1,64}(?: [A-Za-z0-9_.:-]{1,64})*")
+_POLICY_IDS = re.compile(r"[A-Za-z0-9_.:-]{1,105}(?: [A-Za-z0-9_.:-]{1,105})*")
 
 
 def _elements(
