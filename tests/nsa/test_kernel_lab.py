@@ -121,7 +121,10 @@ def test_a_metrics_change_moves_a_real_packets_egress_bid(
             wait_until(lambda: egress(lab) == 1, "the stream back on BID 1 (b1)\n" + tail(*logs))
             assert nsa.poll() is None
         rules = netns.run(lab.router, ["nft", "list", "table", "inet", "multinet_prem"])
-        assert "2001:db8:ff::/64" in rules, "the HA holds the mirrored (downlink) selector"
+        # The mirrored (downlink) selector's /64: a masked exact key (its network address,
+        # looked up with the packet's destination masked to 64 bits).
+        assert "ip6 daddr & ffff:ffff:ffff:ffff::" in rules, rules
+        assert "2001:db8:ff:: . " in rules, "the HA holds the mirrored (downlink) selector"
     finally:
         for proc in workers:
             stop(proc)
