@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.ha_fleet import pct
 from services import netns
 from services.prem.backends.libnftables import NftContext
 
@@ -285,12 +286,6 @@ def measure(name: str, routers: int, count: int, changes: int) -> dict[str, Any]
         "change_ms": walls,
         "change_cpu_ms": cpus,
     }
-
-
-def pct(samples: list[float], q: float) -> float:
-    """The q-quantile (nearest rank)."""
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def main(argv: list[str] | None = None) -> int:
