@@ -68,11 +68,26 @@ class FleetEnforcer:
         stored = store.load()
         for node in sorted(stored.keys() - self.routers.keys()):
             log.warning("fleet store holds router node %r, which is no longer served", node)
-        self.states = {node: stored.get(node) or DesiredState(node=node) for node in self.routers}
-        self.rules = {
-            node: self._compile(node, scope(state.policies, self.routers[node]))
-            for node, state in self.states.items()
-        }
+        self.states: dict[str, DesiredState] = {}
+        self.rules: dict[str, FlowTable] = {}
+        for node, router in self.routers.items():
+            state = stored.get(node) or DesiredState(node=node)
+            try:
+                self.rules[node] = self._compile(node, scope(state.policies, router))
+            except PolicyRefused as exc:
+                # The router's prefix changed in the configuration since: its stored policies
+                # are not enforced, and at version 0 its NSA sends a whole set again.
+                log.error(
+                    "router node %s: stored version %d lies outside its prefix %s now (%s); "
+                    "starting it empty at version 0",
+                    node,
+                    state.version,
+                    router.prefix,
+                    exc.problems[0],
+                )
+                state = DesiredState(node=node)
+                self.rules[node] = ()
+            self.states[node] = state
         self._node_settings: dict[str, NodeSettings] = {}
         self._sequence: dict[str, int] = {}
 

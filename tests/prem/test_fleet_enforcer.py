@@ -25,6 +25,7 @@ from services.contracts.policy import (
 )
 from services.prem.backends.memory import MemoryBackend
 from services.prem.core.fleetscope import ServedRouter
+from services.prem.core.policyset import DesiredState
 from services.prem.fleet import FleetEnforcer
 from services.prem.fleetstore import FleetStore
 from tests.prem.factories import settings, udp_to
@@ -199,3 +200,20 @@ def test_routers_that_clash_are_refused_at_start(tmp_path: Path) -> None:
             FleetEnforcer(
                 settings(tmp_path), routers, MemoryBackend(), FleetStore(tmp_path / "c.db")
             )
+
+
+def test_a_router_whose_prefix_changed_starts_empty_not_at_all(tmp_path: Path) -> None:
+    fleet = make(tmp_path)
+    r1 = ROUTERS[0]
+    inside = Install(policies=(udp_to("cam", 554, 1, dst="2001:db8:1:5::/64"),))
+    fleet.handle(r1.node, document(r1, 4, inside))
+    fleet.store.close()
+    moved = (
+        ServedRouter(r1.node, r1.mobile_router, ipaddress.IPv6Network("2001:db8:99::/48")),
+        *ROUTERS[1:],
+    )
+    backend = MemoryBackend()
+    restarted = FleetEnforcer(settings(tmp_path), moved, backend, FleetStore(tmp_path / "fleet.db"))
+    assert restarted.states[r1.node] == DesiredState(node=r1.node)
+    assert restarted.reconcile() == 0
+    assert backend.read() == ()
