@@ -13,8 +13,14 @@ from pydantic import ValidationError
 
 from services import netns
 from services.cliargs import bad_file, service_options
-from services.contracts.errors import InvalidInput, KernelError
-from services.contracts.settings import apply_env, load_service_file, read_file, validate_section
+from services.contracts.errors import ConfigError, InvalidInput, KernelError
+from services.contracts.settings import (
+    BrokerSettings,
+    apply_env,
+    load_service_file,
+    read_file,
+    validate_section,
+)
 from services.metrics import MetricsListenError
 from services.prem.config import PremSettings
 
@@ -74,7 +80,6 @@ def add_subcommand(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
 
 def _run(args: argparse.Namespace) -> int:
     from services import logsetup
-    from services.prem.worker import PremWorker
 
     try:
         config = load_service_file(args.config, "prem", PremSettings)
@@ -90,10 +95,29 @@ def _run(args: argparse.Namespace) -> int:
         print("--soap-listen and --soap-udp need --standalone", file=sys.stderr)
         return 2
     if args.standalone:
+        if settings.serves is not None:
+            print("--standalone serves one mobile router: remove `serves`", file=sys.stderr)
+            return 2
         return _standalone(args, settings)
     logsetup.configure(settings.node, level=args.log_level, json_lines=args.log_json)
+    return _worker(args, settings, config.broker)
+
+
+def _worker(args: argparse.Namespace, settings: PremSettings, broker: BrokerSettings) -> int:
+    """The MQTT worker: for one mobile router, or (`serves`) for many at an HA."""
+    from services.prem.worker import PremWorker
+
     try:
-        PremWorker(settings, config.broker, netns_name=args.netns).run()
+        if settings.serves is not None:
+            from services.prem.fleetworker import FleetWorker
+
+            FleetWorker(settings, broker, netns_name=args.netns).run()
+        else:
+            PremWorker(settings, broker, netns_name=args.netns).run()
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"node {settings.node}: {problem.reason}", file=sys.stderr)
+        return 2
     except (KernelError, PermissionError, MetricsListenError) as exc:
         _cannot_enforce(settings, exc)
         return 1

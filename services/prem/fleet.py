@@ -158,6 +158,11 @@ class FleetEnforcer:
             ),
         )
 
+    def refuse(self, node: str, problem: Problem) -> PolicyStatus:
+        """Refuse a document of `node` for a reason only the transport knows (a retained
+        delivery, a document whose handling raised)."""
+        return self._refused(node, (problem,), self.clock(), None)
+
     def _replace(self, node: str, held: FlowTable, rules: FlowTable) -> None:
         """Make the kernel hold `rules` for the router instead of `held`: an element delta
         when it fits, else the whole table (read back first, so a foreign change is repaired
