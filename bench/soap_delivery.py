@@ -9,7 +9,9 @@ written and fsynced as in production) on the real broker under a unique topic ro
 Clients post a prepared envelope with http.client on keep-alive connections (not zeep), so
 the gateway is measured and not the client. A worker refuses a version not above the one it
 enforces, so each mobile router's deliveries must arrive in order: every client drives its
-own mobile router (its own HA and MR worker) and sends one delivery at a time.
+own mobile router (its own HA and MR worker) and sends one delivery at a time. With
+`--fleet-ha`, one HA worker serves every router's HA node (`serves`, its SQLite store), as an
+HA of a fleet would, and each router keeps its MR worker.
 
 (a) sustained: N clients back to back for a while: deliveries per second.
 (b) fixed rate: 100 deliveries/s spread over the clients on a fixed schedule; latency is
@@ -167,18 +169,35 @@ def _template(router: Router) -> bytes:
 
 
 def _prem_config(
-    workdir: Path, node: str, role: str, router: str, topic_root: str, broker_port: int
+    workdir: Path,
+    node: str,
+    role: str,
+    router: str,
+    topic_root: str,
+    broker_port: int,
+    extra: str = "",
 ) -> Path:
     config = workdir / f"{node}.toml"
     config.write_text(
         "[prem]\n"
         f'node = "{node}"\nrole = "{role}"\nmobile_router = "{router}"\nbackend = "memory"\n'
         f'table_base = 3000\nstate_file = "{workdir / (node + "-state.json")}"\n'
-        "bids = [{ bid = 1 }, { bid = 2 }]\n"
+        f"bids = [{{ bid = 1 }}, {{ bid = 2 }}]\n{extra}"
         f'[broker]\nport = {broker_port}\ntopic_root = "{topic_root}"\nsession_expiry_s = 600\n',
         encoding="utf-8",
     )
     return config
+
+
+def _fleet_config(workdir: Path, routers: list[Router], topic_root: str, broker_port: int) -> Path:
+    """One HA worker serving every router's HA node (`serves`), its store in `workdir`."""
+    served = workdir / "served"
+    served.write_text(
+        "".join(f"{r.ha} {r.name} 2001:db8:{r.index:x}::/48\n" for r in routers),
+        encoding="utf-8",
+    )
+    extra = f'serves = "{served}"\nfleet_store = "{workdir / "fleet.db"}"\n'
+    return _prem_config(workdir, "ha-fleet", "ha", "fleet", topic_root, broker_port, extra)
 
 
 def _bare_netns(name: str) -> None:
@@ -202,21 +221,28 @@ def _process(argv: list[str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
 
 
 @contextmanager
-def bed(routers: list[Router], workdir: Path, threads: int, broker_port: int) -> Iterator[int]:
-    """Broker topic root, 2 workers per router, the gateway; yields the gateway's port."""
+def bed(
+    routers: list[Router], workdir: Path, threads: int, broker_port: int, *, fleet: bool = False
+) -> Iterator[int]:
+    """Broker topic root, 2 workers per router (with `fleet`: each router's MR worker and one
+    HA worker serving them all), the gateway; yields the gateway's port."""
     topic_root = f"bench-{uuid.uuid4().hex[:10]}/multinet/v1"
     tag = uuid.uuid4().hex[:6]
     with ExitStack() as stack:
-        for router in routers:
-            for node, role in ((router.ha, "ha"), (router.name, "mr")):
-                ns = f"mnb-{node}-{tag}"
-                _bare_netns(ns)
-                stack.callback(netns.delete, ns)
-                config = _prem_config(workdir, node, role, router.name, topic_root, broker_port)
-                worker = stack.enter_context(
-                    _process(worker_argv(config, ns), workdir / f"{node}.log")
-                )
-                PIDS.setdefault("PREM workers", []).append(worker.pid)
+        configs = [
+            (node, _prem_config(workdir, node, role, router.name, topic_root, broker_port))
+            for router in routers
+            for node, role in ((router.ha, "ha"), (router.name, "mr"))
+            if not (fleet and role == "ha")
+        ]
+        if fleet:
+            configs.append(("ha-fleet", _fleet_config(workdir, routers, topic_root, broker_port)))
+        for node, config in configs:
+            ns = f"mnb-{node}-{tag}"
+            _bare_netns(ns)
+            stack.callback(netns.delete, ns)
+            worker = stack.enter_context(_process(worker_argv(config, ns), workdir / f"{node}.log"))
+            PIDS.setdefault("PREM workers", []).append(worker.pid)
         table = ",\n".join(
             f'  {{ id = "{r.name}", ha_node = "{r.ha}", mr_node = "{r.name}" }}' for r in routers
         )
@@ -398,6 +424,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--seconds", type=float, help="per scenario (default 10, quick 3)")
     parser.add_argument("--threads", type=int, default=16, help="gateway worker threads")
     parser.add_argument(
+        "--fleet-ha",
+        action="store_true",
+        help="one HA worker serving every router (prem `serves`) instead of one per router",
+    )
+    parser.add_argument(
         "--broker",
         choices=("tuned", "system"),
         default="tuned",
@@ -417,8 +448,10 @@ def main(argv: list[str] | None = None) -> int:
     routers = [Router(i + 1) for i in range(args.clients)]
     for router in routers:
         router.template = _template(router)
+    workers = args.clients + (1 if args.fleet_ha else args.clients)
     print(
-        f"{args.clients} mobile routers ({2 * args.clients} PREM workers, memory back end), "
+        f"{args.clients} mobile routers ({workers} PREM workers, memory back end"
+        f"{', one HA worker serving them all' if args.fleet_ha else ''}), "
         f"gateway with {args.threads} threads, 10-policy Install per delivery, {seconds:.0f} s "
         f"per scenario, {args.broker} broker",
         flush=True,
@@ -432,7 +465,9 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 ensure_broker()
                 broker_port = 1883
-            port = stack.enter_context(bed(routers, workdir, args.threads, broker_port))
+            port = stack.enter_context(
+                bed(routers, workdir, args.threads, broker_port, fleet=args.fleet_ha)
+            )
             warm_up(routers, port)
             runs = [sustained(routers[:1], port, seconds)]
             before = cpu_seconds()
