@@ -10,6 +10,7 @@ restarted worker keeps every router's state (its SQLite store) and the table.
 from __future__ import annotations
 
 import signal
+import sqlite3
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -123,3 +124,27 @@ def test_a_restarted_worker_keeps_every_router(bed: Bed) -> None:
     status = bed.client.deliver("ha1-mr2", document("ha1-mr2", 4, Flush()))
     assert (status.result, status.version) == ("applied", 4)
     assert set(bed.entries()) == {"ha1-mr1:voice"}
+
+
+def test_a_document_whose_row_cannot_be_written_is_set_aside_and_undone(
+    bed: Bed, tmp_path: Path
+) -> None:
+    install = Install(policies=(udp_to("voice", 5004, 1),))
+    assert bed.client.deliver("ha1-mr1", document("ha1-mr1", 1, install)).result == "applied"
+    before = bed.entries()
+    # Another process holds the database's write lock: the worker's write of the router's row
+    # fails after SQLite's busy wait, once the kernel has taken the change.
+    holder = sqlite3.connect(tmp_path / "fleet.db", isolation_level=None)
+    try:
+        holder.execute("BEGIN EXCLUSIVE")
+        moved = Install(policies=(udp_to("voice", 5004, 2),))
+        status = bed.client.deliver("ha1-mr1", document("ha1-mr1", 2, moved), timeout_s=30)
+    finally:
+        holder.close()
+    assert status.result == "refused", status
+    assert status.version == 1
+    assert status.refusals[0].reason.startswith("not handled: OperationalError"), status
+    assert bed.entries() == before, "the router's rules were put back"
+    assert "dead letter" in bed.worker.text()
+    # The document was acknowledged and set aside: the next one is answered normally.
+    assert bed.client.deliver("ha1-mr1", document("ha1-mr1", 3, moved)).result == "applied"
