@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from services.contracts import policy_xml
@@ -40,6 +40,21 @@ class Reply:
 
     status: PolicyStatus
     forward: PolicyMessage | None = None
+
+
+def refusals_of(problems: Iterable[Problem]) -> tuple[Refusal, ...]:
+    """A status's refusals, one per problem (a one-router or a fleet worker's)."""
+    return tuple(
+        Refusal(reason=p.reason, policy_id=p.policy_id, field=p.field, line=p.line)
+        for p in problems
+    )
+
+
+def warnings_of(problems: Iterable[Problem]) -> tuple[StatusWarning, ...]:
+    """A status's warnings (a document applied all the same), one per problem."""
+    return tuple(
+        StatusWarning(reason=w.reason, policy_id=w.policy_id, field=w.field) for w in problems
+    )
 
 
 class Enforcer:
@@ -133,10 +148,7 @@ class Enforcer:
             inserted=outcome.inserted,
             deleted=outcome.deleted,
             replaced=outcome.replaced,
-            warnings=tuple(
-                StatusWarning(reason=w.reason, policy_id=w.policy_id, field=w.field)
-                for w in warnings
-            ),
+            warnings=warnings_of(warnings),
         )
         return Reply(status, self._mirror(message))
 
@@ -236,11 +248,7 @@ class Enforcer:
     ) -> PolicyStatus:
         for problem in problems:
             log.warning("node %s: refused version %s: %s", self.settings.node, requested, problem)
-        refusals = tuple(
-            Refusal(reason=p.reason, policy_id=p.policy_id, field=p.field, line=p.line)
-            for p in problems
-        )
-        return self._status("refused", started, requested=requested, refusals=refusals)
+        return self._status("refused", started, requested=requested, refusals=refusals_of(problems))
 
     def _status(
         self,

@@ -40,6 +40,7 @@ from services.prem.core.flowtable import FlowRule, FlowTable, compile_policies
 from services.prem.core.policyset import DesiredState, apply_message, is_redelivery
 from services.prem.core.reconcile import plan
 from services.prem.core.settings import NodeSettings
+from services.prem.enforcer import refusals_of, warnings_of
 from services.prem.fleetstore import FleetStore
 
 log = logging.getLogger(__name__)
@@ -88,6 +89,10 @@ class FleetEnforcer:
                 state = DesiredState(node=node)
                 self.rules[node] = ()
             self.states[node] = state
+        #: Rules and policies of every router, kept as documents change them (the worker's
+        #: gauges read them per document: summing 10,000 routers each time would not be).
+        self.rule_count = sum(len(rules) for rules in self.rules.values())
+        self.policy_count = sum(len(state.policies) for state in self.states.values())
         self._node_settings: dict[str, NodeSettings] = {}
         self._sequence: dict[str, int] = {}
 
@@ -135,6 +140,8 @@ class FleetEnforcer:
         except Exception:
             self._replace(node, rules, self.rules[node])  # the kernel back to the state in force
             raise
+        self.rule_count += len(rules) - len(self.rules[node])
+        self.policy_count += len(outcome.state.policies) - len(state.policies)
         self.states[node] = outcome.state
         self.rules[node] = rules
         log.info(
@@ -152,10 +159,7 @@ class FleetEnforcer:
             started,
             requested=requested,
             counts=(outcome.inserted, outcome.deleted, outcome.replaced),
-            warnings=tuple(
-                StatusWarning(reason=w.reason, policy_id=w.policy_id, field=w.field)
-                for w in outcome.warnings
-            ),
+            warnings=warnings_of(outcome.warnings),
         )
 
     def refuse(self, node: str, problem: Problem) -> PolicyStatus:
@@ -206,11 +210,9 @@ class FleetEnforcer:
     ) -> PolicyStatus:
         for problem in problems:
             log.warning("router node %s: refused version %s: %s", node, requested, problem)
-        refusals = tuple(
-            Refusal(reason=p.reason, policy_id=p.policy_id, field=p.field, line=p.line)
-            for p in problems
+        return self._status(
+            node, "refused", started, requested=requested, refusals=refusals_of(problems)
         )
-        return self._status(node, "refused", started, requested=requested, refusals=refusals)
 
     def _status(
         self,

@@ -179,8 +179,8 @@ class FleetWorker:
 
     def _gauges(self) -> None:
         if self.fleet is not None:
-            self.metrics.rules_owned.set(sum(len(r) for r in self.fleet.rules.values()))
-            self.metrics.policies.set(sum(len(s.policies) for s in self.fleet.states.values()))
+            self.metrics.rules_owned.set(self.fleet.rule_count)
+            self.metrics.policies.set(self.fleet.policy_count)
 
     def _shutdown(self) -> None:
         """Served routers offline, then the worker's own presence, disconnect."""

@@ -94,6 +94,9 @@ def test_each_router_document_changes_that_router_only(tmp_path: Path) -> None:
     # Versions are per router: router 2 is still at 1 and takes its own 2.
     assert fleet.handle(r2.node, document(r2, 2, Flush())).result == "applied"
     assert not any(pid.startswith("ha1-mr2:") for pid in ids(fleet))
+    # The totals the worker's gauges read follow every change.
+    assert fleet.rule_count == len(fleet.backend.read()) == len(fleet.table())
+    assert fleet.policy_count == sum(len(s.policies) for s in fleet.states.values()) == 6
 
 
 def test_a_refused_document_changes_nothing_and_says_why(tmp_path: Path) -> None:
